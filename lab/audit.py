@@ -1,0 +1,89 @@
+"""The append-only audit trail: who (person or machine) did or saw what, when, before and after.
+
+Rows are only ever inserted; the migration installs a trigger that refuses UPDATE and DELETE,
+so not even a bug in this code can rewrite history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Index, String, Text, func, select
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from lab.db import Base
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Actor:
+    """Whoever acts: a signed-in person, an analyser connection, or an interface account."""
+
+    user_id: int | None
+    username: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+    channel: str = "api"  # api | ui | hl7 | astm | cli | job
+
+    @classmethod
+    def system(cls, channel: str = "job") -> Actor:
+        return cls(user_id=None, username="system", channel=channel)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_event"
+    __table_args__ = (Index("ix_audit_event_patient_at", "patient_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    actor_user_id: Mapped[int | None] = mapped_column(BigInteger)
+    actor_name: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    entity_type: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[str] = mapped_column(String(64))
+    patient_id: Mapped[int | None] = mapped_column(BigInteger)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+def record(
+    session: Session,
+    *,
+    actor: Actor,
+    action: str,
+    entity_type: str,
+    entity_id: object,
+    patient_id: int | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    detail: str = "",
+) -> None:
+    """Add an audit row to the caller's transaction: it commits or rolls back with the change."""
+    session.add(
+        AuditEvent(
+            actor_user_id=actor.user_id,
+            actor_name=actor.username,
+            channel=actor.channel,
+            action=action,
+            entity_type=entity_type,
+            entity_id=str(entity_id),
+            patient_id=patient_id,
+            before=before,
+            after=after,
+            detail=detail,
+        )
+    )
+
+
+def events_for_patient(session: Session, patient_id: int, *, limit: int = 500) -> list[AuditEvent]:
+    """Everything done to and every look at one patient's data, newest first."""
+    query = (
+        select(AuditEvent)
+        .where(AuditEvent.patient_id == patient_id)
+        .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+        .limit(limit)
+    )
+    return list(session.scalars(query))

@@ -1,0 +1,213 @@
+"""`lab`: serve the lab module and look after it. Every command honours the LAB_* settings."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import secrets
+import sys
+from collections.abc import Sequence
+
+from lab.audit import Actor
+from lab.config import Settings, get_settings
+from lab.db import database_url, make_engine, make_session_factory, transaction
+from lab.errors import LabError
+
+
+def _factory(settings: Settings):  # type: ignore[no-untyped-def]
+    return make_session_factory(make_engine(database_url(settings), pool_size=2))
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from lab.migrate import upgrade
+
+    upgrade(database_url(settings), args.revision)
+    print(f"database schema at {args.revision}")
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
+    from lab.users import service as users
+
+    if args.no_password:
+        password = None
+    elif args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = secrets.token_urlsafe(12)
+    with transaction(_factory(settings)) as session:
+        users.create_user(
+            session,
+            actor=Actor.system("cli"),
+            username=args.username,
+            display_name=args.name or args.username,
+            roles=args.role,
+            password=password,
+        )
+    print(f"user {args.username} added with roles {', '.join(args.role)}")
+    if password and not args.password_stdin:
+        print(f"password (shown once): {password}")
+    return 0
+
+
+def cmd_user_password(args: argparse.Namespace, settings: Settings) -> int:
+    from lab.users import service as users
+
+    password = getpass.getpass("new password: ") if sys.stdin.isatty() else sys.stdin.readline()
+    with transaction(_factory(settings)) as session:
+        users.set_password(
+            session, actor=Actor.system("cli"), username=args.username, password=password.strip()
+        )
+    print(f"password of {args.username} changed")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
+    from lab.users import service as users
+
+    with transaction(_factory(settings)) as session:
+        token = users.create_token(
+            session, actor=Actor.system("cli"), username=args.username, label=args.label
+        )
+    print(f"API token for {args.username} (shown once; send as 'Authorization: Bearer ...'):")
+    print(token)
+    return 0
+
+
+def cmd_demo_seed(args: argparse.Namespace, settings: Settings) -> int:
+    from lab.demo import seed
+
+    with transaction(_factory(settings)) as session:
+        made = seed(session, password=settings.demo_password)
+    print("demo catalog and users are in place")
+    for username, password in made.items():
+        shown = "(LAB_DEMO_PASSWORD)" if settings.demo_password else password
+        print(f"  demo user {username:6s} password: {shown}")
+    return 0
+
+
+def cmd_catalog_load(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from lab.catalog.service import load_catalog_file
+
+    with transaction(_factory(settings)) as session:
+        count = load_catalog_file(session, actor=Actor.system("cli"), path=Path(args.file))
+    print(f"{count} tests loaded from {args.file}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from lab.serve import serve
+
+    return serve(settings, host=args.host, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lab",
+        description="The lab module (LIS) of the regional health record. "
+        "Settings come from LAB_* environment variables (see docs/operations.md).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the lab module: web UI, API, listeners, analyser links",
+        description="Apply migrations, seed the demo when LAB_DEMO=1 on an empty database, and "
+        "run the web UI and JSON API with every configured interface, in the foreground.",
+    )
+    serve.add_argument("--host", help="HTTP address (default LAB_HTTP_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default LAB_HTTP_PORT or 8000)")
+    serve.set_defaults(run=cmd_serve)
+
+    db = commands.add_parser("db", help="database schema", description="Database schema.")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    upgrade = db_commands.add_parser(
+        "upgrade",
+        help="apply the Alembic migrations",
+        description="Apply the Alembic migrations (the only way the schema is made).",
+    )
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.set_defaults(run=cmd_db_upgrade)
+
+    user = commands.add_parser("user", help="user accounts", description="User accounts.")
+    user_commands = user.add_subparsers(dest="user_command", required=True, metavar="COMMAND")
+    add = user_commands.add_parser(
+        "add",
+        help="add a user",
+        description="Add a user. Without --password-stdin a random password is printed once.",
+    )
+    add.add_argument("username")
+    add.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        help="technician, reviewer, physician, admin, instrument or interface (repeatable)",
+    )
+    add.add_argument("--name", help="display name")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.add_argument("--no-password", action="store_true", help="machine account: tokens only")
+    add.set_defaults(run=cmd_user_add)
+    password = user_commands.add_parser(
+        "password", help="set a user's password", description="Set a user's password."
+    )
+    password.add_argument("username")
+    password.set_defaults(run=cmd_user_password)
+
+    token = commands.add_parser("token", help="API tokens", description="API tokens.")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
+    create = token_commands.add_parser(
+        "create",
+        help="print a new API token for a user",
+        description="Make a new API token for USER; the token is the last line of the output.",
+    )
+    create.add_argument("username", metavar="USER")
+    create.add_argument("--label", default="", help="what the token is for")
+    create.set_defaults(run=cmd_token_create)
+
+    demo = commands.add_parser("demo", help="demo data", description="Demo data.")
+    demo_commands = demo.add_subparsers(dest="demo_command", required=True, metavar="COMMAND")
+    seed = demo_commands.add_parser(
+        "seed",
+        help="load the demo catalog and demo users",
+        description="Load the demo catalog (if no tests exist) and the demo users admin, bio and "
+        "lege (if no users exist); their passwords are printed once.",
+    )
+    seed.set_defaults(run=cmd_demo_seed)
+
+    catalog = commands.add_parser("catalog", help="test catalog", description="Test catalog.")
+    catalog_commands = catalog.add_subparsers(
+        dest="catalog_command", required=True, metavar="COMMAND"
+    )
+    load = catalog_commands.add_parser(
+        "load",
+        help="load tests and panels from a TOML file",
+        description="Create or replace tests and panels from a catalog TOML file "
+        "(the format of lab/catalog/demo_catalog.toml).",
+    )
+    load.add_argument("file")
+    load.set_defaults(run=cmd_catalog_load)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.run(args, get_settings())
+    except LabError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem.field}: {problem.message}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""Settings of the lab module, read from `LAB_*` environment variables (CONTRACT.md)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting an operator can give; defaults are those of CONTRACT.md."""
+
+    model_config = SettingsConfigDict(env_prefix="LAB_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the PostgreSQL server; unset: embedded PostgreSQL.",
+    )
+    data_dir: Path = Field(default=Path("./var"), description="Embedded database, raw archive.")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = 2575
+    ehr_mllp_url: str | None = None
+    instruments_file: Path | None = None
+    demo: bool = False
+    demo_password: str | None = None
+    demo_astm_port: int = 5001
+    lab_name: str = "Laboratoriemodulen"
+    session_timeout_minutes: int = 30
+    max_failed_logins: int = 5
+    lockout_minutes: int = 15
+    timezone: str = "Europe/Oslo"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

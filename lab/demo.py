@@ -1,0 +1,46 @@
+"""The demo: the demo catalog and the three demo users of CONTRACT.md on an empty database."""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from lab.audit import Actor
+from lab.catalog import service as catalog
+from lab.catalog.models import LabTest
+from lab.users import service as users
+from lab.users.models import User
+from lab.users.roles import Role
+
+DEMO_USERS: list[tuple[str, str, list[Role]]] = [
+    ("admin", "Demo administrator", [Role.ADMIN]),
+    ("bio", "Demo bioingeniør", [Role.TECHNICIAN]),
+    ("lege", "Demo lege (lab physician)", [Role.PHYSICIAN, Role.REVIEWER]),
+]
+
+
+def seed(session: Session, *, password: str | None) -> dict[str, str]:
+    """Load the demo catalog if no tests exist and the demo users if no users exist.
+
+    Returns the passwords of users made now (random unless `password` is given), so the caller
+    can show them once.
+    """
+    actor = Actor.system("cli")
+    if not session.scalar(select(func.count()).select_from(LabTest)):
+        catalog.load_catalog_file(session, actor=actor)
+    made: dict[str, str] = {}
+    if not session.scalar(select(func.count()).select_from(User)):
+        for username, name, roles in DEMO_USERS:
+            secret = password or secrets.token_urlsafe(12)
+            users.create_user(
+                session,
+                actor=actor,
+                username=username,
+                display_name=name,
+                roles=[r.value for r in roles],
+                password=secret,
+            )
+            made[username] = secret
+    return made

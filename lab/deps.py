@@ -1,0 +1,89 @@
+"""Request dependencies shared by every router: the database session and who is asking.
+
+`Annotated` aliases keep route signatures short (STYLE.md). Every route but `/healthz` and the
+sign-in page depends on `CurrentActor` or `require(...)`, so nothing is reachable unauthenticated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from lab.audit import Actor
+from lab.errors import AuthenticationRequired, PermissionDenied
+from lab.users import service as users
+from lab.users.roles import Permission
+
+SESSION_COOKIE = "lab_session"
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    factory = request.app.state.session_factory
+    with factory() as session:
+        try:
+            yield session
+        finally:
+            session.rollback()  # whatever the route did not commit is not kept
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def current_actor(request: Request, session: SessionDep) -> Actor:
+    settings = request.app.state.settings
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationRequired("use 'Authorization: Bearer <token>'")
+        user = users.user_for_token(session, token.strip())
+        actor = users.actor_for(user, "api")
+    else:
+        key = request.cookies.get(SESSION_COOKIE)
+        if not key:
+            raise AuthenticationRequired("sign in, or send an API token")
+        timeout = timedelta(minutes=settings.session_timeout_minutes)
+        user, web = users.user_for_session(session, key, timeout=timeout)
+        request.state.csrf_token = web.csrf_token
+        unsafe = request.method not in ("GET", "HEAD", "OPTIONS")
+        # A cookie rides along on any cross-site request; the token in a header does not.
+        api_call = request.url.path.startswith("/api/")
+        if unsafe and api_call and request.headers.get("x-csrf-token") != web.csrf_token:
+            raise PermissionDenied("missing or wrong X-CSRF-Token header")
+        actor = users.actor_for(user, "ui")
+    session.commit()  # keep token/session bookkeeping even if the route fails later
+    request.state.actor = actor
+    return actor
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]
+
+
+def require(permission: Permission) -> Callable[[Actor], Actor]:
+    """A dependency that lets the request through only for roles that hold `permission`."""
+
+    def check(actor: CurrentActor) -> Actor:
+        users.require(actor, permission)
+        return actor
+
+    check.__name__ = f"require_{permission.value}"
+    return check
+
+
+ReadPatientData = Annotated[Actor, Depends(require(Permission.READ_PATIENT_DATA))]
+ManagePatients = Annotated[Actor, Depends(require(Permission.MANAGE_PATIENTS))]
+MergePatients = Annotated[Actor, Depends(require(Permission.MERGE_PATIENTS))]
+PlaceOrders = Annotated[Actor, Depends(require(Permission.PLACE_ORDERS))]
+CancelOrders = Annotated[Actor, Depends(require(Permission.CANCEL_ORDERS))]
+HandleSpecimens = Annotated[Actor, Depends(require(Permission.HANDLE_SPECIMENS))]
+EnterResults = Annotated[Actor, Depends(require(Permission.ENTER_RESULTS))]
+VerifyResults = Annotated[Actor, Depends(require(Permission.VERIFY_RESULTS))]
+CorrectResults = Annotated[Actor, Depends(require(Permission.CORRECT_RESULTS))]
+ReadAudit = Annotated[Actor, Depends(require(Permission.READ_AUDIT))]
+ReadCatalog = Annotated[Actor, Depends(require(Permission.READ_CATALOG))]
+ManageCatalog = Annotated[Actor, Depends(require(Permission.MANAGE_CATALOG))]
+ManageUsers = Annotated[Actor, Depends(require(Permission.MANAGE_USERS))]

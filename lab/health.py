@@ -1,0 +1,60 @@
+"""What `GET /healthz` reports: the database and every component that is running.
+
+Listeners, analyser connections and the dispatcher register a status callback in the
+`Components` of the app; each returns a small dict with at least `state`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from lab.db import ping
+
+router = APIRouter(tags=["health"])
+
+StatusCallback = Callable[[], dict[str, Any]]
+
+
+class Components:
+    def __init__(self) -> None:
+        self._callbacks: dict[str, StatusCallback] = {}
+
+    def register(self, name: str, callback: StatusCallback) -> None:
+        self._callbacks[name] = callback
+
+    def unregister(self, name: str) -> None:
+        self._callbacks.pop(name, None)
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        report: dict[str, dict[str, Any]] = {}
+        for name, callback in sorted(self._callbacks.items()):
+            try:
+                report[name] = callback()
+            except Exception as exc:  # a broken status callback must not hide the others
+                report[name] = {"state": "error", "error": type(exc).__name__}
+        return report
+
+
+@router.get("/healthz")
+def healthz(request: Request) -> JSONResponse:
+    """No authentication: says only whether the parts run, never any patient data."""
+    engine = request.app.state.engine
+    try:
+        database: dict[str, Any] = {"state": "up", "server_version": ping(engine)}
+    except SQLAlchemyError as exc:
+        database = {"state": "down", "error": type(exc).__name__}
+    components = request.app.state.components.report()
+    healthy = database["state"] == "up" and all(
+        c.get("state") not in ("error", "down") for c in components.values()
+    )
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "database": database,
+        "components": components,
+    }
+    return JSONResponse(body, status_code=200 if database["state"] == "up" else 503)

@@ -1,0 +1,110 @@
+"""create_app(): routers, the one error mapping, and the lifespan that starts the parts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from lab import health
+from lab.catalog.api import router as catalog_router
+from lab.config import Settings, get_settings
+from lab.db import database_url, make_engine, make_session_factory
+from lab.errors import AuthenticationRequired, LabError
+from lab.orders.api import router as orders_router
+from lab.patients.api import router as patients_router
+from lab.results.api import router as results_router
+from lab.specimens.api import router as specimens_router
+from lab.users.api import router as users_router
+
+log = logging.getLogger(__name__)
+
+# Parts that run beside the web app (listeners, analyser links, dispatcher) plug in here.
+Starter = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    session_factory: sessionmaker[Session] | None = None,
+    starters: list[Starter] | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+    if engine is None:
+        engine = make_engine(database_url(settings))
+    factory = session_factory or make_session_factory(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started: list[AbstractAsyncContextManager[None]] = []
+        try:
+            for starter in starters or []:
+                part = starter(app)
+                await part.__aenter__()
+                started.append(part)
+            yield
+        finally:
+            for part in reversed(started):
+                await part.__aexit__(None, None, None)
+
+    app = FastAPI(
+        title="Lab module (LIS)",
+        version="0.1.0",
+        description="Orders, specimens and results of the regional health record's laboratories.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = factory
+    app.state.components = health.Components()
+
+    for router in (
+        health.router,
+        users_router,
+        patients_router,
+        catalog_router,
+        orders_router,
+        specimens_router,
+        results_router,
+    ):
+        app.include_router(router)
+
+    app.add_exception_handler(LabError, _lab_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    return app
+
+
+async def _lab_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LabError)
+    body = {
+        "error": type(exc).__name__,
+        "message": exc.message,
+        "problems": [{"field": p.field, "message": p.message} for p in exc.problems],
+    }
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationRequired) else None
+    return JSONResponse(body, status_code=exc.http_status, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 with one line per field: where it is, and what is wrong with it."""
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        {
+            "field": ".".join(str(part) for part in error["loc"] if part != "body"),
+            "message": error["msg"],
+        }
+        for error in exc.errors()
+    ]
+    body = {
+        "error": "InvalidInput",
+        "message": "the request has invalid fields",
+        "problems": problems,
+    }
+    return JSONResponse(body, status_code=422)

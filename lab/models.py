@@ -1,0 +1,31 @@
+"""Imports every feature's tables so `Base.metadata` is complete (Alembic, tests)."""
+
+from lab.audit import AuditEvent
+from lab.catalog.models import LabTest, Panel, PanelMember, ReferenceInterval
+from lab.db import Base
+from lab.orders.models import Order, OrderedTest
+from lab.patients.models import Patient, PatientIdentifier, PatientMerge
+from lab.results.models import Result, ResultVersion
+from lab.specimens.models import Specimen, SpecimenEvent
+from lab.users.models import ApiToken, User, WebSession
+
+__all__ = [
+    "ApiToken",
+    "AuditEvent",
+    "Base",
+    "LabTest",
+    "Order",
+    "OrderedTest",
+    "Panel",
+    "PanelMember",
+    "Patient",
+    "PatientIdentifier",
+    "PatientMerge",
+    "ReferenceInterval",
+    "Result",
+    "ResultVersion",
+    "Specimen",
+    "SpecimenEvent",
+    "User",
+    "WebSession",
+]

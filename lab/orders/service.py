@@ -1,0 +1,287 @@
+"""Orders: placed by the record (HL7) or in the lab, each test with its own status.
+
+Placing an order also makes its specimens (one per container) with accession numbers, so the
+labels can be printed the moment the order exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from lab import audit
+from lab.audit import Actor
+from lab.catalog import service as catalog
+from lab.catalog.models import LabTest
+from lab.errors import Conflict, FieldProblem, InvalidInput, NotFound
+from lab.orders.models import Order, OrderedTest
+from lab.patients import service as patients
+from lab.patients.models import Patient
+from lab.specimens import service as specimens
+from lab.specimens.models import Specimen
+from lab.timeutil import utcnow
+
+
+class Priority(StrEnum):
+    ROUTINE = "routine"
+    URGENT = "urgent"
+    STAT = "stat"
+
+
+class TestStatus(StrEnum):
+    ORDERED = "ordered"
+    IN_PROGRESS = "in_progress"
+    RESULTED = "resulted"
+    VERIFIED = "verified"
+    CANCELLED = "cancelled"
+
+
+OPEN_TEST_STATUSES = frozenset({TestStatus.ORDERED, TestStatus.IN_PROGRESS})
+# HL7 priority codes (OBR-27.6 / TQ1-9: S stat, A asap, R routine) to ours.
+HL7_PRIORITY = {"S": Priority.STAT, "A": Priority.URGENT, "R": Priority.ROUTINE}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TestRequest:
+    code: str
+    system: str = ""  # "" or "L": local code; "LN": LOINC
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderRequest:
+    patient: patients.Demographics | None = None
+    patient_id: int | None = None
+    placer_order_number: str
+    placer_namespace: str = ""
+    tests: list[TestRequest] = field(default_factory=list)
+    priority: str = Priority.ROUTINE
+    ordering_clinician: str = ""
+    ordering_location: str = ""
+    clinical_info: str = ""
+    collected_at: datetime | None = None
+    source: str = "api"
+
+
+def place(session: Session, *, actor: Actor, request: OrderRequest) -> Order:
+    """Register an order with its tests and specimens; a known placer number is a conflict."""
+    problems: list[FieldProblem] = []
+    placer = request.placer_order_number.strip()
+    if not placer:
+        problems.append(FieldProblem("placer_order_number", "the placer order number is missing"))
+    if request.priority not in {p.value for p in Priority}:
+        problems.append(FieldProblem("priority", "use routine, urgent or stat"))
+    if not request.tests:
+        problems.append(FieldProblem("tests", "the order asks for no tests"))
+    resolved: list[tuple[LabTest, str | None]] = []
+    for index, wanted in enumerate(request.tests):
+        try:
+            found, panel = catalog.expand(session, wanted.code, wanted.system)
+        except NotFound as exc:
+            problems.append(FieldProblem(f"tests[{index}].code", exc.message))
+            continue
+        resolved.extend((test, panel) for test in found)
+    if problems:
+        raise InvalidInput(problems[0].message, problems=problems)
+    patient = _patient_for(session, actor=actor, request=request)
+    existing = find_by_placer(session, placer, request.placer_namespace)
+    if existing is not None:
+        raise Conflict(
+            f"order {placer} exists already as {existing.filler_order_number}",
+        )
+    order = Order(
+        placer_order_number=placer,
+        placer_namespace=request.placer_namespace.strip(),
+        filler_order_number=_next_filler_number(session),
+        patient_id=patient.id,
+        ordering_clinician=request.ordering_clinician,
+        ordering_location=request.ordering_location,
+        priority=request.priority,
+        clinical_info=request.clinical_info,
+        source=request.source,
+        status="active",
+    )
+    session.add(order)
+    session.flush()
+    seen: set[int] = set()
+    ordered: list[OrderedTest] = []
+    for test, panel in resolved:
+        if test.id in seen:
+            continue  # a test named twice (alone and in a panel) is run once
+        seen.add(test.id)
+        item = OrderedTest(test_id=test.id, test=test, panel_code=panel, status=TestStatus.ORDERED)
+        order.tests.append(item)
+        ordered.append(item)
+    session.flush()
+    made = specimens.create_for_tests(
+        session, actor=actor, order=order, tests=ordered, collected_at=request.collected_at
+    )
+    audit.record(
+        session,
+        actor=actor,
+        action="order.place",
+        entity_type="order",
+        entity_id=order.filler_order_number,
+        patient_id=patient.id,
+        after={
+            "placer_order_number": placer,
+            "tests": [t.test.code for t in ordered],
+            "specimens": [s.accession_number for s in made],
+            "priority": order.priority,
+        },
+    )
+    return order
+
+
+def _patient_for(session: Session, *, actor: Actor, request: OrderRequest) -> Patient:
+    if request.patient is not None:
+        return patients.upsert(session, actor=actor, data=request.patient)
+    if request.patient_id is not None:
+        patient = session.get(Patient, request.patient_id)
+        if patient is None:
+            raise InvalidInput.field("patient_id", f"no patient {request.patient_id}")
+        return patients.surviving(session, patient)
+    raise InvalidInput.field("patient", "name the patient (identifiers) or give patient_id")
+
+
+def _next_filler_number(session: Session) -> str:
+    sequence = session.execute(text("SELECT nextval('filler_order_seq')")).scalar_one()
+    return f"LAB{int(sequence):09d}"
+
+
+def find_by_placer(session: Session, placer: str, namespace: str = "") -> Order | None:
+    return session.scalar(
+        select(Order).where(
+            Order.placer_order_number == placer.strip(),
+            Order.placer_namespace == namespace.strip(),
+        )
+    )
+
+
+def get_by_filler(session: Session, filler: str) -> Order:
+    order = session.scalar(select(Order).where(Order.filler_order_number == filler.strip()))
+    if order is None:
+        raise NotFound(f"no order {filler}")
+    return order
+
+
+def read(session: Session, filler: str, *, actor: Actor) -> Order:
+    order = get_by_filler(session, filler)
+    patients.audit_read(
+        session, actor=actor, patient_id=order.patient_id, what="order", entity_id=filler
+    )
+    return order
+
+
+def search_by_placer(session: Session, placer: str, *, actor: Actor) -> list[Order]:
+    orders = list(
+        session.scalars(
+            select(Order).where(Order.placer_order_number == placer.strip()).order_by(Order.id)
+        )
+    )
+    for order in orders:
+        patients.audit_read(
+            session,
+            actor=actor,
+            patient_id=order.patient_id,
+            what="order",
+            entity_id=order.filler_order_number,
+        )
+    return orders
+
+
+def specimens_of(session: Session, order: Order) -> list[Specimen]:
+    return list(
+        session.scalars(select(Specimen).where(Specimen.order_id == order.id).order_by(Specimen.id))
+    )
+
+
+def add_test(
+    session: Session, *, actor: Actor, filler: str, code: str, system: str = ""
+) -> OrderedTest:
+    """An add-on test: run on a specimen already in the lab when one fits, else a new tube."""
+    order = get_by_filler(session, filler)
+    if order.status == "cancelled":
+        raise Conflict(f"order {filler} is cancelled")
+    test = catalog.resolve_test(session, code=code, system=system)
+    if any(t.test_id == test.id and t.status != TestStatus.CANCELLED for t in order.tests):
+        raise Conflict(f"{test.code} is already ordered on {filler}")
+    item = OrderedTest(test_id=test.id, test=test, status=TestStatus.ORDERED, add_on=True)
+    order.tests.append(item)
+    order.status = "active"
+    session.flush()
+    usable = [
+        s
+        for s in specimens_of(session, order)
+        if s.container == test.container
+        and s.specimen_type == test.specimen_type
+        and s.parent_id is None
+        and s.status not in ("rejected", "disposed")
+    ]
+    if usable:
+        item.specimen_id = usable[0].id
+        if usable[0].status == "completed":
+            specimens.note_result(session, actor=actor, specimen=usable[0])
+    else:
+        specimens.create_for_tests(session, actor=actor, order=order, tests=[item])
+    audit.record(
+        session,
+        actor=actor,
+        action="order.add_test",
+        entity_type="order",
+        entity_id=filler,
+        patient_id=order.patient_id,
+        after={"test": test.code, "specimen_id": item.specimen_id},
+    )
+    return item
+
+
+def cancel_tests(
+    session: Session, *, actor: Actor, filler: str, codes: list[str] | None, reason: str
+) -> list[OrderedTest]:
+    """Cancel named tests (or all) that have no result yet; resulted ones are refused."""
+    order = get_by_filler(session, filler)
+    if not reason.strip():
+        raise InvalidInput.field("reason", "say why the tests are cancelled")
+    wanted = {c.strip().upper() for c in codes} if codes else None
+    chosen = [t for t in order.tests if wanted is None or t.test.code in wanted]
+    if wanted is not None:
+        missing = wanted - {t.test.code for t in chosen}
+        if missing:
+            raise NotFound(f"{', '.join(sorted(missing))} not ordered on {filler}")
+    done = [t.test.code for t in chosen if t.status not in OPEN_TEST_STATUSES | {"cancelled"}]
+    if done:
+        raise Conflict(
+            f"{', '.join(done)} already has a result; cancel or correct the result instead"
+        )
+    cancelled = [t for t in chosen if t.status != TestStatus.CANCELLED]
+    for item in cancelled:
+        item.status = TestStatus.CANCELLED
+        item.cancelled_at = utcnow()
+        item.cancel_reason = reason
+    refresh_status(order)
+    audit.record(
+        session,
+        actor=actor,
+        action="order.cancel_tests",
+        entity_type="order",
+        entity_id=filler,
+        patient_id=order.patient_id,
+        after={"cancelled": [t.test.code for t in cancelled]},
+        detail=reason,
+    )
+    return cancelled
+
+
+def refresh_status(order: Order) -> None:
+    """active while anything is open; completed when every test is verified or cancelled."""
+    statuses = {t.status for t in order.tests}
+    if statuses and statuses <= {TestStatus.CANCELLED}:
+        order.status = "cancelled"
+    elif statuses <= {TestStatus.VERIFIED, TestStatus.CANCELLED}:
+        order.status = "completed"
+    else:
+        order.status = "active"

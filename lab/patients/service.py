@@ -1,0 +1,342 @@
+"""Patients: identity from the record, validated; demographics; merges that keep everything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from lab import audit
+from lab.audit import Actor
+from lab.errors import Conflict, FieldProblem, InvalidInput, NotFound
+from lab.patients.identifiers import (
+    IdentifierError,
+    IdentifierKind,
+    kind_for,
+    parse_national_identifier,
+)
+from lab.patients.models import Patient, PatientIdentifier, PatientMerge
+
+VALID_SEX = {"F", "M", "O", "U"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdentifierInput:
+    value: str
+    authority: str = ""
+    type_code: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Demographics:
+    identifiers: list[IdentifierInput]
+    family_name: str
+    given_name: str = ""
+    birth_date: date | None = None
+    sex: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckedIdentifier:
+    value: str
+    authority: str
+    kind: IdentifierKind
+    birth_date: date | None
+    sex: str | None
+
+
+def check_identifier(ident: IdentifierInput, *, field: str) -> CheckedIdentifier:
+    """Validate national numbers (check digits, D/H rules); accept others as they are."""
+    kind = kind_for(ident.authority, ident.type_code)
+    value = ident.value.strip()
+    if not value:
+        raise InvalidInput.field(field, "the identifier is empty")
+    if kind is IdentifierKind.OTHER:
+        return CheckedIdentifier(
+            value=value, authority=ident.authority.strip(), kind=kind, birth_date=None, sex=None
+        )
+    try:
+        parsed = parse_national_identifier(value)
+    except IdentifierError as exc:
+        raise InvalidInput.field(field, f"invalid {kind.value}: {exc}") from exc
+    if parsed.kind is not kind:
+        raise InvalidInput.field(
+            field, f"the number is a {parsed.kind.value}, but was sent as {kind.value}"
+        )
+    # National identifiers are stored under their kind, so an OID and a plain name match.
+    return CheckedIdentifier(
+        value=parsed.value,
+        authority=kind.value,
+        kind=kind,
+        birth_date=parsed.birth_date,
+        sex=parsed.sex,
+    )
+
+
+def check_demographics(data: Demographics) -> list[CheckedIdentifier]:
+    problems: list[FieldProblem] = []
+    checked: list[CheckedIdentifier] = []
+    for index, ident in enumerate(data.identifiers):
+        try:
+            checked.append(check_identifier(ident, field=f"identifiers[{index}]"))
+        except InvalidInput as exc:
+            problems.extend(exc.problems)
+    if not data.identifiers:
+        problems.append(FieldProblem("identifiers", "at least one identifier is needed"))
+    if not data.family_name.strip():
+        problems.append(FieldProblem("family_name", "the family name is missing"))
+    if data.sex is not None and data.sex not in VALID_SEX:
+        problems.append(FieldProblem("sex", "use F, M, O or U"))
+    for national in checked:
+        if (
+            national.kind is IdentifierKind.FNR
+            and data.birth_date is not None
+            and national.birth_date != data.birth_date
+        ):
+            problems.append(
+                FieldProblem("birth_date", "does not match the birth date in the fødselsnummer")
+            )
+    if problems:
+        raise InvalidInput(problems[0].message, problems=problems)
+    return checked
+
+
+def find_by_identifier(session: Session, value: str, authority: str = "") -> Patient | None:
+    """The patient with this identifier, following merges to the surviving patient."""
+    query = select(PatientIdentifier).where(PatientIdentifier.value == value.strip())
+    if authority:
+        checked_authority = kind_for(authority, "")
+        wanted = (
+            checked_authority.value
+            if checked_authority is not IdentifierKind.OTHER
+            else authority.strip()
+        )
+        query = query.where(PatientIdentifier.authority == wanted)
+    ident = session.scalars(query).first()
+    if ident is None:
+        return None
+    return surviving(session, ident.patient)
+
+
+def surviving(session: Session, patient: Patient) -> Patient:
+    seen = {patient.id}
+    while patient.merged_into_id is not None:
+        nxt = session.get(Patient, patient.merged_into_id)
+        if nxt is None or nxt.id in seen:
+            break
+        seen.add(nxt.id)
+        patient = nxt
+    return patient
+
+
+def upsert(session: Session, *, actor: Actor, data: Demographics) -> Patient:
+    """Find the patient by any of the identifiers and update, or register a new one."""
+    checked = check_demographics(data)
+    patient: Patient | None = None
+    for ident in checked:
+        patient = find_by_identifier(session, ident.value, ident.authority)
+        if patient is not None:
+            break
+    national = next((i for i in checked if i.birth_date is not None), None)
+    birth_date = data.birth_date or (national.birth_date if national else None)
+    sex = data.sex or (national.sex if national else None) or "U"
+    if patient is None:
+        patient = Patient(
+            family_name=data.family_name.strip(),
+            given_name=data.given_name.strip(),
+            birth_date=birth_date,
+            sex=sex,
+        )
+        session.add(patient)
+        session.flush()
+        before = None
+        action = "patient.create"
+    else:
+        before = snapshot(patient)
+        patient.family_name = data.family_name.strip()
+        patient.given_name = data.given_name.strip()
+        if birth_date is not None:
+            patient.birth_date = birth_date
+        if data.sex is not None or patient.sex == "U":
+            patient.sex = sex
+        action = "patient.update"
+    known = {(i.authority, i.value) for i in patient.identifiers}
+    for ident in checked:
+        if (ident.authority, ident.value) in known:
+            continue
+        owner = session.scalar(
+            select(PatientIdentifier).where(
+                PatientIdentifier.authority == ident.authority,
+                PatientIdentifier.value == ident.value,
+            )
+        )
+        if owner is not None and surviving(session, owner.patient).id != patient.id:
+            raise Conflict(
+                f"identifier {ident.authority} belongs to another patient; merge them first"
+            )
+        if owner is None:
+            patient.identifiers.append(
+                PatientIdentifier(value=ident.value, authority=ident.authority, kind=ident.kind)
+            )
+    session.flush()
+    after = snapshot(patient)
+    if before != after:
+        audit.record(
+            session,
+            actor=actor,
+            action=action,
+            entity_type="patient",
+            entity_id=patient.id,
+            patient_id=patient.id,
+            before=before,
+            after=after,
+        )
+    return patient
+
+
+def get(session: Session, patient_id: int, *, actor: Actor) -> Patient:
+    """Read one patient; the look is audited."""
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        raise NotFound(f"no patient {patient_id}")
+    audit_read(session, actor=actor, patient_id=patient.id, what="patient", entity_id=patient.id)
+    return patient
+
+
+def search(session: Session, *, actor: Actor, text: str, limit: int = 50) -> list[Patient]:
+    """By identifier (exact) or name (start of family or given name, case-insensitive)."""
+    term = text.strip()
+    if len(term) < 2:
+        raise InvalidInput.field("q", "type at least two characters")
+    by_ident = select(PatientIdentifier.patient_id).where(PatientIdentifier.value == term)
+    pattern = term.lower().replace("%", r"\%").replace("_", r"\_") + "%"
+    query = (
+        select(Patient)
+        .where(
+            or_(
+                Patient.id.in_(by_ident),
+                func.lower(Patient.family_name).like(pattern),
+                func.lower(Patient.given_name).like(pattern),
+            ),
+            Patient.merged_into_id.is_(None),
+        )
+        .order_by(Patient.family_name, Patient.given_name)
+        .limit(limit)
+    )
+    found = list(session.scalars(query))
+    for patient in found:
+        audit_read(
+            session,
+            actor=actor,
+            patient_id=patient.id,
+            what="patient.search",
+            entity_id=patient.id,
+            detail="found by search",
+        )
+    return found
+
+
+def merge(
+    session: Session,
+    *,
+    actor: Actor,
+    surviving_patient_id: int,
+    merged_patient_id: int,
+    reason: str = "",
+) -> PatientMerge:
+    """Move every order, specimen and result of one patient to another, and say who did it."""
+    from lab.orders.models import Order
+    from lab.results.models import Result
+    from lab.specimens.models import Specimen
+
+    if surviving_patient_id == merged_patient_id:
+        raise InvalidInput.field("merged_patient_id", "a patient cannot be merged with itself")
+    keep = session.get(Patient, surviving_patient_id, with_for_update=True)
+    gone = session.get(Patient, merged_patient_id, with_for_update=True)
+    if keep is None:
+        raise NotFound(f"no patient {surviving_patient_id}")
+    if gone is None:
+        raise NotFound(f"no patient {merged_patient_id}")
+    if keep.merged_into_id is not None:
+        raise Conflict(f"patient {keep.id} was itself merged into {keep.merged_into_id}")
+    if gone.merged_into_id is not None:
+        raise Conflict(f"patient {gone.id} was already merged into {gone.merged_into_id}")
+    moved = len(
+        session.scalars(
+            update(Order)
+            .where(Order.patient_id == gone.id)
+            .values(patient_id=keep.id)
+            .returning(Order.id)
+        ).all()
+    )
+    session.execute(
+        update(Specimen).where(Specimen.patient_id == gone.id).values(patient_id=keep.id)
+    )
+    session.execute(update(Result).where(Result.patient_id == gone.id).values(patient_id=keep.id))
+    session.execute(
+        update(PatientIdentifier)
+        .where(PatientIdentifier.patient_id == gone.id)
+        .values(patient_id=keep.id)
+    )
+    gone.merged_into_id = keep.id
+    record = PatientMerge(
+        surviving_patient_id=keep.id,
+        merged_patient_id=gone.id,
+        merged_by=actor.username,
+        moved_orders=moved,
+        reason=reason,
+    )
+    session.add(record)
+    session.flush()
+    session.expire(keep)
+    for patient_id in (keep.id, gone.id):
+        audit.record(
+            session,
+            actor=actor,
+            action="patient.merge",
+            entity_type="patient",
+            entity_id=patient_id,
+            patient_id=patient_id,
+            before={"merged_patient_id": gone.id},
+            after={"surviving_patient_id": keep.id, "moved_orders": moved},
+            detail=reason,
+        )
+    return record
+
+
+def audit_read(
+    session: Session,
+    *,
+    actor: Actor,
+    patient_id: int,
+    what: str,
+    entity_id: object,
+    detail: str = "",
+) -> None:
+    audit.record(
+        session,
+        actor=actor,
+        action=f"read.{what}",
+        entity_type=what.split(".")[0],
+        entity_id=entity_id,
+        patient_id=patient_id,
+        detail=detail,
+    )
+
+
+def snapshot(patient: Patient) -> dict[str, object]:
+    return {
+        "family_name": patient.family_name,
+        "given_name": patient.given_name,
+        "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
+        "sex": patient.sex,
+        "identifiers": sorted(f"{i.authority}:{i.value}" for i in patient.identifiers),
+    }
+
+
+def age_in_days(patient: Patient, on: date) -> int | None:
+    if patient.birth_date is None:
+        return None
+    return (on - patient.birth_date).days

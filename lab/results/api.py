@@ -1,0 +1,162 @@
+"""JSON routes for results."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
+
+from lab.catalog.models import LabTest
+from lab.catalog.service import ReferenceRange
+from lab.deps import (
+    CorrectResults,
+    EnterResults,
+    ReadPatientData,
+    SessionDep,
+    VerifyResults,
+)
+from lab.results import service
+from lab.results.models import Result
+from lab.results.schemas import (
+    CancelIn,
+    CorrectIn,
+    ResultIn,
+    ResultOut,
+    ResultVersionOut,
+    VerifyIn,
+)
+from lab.specimens.models import Specimen
+
+router = APIRouter(prefix="/api/v1/results", tags=["results"])
+
+
+def result_out(session: Session, result: Result, *, with_versions: bool = False) -> ResultOut:
+    specimen = session.get(Specimen, result.specimen_id)
+    test = session.get(LabTest, result.test_id)
+    current = result.versions[-1]
+    reference = ReferenceRange(current.reference_low, current.reference_high).text()
+    return ResultOut(
+        id=result.id,
+        accession_number=specimen.accession_number if specimen else "",
+        test_code=test.code if test else "",
+        loinc=test.loinc if test else None,
+        value=service.value_text(result),
+        unit=result.unit,
+        flags=list(result.flags),
+        reference_range=reference,
+        status=result.status,
+        version=result.version,
+        observed_at=result.observed_at,
+        verified_at=result.verified_at,
+        verified_by=result.verified_by,
+        versions=[
+            ResultVersionOut(
+                version=v.version,
+                status=v.status,
+                value=service.value_text(v),
+                unit=v.unit,
+                flags=list(v.flags),
+                author=v.author,
+                reason=v.reason,
+                comment=v.comment,
+                instrument=v.instrument,
+                instrument_flags=v.instrument_flags,
+                critical_notification=v.critical_notification,
+                created_at=v.created_at,
+            )
+            for v in result.versions
+        ]
+        if with_versions
+        else None,
+    )
+
+
+@router.get("", response_model=list[ResultOut])
+def results_for_specimen(
+    session: SessionDep,
+    actor: ReadPatientData,
+    accession: str = Query(description="Accession number of the specimen"),
+) -> list[ResultOut]:
+    found = service.for_specimen(session, accession, actor=actor)
+    session.commit()
+    return [result_out(session, r) for r in found]
+
+
+@router.get("/review-queue", response_model=list[ResultOut])
+def review_queue(
+    session: SessionDep, actor: VerifyResults, limit: int = Query(default=100, ge=1, le=1000)
+) -> list[ResultOut]:
+    """Results awaiting review: stat first, then oldest first."""
+    return [result_out(session, r) for r in service.review_queue(session, limit=limit)]
+
+
+@router.post("", response_model=ResultOut, status_code=201)
+def enter_result(data: ResultIn, session: SessionDep, actor: EnterResults) -> ResultOut:
+    """Enter a result by hand (for tests not run on an analyser)."""
+    outcome = service.record(
+        session,
+        actor=actor,
+        measurement=service.Measurement(
+            accession_number=data.accession_number,
+            test_code=data.test_code,
+            value=data.value,
+            unit=data.unit,
+            observed_at=data.observed_at,
+            comment=data.comment,
+            instrument="manual",
+        ),
+    )
+    session.commit()
+    return result_out(session, outcome.result)
+
+
+@router.get("/{result_id}", response_model=ResultOut)
+def get_result(result_id: int, session: SessionDep, actor: ReadPatientData) -> ResultOut:
+    """One result with every version."""
+    result = service.read(session, result_id, actor=actor)
+    session.commit()
+    return result_out(session, result, with_versions=True)
+
+
+@router.post("/{result_id}/verify", response_model=ResultOut)
+def verify(
+    result_id: int, session: SessionDep, actor: VerifyResults, data: VerifyIn | None = None
+) -> ResultOut:
+    """Release a result; a critical one needs `critical` (who was told, when, read back)."""
+    data = data or VerifyIn()
+    critical = (
+        service.CriticalNotification(
+            notified_person=data.critical.notified_person,
+            notified_at=data.critical.notified_at,
+            read_back=data.critical.read_back,
+        )
+        if data.critical
+        else None
+    )
+    result = service.verify(
+        session, actor=actor, result_id=result_id, critical=critical, comment=data.comment
+    )
+    session.commit()
+    return result_out(session, result)
+
+
+@router.post("/{result_id}/correct", response_model=ResultOut)
+def correct(
+    result_id: int, data: CorrectIn, session: SessionDep, actor: CorrectResults
+) -> ResultOut:
+    result = service.correct(
+        session,
+        actor=actor,
+        result_id=result_id,
+        value=data.value,
+        reason=data.reason,
+        comment=data.comment,
+    )
+    session.commit()
+    return result_out(session, result, with_versions=True)
+
+
+@router.post("/{result_id}/cancel", response_model=ResultOut)
+def cancel(result_id: int, data: CancelIn, session: SessionDep, actor: CorrectResults) -> ResultOut:
+    result = service.cancel(session, actor=actor, result_id=result_id, reason=data.reason)
+    session.commit()
+    return result_out(session, result)

@@ -1,0 +1,69 @@
+"""Results in and out of the JSON API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class ResultIn(BaseModel):
+    accession_number: str = Field(min_length=1, max_length=20)
+    test_code: str = Field(min_length=1, max_length=20)
+    value: str = Field(min_length=1, max_length=200, description="5.2, 5,2, <5, or text")
+    unit: str | None = Field(default=None, max_length=30)
+    observed_at: datetime | None = None
+    comment: str = Field(default="", max_length=2000)
+
+
+class CriticalIn(BaseModel):
+    notified_person: str = Field(min_length=1, max_length=200)
+    notified_at: datetime
+    read_back: bool
+
+
+class VerifyIn(BaseModel):
+    critical: CriticalIn | None = None
+    comment: str = Field(default="", max_length=2000)
+
+
+class CorrectIn(BaseModel):
+    value: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=1000)
+    comment: str = Field(default="", max_length=2000)
+
+
+class CancelIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class ResultVersionOut(BaseModel):
+    version: int
+    status: str
+    value: str
+    unit: str | None
+    flags: list[str]
+    author: str
+    reason: str
+    comment: str
+    instrument: str
+    instrument_flags: str
+    critical_notification: str
+    created_at: datetime
+
+
+class ResultOut(BaseModel):
+    id: int
+    accession_number: str
+    test_code: str
+    loinc: str | None
+    value: str
+    unit: str | None
+    flags: list[str]
+    reference_range: str
+    status: str
+    version: int
+    observed_at: datetime | None
+    verified_at: datetime | None
+    verified_by: str | None
+    versions: list[ResultVersionOut] | None = None

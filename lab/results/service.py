@@ -1,0 +1,514 @@
+"""Results: one path for every result, whether from an analyser, a keyboard or a replay.
+
+Statuses: preliminary -> awaiting_review -> verified -> corrected, and cancelled. Each change
+adds an immutable `ResultVersion`; `Result` keeps the current state for the work queues.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from lab import audit
+from lab.audit import Actor
+from lab.catalog import service as catalog
+from lab.catalog.models import LabTest
+from lab.errors import Conflict, InvalidInput, NotFound
+from lab.orders import service as orders
+from lab.orders.models import Order, OrderedTest
+from lab.patients.models import Patient
+from lab.patients.service import audit_read
+from lab.results import flags as result_flags
+from lab.results.models import Result, ResultVersion
+from lab.specimens import service as specimens
+from lab.specimens.models import Specimen
+from lab.timeutil import as_utc, utcnow
+
+
+class ResultStatus(StrEnum):
+    PRELIMINARY = "preliminary"
+    AWAITING_REVIEW = "awaiting_review"
+    VERIFIED = "verified"
+    CORRECTED = "corrected"
+    CANCELLED = "cancelled"
+
+
+R = ResultStatus
+RELEASED = frozenset({R.VERIFIED, R.CORRECTED})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Measurement:
+    """A result as it arrives, before the rules have looked at it."""
+
+    accession_number: str
+    test_code: str
+    value: str
+    unit: str | None = None
+    observed_at: datetime | None = None
+    preliminary: bool = False
+    instrument: str = ""
+    operator: str = ""
+    instrument_flags: str = ""
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CriticalNotification:
+    """Who was told of a critical result, when, and that the value was read back."""
+
+    notified_person: str
+    notified_at: datetime
+    read_back: bool
+
+    def text(self) -> str:
+        return (
+            f"told {self.notified_person} at {as_utc(self.notified_at).isoformat()}, "
+            f"read back: {'yes' if self.read_back else 'no'}"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    result: Result
+    changed: bool  # False when the same result arrived again
+
+
+def record(session: Session, *, actor: Actor, measurement: Measurement) -> Outcome:
+    """Store a measured result against the specimen's ordered test, flagged for review."""
+    specimen = specimens.get_by_accession(session, measurement.accession_number)
+    if specimen.status in ("rejected", "disposed"):
+        raise Conflict(f"{specimen.accession_number} is {specimen.status}; no results can be added")
+    test = catalog.get_by_code(session, measurement.test_code)
+    ordered = _ordered_test(session, specimen, test)
+    value = _parse_value(test, measurement.value)
+    unit = measurement.unit.strip() if measurement.unit else test.unit
+    if test.result_type == "numeric" and unit != test.unit:
+        raise InvalidInput.field(
+            "unit", f"{test.code} is reported in {test.unit}, not {unit}; no conversion is made"
+        )
+    patient = session.get(Patient, specimen.patient_id)
+    assert patient is not None  # foreign key
+    status = R.PRELIMINARY if measurement.preliminary else R.AWAITING_REVIEW
+    observed_at = as_utc(measurement.observed_at) if measurement.observed_at else None
+    result = session.scalar(
+        select(Result).where(Result.ordered_test_id == ordered.id).with_for_update()
+    )
+    if result is not None:
+        if result.status in RELEASED:
+            raise Conflict(
+                f"{test.code} on {specimen.accession_number} is verified; correct it instead"
+            )
+        if result.status == R.CANCELLED:
+            raise Conflict(f"{test.code} on {specimen.accession_number} is cancelled")
+        current = result.versions[-1]
+        if _same_measurement(current, value, unit, observed_at, measurement, status):
+            return Outcome(result=result, changed=False)
+    low, high, flags = _judge(test, patient, specimen, value)
+    version = ResultVersion(
+        status=status,
+        value_numeric=value.value if isinstance(value, result_flags.NumericValue) else None,
+        value_text=value if isinstance(value, str) else None,
+        comparator=value.comparator if isinstance(value, result_flags.NumericValue) else None,
+        unit=unit,
+        flags=flags,
+        reference_low=low,
+        reference_high=high,
+        instrument_flags=measurement.instrument_flags,
+        instrument=measurement.instrument,
+        operator=measurement.operator,
+        observed_at=observed_at,
+        author=actor.username,
+        reason="rerun" if result is not None else "",
+        comment=measurement.comment,
+    )
+    if result is None:
+        result = Result(
+            ordered_test_id=ordered.id,
+            specimen_id=specimen.id,
+            test_id=test.id,
+            patient_id=specimen.patient_id,
+            version=0,
+            status=status,
+        )
+        session.add(result)
+        session.flush()
+    before = _snapshot(result) if result.version else None
+    _apply(result, version)
+    ordered.status = orders.TestStatus.RESULTED if not measurement.preliminary else "in_progress"
+    session.flush()
+    specimens.note_result(session, actor=actor, specimen=specimen)
+    audit.record(
+        session,
+        actor=actor,
+        action="result.record",
+        entity_type="result",
+        entity_id=result.id,
+        patient_id=result.patient_id,
+        before=before,
+        after=_snapshot(result),
+    )
+    return Outcome(result=result, changed=True)
+
+
+def verify(
+    session: Session,
+    *,
+    actor: Actor,
+    result_id: int,
+    critical: CriticalNotification | None = None,
+    comment: str = "",
+) -> Result:
+    """Release a result. A critical result needs the documented call first."""
+    result = _locked(session, result_id)
+    if result.status in RELEASED:
+        raise Conflict(f"result {result.id} was verified already by {result.verified_by}")
+    if result.status == R.PRELIMINARY:
+        raise Conflict(f"result {result.id} is preliminary; wait for the final result")
+    if result.status == R.CANCELLED:
+        raise Conflict(f"result {result.id} is cancelled")
+    if result_flags.is_critical(result.flags):
+        if critical is None:
+            raise InvalidInput.field(
+                "critical",
+                "a critical result cannot be released before the call is documented "
+                "(who was told, when, and that the value was read back)",
+            )
+        if not critical.read_back or not critical.notified_person.strip():
+            raise InvalidInput.field(
+                "critical", "the person told must be named and the value read back"
+            )
+    current = result.versions[-1]
+    before = _snapshot(result)
+    version = _copy(current, status=R.VERIFIED, author=actor.username, comment=comment)
+    if critical is not None:
+        version.critical_notification = critical.text()
+    _apply(result, version)
+    result.verified_at = utcnow()
+    result.verified_by = actor.username
+    _mark_ordered_test(session, result, orders.TestStatus.VERIFIED)
+    audit.record(
+        session,
+        actor=actor,
+        action="result.verify",
+        entity_type="result",
+        entity_id=result.id,
+        patient_id=result.patient_id,
+        before=before,
+        after=_snapshot(result),
+        detail=version.critical_notification,
+    )
+    return result
+
+
+def verify_unremarkable(session: Session, *, actor: Actor, accession_number: str) -> list[Result]:
+    """Verify every result of a specimen that awaits review and carries no flag at all."""
+    specimen = specimens.get_by_accession(session, accession_number)
+    candidates = session.scalars(
+        select(Result)
+        .where(Result.specimen_id == specimen.id, Result.status == R.AWAITING_REVIEW)
+        .order_by(Result.id)
+    )
+    verified = []
+    for result in candidates:
+        if result.flags or result.versions[-1].instrument_flags.strip():
+            continue
+        verified.append(verify(session, actor=actor, result_id=result.id))
+    return verified
+
+
+def correct(
+    session: Session, *, actor: Actor, result_id: int, value: str, reason: str, comment: str = ""
+) -> Result:
+    """Correct a released result: a new version, flagged afresh, sent to the record as `C`."""
+    if not reason.strip():
+        raise InvalidInput.field("reason", "a correction needs a reason")
+    result = _locked(session, result_id)
+    if result.status not in RELEASED:
+        raise Conflict(
+            f"result {result.id} is {result.status}; only released results are corrected"
+        )
+    test = session.get(LabTest, result.test_id)
+    specimen = session.get(Specimen, result.specimen_id)
+    patient = session.get(Patient, result.patient_id)
+    assert test is not None and specimen is not None and patient is not None  # foreign keys
+    parsed = _parse_value(test, value)
+    low, high, flags = _judge(test, patient, specimen, parsed)
+    before = _snapshot(result)
+    version = _copy(result.versions[-1], status=R.CORRECTED, author=actor.username, comment=comment)
+    version.reason = reason
+    version.value_numeric = parsed.value if isinstance(parsed, result_flags.NumericValue) else None
+    version.comparator = (
+        parsed.comparator if isinstance(parsed, result_flags.NumericValue) else None
+    )
+    version.value_text = parsed if isinstance(parsed, str) else None
+    version.flags, version.reference_low, version.reference_high = flags, low, high
+    version.critical_notification = ""
+    _apply(result, version)
+    result.verified_at = utcnow()
+    result.verified_by = actor.username
+    audit.record(
+        session,
+        actor=actor,
+        action="result.correct",
+        entity_type="result",
+        entity_id=result.id,
+        patient_id=result.patient_id,
+        before=before,
+        after=_snapshot(result),
+        detail=reason,
+    )
+    return result
+
+
+def cancel(session: Session, *, actor: Actor, result_id: int, reason: str) -> Result:
+    """Withdraw a result (e.g. the specimen proved unusable); a released one is retracted."""
+    if not reason.strip():
+        raise InvalidInput.field("reason", "a cancellation needs a reason")
+    result = _locked(session, result_id)
+    if result.status == R.CANCELLED:
+        raise Conflict(f"result {result.id} is cancelled already")
+    before = _snapshot(result)
+    version = _copy(result.versions[-1], status=R.CANCELLED, author=actor.username, comment="")
+    version.reason = reason
+    _apply(result, version)
+    _mark_ordered_test(session, result, orders.TestStatus.CANCELLED)
+    audit.record(
+        session,
+        actor=actor,
+        action="result.cancel",
+        entity_type="result",
+        entity_id=result.id,
+        patient_id=result.patient_id,
+        before=before,
+        after=_snapshot(result),
+        detail=reason,
+    )
+    return result
+
+
+def read(session: Session, result_id: int, *, actor: Actor) -> Result:
+    result = session.get(Result, result_id)
+    if result is None:
+        raise NotFound(f"no result {result_id}")
+    audit_read(
+        session, actor=actor, patient_id=result.patient_id, what="result", entity_id=result.id
+    )
+    return result
+
+
+def for_specimen(session: Session, accession_number: str, *, actor: Actor) -> list[Result]:
+    specimen = specimens.get_by_accession(session, accession_number)
+    root = specimens.root_of(session, specimen)
+    found = list(
+        session.scalars(
+            select(Result).where(Result.specimen_id.in_({specimen.id, root.id})).order_by(Result.id)
+        )
+    )
+    audit_read(
+        session,
+        actor=actor,
+        patient_id=specimen.patient_id,
+        what="result.list",
+        entity_id=specimen.accession_number,
+    )
+    return found
+
+
+def review_queue(session: Session, *, limit: int = 100) -> list[Result]:
+    """Results awaiting review, oldest first, stat orders before others (no patient data)."""
+    query = (
+        select(Result)
+        .join(OrderedTest, OrderedTest.id == Result.ordered_test_id)
+        .join(Order, Order.id == OrderedTest.order_id)
+        .where(Result.status == R.AWAITING_REVIEW)
+        .order_by((Order.priority == "stat").desc(), Result.recorded_at, Result.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def cumulative(
+    session: Session, *, actor: Actor, patient_id: int, test_code: str, limit: int = 10_000
+) -> list[Result]:
+    """One patient's released results of one test over time, newest first."""
+    test = catalog.get_by_code(session, test_code)
+    found = list(
+        session.scalars(
+            select(Result)
+            .where(
+                Result.patient_id == patient_id,
+                Result.test_id == test.id,
+                Result.status.in_(tuple(RELEASED)),
+            )
+            .order_by(Result.observed_at.desc().nulls_last(), Result.id.desc())
+            .limit(limit)
+        )
+    )
+    audit_read(
+        session, actor=actor, patient_id=patient_id, what="result.cumulative", entity_id=test.code
+    )
+    return found
+
+
+def previous_released(session: Session, result: Result) -> Result | None:
+    """The patient's last released result of the same test before this one (for the delta)."""
+    return session.scalar(
+        select(Result)
+        .where(
+            Result.patient_id == result.patient_id,
+            Result.test_id == result.test_id,
+            Result.id != result.id,
+            Result.status.in_(tuple(RELEASED)),
+            Result.recorded_at <= result.recorded_at,
+        )
+        .order_by(Result.recorded_at.desc(), Result.id.desc())
+        .limit(1)
+    )
+
+
+def value_text(result: Result | ResultVersion) -> str:
+    if result.value_numeric is not None:
+        return f"{result.comparator or ''}{result.value_numeric}"
+    return result.value_text or ""
+
+
+# --- rules shared by the entry points above -------------------------------------------------
+
+
+def _ordered_test(session: Session, specimen: Specimen, test: LabTest) -> OrderedTest:
+    for ordered in specimens.tests_of(session, specimen):
+        if ordered.test_id == test.id:
+            if ordered.status == orders.TestStatus.CANCELLED:
+                raise Conflict(f"{test.code} on {specimen.accession_number} was cancelled")
+            return ordered
+    raise NotFound(f"{test.code} is not ordered on {specimen.accession_number}")
+
+
+def _parse_value(test: LabTest, text: str) -> result_flags.NumericValue | str:
+    if not text.strip():
+        raise InvalidInput.field("value", "the value is empty")
+    if test.result_type == "numeric":
+        try:
+            return result_flags.parse_numeric(text)
+        except ValueError:
+            raise InvalidInput.field(
+                "value", f"{test.code} takes a number (e.g. 5,2 or <5), not {text!r}"
+            ) from None
+    if (
+        test.result_type == "coded"
+        and test.allowed_codes
+        and text.strip() not in test.allowed_codes
+    ):
+        raise InvalidInput.field(
+            "value", f"{test.code} takes one of {', '.join(test.allowed_codes)}"
+        )
+    return text.strip()
+
+
+def _judge(
+    test: LabTest, patient: Patient, specimen: Specimen, value: result_flags.NumericValue | str
+) -> tuple[Decimal | None, Decimal | None, list[str]]:
+    if not isinstance(value, result_flags.NumericValue):
+        return None, None, []
+    on = (specimen.collected_at or utcnow()).date()
+    age = (on - patient.birth_date).days if patient.birth_date else None
+    interval = catalog.reference_range(test, sex=patient.sex, age_days=age)
+    low = interval.low if interval else None
+    high = interval.high if interval else None
+    flags = result_flags.compute(
+        value, low=low, high=high, critical_low=test.critical_low, critical_high=test.critical_high
+    )
+    return low, high, flags
+
+
+def _same_measurement(
+    current: ResultVersion,
+    value: result_flags.NumericValue | str,
+    unit: str | None,
+    observed_at: datetime | None,
+    measurement: Measurement,
+    status: ResultStatus,
+) -> bool:
+    """A repeated transmission of the same result (same value, time and analyser)."""
+    if isinstance(value, result_flags.NumericValue):
+        same_value = current.value_numeric == value.value and current.comparator == value.comparator
+    else:
+        same_value = current.value_text == value
+    return (
+        same_value
+        and current.unit == unit
+        and current.observed_at == observed_at
+        and current.instrument == measurement.instrument
+        and current.status == status
+    )
+
+
+def _locked(session: Session, result_id: int) -> Result:
+    result = session.get(Result, result_id, with_for_update=True)
+    if result is None:
+        raise NotFound(f"no result {result_id}")
+    return result
+
+
+def _copy(
+    current: ResultVersion, *, status: ResultStatus, author: str, comment: str
+) -> ResultVersion:
+    return ResultVersion(
+        status=status,
+        value_numeric=current.value_numeric,
+        value_text=current.value_text,
+        comparator=current.comparator,
+        unit=current.unit,
+        flags=list(current.flags),
+        reference_low=current.reference_low,
+        reference_high=current.reference_high,
+        instrument_flags=current.instrument_flags,
+        instrument=current.instrument,
+        operator=current.operator,
+        observed_at=current.observed_at,
+        author=author,
+        reason="",
+        comment=comment or current.comment,
+        critical_notification=current.critical_notification,
+    )
+
+
+def _apply(result: Result, version: ResultVersion) -> None:
+    """Append the version and copy its state onto the result row."""
+    result.version += 1
+    version.version = result.version
+    result.versions.append(version)
+    result.status = version.status
+    result.value_numeric = version.value_numeric
+    result.value_text = version.value_text
+    result.comparator = version.comparator
+    result.unit = version.unit
+    result.flags = list(version.flags)
+    result.observed_at = version.observed_at
+    result.recorded_at = utcnow()
+
+
+def _mark_ordered_test(session: Session, result: Result, status: str) -> None:
+    ordered = session.get(OrderedTest, result.ordered_test_id)
+    if ordered is None:
+        return
+    ordered.status = status
+    order = session.get(Order, ordered.order_id)
+    if order is not None:
+        orders.refresh_status(order)
+
+
+def _snapshot(result: Result) -> dict[str, object]:
+    return {
+        "version": result.version,
+        "status": result.status,
+        "value": value_text(result),
+        "unit": result.unit,
+        "flags": list(result.flags),
+    }

@@ -1,0 +1,49 @@
+"""Specimens (one per container), their aliquots, and the timeline of each."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, String, Text, func
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from lab.db import Base
+
+
+class Specimen(Base):
+    __tablename__ = "specimen"
+    __table_args__ = (Index("ix_specimen_status_created", "status", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    accession_number: Mapped[str] = mapped_column(String(20), unique=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("lab_order.id"), index=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("specimen.id"))
+    specimen_type: Mapped[str] = mapped_column(String(10))
+    container: Mapped[str] = mapped_column(String(20))
+    # expected -> collected -> received -> in_progress -> completed; rejected; disposed
+    status: Mapped[str] = mapped_column(String(16), default="expected")
+    collected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rejection_reason: Mapped[str | None] = mapped_column(String(32))
+    rejection_comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    events: Mapped[list[SpecimenEvent]] = relationship(
+        order_by="SpecimenEvent.id", lazy="selectin", back_populates="specimen"
+    )
+
+
+class SpecimenEvent(Base):
+    """One line of a specimen's timeline: what happened, who did it, and when."""
+
+    __tablename__ = "specimen_event"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    specimen_id: Mapped[int] = mapped_column(ForeignKey("specimen.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    event: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+    specimen: Mapped[Specimen] = relationship(back_populates="events")

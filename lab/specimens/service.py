@@ -1,0 +1,263 @@
+"""Specimens: one per container, accession numbers, the lifecycle and its timeline.
+
+Every status change goes through `_move`, which checks the transition table below; a move
+that is not in the table is refused with a clear error, never carried out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from lab import audit
+from lab.audit import Actor
+from lab.catalog.models import LabTest
+from lab.errors import Conflict, InvalidInput, NotFound
+from lab.orders.models import Order, OrderedTest
+from lab.patients.service import audit_read
+from lab.specimens import accession
+from lab.specimens.models import Specimen, SpecimenEvent
+from lab.timeutil import as_utc, oslo_text, utcnow
+
+
+class SpecimenStatus(StrEnum):
+    EXPECTED = "expected"
+    COLLECTED = "collected"
+    RECEIVED = "received"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    DISPOSED = "disposed"
+
+
+S = SpecimenStatus
+TRANSITIONS: dict[SpecimenStatus, frozenset[SpecimenStatus]] = {
+    S.EXPECTED: frozenset({S.COLLECTED, S.RECEIVED, S.REJECTED}),
+    S.COLLECTED: frozenset({S.RECEIVED, S.REJECTED}),
+    S.RECEIVED: frozenset({S.IN_PROGRESS, S.COMPLETED, S.REJECTED, S.DISPOSED}),
+    S.IN_PROGRESS: frozenset({S.COMPLETED, S.REJECTED, S.DISPOSED}),
+    S.COMPLETED: frozenset({S.IN_PROGRESS, S.DISPOSED}),
+    S.REJECTED: frozenset({S.DISPOSED}),
+    S.DISPOSED: frozenset(),
+}
+
+# Specimen reject reasons: HL7 v2.5.1 table 0490 (SPM-21), so the record understands them.
+REJECT_REASONS: dict[str, str] = {
+    "RH": "haemolysed",
+    "RC": "clotted",
+    "QS": "insufficient volume",
+    "RA": "wrong container or additive",
+    "RM": "unlabelled or mislabelled",
+    "RI": "identification problem",
+    "RB": "broken or leaking container",
+    "EX": "too old (transport time exceeded)",
+    "RR": "improper storage",
+    "RN": "contaminated",
+    "RD": "collection time missing",
+}
+
+
+def create_for_tests(
+    session: Session,
+    *,
+    actor: Actor,
+    order: Order,
+    tests: Iterable[OrderedTest],
+    collected_at: datetime | None = None,
+) -> list[Specimen]:
+    """Give every ordered test a specimen: one per container type the tests need."""
+    made: list[Specimen] = []
+    by_container: dict[tuple[str, str], Specimen] = {}
+    for ordered in tests:
+        test: LabTest = ordered.test
+        key = (test.specimen_type, test.container)
+        specimen = by_container.get(key)
+        if specimen is None:
+            specimen = Specimen(
+                accession_number=next_accession_number(session),
+                order_id=order.id,
+                patient_id=order.patient_id,
+                specimen_type=test.specimen_type,
+                container=test.container,
+                status=S.COLLECTED if collected_at else S.EXPECTED,
+                collected_at=as_utc(collected_at) if collected_at else None,
+            )
+            session.add(specimen)
+            session.flush()
+            _event(session, specimen, actor, "created", f"for order {order.filler_order_number}")
+            by_container[key] = specimen
+            made.append(specimen)
+        ordered.specimen_id = specimen.id
+    return made
+
+
+def next_accession_number(session: Session) -> str:
+    sequence = session.execute(text("SELECT nextval('accession_seq')")).scalar_one()
+    return accession.make(utcnow().year, int(sequence))
+
+
+def get_by_accession(session: Session, number: str) -> Specimen:
+    """The specimen with this accession number; a mistyped number is caught by its check digit."""
+    value = accession.normalise(number)
+    if not value:
+        raise InvalidInput.field("accession_number", "scan or type an accession number")
+    specimen = session.scalar(select(Specimen).where(Specimen.accession_number == value))
+    if specimen is not None:
+        return specimen
+    if not accession.is_valid(value):
+        raise InvalidInput.field(
+            "accession_number", f"{value} is not a valid accession number (check digit)"
+        )
+    raise NotFound(f"no specimen with accession number {value}")
+
+
+def read(session: Session, number: str, *, actor: Actor) -> Specimen:
+    specimen = get_by_accession(session, number)
+    audit_read(
+        session,
+        actor=actor,
+        patient_id=specimen.patient_id,
+        what="specimen",
+        entity_id=specimen.accession_number,
+    )
+    return specimen
+
+
+def collect(session: Session, *, actor: Actor, number: str, at: datetime | None) -> Specimen:
+    specimen = get_by_accession(session, number)
+    specimen.collected_at = as_utc(at) if at else utcnow()
+    _move(session, specimen, S.COLLECTED, actor, f"collected {oslo_text(specimen.collected_at)}")
+    return specimen
+
+
+def receive(session: Session, *, actor: Actor, number: str) -> Specimen:
+    """Mark the specimen received in the lab (the scan at the reception bench)."""
+    specimen = get_by_accession(session, number)
+    if specimen.status in (S.RECEIVED, S.IN_PROGRESS, S.COMPLETED):
+        raise Conflict(
+            f"{specimen.accession_number} was received already, {oslo_text(specimen.received_at)}"
+        )
+    specimen.received_at = utcnow()
+    _move(session, specimen, S.RECEIVED, actor, "received in the lab")
+    return specimen
+
+
+def reject(
+    session: Session, *, actor: Actor, number: str, reason: str, comment: str = ""
+) -> Specimen:
+    if reason not in REJECT_REASONS:
+        raise InvalidInput.field(
+            "reason", f"unknown reason {reason!r}; use one of {', '.join(REJECT_REASONS)}"
+        )
+    specimen = get_by_accession(session, number)
+    specimen.rejection_reason = reason
+    specimen.rejection_comment = comment
+    detail = REJECT_REASONS[reason] + (f": {comment}" if comment else "")
+    _move(session, specimen, S.REJECTED, actor, detail)
+    return specimen
+
+
+def dispose(session: Session, *, actor: Actor, number: str) -> Specimen:
+    specimen = get_by_accession(session, number)
+    _move(session, specimen, S.DISPOSED, actor, "disposed")
+    return specimen
+
+
+def make_aliquot(session: Session, *, actor: Actor, number: str, container: str = "") -> Specimen:
+    """A portion poured off into a new tube; it keeps the parent's order and tests."""
+    parent = get_by_accession(session, number)
+    if parent.status not in (S.RECEIVED, S.IN_PROGRESS, S.COMPLETED):
+        raise Conflict(f"{parent.accession_number} must be received before it is aliquoted")
+    child = Specimen(
+        accession_number=next_accession_number(session),
+        order_id=parent.order_id,
+        patient_id=parent.patient_id,
+        parent_id=parent.id,
+        specimen_type=parent.specimen_type,
+        container=container or parent.container,
+        status=S.RECEIVED,
+        collected_at=parent.collected_at,
+        received_at=utcnow(),
+    )
+    session.add(child)
+    session.flush()
+    _event(session, child, actor, "created", f"aliquot of {parent.accession_number}")
+    _event(session, parent, actor, "aliquoted", f"aliquot {child.accession_number}")
+    return child
+
+
+def root_of(session: Session, specimen: Specimen) -> Specimen:
+    """The primary tube of an aliquot (results are stored against the primary's tests)."""
+    while specimen.parent_id is not None:
+        parent = session.get(Specimen, specimen.parent_id)
+        if parent is None:
+            break
+        specimen = parent
+    return specimen
+
+
+def tests_of(session: Session, specimen: Specimen) -> list[OrderedTest]:
+    root = root_of(session, specimen)
+    return list(
+        session.scalars(
+            select(OrderedTest).where(OrderedTest.specimen_id == root.id).order_by(OrderedTest.id)
+        )
+    )
+
+
+def pending_tests(session: Session, specimen: Specimen) -> list[OrderedTest]:
+    """Tests still to be run on this specimen (what a host query is answered with)."""
+    if specimen.status in (S.REJECTED, S.DISPOSED):
+        return []
+    return [t for t in tests_of(session, specimen) if t.status in ("ordered", "in_progress")]
+
+
+def note_result(session: Session, *, actor: Actor, specimen: Specimen) -> None:
+    """Called by the results service: a result arrived, so the specimen is at work or done."""
+    root = root_of(session, specimen)
+    open_tests = session.scalar(
+        select(func.count())
+        .select_from(OrderedTest)
+        .where(
+            OrderedTest.specimen_id == root.id, OrderedTest.status.in_(("ordered", "in_progress"))
+        )
+    )
+    target = S.COMPLETED if open_tests == 0 else S.IN_PROGRESS
+    if root.status in (S.EXPECTED, S.COLLECTED):
+        # An analyser can only measure a tube that is in the lab: note the implicit receipt.
+        root.received_at = root.received_at or utcnow()
+        _move(session, root, S.RECEIVED, actor, "received (first result arrived)")
+    if root.status != target and target in TRANSITIONS[SpecimenStatus(root.status)]:
+        _move(session, root, target, actor, "")
+
+
+def _move(
+    session: Session, specimen: Specimen, target: SpecimenStatus, actor: Actor, detail: str
+) -> None:
+    current = SpecimenStatus(specimen.status)
+    if target not in TRANSITIONS[current]:
+        raise Conflict(
+            f"{specimen.accession_number} is {current.value.replace('_', ' ')} "
+            f"and cannot become {target.value.replace('_', ' ')}"
+        )
+    specimen.status = target
+    _event(session, specimen, actor, target.value, detail)
+    audit.record(
+        session,
+        actor=actor,
+        action=f"specimen.{target.value}",
+        entity_type="specimen",
+        entity_id=specimen.accession_number,
+        patient_id=specimen.patient_id,
+        before={"status": current.value},
+        after={"status": target.value},
+        detail=detail,
+    )
+
+
+def _event(session: Session, specimen: Specimen, actor: Actor, event: str, detail: str) -> None:
+    specimen.events.append(SpecimenEvent(event=event, actor=actor.username, detail=detail))

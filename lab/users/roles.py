@@ -1,0 +1,94 @@
+"""Roles and what each may do. One table; every route and service check reads it."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    TECHNICIAN = "technician"  # bioingeniør: receives specimens, enters results
+    REVIEWER = "reviewer"  # may verify results
+    PHYSICIAN = "physician"  # lab physician: verifies, corrects, merges patients
+    ADMIN = "admin"  # manages users, tokens and the catalog
+    INSTRUMENT = "instrument"  # an analyser connection acting as a user
+    INTERFACE = "interface"  # the record's HL7/JSON integration acting as a user
+
+
+class Permission(StrEnum):
+    READ_PATIENT_DATA = "read_patient_data"
+    MANAGE_PATIENTS = "manage_patients"
+    MERGE_PATIENTS = "merge_patients"
+    PLACE_ORDERS = "place_orders"
+    CANCEL_ORDERS = "cancel_orders"
+    HANDLE_SPECIMENS = "handle_specimens"
+    ENTER_RESULTS = "enter_results"
+    VERIFY_RESULTS = "verify_results"
+    CORRECT_RESULTS = "correct_results"
+    READ_AUDIT = "read_audit"
+    MANAGE_CATALOG = "manage_catalog"
+    MANAGE_USERS = "manage_users"
+    READ_CATALOG = "read_catalog"
+    OPERATE_INTERFACES = "operate_interfaces"
+
+
+_P = Permission
+GRANTS: dict[Role, frozenset[Permission]] = {
+    Role.TECHNICIAN: frozenset(
+        {
+            _P.READ_PATIENT_DATA,
+            _P.PLACE_ORDERS,
+            _P.CANCEL_ORDERS,
+            _P.HANDLE_SPECIMENS,
+            _P.ENTER_RESULTS,
+            _P.READ_CATALOG,
+        }
+    ),
+    Role.REVIEWER: frozenset(
+        {
+            _P.READ_PATIENT_DATA,
+            _P.HANDLE_SPECIMENS,
+            _P.ENTER_RESULTS,
+            _P.VERIFY_RESULTS,
+            _P.READ_CATALOG,
+        }
+    ),
+    Role.PHYSICIAN: frozenset(
+        {
+            _P.READ_PATIENT_DATA,
+            _P.MANAGE_PATIENTS,
+            _P.MERGE_PATIENTS,
+            _P.PLACE_ORDERS,
+            _P.CANCEL_ORDERS,
+            _P.HANDLE_SPECIMENS,
+            _P.ENTER_RESULTS,
+            _P.VERIFY_RESULTS,
+            _P.CORRECT_RESULTS,
+            _P.READ_AUDIT,
+            _P.READ_CATALOG,
+        }
+    ),
+    Role.ADMIN: frozenset(
+        {_P.MANAGE_USERS, _P.MANAGE_CATALOG, _P.READ_CATALOG, _P.READ_AUDIT, _P.OPERATE_INTERFACES}
+    ),
+    Role.INSTRUMENT: frozenset({_P.ENTER_RESULTS, _P.HANDLE_SPECIMENS, _P.READ_CATALOG}),
+    Role.INTERFACE: frozenset(
+        {
+            _P.READ_PATIENT_DATA,
+            _P.MANAGE_PATIENTS,
+            _P.MERGE_PATIENTS,
+            _P.PLACE_ORDERS,
+            _P.CANCEL_ORDERS,
+            _P.READ_CATALOG,
+        }
+    ),
+}
+
+
+def permissions_of(roles: list[str]) -> frozenset[Permission]:
+    granted: set[Permission] = set()
+    for name in roles:
+        try:
+            granted |= GRANTS[Role(name)]
+        except ValueError:
+            continue  # a role name from an older version grants nothing
+    return frozenset(granted)

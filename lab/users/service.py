@@ -1,0 +1,247 @@
+"""Users, passwords (argon2), API tokens and sign-in with lockout."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from lab import audit
+from lab.audit import Actor
+from lab.errors import (
+    AuthenticationRequired,
+    Conflict,
+    FieldProblem,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+)
+from lab.timeutil import utcnow
+from lab.users.models import ApiToken, User, WebSession
+from lab.users.roles import Permission, Role, permissions_of
+
+_hasher = PasswordHasher()
+# Verifying against this when the user does not exist keeps sign-in time the same either way.
+_DUMMY_HASH = _hasher.hash("not a password of anyone")
+MIN_PASSWORD_LENGTH = 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignedIn:
+    user: User
+    session_key: str
+    csrf_token: str
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def actor_for(user: User, channel: str) -> Actor:
+    return Actor(
+        user_id=user.id, username=user.username, roles=frozenset(user.roles), channel=channel
+    )
+
+
+def require(actor: Actor, permission: Permission) -> None:
+    if permission not in permissions_of(list(actor.roles)):
+        raise PermissionDenied(f"{actor.username} may not {permission.value.replace('_', ' ')}")
+
+
+def get_by_username(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+def create_user(
+    session: Session,
+    *,
+    actor: Actor,
+    username: str,
+    display_name: str,
+    roles: list[str],
+    password: str | None,
+) -> User:
+    problems: list[FieldProblem] = []
+    if not username or not username.isascii() or not username.replace("-", "").isalnum():
+        problems.append(FieldProblem("username", "use letters, digits and '-' only"))
+    unknown = [r for r in roles if r not in {role.value for role in Role}]
+    if unknown or not roles:
+        problems.append(
+            FieldProblem("roles", f"unknown or missing: {', '.join(unknown) or 'none'}")
+        )
+    if password is not None and len(password) < MIN_PASSWORD_LENGTH:
+        problems.append(
+            FieldProblem("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+        )
+    if problems:
+        raise InvalidInput("the user cannot be created as given", problems=problems)
+    if get_by_username(session, username) is not None:
+        raise Conflict(f"user {username} exists already")
+    user = User(
+        username=username,
+        display_name=display_name or username,
+        roles=roles,
+        password_hash=_hasher.hash(password) if password else None,
+        active=True,
+        failed_logins=0,
+    )
+    session.add(user)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="user.create",
+        entity_type="user",
+        entity_id=user.id,
+        after={"username": username, "roles": roles},
+    )
+    return user
+
+
+def set_password(session: Session, *, actor: Actor, username: str, password: str) -> None:
+    user = get_by_username(session, username)
+    if user is None:
+        raise NotFound(f"no user {username}")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput.field("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+    user.password_hash = _hasher.hash(password)
+    user.failed_logins = 0
+    user.locked_until = None
+    audit.record(
+        session, actor=actor, action="user.set_password", entity_type="user", entity_id=user.id
+    )
+
+
+def create_token(session: Session, *, actor: Actor, username: str, label: str = "") -> str:
+    """A new API token for the user; the token is returned once and only its hash is kept."""
+    user = get_by_username(session, username)
+    if user is None or not user.active:
+        raise NotFound(f"no active user {username}")
+    token = "lab_" + secrets.token_urlsafe(32)
+    session.add(ApiToken(user_id=user.id, token_sha256=sha256_hex(token), label=label))
+    audit.record(
+        session,
+        actor=actor,
+        action="token.create",
+        entity_type="user",
+        entity_id=user.id,
+        detail=label,
+    )
+    return token
+
+
+def user_for_token(session: Session, token: str) -> User:
+    row = session.scalar(
+        select(ApiToken).where(
+            ApiToken.token_sha256 == sha256_hex(token), ApiToken.revoked_at.is_(None)
+        )
+    )
+    if row is None:
+        raise AuthenticationRequired("unknown or revoked token")
+    user = session.get(User, row.user_id)
+    if user is None or not user.active:
+        raise AuthenticationRequired("the token's user is not active")
+    now = utcnow()
+    # Touch at most once a minute: a busy interface must not write on every call.
+    if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
+        row.last_used_at = now
+    return user
+
+
+def sign_in(
+    session: Session,
+    *,
+    username: str,
+    password: str,
+    timeout: timedelta,
+    max_failures: int,
+    lockout: timedelta,
+) -> SignedIn:
+    """Check a password; after `max_failures` wrong ones in a row the account locks for a while."""
+    now = utcnow()
+    user = get_by_username(session, username)
+    if user is None or user.password_hash is None or not user.active:
+        _verify_quietly(_DUMMY_HASH, password)
+        raise AuthenticationRequired("wrong username or password")
+    if user.locked_until is not None and user.locked_until > now:
+        raise AuthenticationRequired("the account is locked after repeated failed sign-ins")
+    if not _verify_quietly(user.password_hash, password):
+        user.failed_logins += 1
+        detail = f"failed sign-in {user.failed_logins}"
+        if user.failed_logins >= max_failures:
+            user.locked_until = now + lockout
+            user.failed_logins = 0
+            detail = "locked after repeated failed sign-ins"
+        audit.record(
+            session,
+            actor=actor_for(user, "ui"),
+            action="user.sign_in_failed",
+            entity_type="user",
+            entity_id=user.id,
+            detail=detail,
+        )
+        raise AuthenticationRequired("wrong username or password")
+    user.failed_logins = 0
+    user.locked_until = None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    key = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    session.add(
+        WebSession(
+            key_sha256=sha256_hex(key),
+            user_id=user.id,
+            csrf_token=csrf,
+            last_seen_at=now,
+            expires_at=now + timeout,
+        )
+    )
+    audit.record(
+        session,
+        actor=actor_for(user, "ui"),
+        action="user.sign_in",
+        entity_type="user",
+        entity_id=user.id,
+    )
+    return SignedIn(user=user, session_key=key, csrf_token=csrf)
+
+
+def user_for_session(session: Session, key: str, *, timeout: timedelta) -> tuple[User, WebSession]:
+    """The signed-in user of a browser; the session slides forward while it is used."""
+    now = utcnow()
+    web = session.scalar(
+        select(WebSession).where(
+            WebSession.key_sha256 == sha256_hex(key), WebSession.ended_at.is_(None)
+        )
+    )
+    if web is None or web.expires_at <= now:
+        raise AuthenticationRequired("the session has ended; sign in again")
+    user = session.get(User, web.user_id)
+    if user is None or not user.active:
+        raise AuthenticationRequired("the user is not active")
+    web.last_seen_at = now
+    web.expires_at = now + timeout
+    return user, web
+
+
+def sign_out(session: Session, key: str) -> None:
+    web = session.scalar(select(WebSession).where(WebSession.key_sha256 == sha256_hex(key)))
+    if web is not None and web.ended_at is None:
+        web.ended_at = utcnow()
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def _verify_quietly(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
