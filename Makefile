@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench drill browser-deps clean
+.PHONY: run test lint typecheck pytest bench drill system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,12 +14,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Debian's chromium for the browser tests (Playwright drives it through executable_path).
-browser-deps:
-	@if ! command -v chromium >/dev/null 2>&1; then \
+# Debian packages the tests use: chromium (browser tests through Playwright's executable_path),
+# socat (serial pseudo-terminal pairs), DejaVu fonts (Norwegian and Sami letters in PDFs) and
+# poppler-utils (pdftoppm, to look at rendered PDFs).
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v socat >/dev/null 2>&1 || missing="$$missing socat"; \
+	command -v pdftoppm >/dev/null 2>&1 || missing="$$missing poppler-utils"; \
+	test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || missing="$$missing fonts-dejavu-core"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium socat >/dev/null; \
-	  else echo "chromium is missing: install Debian's chromium package to run the browser tests"; fi; \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (install them to run every test)"; fi; \
 	fi
 
 run: $(STAMP)
@@ -32,7 +40,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) browser-deps
+pytest: $(STAMP) system-deps
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
