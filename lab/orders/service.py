@@ -194,9 +194,7 @@ def search_by_placer(session: Session, placer: str, *, actor: Actor) -> list[Ord
 
 
 def specimens_of(session: Session, order: Order) -> list[Specimen]:
-    return list(
-        session.scalars(select(Specimen).where(Specimen.order_id == order.id).order_by(Specimen.id))
-    )
+    return specimens.tubes_of_order(session, order.id)
 
 
 def add_test(

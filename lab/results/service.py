@@ -209,13 +209,10 @@ def verify(
 def verify_unremarkable(session: Session, *, actor: Actor, accession_number: str) -> list[Result]:
     """Verify every result of a specimen that awaits review and carries no flag at all."""
     specimen = specimens.get_by_accession(session, accession_number)
-    candidates = session.scalars(
-        select(Result)
-        .where(Result.specimen_id == specimen.id, Result.status == R.AWAITING_REVIEW)
-        .order_by(Result.id)
-    )
     verified = []
-    for result in candidates:
+    for result in _results_of_tube(session, specimen):
+        if result.status != R.AWAITING_REVIEW:
+            continue
         if result.flags or result.versions[-1].instrument_flags.strip():
             continue
         verified.append(verify(session, actor=actor, result_id=result.id))
@@ -303,13 +300,9 @@ def read(session: Session, result_id: int, *, actor: Actor) -> Result:
 
 
 def for_specimen(session: Session, accession_number: str, *, actor: Actor) -> list[Result]:
+    """Results of the specimen's tests, whichever tube (primary or aliquot) they were run on."""
     specimen = specimens.get_by_accession(session, accession_number)
-    root = specimens.root_of(session, specimen)
-    found = list(
-        session.scalars(
-            select(Result).where(Result.specimen_id.in_({specimen.id, root.id})).order_by(Result.id)
-        )
-    )
+    found = _results_of_tube(session, specimen)
     audit_read(
         session,
         actor=actor,
@@ -318,6 +311,15 @@ def for_specimen(session: Session, accession_number: str, *, actor: Actor) -> li
         entity_id=specimen.accession_number,
     )
     return found
+
+
+def _results_of_tube(session: Session, specimen: Specimen) -> list[Result]:
+    ordered_ids = [t.id for t in specimens.tests_of(session, specimen)]
+    return list(
+        session.scalars(
+            select(Result).where(Result.ordered_test_id.in_(ordered_ids)).order_by(Result.id)
+        )
+    )
 
 
 def review_queue(session: Session, *, limit: int = 100) -> list[Result]:

@@ -190,6 +190,12 @@ def make_aliquot(session: Session, *, actor: Actor, number: str, container: str 
     return child
 
 
+def tubes_of_order(session: Session, order_id: int) -> list[Specimen]:
+    return list(
+        session.scalars(select(Specimen).where(Specimen.order_id == order_id).order_by(Specimen.id))
+    )
+
+
 def root_of(session: Session, specimen: Specimen) -> Specimen:
     """The primary tube of an aliquot (results are stored against the primary's tests)."""
     while specimen.parent_id is not None:

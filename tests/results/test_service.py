@@ -1,0 +1,146 @@
+"""The results service: one path for every result, versions that never change, refusals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from lab.errors import Conflict, InvalidInput, NotFound
+from lab.results import service as results
+from lab.results.service import Measurement
+from lab.specimens import service as specimens
+from lab.users.roles import Role
+from tests.conftest import actor
+from tests.factories import OLA_FNR, kari, place
+
+BIO = actor(Role.TECHNICIAN)
+ANALYSER = actor(Role.INSTRUMENT, "XN-1")
+LEGE = actor(Role.PHYSICIAN)
+
+
+def serum_accession(db: Session, placer: str, tests: list[str] | None = None, **kw: object) -> str:
+    order = place(db, BIO, placer=placer, tests=tests or ["NA", "K", "KREA"], **kw)  # type: ignore[arg-type]
+    number = next(
+        s.accession_number for s in specimens.tubes_of_order(db, order.id) if s.container == "SERUM"
+    )
+    specimens.receive(db, actor=BIO, number=number)
+    return number
+
+
+def measure(number: str, code: str, value: str, **kw: object) -> Measurement:
+    return Measurement(
+        accession_number=number,
+        test_code=code,
+        value=value,
+        instrument="cobas-1",
+        observed_at=datetime(2026, 11, 27, 8, 0, tzinfo=UTC),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_the_same_result_twice_changes_nothing(db: Session) -> None:
+    number = serum_accession(db, "R-1")
+    first = results.record(db, actor=ANALYSER, measurement=measure(number, "NA", "141"))
+    again = results.record(db, actor=ANALYSER, measurement=measure(number, "NA", "141"))
+    assert first.changed and not again.changed
+    assert again.result.id == first.result.id and again.result.version == 1
+    rerun = results.record(db, actor=ANALYSER, measurement=measure(number, "NA", "139"))
+    assert rerun.changed and rerun.result.version == 2
+    assert [v.reason for v in rerun.result.versions] == ["", "rerun"]
+
+
+def test_versions_cannot_be_rewritten(db: Session) -> None:
+    number = serum_accession(db, "R-2")
+    outcome = results.record(db, actor=ANALYSER, measurement=measure(number, "K", "4.1"))
+    db.flush()
+    with pytest.raises(DBAPIError, match="append-only"), db.begin_nested():
+        db.execute(
+            text("UPDATE result_version SET value_numeric = 9 WHERE result_id = :id"),
+            {"id": outcome.result.id},
+        )
+    with pytest.raises(DBAPIError, match="append-only"), db.begin_nested():
+        db.execute(text("DELETE FROM audit_event"))
+
+
+def test_refusals(db: Session) -> None:
+    number = serum_accession(db, "R-3")
+    with pytest.raises(NotFound, match="not ordered"):
+        results.record(db, actor=BIO, measurement=measure(number, "HB", "13.0"))
+    with pytest.raises(NotFound, match="unknown test"):
+        results.record(db, actor=BIO, measurement=measure(number, "XYZ", "1"))
+    outcome = results.record(db, actor=BIO, measurement=measure(number, "KREA", "80"))
+    verified = results.verify(db, actor=LEGE, result_id=outcome.result.id)
+    with pytest.raises(Conflict, match="verified already"):
+        results.verify(db, actor=LEGE, result_id=verified.id)
+    with pytest.raises(Conflict, match="correct it instead"):
+        results.record(db, actor=ANALYSER, measurement=measure(number, "KREA", "81"))
+    with pytest.raises(InvalidInput, match="reason"):
+        results.correct(db, actor=LEGE, result_id=verified.id, value="82", reason=" ")
+    preliminary = results.record(
+        db, actor=ANALYSER, measurement=measure(number, "NA", "140", preliminary=True)
+    )
+    with pytest.raises(Conflict, match="preliminary"):
+        results.verify(db, actor=LEGE, result_id=preliminary.result.id)
+    specimens.reject(db, actor=BIO, number=number, reason="RH", comment="haemolysed")
+    with pytest.raises(Conflict, match="rejected"):
+        results.record(db, actor=ANALYSER, measurement=measure(number, "K", "4.0"))
+
+
+def test_reference_interval_follows_sex(db: Session) -> None:
+    # Creatinine 100 umol/L: above the women's interval, inside the men's (NORIP).
+    woman = serum_accession(db, "R-4", ["KREA"])
+    man = serum_accession(
+        db,
+        "R-5",
+        ["KREA"],
+        patient=kari(OLA_FNR).__class__(
+            identifiers=kari(OLA_FNR).identifiers, family_name="Nordmann", given_name="Ola"
+        ),
+    )
+    f = results.record(db, actor=ANALYSER, measurement=measure(woman, "KREA", "100"))
+    m = results.record(db, actor=ANALYSER, measurement=measure(man, "KREA", "100"))
+    assert f.result.flags == ["H"]
+    assert m.result.flags == []
+    assert m.result.versions[0].reference_high == Decimal("105")
+
+
+def test_verify_unremarkable_leaves_flagged_results(db: Session) -> None:
+    number = serum_accession(db, "R-6")
+    results.record(db, actor=ANALYSER, measurement=measure(number, "NA", "140"))
+    results.record(db, actor=ANALYSER, measurement=measure(number, "K", "5.5"))
+    results.record(
+        db, actor=ANALYSER, measurement=measure(number, "KREA", "70", instrument_flags="W")
+    )
+    verified = results.verify_unremarkable(db, actor=LEGE, accession_number=number)
+    assert [r.status for r in verified] == ["verified"]
+    queue = {r.id for r in results.review_queue(db, limit=1000)}
+    assert len(queue & {r.id for r in results.for_specimen(db, number, actor=LEGE)}) == 2
+
+
+def test_results_on_an_aliquot_complete_the_primary_tube(db: Session) -> None:
+    number = serum_accession(db, "R-7", ["NA"])
+    child = specimens.make_aliquot(db, actor=BIO, number=number)
+    outcome = results.record(
+        db, actor=ANALYSER, measurement=measure(child.accession_number, "NA", "140")
+    )
+    primary = specimens.get_by_accession(db, number)
+    # The result names the tube it was measured in, and completes the primary's test.
+    assert outcome.result.specimen_id == child.id and child.parent_id == primary.id
+    assert primary.status == "completed"
+    listed = results.for_specimen(db, number, actor=LEGE)
+    assert [r.id for r in listed] == [outcome.result.id]
+
+
+def test_cancel_and_the_order_status(db: Session) -> None:
+    number = serum_accession(db, "R-8", ["NA"])
+    outcome = results.record(db, actor=ANALYSER, measurement=measure(number, "NA", "150"))
+    results.verify(db, actor=LEGE, result_id=outcome.result.id)
+    cancelled = results.cancel(db, actor=LEGE, result_id=outcome.result.id, reason="wrong patient")
+    assert cancelled.status == "cancelled" and cancelled.version == 3
+    with pytest.raises(Conflict):
+        results.cancel(db, actor=LEGE, result_id=outcome.result.id, reason="again")
