@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply the Alembic migrations",
         description="Apply the Alembic migrations (the only way the schema is made).",
     )
-    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.add_argument("revision", nargs="?", default="heads")
     upgrade.set_defaults(run=cmd_db_upgrade)
 
     user = commands.add_parser("user", help="user accounts", description="User accounts.")

@@ -41,9 +41,9 @@ def test_models_match_the_migrations(test_database: TestDatabase) -> None:
 
 def test_down_and_up_again(scratch_url: str) -> None:
     config = alembic_config(scratch_url)
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")
     command.downgrade(config, "base")
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")
     engine = make_engine(scratch_url, pool_size=1)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT nextval('accession_seq')")).scalar_one() == 1
