@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Index, String, Text, func, select
+from sqlalchemy import BigInteger, DateTime, Index, String, Text, func, insert, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -49,6 +49,32 @@ class AuditEvent(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
 
 
+def row(
+    *,
+    actor: Actor,
+    action: str,
+    entity_type: str,
+    entity_id: object,
+    patient_id: int | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    detail: str = "",
+) -> dict[str, Any]:
+    """One audit row as column values (for `record_rows`)."""
+    return {
+        "actor_user_id": actor.user_id,
+        "actor_name": actor.username,
+        "channel": actor.channel,
+        "action": action,
+        "entity_type": entity_type,
+        "entity_id": str(entity_id),
+        "patient_id": patient_id,
+        "before": before,
+        "after": after,
+        "detail": detail,
+    }
+
+
 def record(
     session: Session,
     *,
@@ -64,18 +90,24 @@ def record(
     """Add an audit row to the caller's transaction: it commits or rolls back with the change."""
     session.add(
         AuditEvent(
-            actor_user_id=actor.user_id,
-            actor_name=actor.username,
-            channel=actor.channel,
-            action=action,
-            entity_type=entity_type,
-            entity_id=str(entity_id),
-            patient_id=patient_id,
-            before=before,
-            after=after,
-            detail=detail,
+            **row(
+                actor=actor,
+                action=action,
+                entity_type=entity_type,
+                entity_id=entity_id,
+                patient_id=patient_id,
+                before=before,
+                after=after,
+                detail=detail,
+            )
         )
     )
+
+
+def record_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Several audit rows in one INSERT, in the caller's transaction (the analysers' hot path)."""
+    if rows:
+        session.execute(insert(AuditEvent), rows)
 
 
 def events_for_patient(session: Session, patient_id: int, *, limit: int = 500) -> list[AuditEvent]:

@@ -75,6 +75,9 @@ def create_app(
         results_router,
     ):
         app.include_router(router)
+    from lab.web import include_views
+
+    include_views(app)
 
     app.add_exception_handler(LabError, _lab_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -66,4 +66,4 @@ def test_user_and_token(test_database: TestDatabase) -> None:
 def test_db_upgrade_is_idempotent(test_database: TestDatabase) -> None:
     done = lab("db", "upgrade", database_url=test_database.url)
     assert done.returncode == 0, done.stderr
-    assert "head" in done.stdout
+    assert "heads" in done.stdout

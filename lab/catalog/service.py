@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from lab import audit
 from lab.audit import Actor
 from lab.catalog.models import LabTest, Panel, PanelMember, ReferenceInterval
+from lab.catalog.rules import TestRule, bump_version
 from lab.catalog.schemas import LabTestIn, ReferenceIntervalIn
 from lab.errors import InvalidInput, NotFound
 
@@ -84,7 +85,9 @@ def list_panels(session: Session) -> list[Panel]:
     return list(session.scalars(select(Panel).order_by(Panel.code)))
 
 
-def reference_range(test: LabTest, *, sex: str, age_days: int | None) -> ReferenceRange | None:
+def reference_range(
+    test: LabTest | TestRule, *, sex: str, age_days: int | None
+) -> ReferenceRange | None:
     """The interval for this sex and age: a sex-specific one wins over one for both sexes."""
     candidates = [
         ri
@@ -123,6 +126,7 @@ def save_test(session: Session, *, actor: Actor, data: LabTestIn) -> LabTest:
     for interval in data.reference_intervals:
         test.reference_intervals.append(_interval(interval))
     session.flush()
+    bump_version(session)
     audit.record(
         session,
         actor=actor,
@@ -244,6 +248,7 @@ def save_panel(
     for position, test in enumerate(tests):
         panel.members.append(PanelMember(test_id=test.id, position=position, test=test))
     session.flush()
+    bump_version(session)
     audit.record(
         session,
         actor=actor,

@@ -65,4 +65,5 @@ class OrderedTest(Base):
     cancel_reason: Mapped[str] = mapped_column(Text, default="")
 
     order: Mapped[Order] = relationship(back_populates="tests")
-    test: Mapped[LabTest] = relationship(lazy="joined")
+    # Many-to-one by primary key: a lazy load is answered from the identity map once loaded.
+    test: Mapped[LabTest] = relationship(lazy="select")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from lab import audit
@@ -272,6 +272,48 @@ def cancel_tests(
         detail=reason,
     )
     return cancelled
+
+
+def for_patient(session: Session, patient_id: int, *, limit: int = 20) -> list[Order]:
+    """A patient's newest orders. The caller has audited how it found the patient."""
+    query = (
+        select(Order)
+        .where(Order.patient_id == patient_id)
+        .order_by(Order.created_at.desc(), Order.id.desc())
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def overdue_tests(
+    session: Session, *, now: datetime, limit: int = 50
+) -> list[tuple[OrderedTest, Specimen, datetime]]:
+    """Tests not yet verified whose turnaround time (from receipt) has run out, most late first.
+
+    Only tests with `turnaround_minutes` set in the catalog take part; no patient data.
+    """
+    due_at = Specimen.received_at + func.make_interval(0, 0, 0, 0, 0, LabTest.turnaround_minutes)
+    query = (
+        select(OrderedTest, Specimen, due_at)
+        .join(Specimen, Specimen.id == OrderedTest.specimen_id)
+        .join(LabTest, LabTest.id == OrderedTest.test_id)
+        .where(
+            LabTest.turnaround_minutes.is_not(None),
+            Specimen.received_at.is_not(None),
+            OrderedTest.status.in_(
+                (TestStatus.ORDERED, TestStatus.IN_PROGRESS, TestStatus.RESULTED)
+            ),
+            Specimen.status.not_in(("rejected", "disposed")),
+            due_at < now,
+        )
+        .order_by(due_at, OrderedTest.id)
+        .limit(limit)
+    )
+    return [
+        (ordered, specimen, due)
+        for ordered, specimen, due in session.execute(query).tuples()
+        if due is not None  # received_at is not null, so neither is due_at
+    ]
 
 
 def refresh_status(order: Order) -> None:

@@ -6,7 +6,11 @@ Register): K1 over the first nine digits with 3 7 6 1 8 9 4 5 2, K2 over the fir
 5 4 3 2 7 6 5 4 3 2; a remainder giving 10 means the number cannot exist.
 A D-number (temporary number for people not resident) adds 4 to the first digit (day + 40).
 An H-number (help number assigned by health services) adds 4 to the third digit (month + 40).
-The century follows from the individual number III (Skatteetaten's allocation rules).
+The century follows from the individual number III (the series in the population register
+regulation, repeated in KITH/HIS 1001:2010 "Identifikatorer for personer").
+A felles hjelpenummer (FH-number, issued by Norsk Helsenett for patients without a known
+fødselsnummer) has 11 digits with the same two check digits, first digit 8 or 9, and carries no
+birth date or sex.
 """
 
 from __future__ import annotations
@@ -22,19 +26,22 @@ K2_WEIGHTS = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
 class IdentifierKind(StrEnum):
     FNR = "FNR"  # fødselsnummer
     DNR = "DNR"  # D-nummer
-    HNR = "HNR"  # H-nummer
+    HNR = "HNR"  # H-nummer (a health service's own help number, month + 40)
+    FHN = "FHN"  # felles hjelpenummer (national help number, first digit 8 or 9)
     OTHER = "OTHER"  # anything else, e.g. a hospital's local patient number
 
 
 # HL7 assigning authorities seen for these identifiers in Norwegian traffic: the OIDs of the
-# Norwegian identifier registry (Volven 2.16.578.1.12.4.1.4.1 / .2 / .3) and plain names.
+# Norwegian identifier systems (2.16.578.1.12.4.1.4.1 fødselsnummer, .2 D-nummer, .3 felles
+# hjelpenummer, as used by HelseID and the Norwegian FHIR profiles) and plain names.
 AUTHORITY_KINDS: dict[str, IdentifierKind] = {
     "2.16.578.1.12.4.1.4.1": IdentifierKind.FNR,
     "2.16.578.1.12.4.1.4.2": IdentifierKind.DNR,
-    "2.16.578.1.12.4.1.4.3": IdentifierKind.HNR,
+    "2.16.578.1.12.4.1.4.3": IdentifierKind.FHN,
     "FNR": IdentifierKind.FNR,
     "DNR": IdentifierKind.DNR,
     "HNR": IdentifierKind.HNR,
+    "FHN": IdentifierKind.FHN,
 }
 
 
@@ -46,9 +53,9 @@ class IdentifierError(ValueError):
 class NationalIdentifier:
     value: str
     kind: IdentifierKind
-    birth_date: date
+    birth_date: date | None  # None for an FH-number
     # The third digit of the individual number is even for women and odd for men.
-    sex: str
+    sex: str | None
 
 
 def check_digits(first_nine: str) -> tuple[int, int] | None:
@@ -82,8 +89,12 @@ def _century(year2: int, individual: int) -> int | None:
 def parse_national_identifier(value: str) -> NationalIdentifier:
     """Validate an 11-digit Norwegian identifier and tell its kind, birth date and sex."""
     text = value.strip().replace(" ", "")
-    if len(text) != 11 or not text.isdigit():
+    if len(text) != 11 or not text.isascii() or not text.isdigit():
         raise IdentifierError("must be 11 digits")
+    if text[0] in "89":
+        if check_digits(text[:9]) != (int(text[9]), int(text[10])):
+            raise IdentifierError("check digits do not match")
+        return NationalIdentifier(value=text, kind=IdentifierKind.FHN, birth_date=None, sex=None)
     day, month = int(text[0:2]), int(text[2:4])
     kind = IdentifierKind.FNR
     if day > 40:

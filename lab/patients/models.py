@@ -35,7 +35,7 @@ class Patient(Base):
     )
 
     identifiers: Mapped[list[PatientIdentifier]] = relationship(
-        back_populates="patient", order_by="PatientIdentifier.id", lazy="selectin"
+        back_populates="patient", order_by="PatientIdentifier.id", lazy="select"
     )
 
 

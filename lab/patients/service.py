@@ -61,15 +61,17 @@ def check_identifier(ident: IdentifierInput, *, field: str) -> CheckedIdentifier
         parsed = parse_national_identifier(value)
     except IdentifierError as exc:
         raise InvalidInput.field(field, f"invalid {kind.value}: {exc}") from exc
-    if parsed.kind is not kind:
+    # Help numbers were once issued with first digit 8 or 9 as well: either form is a help number.
+    help_numbers = {IdentifierKind.HNR, IdentifierKind.FHN}
+    if parsed.kind is not kind and not {parsed.kind, kind} <= help_numbers:
         raise InvalidInput.field(
             field, f"the number is a {parsed.kind.value}, but was sent as {kind.value}"
         )
     # National identifiers are stored under their kind, so an OID and a plain name match.
     return CheckedIdentifier(
         value=parsed.value,
-        authority=kind.value,
-        kind=kind,
+        authority=parsed.kind.value,
+        kind=parsed.kind,
         birth_date=parsed.birth_date,
         sex=parsed.sex,
     )

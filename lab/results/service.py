@@ -6,18 +6,21 @@ adds an immutable `ResultVersion`; `Result` keeps the current state for the work
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import any_, func, insert, or_, select
+from sqlalchemy.orm import Session, lazyload
 
 from lab import audit
 from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.catalog.models import LabTest
+from lab.catalog.rules import TestRule, rules_by_code
 from lab.errors import Conflict, InvalidInput, NotFound
 from lab.orders import service as orders
 from lab.orders.models import Order, OrderedTest
@@ -25,6 +28,7 @@ from lab.patients.models import Patient
 from lab.patients.service import audit_read
 from lab.results import flags as result_flags
 from lab.results.models import Result, ResultVersion
+from lab.specimens import accession
 from lab.specimens import service as specimens
 from lab.specimens.models import Specimen
 from lab.timeutil import as_utc, utcnow
@@ -75,85 +79,212 @@ class CriticalNotification:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
-    result: Result
+    """What became of one measurement; the ORM row is read only when someone asks for it."""
+
+    result_id: int
     changed: bool  # False when the same result arrived again
+    status: str
+    flags: list[str]
+    session: Session = field(repr=False, compare=False)
+
+    @property
+    def result(self) -> Result:
+        result = self.session.get(Result, self.result_id)
+        if result is None:
+            raise NotFound(f"no result {self.result_id}")
+        return result
 
 
 def record(session: Session, *, actor: Actor, measurement: Measurement) -> Outcome:
     """Store a measured result against the specimen's ordered test, flagged for review."""
-    specimen = specimens.get_by_accession(session, measurement.accession_number)
+    return record_tube(session, actor=actor, measurements=[measurement])[0]
+
+
+def record_tube(
+    session: Session, *, actor: Actor, measurements: Sequence[Measurement]
+) -> list[Outcome]:
+    """Store the results of one tube (what an analyser sends for one specimen) in one go.
+
+    All or nothing: the first measurement the rules refuse raises, and the caller rolls back.
+    The tube, its ordered tests (locked, so two connections cannot record the same test at
+    once), their current results and the patient are read once, and new results are written
+    with one INSERT per table: this is the analysers' hot path.
+    """
+    if not measurements:
+        return []
+    numbers = {accession.normalise(m.accession_number) for m in measurements}
+    if len(numbers) != 1:
+        raise InvalidInput.field("accession_number", "one tube at a time")
+    specimen = specimens.get_by_accession(session, measurements[0].accession_number)
+    tests = rules_by_code(session, [m.test_code for m in measurements])
     if specimen.status in ("rejected", "disposed"):
         raise Conflict(f"{specimen.accession_number} is {specimen.status}; no results can be added")
-    test = catalog.get_by_code(session, measurement.test_code)
-    ordered = _ordered_test(session, specimen, test)
-    value = _parse_value(test, measurement.value)
-    unit = measurement.unit.strip() if measurement.unit else test.unit
-    if test.result_type == "numeric" and unit != test.unit:
-        raise InvalidInput.field(
-            "unit", f"{test.code} is reported in {test.unit}, not {unit}; no conversion is made"
+    root = specimens.root_of(session, specimen)
+    ordered_by_test = {
+        t.test_id: t
+        for t in session.scalars(
+            select(OrderedTest).where(OrderedTest.specimen_id == root.id).with_for_update()
         )
-    patient = session.get(Patient, specimen.patient_id)
-    assert patient is not None  # foreign key
-    status = R.PRELIMINARY if measurement.preliminary else R.AWAITING_REVIEW
-    observed_at = as_utc(measurement.observed_at) if measurement.observed_at else None
-    result = session.scalar(
-        select(Result).where(Result.ordered_test_id == ordered.id).with_for_update()
-    )
-    if result is not None:
-        if result.status in RELEASED:
-            raise Conflict(
-                f"{test.code} on {specimen.accession_number} is verified; correct it instead"
+    }
+    existing = {
+        r.ordered_test_id: r
+        for r in session.scalars(
+            select(Result).where(
+                Result.ordered_test_id.in_([t.id for t in ordered_by_test.values()])
             )
-        if result.status == R.CANCELLED:
-            raise Conflict(f"{test.code} on {specimen.accession_number} is cancelled")
-        current = result.versions[-1]
-        if _same_measurement(current, value, unit, observed_at, measurement, status):
-            return Outcome(result=result, changed=False)
-    low, high, flags = _judge(test, patient, specimen, value)
-    version = ResultVersion(
-        status=status,
-        value_numeric=value.value if isinstance(value, result_flags.NumericValue) else None,
-        value_text=value if isinstance(value, str) else None,
-        comparator=value.comparator if isinstance(value, result_flags.NumericValue) else None,
-        unit=unit,
-        flags=flags,
-        reference_low=low,
-        reference_high=high,
-        instrument_flags=measurement.instrument_flags,
-        instrument=measurement.instrument,
-        operator=measurement.operator,
-        observed_at=observed_at,
-        author=actor.username,
-        reason="rerun" if result is not None else "",
-        comment=measurement.comment,
-    )
-    if result is None:
-        result = Result(
-            ordered_test_id=ordered.id,
-            specimen_id=specimen.id,
-            test_id=test.id,
-            patient_id=specimen.patient_id,
-            version=0,
-            status=status,
         )
-        session.add(result)
-        session.flush()
-    before = _snapshot(result) if result.version else None
-    _apply(result, version)
-    ordered.status = orders.TestStatus.RESULTED if not measurement.preliminary else "in_progress"
-    session.flush()
-    specimens.note_result(session, actor=actor, specimen=specimen)
-    audit.record(
-        session,
+    }
+    patient = session.get(Patient, specimen.patient_id)
+    if patient is None:
+        raise NotFound(f"the patient of {specimen.accession_number} is missing")
+    now = utcnow()
+    outcomes: list[Outcome | None] = []
+    fresh: list[tuple[int, dict[str, Any], dict[str, Any]]] = []  # (index, result, version)
+    audits: list[dict[str, Any]] = []
+    for measurement in measurements:
+        test = tests[measurement.test_code.strip().upper()]
+        ordered = ordered_by_test.get(test.id)
+        if ordered is None:
+            raise NotFound(f"{test.code} is not ordered on {specimen.accession_number}")
+        if ordered.status == orders.TestStatus.CANCELLED:
+            raise Conflict(f"{test.code} on {specimen.accession_number} was cancelled")
+        value = _parse_value(test, measurement.value)
+        unit = measurement.unit.strip() if measurement.unit else test.unit
+        if test.result_type == "numeric" and unit != test.unit:
+            raise InvalidInput.field(
+                "unit", f"{test.code} is reported in {test.unit}, not {unit}; no conversion is made"
+            )
+        status = R.PRELIMINARY if measurement.preliminary else R.AWAITING_REVIEW
+        observed_at = as_utc(measurement.observed_at) if measurement.observed_at else None
+        result = existing.get(ordered.id)
+        if result is not None:
+            if result.status in RELEASED:
+                raise Conflict(
+                    f"{test.code} on {specimen.accession_number} is verified; correct it instead"
+                )
+            if result.status == R.CANCELLED:
+                raise Conflict(f"{test.code} on {specimen.accession_number} is cancelled")
+            if _same_measurement(
+                result.versions[-1], value, unit, observed_at, measurement, status
+            ):
+                outcomes.append(_outcome(session, result, changed=False))
+                continue
+        low, high, flags = _judge(test, patient, root, value)
+        numeric = value if isinstance(value, result_flags.NumericValue) else None
+        version_fields: dict[str, Any] = {
+            "status": status,
+            "value_numeric": numeric.value if numeric else None,
+            "value_text": None if numeric else value,
+            "comparator": numeric.comparator if numeric else None,
+            "unit": unit,
+            "flags": flags,
+            "reference_low": low,
+            "reference_high": high,
+            "instrument_flags": measurement.instrument_flags,
+            "instrument": measurement.instrument,
+            "operator": measurement.operator,
+            "observed_at": observed_at,
+            "author": actor.username,
+            "reason": "rerun" if result is not None else "",
+            "comment": measurement.comment,
+            "critical_notification": "",
+        }
+        ordered.status = (
+            orders.TestStatus.IN_PROGRESS if measurement.preliminary else orders.TestStatus.RESULTED
+        )
+        if result is not None:
+            before = _snapshot(result)
+            _apply(result, ResultVersion(**version_fields))
+            result.recorded_at = now
+            audits.append(_audit_row(actor, result.id, result.patient_id, before, result))
+            outcomes.append(_outcome(session, result, changed=True))
+            continue
+        row = {
+            "ordered_test_id": ordered.id,
+            "specimen_id": specimen.id,
+            "test_id": test.id,
+            "patient_id": specimen.patient_id,
+            "version": 1,
+            "status": status,
+            "value_numeric": version_fields["value_numeric"],
+            "value_text": version_fields["value_text"],
+            "comparator": version_fields["comparator"],
+            "unit": unit,
+            "flags": flags,
+            "observed_at": observed_at,
+            "recorded_at": now,
+        }
+        fresh.append((len(outcomes), row, version_fields))
+        outcomes.append(None)
+    if fresh:
+        ids = session.scalars(
+            insert(Result).returning(Result.id, sort_by_parameter_order=True),
+            [row for _, row, _ in fresh],
+        ).all()
+        session.execute(
+            insert(ResultVersion),
+            [
+                {**fields, "result_id": result_id, "version": 1, "created_at": now}
+                for result_id, (_, _, fields) in zip(ids, fresh, strict=True)
+            ],
+        )
+        for result_id, (index, row, _) in zip(ids, fresh, strict=True):
+            audits.append(_audit_row(actor, result_id, row["patient_id"], None, row))
+            outcomes[index] = Outcome(
+                result_id=result_id,
+                changed=True,
+                status=row["status"],
+                flags=row["flags"],
+                session=session,
+            )
+    if audits:
+        audit.record_rows(session, audits)
+        open_tests = sum(
+            1 for t in ordered_by_test.values() if t.status in orders.OPEN_TEST_STATUSES
+        )
+        specimens.note_result(session, actor=actor, specimen=root, open_tests=open_tests)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _outcome(session: Session, result: Result, *, changed: bool) -> Outcome:
+    return Outcome(
+        result_id=result.id,
+        changed=changed,
+        status=result.status,
+        flags=list(result.flags),
+        session=session,
+    )
+
+
+def _audit_row(
+    actor: Actor,
+    result_id: int,
+    patient_id: int,
+    before: dict[str, object] | None,
+    after: Result | dict[str, Any],
+) -> dict[str, Any]:
+    state = _snapshot(after) if isinstance(after, Result) else _row_snapshot(after)
+    return audit.row(
         actor=actor,
         action="result.record",
         entity_type="result",
-        entity_id=result.id,
-        patient_id=result.patient_id,
+        entity_id=result_id,
+        patient_id=patient_id,
         before=before,
-        after=_snapshot(result),
+        after=state,
     )
-    return Outcome(result=result, changed=True)
+
+
+def _row_snapshot(row: dict[str, Any]) -> dict[str, object]:
+    numeric = row["value_numeric"]
+    value = f"{row['comparator'] or ''}{numeric}" if numeric is not None else row["value_text"]
+    return {
+        "version": row["version"],
+        "status": row["status"],
+        "value": value or "",
+        "unit": row["unit"],
+        "flags": list(row["flags"]),
+    }
 
 
 def verify(
@@ -234,8 +365,9 @@ def correct(
     specimen = session.get(Specimen, result.specimen_id)
     patient = session.get(Patient, result.patient_id)
     assert test is not None and specimen is not None and patient is not None  # foreign keys
-    parsed = _parse_value(test, value)
-    low, high, flags = _judge(test, patient, specimen, parsed)
+    rule = TestRule.of(test)
+    parsed = _parse_value(rule, value)
+    low, high, flags = _judge(rule, patient, specimen, parsed)
     before = _snapshot(result)
     version = _copy(result.versions[-1], status=R.CORRECTED, author=actor.username, comment=comment)
     version.reason = reason
@@ -350,6 +482,8 @@ def cumulative(
             )
             .order_by(Result.observed_at.desc().nulls_last(), Result.id.desc())
             .limit(limit)
+            # The current value is on the result row; the history is read only if asked for.
+            .options(lazyload(Result.versions))
         )
     )
     audit_read(
@@ -358,8 +492,63 @@ def cumulative(
     return found
 
 
+CRITICAL_FLAGS = ("LL", "HH")
+# `'LL' = ANY(flags) OR 'HH' = ANY(flags)`: a critical result, in SQL.
+_is_critical = or_(*(any_(Result.flags) == flag for flag in CRITICAL_FLAGS))
+
+
+def awaiting_review_counts(session: Session) -> tuple[int, int]:
+    """How many results await review, and how many of them are critical (LL/HH)."""
+    waiting = Result.status == R.AWAITING_REVIEW
+    total = session.scalar(select(func.count()).select_from(Result).where(waiting))
+    critical = session.scalar(select(func.count()).select_from(Result).where(waiting, _is_critical))
+    return int(total or 0), int(critical or 0)
+
+
+def critical_awaiting_review(session: Session, *, limit: int = 50) -> list[Result]:
+    """Critical results (LL/HH) awaiting review, oldest first (no patient data)."""
+    query = (
+        select(Result)
+        .where(Result.status == R.AWAITING_REVIEW, _is_critical)
+        .order_by(Result.recorded_at, Result.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def read_review_queue(session: Session, *, actor: Actor, limit: int = 100) -> list[Result]:
+    """The review queue as a reviewer sees it, with the patients: one audited read per specimen."""
+    queue = review_queue(session, limit=limit)
+    seen: set[int] = set()
+    for result in queue:
+        if result.specimen_id in seen:
+            continue
+        seen.add(result.specimen_id)
+        specimen = session.get(Specimen, result.specimen_id)
+        audit_read(
+            session,
+            actor=actor,
+            patient_id=result.patient_id,
+            what="result.review",
+            entity_id=specimen.accession_number if specimen else result.specimen_id,
+        )
+    return queue
+
+
+def results_of_order(session: Session, order: Order) -> list[Result]:
+    """Every result of the order's tests. The caller has audited its read of the order."""
+    ids = [t.id for t in order.tests]
+    if not ids:
+        return []
+    query = select(Result).where(Result.ordered_test_id.in_(ids)).order_by(Result.id)
+    return list(session.scalars(query))
+
+
 def previous_released(session: Session, result: Result) -> Result | None:
     """The patient's last released result of the same test before this one (for the delta)."""
+    # Measured time orders results; a manual entry without one counts from when it was recorded.
+    measured = func.coalesce(Result.observed_at, Result.recorded_at)
+    this_measured = result.observed_at or result.recorded_at
     return session.scalar(
         select(Result)
         .where(
@@ -367,9 +556,9 @@ def previous_released(session: Session, result: Result) -> Result | None:
             Result.test_id == result.test_id,
             Result.id != result.id,
             Result.status.in_(tuple(RELEASED)),
-            Result.recorded_at <= result.recorded_at,
+            measured <= this_measured,
         )
-        .order_by(Result.recorded_at.desc(), Result.id.desc())
+        .order_by(measured.desc(), Result.id.desc())
         .limit(1)
     )
 
@@ -383,16 +572,7 @@ def value_text(result: Result | ResultVersion) -> str:
 # --- rules shared by the entry points above -------------------------------------------------
 
 
-def _ordered_test(session: Session, specimen: Specimen, test: LabTest) -> OrderedTest:
-    for ordered in specimens.tests_of(session, specimen):
-        if ordered.test_id == test.id:
-            if ordered.status == orders.TestStatus.CANCELLED:
-                raise Conflict(f"{test.code} on {specimen.accession_number} was cancelled")
-            return ordered
-    raise NotFound(f"{test.code} is not ordered on {specimen.accession_number}")
-
-
-def _parse_value(test: LabTest, text: str) -> result_flags.NumericValue | str:
+def _parse_value(test: TestRule, text: str) -> result_flags.NumericValue | str:
     if not text.strip():
         raise InvalidInput.field("value", "the value is empty")
     if test.result_type == "numeric":
@@ -414,7 +594,7 @@ def _parse_value(test: LabTest, text: str) -> result_flags.NumericValue | str:
 
 
 def _judge(
-    test: LabTest, patient: Patient, specimen: Specimen, value: result_flags.NumericValue | str
+    test: TestRule, patient: Patient, specimen: Specimen, value: result_flags.NumericValue | str
 ) -> tuple[Decimal | None, Decimal | None, list[str]]:
     if not isinstance(value, result_flags.NumericValue):
         return None, None, []
@@ -482,7 +662,11 @@ def _copy(
 
 
 def _apply(result: Result, version: ResultVersion) -> None:
-    """Append the version and copy its state onto the result row."""
+    """Append the version and copy its state onto the result row.
+
+    `recorded_at` stays the time of the latest measurement: the review queue and the previous
+    result are ordered by it, so a verification or correction must not move it.
+    """
     result.version += 1
     version.version = result.version
     result.versions.append(version)
@@ -493,7 +677,6 @@ def _apply(result: Result, version: ResultVersion) -> None:
     result.unit = version.unit
     result.flags = list(version.flags)
     result.observed_at = version.observed_at
-    result.recorded_at = utcnow()
 
 
 def _mark_ordered_test(session: Session, result: Result, status: str) -> None:

@@ -30,7 +30,7 @@ class Specimen(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     events: Mapped[list[SpecimenEvent]] = relationship(
-        order_by="SpecimenEvent.id", lazy="selectin", back_populates="specimen"
+        order_by="SpecimenEvent.id", lazy="select", back_populates="specimen"
     )
 
 

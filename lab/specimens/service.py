@@ -222,16 +222,118 @@ def pending_tests(session: Session, specimen: Specimen) -> list[OrderedTest]:
     return [t for t in tests_of(session, specimen) if t.status in ("ordered", "in_progress")]
 
 
-def note_result(session: Session, *, actor: Actor, specimen: Specimen) -> None:
-    """Called by the results service: a result arrived, so the specimen is at work or done."""
-    root = root_of(session, specimen)
-    open_tests = session.scalar(
-        select(func.count())
-        .select_from(OrderedTest)
-        .where(
-            OrderedTest.specimen_id == root.id, OrderedTest.status.in_(("ordered", "in_progress"))
+# --- read-only queries of the web pages (overview, worklist); no patient data in them ----------
+
+NOT_YET_IN_LAB = (S.EXPECTED, S.COLLECTED)
+IN_LAB = (S.RECEIVED, S.IN_PROGRESS)
+
+
+def awaiting_receipt(session: Session, *, limit: int = 50) -> list[tuple[Specimen, Order]]:
+    """Specimens expected or collected but not received: stat, then urgent, then oldest first."""
+    query = (
+        select(Specimen, Order)
+        .join(Order, Order.id == Specimen.order_id)
+        .where(Specimen.status.in_(NOT_YET_IN_LAB), Order.status == "active")
+        .order_by(
+            (Order.priority == "stat").desc(),
+            (Order.priority == "urgent").desc(),
+            Specimen.created_at,
+            Specimen.id,
         )
+        .limit(limit)
     )
+    return [(specimen, order) for specimen, order in session.execute(query).tuples()]
+
+
+def awaiting_receipt_counts(session: Session) -> dict[str, int]:
+    """How many specimens are expected but not received, per order priority."""
+    query = (
+        select(Order.priority, func.count())
+        .select_from(Specimen)
+        .join(Order, Order.id == Specimen.order_id)
+        .where(Specimen.status.in_(NOT_YET_IN_LAB), Order.status == "active")
+        .group_by(Order.priority)
+    )
+    return {priority: count for priority, count in session.execute(query).tuples()}
+
+
+def in_lab_unfinished(session: Session, *, limit: int = 50) -> list[tuple[Specimen, Order]]:
+    """Specimens received but not finished (received or in progress), oldest receipt first."""
+    query = (
+        select(Specimen, Order)
+        .join(Order, Order.id == Specimen.order_id)
+        .where(Specimen.status.in_(IN_LAB))
+        .order_by(
+            (Order.priority == "stat").desc(),
+            Specimen.received_at.nulls_last(),
+            Specimen.id,
+        )
+        .limit(limit)
+    )
+    return [(specimen, order) for specimen, order in session.execute(query).tuples()]
+
+
+def count_in_lab_unfinished(session: Session) -> int:
+    query = select(func.count()).select_from(Specimen).where(Specimen.status.in_(IN_LAB))
+    return int(session.scalar(query) or 0)
+
+
+def worklist(
+    session: Session, *, container: str | None = None, limit: int = 500
+) -> list[tuple[Specimen, Order, list[OrderedTest]]]:
+    """Pending tests on specimens in the lab, one entry per specimen: stat first, then oldest.
+
+    A bench is a container for now (EDTA: haematology, SERUM: chemistry); `None` is every bench.
+    """
+    query = (
+        select(OrderedTest, Specimen, Order)
+        .join(Specimen, Specimen.id == OrderedTest.specimen_id)
+        .join(Order, Order.id == OrderedTest.order_id)
+        .where(
+            OrderedTest.status.in_(("ordered", "in_progress")),
+            Specimen.status.in_(IN_LAB),
+        )
+        .order_by(
+            (Order.priority == "stat").desc(),
+            (Order.priority == "urgent").desc(),
+            Specimen.received_at.nulls_last(),
+            Specimen.id,
+            OrderedTest.id,
+        )
+        .limit(limit)
+    )
+    if container:
+        query = query.where(Specimen.container == container)
+    entries: dict[int, tuple[Specimen, Order, list[OrderedTest]]] = {}
+    for ordered, specimen, order in session.execute(query).tuples():
+        entries.setdefault(specimen.id, (specimen, order, []))[2].append(ordered)
+    return list(entries.values())
+
+
+def benches(session: Session) -> list[str]:
+    """The containers that have specimens in the lab, for the worklist's bench choice."""
+    query = select(Specimen.container).distinct().order_by(Specimen.container)
+    return list(session.scalars(query))
+
+
+def note_result(
+    session: Session, *, actor: Actor, specimen: Specimen, open_tests: int | None = None
+) -> None:
+    """Called by the results service: a result arrived, so the specimen is at work or done.
+
+    `open_tests` is the number of the tube's tests still without a result, when the caller
+    knows it; otherwise it is counted here.
+    """
+    root = root_of(session, specimen)
+    if open_tests is None:
+        open_tests = session.scalar(
+            select(func.count())
+            .select_from(OrderedTest)
+            .where(
+                OrderedTest.specimen_id == root.id,
+                OrderedTest.status.in_(("ordered", "in_progress")),
+            )
+        )
     target = S.COMPLETED if open_tests == 0 else S.IN_PROGRESS
     if root.status in (S.EXPECTED, S.COLLECTED):
         # An analyser can only measure a tube that is in the lab: note the implicit receipt.
@@ -266,4 +368,8 @@ def _move(
 
 
 def _event(session: Session, specimen: Specimen, actor: Actor, event: str, detail: str) -> None:
-    specimen.events.append(SpecimenEvent(event=event, actor=actor.username, detail=detail))
+    session.add(
+        SpecimenEvent(specimen_id=specimen.id, event=event, actor=actor.username, detail=detail)
+    )
+    if "events" in specimen.__dict__:  # a timeline already read in this session is out of date
+        session.expire(specimen, ["events"])

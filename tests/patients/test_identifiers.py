@@ -111,3 +111,19 @@ def test_kind_from_authority_or_type() -> None:
     assert kind_for("", "DNR") is IdentifierKind.DNR
     assert kind_for("fnr", "") is IdentifierKind.FNR
     assert kind_for("STOLAV", "PI") is IdentifierKind.OTHER
+
+
+@given(body=st.integers(min_value=0, max_value=99_999_999), first=st.sampled_from("89"))
+def test_felles_hjelpenummer(body: int, first: str) -> None:
+    """FH-numbers (Norsk Helsenett): first digit 8 or 9, fnr check digits, no date or sex."""
+    first_nine = f"{first}{body:08d}"
+    digits = check_digits(first_nine)
+    if digits is None:
+        return
+    number = first_nine + f"{digits[0]}{digits[1]}"
+    parsed = parse_national_identifier(number)
+    assert parsed.kind is IdentifierKind.FHN and parsed.birth_date is None and parsed.sex is None
+    wrong = number[:-1] + str((int(number[-1]) + 1) % 10)
+    with pytest.raises(IdentifierError):
+        parse_national_identifier(wrong)
+    assert kind_for("2.16.578.1.12.4.1.4.3", "") is IdentifierKind.FHN

@@ -1,0 +1,235 @@
+"""Core benchmark: record results through `results.service` into a database that already holds
+a million results, beside plain psycopg inserts of the same rows, and time the review queue and
+one patient's cumulative results.
+
+Scale with BENCH_SCALE (1 = the issue's sizes: 1,000,000 results present, 100,000 recorded).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from bench.core_seed import (
+    SCALE,
+    bulk_orders,
+    bulk_patients,
+    create_database,
+    drop_database,
+    fix_sequences,
+)
+from lab.audit import Actor
+from lab.db import make_engine, make_session_factory
+from lab.results import service as results
+
+ALL_TESTS = ["HB", "LPK", "TPK", "NA", "K", "KREA", "CRP", "GLUK"]
+VALUES = {
+    "HB": (11, 17),
+    "LPK": (3, 12),
+    "TPK": (120, 400),
+    "NA": (132, 148),
+    "K": (3.3, 5.2),
+    "KREA": (40, 130),
+    "CRP": (0, 40),
+    "GLUK": (3.5, 9),
+}
+ANALYSER = Actor(
+    user_id=None, username="bench-analyser", roles=frozenset({"instrument"}), channel="astm"
+)
+READER = Actor(user_id=None, username="bench-reader", roles=frozenset({"physician"}))
+
+
+def p95(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=20)[18] if len(samples) >= 20 else max(samples)
+
+
+def timed(fn: Callable[[], object], runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def main() -> None:
+    present = int(1_000_000 * SCALE)
+    recorded = int(100_000 * SCALE)
+    heavy = min(10_000, present // 10)
+    database = create_database()
+    try:
+        run(database.url, present=present, recorded=recorded, heavy=heavy)
+    finally:
+        drop_database(database)
+
+
+def run(url: str, *, present: int, recorded: int, heavy: int) -> None:
+    engine = make_engine(url, pool_size=2)
+    factory = make_session_factory(engine)
+    started = time.perf_counter()
+    per_order = len(ALL_TESTS)
+    busy_orders = (present - heavy) // per_order
+    pending_orders = recorded // per_order
+    with engine.begin() as connection:
+        bulk_patients(connection, max(1000, present // 20))
+        # Patient 1 has `heavy` sodium results: the cumulative query's worst case.
+        bulk_orders(connection, first=1, count=heavy, patients=1, tests=["NA"], resulted=True)
+        first = heavy + 1
+        bulk_orders(
+            connection,
+            first=first,
+            count=busy_orders,
+            patients=present // 20,
+            tests=ALL_TESTS,
+            resulted=True,
+            review_share=0.01,
+        )
+        first += busy_orders
+        service_first, ceiling_first = first, first + pending_orders
+        for start in (service_first, ceiling_first):
+            bulk_orders(
+                connection,
+                first=start,
+                count=pending_orders,
+                patients=present // 20,
+                tests=ALL_TESTS,
+                resulted=False,
+            )
+        fix_sequences(connection)
+        count = connection.execute(text("SELECT count(*) FROM result")).scalar_one()
+    print(f"seeded {count:,} results ({time.perf_counter() - started:.0f} s)")
+
+    tubes = tubes_of(engine, service_first, pending_orders)
+    rng = random.Random(7)
+    observed = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+
+    started = time.perf_counter()
+    done = 0
+    for accession, codes in tubes:
+        measurements = [
+            results.Measurement(
+                accession_number=accession,
+                test_code=code,
+                value=f"{rng.uniform(*VALUES[code]):.1f}",
+                observed_at=observed,
+                instrument="bench-analyser",
+            )
+            for code in codes
+        ]
+        with factory() as session:
+            results.record_tube(session, actor=ANALYSER, measurements=measurements)
+            session.commit()
+        done += len(measurements)
+    service_rate = done / (time.perf_counter() - started)
+
+    ceiling_rate = plain_inserts(url, tubes_of(engine, ceiling_first, pending_orders), rng)
+    print(
+        f"results.service.record : {service_rate:8.0f} results/s "
+        f"({done:,} results, one transaction per tube)"
+    )
+    print(
+        f"plain psycopg inserts  : {ceiling_rate:8.0f} results/s "
+        "(same rows: result + version + audit, one transaction per tube; the ceiling)"
+    )
+    print(f"service / ceiling      : {service_rate / ceiling_rate:8.0%}   (aim: at least 40%)")
+
+    def review_queue() -> None:
+        with factory() as session:
+            results.review_queue(session, limit=100)
+
+    def cumulative() -> None:
+        with factory() as session:
+            points = results.cumulative(session, actor=READER, patient_id=1, test_code="NA")
+            if len(points) < heavy * 0.98:  # 1% were left awaiting review, not released
+                raise RuntimeError(f"cumulative gave {len(points)} of {heavy}")
+            session.rollback()
+
+    queue_ms = timed(review_queue, 50)
+    cumulative_ms = timed(cumulative, 30)
+    print(
+        f"review queue (100 of {awaiting(engine):,} awaiting) p95: {p95(queue_ms):6.1f} ms "
+        "(aim < 100 ms)"
+    )
+    print(
+        f"cumulative ({heavy:,} results, one patient) p95:      {p95(cumulative_ms):6.1f} ms "
+        "(aim < 100 ms)"
+    )
+    engine.dispose()
+
+
+def tubes_of(engine, first: int, count: int) -> list[tuple[str, list[str]]]:  # type: ignore[no-untyped-def]
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                """
+                SELECT s.accession_number, array_agg(t.code ORDER BY t.code)
+                FROM specimen s JOIN ordered_test ot ON ot.specimen_id = s.id
+                JOIN lab_test t ON t.id = ot.test_id
+                WHERE s.order_id BETWEEN :first AND :last
+                GROUP BY s.id ORDER BY s.id
+                """
+            ),
+            {"first": first, "last": first + count - 1},
+        ).all()
+    return [(row[0], list(row[1])) for row in rows]
+
+
+def awaiting(engine) -> int:  # type: ignore[no-untyped-def]
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                text("SELECT count(*) FROM result WHERE status = 'awaiting_review'")
+            ).scalar_one()
+        )
+
+
+def plain_inserts(url: str, tubes: list[tuple[str, list[str]]], rng: random.Random) -> float:
+    """The same rows written with hand-written SQL over psycopg: the most a service could do."""
+    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    done = 0
+    with psycopg.connect(conninfo) as connection:
+        tests = dict(connection.execute("SELECT code, id FROM lab_test").fetchall())
+        started = time.perf_counter()
+        for accession, codes in tubes:
+            specimen_id, patient_id = connection.execute(
+                "SELECT id, patient_id FROM specimen WHERE accession_number = %s", (accession,)
+            ).fetchone()  # type: ignore[misc]
+            for code in codes:
+                low, high = VALUES[code]
+                value = round(rng.uniform(low, high), 1)
+                ordered_id = connection.execute(
+                    "SELECT id FROM ordered_test WHERE specimen_id = %s AND test_id = %s",
+                    (specimen_id, tests[code]),
+                ).fetchone()[0]  # type: ignore[index]
+                result_id = connection.execute(
+                    "INSERT INTO result (ordered_test_id, specimen_id, test_id, patient_id, "
+                    "version, status, value_numeric, unit, flags, recorded_at) VALUES "
+                    "(%s, %s, %s, %s, 1, 'awaiting_review', %s, '', '{}', now()) RETURNING id",
+                    (ordered_id, specimen_id, tests[code], patient_id, value),
+                ).fetchone()[0]  # type: ignore[index]
+                connection.execute(
+                    "INSERT INTO result_version (result_id, version, status, value_numeric, "
+                    "flags, instrument_flags, instrument, operator, author, reason, comment, "
+                    "critical_notification) VALUES (%s, 1, 'awaiting_review', %s, '{}', '', "
+                    "'bench', '', 'bench', '', '', '')",
+                    (result_id, value),
+                )
+                connection.execute(
+                    "INSERT INTO audit_event (actor_name, channel, action, entity_type, "
+                    "entity_id, patient_id, detail) VALUES ('bench', 'astm', 'result.record', "
+                    "'result', %s, %s, '')",
+                    (str(result_id), patient_id),
+                )
+                connection.execute(
+                    "UPDATE ordered_test SET status = 'resulted' WHERE id = %s", (ordered_id,)
+                )
+                done += 1
+            connection.commit()
+        return done / (time.perf_counter() - started)

@@ -1,0 +1,416 @@
+"""Result pages: worklist per bench, manual result entry, review and verification, correction.
+
+The rules (flags, critical call documentation, who may verify) are the results service's;
+these routes parse forms, call it, and show its refusals next to the fields they concern.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import Form, Query, Request, Response
+from sqlalchemy.orm import Session
+
+from lab.audit import Actor
+from lab.catalog import service as catalog
+from lab.catalog.models import LabTest
+from lab.deps import SessionDep
+from lab.errors import InvalidInput, LabError, NotFound
+from lab.orders.models import Order, OrderedTest
+from lab.patients.models import Patient
+from lab.reports import render_cumulative_report
+from lab.results import flags as result_flags
+from lab.results import service as results
+from lab.results.models import Result
+from lab.specimens import service as specimens
+from lab.specimens.models import Specimen
+from lab.timeutil import OSLO, as_utc, utcnow
+from lab.web.auth import (
+    CorrectResultsForm,
+    EnterResultsForm,
+    EnterResultsPage,
+    ReadPatientDataPage,
+    VerifyResultsForm,
+)
+from lab.web.pages import PostedForm, notice_of, page_router, redirect_after_post
+from lab.web.printouts import cumulative_report, pdf_response
+from lab.web.templating import language_of, render
+
+router = page_router()
+
+REVIEW_LIMIT = 200
+
+
+def _problem_text(exc: LabError) -> str:
+    return "; ".join(p.message for p in exc.problems) or exc.message
+
+
+# --- worklist -------------------------------------------------------------------------------
+
+
+@router.get("/worklist")
+def worklist_page(
+    request: Request, session: SessionDep, actor: EnterResultsPage, bench: str = ""
+) -> Response:
+    entries = specimens.worklist(session, container=bench or None)
+    return render(
+        request,
+        "results/worklist.html",
+        {
+            "bench": bench,
+            "benches": specimens.benches(session),
+            "entries": entries,
+            "now": utcnow(),
+        },
+    )
+
+
+# --- manual result entry --------------------------------------------------------------------
+
+
+def _reference_text(test: LabTest, patient: Patient, specimen: Specimen) -> tuple[Any, Any]:
+    on = (specimen.collected_at or utcnow()).astimezone(OSLO).date()
+    age = (on - patient.birth_date).days if patient.birth_date else None
+    interval = catalog.reference_range(test, sex=patient.sex, age_days=age)
+    if interval is None:
+        return None, None
+    return interval.low, interval.high
+
+
+def _entry_context(
+    session: Session,
+    specimen: Specimen,
+    actor: Actor,
+    *,
+    values: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    patient = session.get(Patient, specimen.patient_id)
+    order = session.get(Order, specimen.order_id)
+    if patient is None or order is None:
+        raise NotFound(f"{specimen.accession_number} has no order or patient")
+    existing = {
+        r.ordered_test_id: r
+        for r in results.for_specimen(session, specimen.accession_number, actor=actor)
+    }
+    rows = []
+    for ordered in specimens.tests_of(session, specimen):
+        if ordered.status == "cancelled":
+            continue
+        low, high = _reference_text(ordered.test, patient, specimen)
+        rows.append(
+            {
+                "ordered": ordered,
+                "test": ordered.test,
+                "low": low,
+                "high": high,
+                "result": existing.get(ordered.id),
+                "pending": ordered.status in ("ordered", "in_progress"),
+            }
+        )
+    return {
+        "specimen": specimen,
+        "patient": patient,
+        "order": order,
+        "rows": rows,
+        "values": values or {},
+        "errors": errors or {},
+        "open_specimen": specimen.status not in ("rejected", "disposed"),
+    }
+
+
+@router.get("/specimens/{accession_number}/results")
+def entry_page(
+    request: Request, accession_number: str, session: SessionDep, actor: EnterResultsPage
+) -> Response:
+    specimen = specimens.read(session, accession_number, actor=actor)
+    context = _entry_context(session, specimen, actor)
+    session.commit()
+    context["notice"] = notice_of(request)
+    return render(request, "results/entry.html", context)
+
+
+@router.post("/specimens/{accession_number}/results")
+def enter_results(
+    request: Request,
+    accession_number: str,
+    session: SessionDep,
+    actor: EnterResultsForm,
+    form: PostedForm,
+) -> Response:
+    """Every filled-in value is recorded, or none: a form with an error is shown again whole."""
+    specimen = specimens.get_by_accession(session, accession_number)
+    values: dict[str, str] = {}
+    for ordered in specimens.pending_tests(session, specimen):
+        entered = form.get(f"value_{ordered.test.code}")
+        if isinstance(entered, str) and entered.strip():
+            values[ordered.test.code] = entered.strip()
+    errors: dict[str, str] = {}
+    if not values:
+        errors["_form"] = "entry.nothing"
+    for code, value in values.items():
+        try:
+            results.record(
+                session,
+                actor=actor,
+                measurement=results.Measurement(
+                    accession_number=specimen.accession_number,
+                    test_code=code,
+                    value=value,
+                    instrument="manual",
+                    operator=actor.username,
+                ),
+            )
+        except LabError as exc:
+            errors[code] = _problem_text(exc)
+    if errors:
+        session.rollback()
+        specimen = specimens.read(session, accession_number, actor=actor)
+        context = _entry_context(session, specimen, actor, values=values, errors=errors)
+        session.commit()
+        context["notice"] = None
+        return render(request, "results/entry.html", context, status_code=422)
+    session.commit()
+    return redirect_after_post(f"/specimens/{specimen.accession_number}/results", "results_saved")
+
+
+# --- review and verification ----------------------------------------------------------------
+
+
+def _delta(result: Result, previous: Result | None) -> tuple[Decimal | None, Decimal | None]:
+    """The change from the previous released result, absolute and in per cent."""
+    if previous is None or result.value_numeric is None or previous.value_numeric is None:
+        return None, None
+    change = result.value_numeric - previous.value_numeric
+    if previous.value_numeric == 0:
+        return change, None
+    percent = (change / abs(previous.value_numeric) * 100).quantize(Decimal("1"))
+    return change, percent
+
+
+def review_line(session: Session, result: Result) -> dict[str, Any]:
+    previous = results.previous_released(session, result)
+    change, percent = _delta(result, previous)
+    current = result.versions[-1]
+    return {
+        "result": result,
+        "test": session.get(LabTest, result.test_id),
+        "current": current,
+        "previous": previous,
+        "change": change,
+        "percent": percent,
+        "critical": result_flags.is_critical(result.flags),
+        "unremarkable": not result.flags and not current.instrument_flags.strip(),
+    }
+
+
+def _now_for_input() -> str:
+    """Now as a `datetime-local` input wants it, in Oslo time."""
+    return utcnow().astimezone(OSLO).strftime("%Y-%m-%dT%H:%M")
+
+
+def _review_context(
+    session: Session,
+    actor: Actor,
+    *,
+    errors: dict[int, str] | None = None,
+    values: dict[int, dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    queue = results.read_review_queue(session, actor=actor, limit=REVIEW_LIMIT)
+    groups: dict[int, dict[str, Any]] = {}
+    for result in queue:
+        group = groups.get(result.specimen_id)
+        if group is None:
+            specimen = session.get(Specimen, result.specimen_id)
+            assert specimen is not None  # foreign key
+            group = {
+                "specimen": specimen,
+                "patient": session.get(Patient, result.patient_id),
+                "order": session.get(Order, specimen.order_id),
+                "lines": [],
+            }
+            groups[result.specimen_id] = group
+        group["lines"].append(review_line(session, result))
+    shown = {result.id for result in queue}
+    return {
+        "groups": list(groups.values()),
+        # A refusal for a result no longer in the queue (verified meanwhile) still shows.
+        "stray_errors": [text for rid, text in (errors or {}).items() if rid not in shown],
+        "count": len(queue),
+        "limit": REVIEW_LIMIT,
+        "errors": errors or {},
+        "values": values or {},
+        "now_input": _now_for_input(),
+    }
+
+
+@router.get("/review")
+def review_page(request: Request, session: SessionDep, actor: ReadPatientDataPage) -> Response:
+    context = _review_context(session, actor)
+    session.commit()
+    context["notice"] = notice_of(request)
+    context["verified_count"] = request.query_params.get("count", "")
+    return render(request, "results/review.html", context)
+
+
+def _critical_call(
+    person: str, notified_at: str, read_back: str
+) -> results.CriticalNotification | None:
+    """The documented telephone call of a critical result, or None when none was filled in."""
+    if not person.strip() and not read_back:
+        return None
+    try:
+        moment = datetime.fromisoformat(notified_at.strip())
+    except ValueError:
+        raise InvalidInput.field(
+            "notified_at", "give the time of the call as date and time"
+        ) from None
+    return results.CriticalNotification(
+        notified_person=person.strip(), notified_at=as_utc(moment), read_back=read_back == "yes"
+    )
+
+
+@router.post("/results/{result_id}/verify")
+def verify(
+    request: Request,
+    result_id: int,
+    session: SessionDep,
+    actor: VerifyResultsForm,
+    comment: Annotated[str, Form()] = "",
+    notified_person: Annotated[str, Form()] = "",
+    notified_at: Annotated[str, Form()] = "",
+    read_back: Annotated[str, Form()] = "",
+) -> Response:
+    try:
+        critical = _critical_call(notified_person, notified_at, read_back)
+        results.verify(
+            session, actor=actor, result_id=result_id, critical=critical, comment=comment.strip()
+        )
+    except LabError as exc:
+        session.rollback()
+        kept = {
+            "comment": comment,
+            "notified_person": notified_person,
+            "notified_at": notified_at,
+            "read_back": read_back,
+        }
+        context = _review_context(
+            session, actor, errors={result_id: _problem_text(exc)}, values={result_id: kept}
+        )
+        session.commit()
+        context.update(notice=None, verified_count="")
+        return render(request, "results/review.html", context, status_code=exc.http_status)
+    session.commit()
+    return redirect_after_post("/review", "verified")
+
+
+@router.post("/specimens/{accession_number}/verify-unremarkable")
+def verify_unremarkable(
+    accession_number: str, session: SessionDep, actor: VerifyResultsForm
+) -> Response:
+    """Verify every result of the specimen that has no flag of its own or of the analyser."""
+    verified = results.verify_unremarkable(session, actor=actor, accession_number=accession_number)
+    session.commit()
+    if not verified:
+        return redirect_after_post("/review", "verified_none")
+    return redirect_after_post("/review", "verified_many", count=str(len(verified)))
+
+
+# --- one result: versions and correction ----------------------------------------------------
+
+
+def _result_context(session: Session, result: Result) -> dict[str, Any]:
+    specimen = session.get(Specimen, result.specimen_id)
+    assert specimen is not None  # foreign key
+    ordered = session.get(OrderedTest, result.ordered_test_id)
+    return {
+        "line": review_line(session, result),
+        "specimen": specimen,
+        "patient": session.get(Patient, result.patient_id),
+        "order": session.get(Order, ordered.order_id) if ordered else None,
+        "versions": list(reversed(result.versions)),
+        "correct_errors": {},
+        "correct_values": {"value": "", "reason": "", "comment": ""},
+    }
+
+
+@router.get("/results/{result_id}")
+def result_page(
+    request: Request, result_id: int, session: SessionDep, actor: ReadPatientDataPage
+) -> Response:
+    result = results.read(session, result_id, actor=actor)
+    context = _result_context(session, result)
+    session.commit()
+    context["notice"] = notice_of(request)
+    return render(request, "results/result.html", context)
+
+
+@router.post("/results/{result_id}/correct")
+def correct(
+    request: Request,
+    result_id: int,
+    session: SessionDep,
+    actor: CorrectResultsForm,
+    value: Annotated[str, Form()] = "",
+    reason: Annotated[str, Form()] = "",
+    comment: Annotated[str, Form()] = "",
+) -> Response:
+    try:
+        results.correct(
+            session,
+            actor=actor,
+            result_id=result_id,
+            value=value,
+            reason=reason.strip(),
+            comment=comment.strip(),
+        )
+    except LabError as exc:
+        session.rollback()
+        result = results.read(session, result_id, actor=actor)
+        context = _result_context(session, result)
+        session.commit()
+        problems = {p.field: p.message for p in exc.problems} or {"_form": exc.message}
+        context.update(
+            notice=None,
+            correct_errors=problems,
+            correct_values={"value": value, "reason": reason, "comment": comment},
+        )
+        return render(request, "results/result.html", context, status_code=exc.http_status)
+    session.commit()
+    return redirect_after_post(f"/results/{result_id}", "corrected")
+
+
+# --- cumulative report ----------------------------------------------------------------------
+
+
+@router.get("/patients/{patient_id}/cumulative.pdf")
+def cumulative_pdf(
+    request: Request,
+    patient_id: int,
+    session: SessionDep,
+    actor: ReadPatientDataPage,
+    test: Annotated[str, Query()] = "",
+) -> Response:
+    """The patient's released results of one test over time (newest sample first)."""
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        raise NotFound(f"no patient {patient_id}")
+    lab_test = catalog.get_by_code(session, test)
+    found = results.cumulative(session, actor=actor, patient_id=patient.id, test_code=test)
+    pairs: list[tuple[Result, Specimen]] = []
+    for result in found:
+        specimen = session.get(Specimen, result.specimen_id)
+        if specimen is not None:
+            pairs.append((result, specimen))
+    report = cumulative_report(
+        lab_name=request.app.state.settings.lab_name,
+        patient=patient,
+        test=lab_test,
+        results=pairs,
+        printed_at=utcnow(),
+        language=language_of(request),
+    )
+    session.commit()
+    return pdf_response(render_cumulative_report(report), f"cumulative-{lab_test.code}.pdf")

@@ -1,0 +1,212 @@
+"""Sign-in and sign-out pages, the page dependencies, and the CSRF check of every form.
+
+A page needs a web session (`CurrentUserPage`): without one the browser is sent to /login and
+back afterwards. Every POST form carries the session's CSRF token in a hidden field
+(`csrf_token`); a form without it, or with another session's token, is refused with 403.
+The sign-in form has no session yet, so it carries a token that must match a cookie
+(double submit), which stops another site from signing a browser in as someone else.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import Depends, Form, Query, Request, Response
+from fastapi.responses import RedirectResponse
+
+from lab.audit import Actor
+from lab.deps import SESSION_COOKIE, SessionDep, current_actor
+from lab.errors import AuthenticationRequired, PermissionDenied
+from lab.timeutil import utcnow
+from lab.users import service as users
+from lab.users.roles import Permission
+from lab.web.pages import SignInNeeded, page_router, redirect_after_post, safe_next
+from lab.web.templating import render
+
+LOGIN_CSRF_COOKIE = "lab_login_csrf"
+CSRF_FIELD = "csrf_token"
+
+router = page_router()
+
+
+def _path_to_return_to(request: Request) -> str:
+    """The page to come back to after signing in: this one, or the form's page for a POST."""
+    if request.method == "GET":
+        query = f"?{request.url.query}" if request.url.query else ""
+        return safe_next(request.url.path + query)
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc == request.url.netloc:
+        return safe_next(referer.path + (f"?{referer.query}" if referer.query else ""))
+    return "/"
+
+
+def current_user_page(request: Request, session: SessionDep) -> Actor:
+    """The signed-in person; without a valid session, a redirect to the sign-in page."""
+    try:
+        return current_actor(request, session)
+    except AuthenticationRequired as exc:
+        # A cookie that no longer works means the session timed out (or was signed out).
+        expired = SESSION_COOKIE in request.cookies
+        raise SignInNeeded(_path_to_return_to(request), expired=expired) from exc
+
+
+CurrentUserPage = Annotated[Actor, Depends(current_user_page)]
+
+
+async def form_user(request: Request, actor: CurrentUserPage) -> Actor:
+    """The signed-in person, for a POST whose form carried this session's CSRF token."""
+    if actor.channel == "api":
+        return actor  # a bearer token is never sent by a browser on its own: no CSRF risk
+    expected = getattr(request.state, "csrf_token", None)
+    form = await request.form()
+    sent = form.get(CSRF_FIELD)
+    if not isinstance(sent, str) or not expected or not secrets.compare_digest(sent, expected):
+        raise PermissionDenied("the form was not sent from this page; reload the page and retry")
+    return actor
+
+
+FormUser = Annotated[Actor, Depends(form_user)]
+
+
+def page_requires(permission: Permission) -> Callable[[Actor], Actor]:
+    def check(actor: CurrentUserPage) -> Actor:
+        users.require(actor, permission)
+        return actor
+
+    check.__name__ = f"page_requires_{permission.value}"
+    return check
+
+
+def form_requires(permission: Permission) -> Callable[[Actor], Coroutine[Any, Any, Actor]]:
+    async def check(actor: FormUser) -> Actor:
+        users.require(actor, permission)
+        return actor
+
+    check.__name__ = f"form_requires_{permission.value}"
+    return check
+
+
+P = Permission
+ReadPatientDataPage = Annotated[Actor, Depends(page_requires(P.READ_PATIENT_DATA))]
+EnterResultsPage = Annotated[Actor, Depends(page_requires(P.ENTER_RESULTS))]
+VerifyResultsPage = Annotated[Actor, Depends(page_requires(P.VERIFY_RESULTS))]
+ManageUsersPage = Annotated[Actor, Depends(page_requires(P.MANAGE_USERS))]
+HandleSpecimensForm = Annotated[Actor, Depends(form_requires(P.HANDLE_SPECIMENS))]
+EnterResultsForm = Annotated[Actor, Depends(form_requires(P.ENTER_RESULTS))]
+VerifyResultsForm = Annotated[Actor, Depends(form_requires(P.VERIFY_RESULTS))]
+CorrectResultsForm = Annotated[Actor, Depends(form_requires(P.CORRECT_RESULTS))]
+PlaceOrdersForm = Annotated[Actor, Depends(form_requires(P.PLACE_ORDERS))]
+CancelOrdersForm = Annotated[Actor, Depends(form_requires(P.CANCEL_ORDERS))]
+HandleSpecimensPage = Annotated[Actor, Depends(page_requires(P.HANDLE_SPECIMENS))]
+
+
+def _login_page(
+    request: Request,
+    *,
+    username: str = "",
+    next_path: str = "/",
+    error_key: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
+    response = render(
+        request,
+        "auth/login.html",
+        {
+            "username": username,
+            "next_path": safe_next(next_path),
+            "error_key": error_key,
+            "login_token": token,
+            "expired": request.query_params.get("expired") == "1",
+            "signed_out": request.query_params.get("done") == "signed_out",
+        },
+        status_code=status_code,
+    )
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.get("/login")
+def login_page(request: Request, next_path: Annotated[str, Query(alias="next")] = "/") -> Response:
+    return _login_page(request, next_path=next_path)
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    session: SessionDep,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    next_path: Annotated[str, Form(alias="next")] = "/",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not secrets.compare_digest(csrf_token, expected):
+        return _login_page(
+            request,
+            username=username,
+            next_path=next_path,
+            error_key="login.stale",
+            status_code=403,
+        )
+    if not username.strip() or not password:
+        return _login_page(
+            request,
+            username=username,
+            next_path=next_path,
+            error_key="login.missing",
+            status_code=400,
+        )
+    settings = request.app.state.settings
+    try:
+        signed_in = users.sign_in(
+            session,
+            username=username.strip(),
+            password=password,
+            timeout=timedelta(minutes=settings.session_timeout_minutes),
+            max_failures=settings.max_failed_logins,
+            lockout=timedelta(minutes=settings.lockout_minutes),
+        )
+    except AuthenticationRequired:
+        session.commit()  # the failed attempt counts towards the lockout, and is audited
+        user = users.get_by_username(session, username.strip())
+        locked = user is not None and user.locked_until is not None and user.locked_until > utcnow()
+        return _login_page(
+            request,
+            username=username,
+            next_path=next_path,
+            error_key="login.locked" if locked else "login.wrong",
+            status_code=400,
+        )
+    session.commit()
+    response = RedirectResponse(safe_next(next_path), status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        signed_in.session_key,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    response.delete_cookie(LOGIN_CSRF_COOKIE)
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, session: SessionDep, actor: FormUser) -> Response:
+    key = request.cookies.get(SESSION_COOKIE)
+    if key:
+        users.sign_out(session, key)
+        session.commit()
+    response = redirect_after_post("/login", "signed_out")
+    response.delete_cookie(SESSION_COOKIE)
+    return response

@@ -1,0 +1,86 @@
+"""The overview (`/`): what needs attention now, counted and listed, oldest and stat first.
+
+The lists name specimens and tests, not patients, so the page can stay open on a wall screen;
+the patient is one click away, on pages whose reads are audited.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request, Response
+
+from lab.catalog.models import LabTest
+from lab.deps import SessionDep
+from lab.orders import service as orders
+from lab.results import service as results
+from lab.specimens import service as specimens
+from lab.specimens.models import Specimen
+from lab.timeutil import utcnow
+from lab.users.roles import Permission, permissions_of
+from lab.web.auth import CurrentUserPage
+from lab.web.pages import page_router
+from lab.web.templating import render
+
+router = page_router()
+
+LIST_LIMIT = 25
+PRIORITIES = ("stat", "urgent", "routine")
+
+
+def minutes_between(start: datetime | None, end: datetime) -> int | None:
+    if start is None:
+        return None
+    return max(0, int((end - start).total_seconds() // 60))
+
+
+@router.get("/")
+def overview(request: Request, session: SessionDep, actor: CurrentUserPage) -> Response:
+    if Permission.READ_PATIENT_DATA not in permissions_of(list(actor.roles)):
+        # Admins keep users and the catalog; the lab's work lists are not theirs to see.
+        return render(request, "overview/overview.html", {"work": None})
+    now = utcnow()
+    counts = specimens.awaiting_receipt_counts(session)
+    review_total, review_critical = results.awaiting_review_counts(session)
+    critical = []
+    for result in results.critical_awaiting_review(session, limit=LIST_LIMIT):
+        critical.append(
+            {
+                "result": result,
+                "test": session.get(LabTest, result.test_id),
+                "specimen": session.get(Specimen, result.specimen_id),
+                "waited": minutes_between(result.recorded_at, now),
+            }
+        )
+    work: dict[str, Any] = {
+        "awaiting_counts": {p: counts.get(p, 0) for p in PRIORITIES},
+        "awaiting_total": sum(counts.values()),
+        "awaiting": [
+            {
+                "specimen": s,
+                "order": o,
+                "tests": specimens.tests_of(session, s),
+                "waited": minutes_between(s.created_at, now),
+            }
+            for s, o in specimens.awaiting_receipt(session, limit=LIST_LIMIT)
+        ],
+        "in_lab_total": specimens.count_in_lab_unfinished(session),
+        "in_lab": [
+            {
+                "specimen": s,
+                "order": o,
+                "tests": specimens.tests_of(session, s),
+                "waited": minutes_between(s.received_at, now),
+            }
+            for s, o in specimens.in_lab_unfinished(session, limit=LIST_LIMIT)
+        ],
+        "review_total": review_total,
+        "review_critical": review_critical,
+        "critical": critical,
+        "overdue": [
+            {"ordered": t, "specimen": s, "late": minutes_between(due, now)}
+            for t, s, due in orders.overdue_tests(session, now=now, limit=LIST_LIMIT)
+        ],
+    }
+    return render(request, "overview/overview.html", {"work": work})

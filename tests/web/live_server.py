@@ -1,0 +1,97 @@
+"""A running lab module for browser tests: its own fresh database and a uvicorn thread.
+
+The per-test rolled-back transaction of tests/conftest.py cannot be shared with a server
+thread, so browser tests get a database of their own, made the way conftest makes one
+(created, migrated by Alembic, seeded), and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from lab.config import Settings
+from lab.db import make_engine, make_session_factory
+from lab.demo import seed
+from lab.main import create_app
+from lab.migrate import upgrade
+from tests.conftest import PASSWORD, _server_url
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+
+def _free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))  # the kernel picks a free port; no race with a second bind
+    return sock
+
+
+def run_live_server(tmp_root: Path) -> Iterator[LiveServer]:
+    server_url = _server_url(tmp_root / "pg")
+    name = f"lab_browser_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    engine: Engine | None = None
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
+    try:
+        upgrade(url)
+        engine = make_engine(url, pool_size=4)
+        factory = make_session_factory(engine)
+        with factory() as session:
+            # The demo catalog and the demo users of CONTRACT.md: admin, bio, lege.
+            seed(session, password=PASSWORD)
+            session.commit()
+        app = create_app(
+            Settings(database_url=url, data_dir=tmp_root), engine=engine, session_factory=factory
+        )
+        sock = _free_socket()
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 15
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the lab module did not start")
+            time.sleep(0.02)
+        yield LiveServer(base_url=f"http://127.0.0.1:{port}", engine=engine, sessions=factory)
+    finally:
+        if server is not None:
+            server.should_exit = True
+        if thread is not None:
+            thread.join(timeout=10)
+        if engine is not None:
+            engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -1,0 +1,244 @@
+"""Worklist, manual result entry, review and verification, critical calls, correction."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import httpx
+from fastapi.testclient import TestClient
+from pypdf import PdfReader
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from lab.audit import AuditEvent
+from lab.results.models import Result
+from tests.web.support import accession_for, order, sign_in
+
+
+def received(client: TestClient, token: str, number: str) -> None:
+    response = client.post(
+        "/specimens/receive", data={"csrf_token": token, "accession_number": number}
+    )
+    assert response.status_code == 200
+
+
+def enter(client: TestClient, token: str, number: str, **values: str) -> httpx.Response:
+    data = {"csrf_token": token, **{f"value_{code}": v for code, v in values.items()}}
+    response: httpx.Response = client.post(
+        f"/specimens/{number}/results", data=data, follow_redirects=False
+    )
+    return response
+
+
+def result_ids(db: Session, number: str) -> dict[str, int]:
+    from lab.catalog.models import LabTest
+    from lab.specimens.models import Specimen
+
+    rows = db.execute(
+        select(LabTest.code, Result.id)
+        .join(Result, Result.test_id == LabTest.id)
+        .join(Specimen, Specimen.id == Result.specimen_id)
+        .where(Specimen.accession_number == number)
+    ).all()
+    return {code: rid for code, rid in rows}
+
+
+def test_worklist_per_bench_puts_stat_first(client: TestClient, db: Session) -> None:
+    routine = order(db, "HP-W1", ["HB", "NA"])
+    stat = order(db, "HP-W2", ["LPK"], priority="stat")
+    token = sign_in(client)
+    for placed, container in ((routine, "EDTA"), (routine, "SERUM"), (stat, "EDTA")):
+        received(client, token, accession_for(db, placed, container))
+    edta = client.get("/worklist?bench=EDTA").text
+    first, second = accession_for(db, stat, "EDTA"), accession_for(db, routine, "EDTA")
+    assert edta.index(first) < edta.index(second)
+    assert accession_for(db, routine, "SERUM") not in edta
+    assert "hematologi" in edta  # the bench's name
+    assert accession_for(db, routine, "SERUM") in client.get("/worklist").text
+
+
+def test_entry_shows_units_and_ranges_and_keeps_bad_input(client: TestClient, db: Session) -> None:
+    placed = order(db, "HP-E1", ["NA", "K", "CRP"])
+    number = accession_for(db, placed, "SERUM")
+    token = sign_in(client)
+    received(client, token, number)
+    page = client.get(f"/specimens/{number}/results")
+    assert page.status_code == 200
+    assert "mmol/L" in page.text and "137,0–145,0" in page.text
+    response = enter(client, token, number, NA="140", K="fire komma to")
+    assert response.status_code == 422
+    assert 'id="error_K"' in response.text and "takes a number" in response.text
+    assert 'value="fire komma to"' in response.text and 'value="140"' in response.text
+    # All or nothing: the good value was not kept either.
+    assert result_ids(db, number) == {}
+    saved = enter(client, token, number, NA="140", K="4,1")
+    assert saved.status_code == 303
+    assert saved.headers["location"] == f"/specimens/{number}/results?done=results_saved"
+    assert set(result_ids(db, number)) == {"NA", "K"}
+    assert "Skriv minst ett resultat" in enter(client, token, number).text
+
+
+def test_review_verify_one_and_all_unremarkable(client: TestClient, db: Session) -> None:
+    placed = order(db, "HP-V1", ["NA", "K", "KREA"])
+    number = accession_for(db, placed, "SERUM")
+    sign_in(client, "t-technician")
+    token = sign_in(client, "t-technician")
+    received(client, token, number)
+    assert enter(client, token, number, NA="128", K="4,0", KREA="80").status_code == 303
+    client.cookies.clear()
+    token = sign_in(client, "t-reviewer")
+    review = client.get("/review")
+    assert "flag-L" in review.text and "Godkjenn 2 uten flagg" in review.text
+    ids = result_ids(db, number)
+    bulk = client.post(
+        f"/specimens/{number}/verify-unremarkable",
+        data={"csrf_token": token},
+        follow_redirects=False,
+    )
+    assert bulk.headers["location"] == "/review?done=verified_many&count=2"
+    assert "2 resultater er godkjent" in client.get(bulk.headers["location"]).text
+    one = client.post(
+        f"/results/{ids['NA']}/verify",
+        data={"csrf_token": token, "comment": "kontrollert"},
+        follow_redirects=False,
+    )
+    assert one.status_code == 303 and one.headers["location"] == "/review?done=verified"
+    statuses = {r.id: r.status for r in db.scalars(select(Result)).all()}
+    assert {statuses[i] for i in ids.values()} == {"verified"}
+    again = client.post(f"/results/{ids['NA']}/verify", data={"csrf_token": token})
+    assert again.status_code == 409 and "verified already" in again.text
+
+
+def test_critical_result_needs_the_call_documented(client: TestClient, db: Session) -> None:
+    placed = order(db, "HP-V2", ["K"])
+    number = accession_for(db, placed, "SERUM")
+    token = sign_in(client, "t-physician")
+    received(client, token, number)
+    enter(client, token, number, K="7,1")
+    result_id = result_ids(db, number)["K"]
+    review = client.get("/review")
+    assert "flag-HH" in review.text and 'name="notified_person"' in review.text
+    refused = client.post(f"/results/{result_id}/verify", data={"csrf_token": token})
+    assert refused.status_code == 422
+    assert "cannot be released before the call is documented" in refused.text
+    half = client.post(
+        f"/results/{result_id}/verify",
+        data={
+            "csrf_token": token,
+            "notified_person": "Lege Lise, MED3",
+            "notified_at": "2026-11-27T08:15",
+        },
+    )
+    assert half.status_code == 422 and "read back" in half.text
+    assert 'value="Lege Lise, MED3"' in half.text and 'value="2026-11-27T08:15"' in half.text
+    done = client.post(
+        f"/results/{result_id}/verify",
+        data={
+            "csrf_token": token,
+            "notified_person": "Lege Lise, MED3",
+            "notified_at": "2026-11-27T08:15",
+            "read_back": "yes",
+        },
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    page = client.get(f"/results/{result_id}")
+    # 08:15 in Oslo in November is 07:15 UTC.
+    assert "told Lege Lise, MED3 at 2026-11-27T07:15:00+00:00, read back: yes" in page.text
+
+
+def test_physician_corrects_with_a_reason_and_the_report_says_corrected(
+    client: TestClient, db: Session
+) -> None:
+    placed = order(db, "HP-C1", ["CRP"])
+    number = accession_for(db, placed, "SERUM")
+    token = sign_in(client, "t-physician")
+    received(client, token, number)
+    enter(client, token, number, CRP="12")
+    result_id = result_ids(db, number)["CRP"]
+    client.post(f"/results/{result_id}/verify", data={"csrf_token": token})
+    page = client.get(f"/results/{result_id}")
+    assert f'action="/results/{result_id}/correct"' in page.text
+    missing = client.post(
+        f"/results/{result_id}/correct", data={"csrf_token": token, "value": "21", "reason": ""}
+    )
+    assert missing.status_code == 422
+    assert "a correction needs a reason" in missing.text and 'value="21"' in missing.text
+    done = client.post(
+        f"/results/{result_id}/correct",
+        data={"csrf_token": token, "value": "21", "reason": "sifrene byttet"},
+        follow_redirects=False,
+    )
+    assert done.headers["location"] == f"/results/{result_id}?done=corrected"
+    versions = client.get(done.headers["location"]).text
+    assert "sifrene byttet" in versions and "korrigert" in versions
+    report = client.get(f"/orders/{placed.filler_order_number}/report.pdf")
+    text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(report.content)).pages)
+    assert placed.filler_order_number in text and "21" in text
+    cumulative = client.get(f"/patients/{placed.patient_id}/cumulative.pdf?test=CRP")
+    assert cumulative.status_code == 200 and cumulative.content.startswith(b"%PDF")
+
+
+def test_reviewer_may_not_correct(client: TestClient, db: Session) -> None:
+    placed = order(db, "HP-C2", ["CRP"])
+    number = accession_for(db, placed, "SERUM")
+    token = sign_in(client, "t-reviewer")
+    received(client, token, number)
+    enter(client, token, number, CRP="12")
+    result_id = result_ids(db, number)["CRP"]
+    client.post(f"/results/{result_id}/verify", data={"csrf_token": token})
+    assert "/correct" not in client.get(f"/results/{result_id}").text
+    response = client.post(
+        f"/results/{result_id}/correct", data={"csrf_token": token, "value": "1", "reason": "x"}
+    )
+    assert response.status_code == 403
+
+
+def test_review_page_shows_previous_result_change_and_analyser_flags(
+    client: TestClient, db: Session
+) -> None:
+    from lab.results import service as results
+    from tests.conftest import actor
+
+    first = order(db, "HP-D1", ["KREA"])
+    second = order(db, "HP-D2", ["KREA"])
+    token = sign_in(client, "t-reviewer")
+    earlier = accession_for(db, first, "SERUM")
+    received(client, token, earlier)
+    enter(client, token, earlier, KREA="80")
+    client.post(f"/results/{result_ids(db, earlier)['KREA']}/verify", data={"csrf_token": token})
+    later = accession_for(db, second, "SERUM")
+    results.record(
+        db,
+        actor=actor("instrument", "cobas"),
+        measurement=results.Measurement(
+            accession_number=later,
+            test_code="KREA",
+            value="120",
+            instrument="cobas-c311",
+            instrument_flags="HEM",
+        ),
+    )
+    db.commit()
+    review = client.get("/review").text
+    row = review.split(f'id="result-{result_ids(db, later)["KREA"]}"')[1].split("</tr>")[0]
+    assert "80" in row and "+40" in row and "(+50 %)" in row
+    assert '<span class="instrument-flags">HEM</span>' in row
+    # An analyser flag keeps the result out of "verify all unremarkable".
+    assert "uten flagg" not in review.split(f'id="specimen-{later}"')[1].split("</header>")[0]
+    reads = db.scalars(
+        select(AuditEvent.entity_id).where(
+            AuditEvent.action == "read.result.review", AuditEvent.actor_name == "t-reviewer"
+        )
+    ).all()
+    assert later in reads
+
+
+def test_lang_switch_to_english_is_remembered(client: TestClient) -> None:
+    sign_in(client)
+    english = client.get("/worklist?lang=en")
+    assert "Worklist" in english.text and 'lang="en"' in english.text
+    assert "Worklist" in client.get("/worklist").text  # the cookie keeps the choice
+    assert "Arbeidsliste" in client.get("/worklist?lang=nb").text
+    assert re.search(r'<html lang="nb">', client.get("/worklist").text)
