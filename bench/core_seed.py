@@ -85,7 +85,8 @@ def bulk_orders(
             INSERT INTO lab_order (id, placer_order_number, placer_namespace, filler_order_number,
                 patient_id, ordering_clinician, ordering_location, priority, clinical_info,
                 status, source, created_at)
-            SELECT g, 'BP' || g, 'BENCH', 'BF' || g, 1 + (g % CAST(:patients AS bigint)), 'bench', 'MED',
+            SELECT g, 'BP' || g, 'BENCH', 'BF' || g,
+                   1 + (g % CAST(:patients AS bigint)), 'bench', 'MED',
                    CASE WHEN g % 20 = 0 THEN 'stat' ELSE 'routine' END, '',
                    'active', 'bench', now() - make_interval(mins => CAST(:last - g AS int))
             FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g
@@ -99,7 +100,8 @@ def bulk_orders(
             INSERT INTO specimen (id, accession_number, order_id, patient_id, specimen_type,
                 container, status, received_at, created_at, rejection_comment)
             SELECT o.id * 4 + c.n, 'B' || (o.id * 4 + c.n), o.id, o.patient_id, c.specimen_type,
-                   c.container, CASE WHEN CAST(:resulted AS boolean) THEN 'completed' ELSE 'received' END,
+                   c.container,
+                   CASE WHEN CAST(:resulted AS boolean) THEN 'completed' ELSE 'received' END,
                    o.created_at, o.created_at, ''
             FROM lab_order o
             JOIN (SELECT DISTINCT container, specimen_type,
@@ -121,7 +123,8 @@ def bulk_orders(
             FROM lab_order o
             JOIN lab_test t ON t.code = ANY(CAST(:tests AS text[]))
             JOIN (SELECT DISTINCT container, dense_rank() OVER (ORDER BY container) AS n
-                  FROM lab_test WHERE code = ANY(CAST(:tests AS text[]))) c ON c.container = t.container
+                  FROM lab_test WHERE code = ANY(CAST(:tests AS text[]))) c
+              ON c.container = t.container
             WHERE o.id BETWEEN CAST(:first AS bigint) AND CAST(:last AS bigint)
             """
         ).bindparams(resulted=resulted),
@@ -136,7 +139,8 @@ def bulk_orders(
                 status, value_numeric, unit, flags, observed_at, recorded_at, verified_at,
                 verified_by)
             SELECT ot.id, ot.specimen_id, ot.test_id, o.patient_id, 1,
-                   CASE WHEN random() < CAST(:share AS float8) THEN 'awaiting_review' ELSE 'verified' END,
+                   CASE WHEN random() < CAST(:share AS float8)
+                        THEN 'awaiting_review' ELSE 'verified' END,
                    round((random() * 100)::numeric, 1), t.unit, '{}', o.created_at,
                    o.created_at, o.created_at, 'bench'
             FROM ordered_test ot
@@ -182,7 +186,8 @@ def fix_sequences(connection: Connection) -> None:
     for table in ("patient", "lab_order", "specimen"):
         connection.execute(
             text(
-                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT max(id) FROM {table}))"
             )
         )
     connection.execute(text("ANALYZE"))
