@@ -9,13 +9,16 @@ import secrets
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy.orm import Session, sessionmaker
+
+import instruments.cli
 from lab.audit import Actor
 from lab.config import Settings, get_settings
 from lab.db import database_url, make_engine, make_session_factory, transaction
 from lab.errors import LabError
 
 
-def _factory(settings: Settings):  # type: ignore[no-untyped-def]
+def _factory(settings: Settings) -> sessionmaker[Session]:
     return make_session_factory(make_engine(database_url(settings), pool_size=2))
 
 
@@ -190,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("file")
     load.set_defaults(run=cmd_catalog_load)
+    instruments.cli.register(commands)
     return parser
 
 

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from instruments.api import router as instruments_router
 from lab import health
 from lab.catalog.api import router as catalog_router
 from lab.config import Settings, get_settings
@@ -75,6 +76,7 @@ def create_app(
         results_router,
     ):
         app.include_router(router)
+    app.include_router(instruments_router)
     from lab.web import include_views
 
     include_views(app)

@@ -1,5 +1,6 @@
 """Imports every feature's tables so `Base.metadata` is complete (Alembic, tests)."""
 
+from instruments.models import OrderDownload, QcResult, UnmatchedResult
 from lab.audit import AuditEvent
 from lab.catalog.models import LabTest, Panel, PanelMember, ReferenceInterval
 from lab.db import Base
@@ -15,17 +16,20 @@ __all__ = [
     "Base",
     "LabTest",
     "Order",
+    "OrderDownload",
     "OrderedTest",
     "Panel",
     "PanelMember",
     "Patient",
     "PatientIdentifier",
     "PatientMerge",
+    "QcResult",
     "ReferenceInterval",
     "Result",
     "ResultVersion",
     "Specimen",
     "SpecimenEvent",
+    "UnmatchedResult",
     "User",
     "WebSession",
 ]

@@ -6,6 +6,7 @@ import logging
 
 import uvicorn
 
+import instruments.runtime
 from lab.config import Settings
 from lab.db import database_url, make_engine, make_session_factory, transaction
 from lab.demo import seed
@@ -27,7 +28,12 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
             # Printed, not logged: the passwords are shown once, to the person starting the demo.
             shown = "(LAB_DEMO_PASSWORD)" if settings.demo_password else password
             print(f"demo user {username:6s} password: {shown}", flush=True)
-    app = create_app(settings, engine=engine, session_factory=factory)
+    app = create_app(
+        settings,
+        engine=engine,
+        session_factory=factory,
+        starters=[instruments.runtime.starter(settings)],
+    )
     bind_host = host or settings.http_host
     bind_port = port or settings.http_port
     print(

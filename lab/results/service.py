@@ -344,7 +344,7 @@ def verify_unremarkable(session: Session, *, actor: Actor, accession_number: str
     for result in _results_of_tube(session, specimen):
         if result.status != R.AWAITING_REVIEW:
             continue
-        if result.flags or result.versions[-1].instrument_flags.strip():
+        if not is_unremarkable(result):
             continue
         verified.append(verify(session, actor=actor, result_id=result.id))
     return verified
@@ -561,6 +561,12 @@ def previous_released(session: Session, result: Result) -> Result | None:
         .order_by(measured.desc(), Result.id.desc())
         .limit(1)
     )
+
+
+def is_unremarkable(result: Result) -> bool:
+    """No flag of ours, and no analyser flag other than N (normal, LIS2-A2 R-7)."""
+    analyser_flags = result.versions[-1].instrument_flags.replace(",", " ").split()
+    return not result.flags and all(flag.upper() == "N" for flag in analyser_flags)
 
 
 def value_text(result: Result | ResultVersion) -> str:

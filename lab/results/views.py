@@ -202,7 +202,7 @@ def review_line(session: Session, result: Result) -> dict[str, Any]:
         "change": change,
         "percent": percent,
         "critical": result_flags.is_critical(result.flags),
-        "unremarkable": not result.flags and not current.instrument_flags.strip(),
+        "unremarkable": results.is_unremarkable(result),
     }
 
 

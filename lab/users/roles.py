@@ -29,6 +29,9 @@ class Permission(StrEnum):
     MANAGE_USERS = "manage_users"
     READ_CATALOG = "read_catalog"
     OPERATE_INTERFACES = "operate_interfaces"
+    VIEW_ANALYSERS = "view_analysers"  # connection state, QC; no patient data
+    READ_WORKLIST = "read_worklist"  # what an analyser is to run; accession numbers and tests
+    RESOLVE_UNMATCHED = "resolve_unmatched"  # a person's decision on what an analyser sent
 
 
 _P = Permission
@@ -41,6 +44,9 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             _P.HANDLE_SPECIMENS,
             _P.ENTER_RESULTS,
             _P.READ_CATALOG,
+            _P.VIEW_ANALYSERS,
+            _P.READ_WORKLIST,
+            _P.RESOLVE_UNMATCHED,
         }
     ),
     Role.REVIEWER: frozenset(
@@ -50,6 +56,9 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             _P.ENTER_RESULTS,
             _P.VERIFY_RESULTS,
             _P.READ_CATALOG,
+            _P.VIEW_ANALYSERS,
+            _P.READ_WORKLIST,
+            _P.RESOLVE_UNMATCHED,
         }
     ),
     Role.PHYSICIAN: frozenset(
@@ -65,12 +74,25 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             _P.CORRECT_RESULTS,
             _P.READ_AUDIT,
             _P.READ_CATALOG,
+            _P.VIEW_ANALYSERS,
+            _P.READ_WORKLIST,
+            _P.RESOLVE_UNMATCHED,
         }
     ),
     Role.ADMIN: frozenset(
-        {_P.MANAGE_USERS, _P.MANAGE_CATALOG, _P.READ_CATALOG, _P.READ_AUDIT, _P.OPERATE_INTERFACES}
+        {
+            _P.MANAGE_USERS,
+            _P.MANAGE_CATALOG,
+            _P.READ_CATALOG,
+            _P.READ_AUDIT,
+            _P.OPERATE_INTERFACES,
+            _P.VIEW_ANALYSERS,
+            _P.READ_WORKLIST,
+        }
     ),
-    Role.INSTRUMENT: frozenset({_P.ENTER_RESULTS, _P.HANDLE_SPECIMENS, _P.READ_CATALOG}),
+    Role.INSTRUMENT: frozenset(
+        {_P.ENTER_RESULTS, _P.HANDLE_SPECIMENS, _P.READ_CATALOG, _P.READ_WORKLIST}
+    ),
     Role.INTERFACE: frozenset(
         {
             _P.READ_PATIENT_DATA,

@@ -42,6 +42,11 @@ def test_unknown_or_malformed_token(client: TestClient) -> None:
 
 
 # Which role may call what; everything else must answer 403 for that role.
+ANALYSERS = {
+    "GET /api/v1/instruments",
+    "GET /api/v1/instruments/qc",
+    "GET /api/v1/instruments/{name}/worklist",
+}
 CATALOG = {
     "GET /api/v1/catalog/tests",
     "GET /api/v1/catalog/tests/{code}",
@@ -50,6 +55,7 @@ CATALOG = {
 }
 ALLOWED = {
     "admin": CATALOG
+    | ANALYSERS
     | {
         "GET /api/v1/users",
         "POST /api/v1/users",
@@ -59,7 +65,7 @@ ALLOWED = {
     },
     # Analysers enter results and handle specimens; they do not read patient data.
     "instrument": CATALOG
-    | {"POST /api/v1/results"}
+    | {"POST /api/v1/results", "GET /api/v1/instruments/{name}/worklist"}
     | {
         f"POST /api/v1/specimens/{{accession_number}}/{action}"
         for action in ("collect", "receive", "reject", "dispose", "aliquots")

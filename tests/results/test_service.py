@@ -111,10 +111,13 @@ def test_reference_interval_follows_sex(db: Session) -> None:
 
 def test_verify_unremarkable_leaves_flagged_results(db: Session) -> None:
     number = serum_accession(db, "R-6")
-    results.record(db, actor=ANALYSER, measurement=measure(number, "NA", "140"))
+    # R-7 "N" is the analyser saying "normal": that is unremarkable too.
+    results.record(
+        db, actor=ANALYSER, measurement=measure(number, "NA", "140", instrument_flags="N")
+    )
     results.record(db, actor=ANALYSER, measurement=measure(number, "K", "5.5"))
     results.record(
-        db, actor=ANALYSER, measurement=measure(number, "KREA", "70", instrument_flags="W")
+        db, actor=ANALYSER, measurement=measure(number, "KREA", "70", instrument_flags="N,W")
     )
     verified = results.verify_unremarkable(db, actor=LEGE, accession_number=number)
     assert [r.status for r in verified] == ["verified"]

@@ -1,0 +1,224 @@
+"""Analyser connections from the TOML file named by `LAB_INSTRUMENTS_FILE` (docs/analysers.md).
+
+When the setting is unset the demo file next to this module is used: one analyser speaking
+ASTM over TCP, with the lab module as the server on 127.0.0.1:5001 (`LAB_DEMO_ASTM_PORT`
+overrides the port), profile `generic`, whose instrument test codes are the lab's own codes
+(CONTRACT.md). Everything binds to loopback unless the file says otherwise.
+"""
+
+from __future__ import annotations
+
+import codecs
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from lab.config import Settings
+from lab.errors import InvalidInput
+
+DEMO_FILE = Path(__file__).with_name("demo_instruments.toml")
+
+FlowControl = Literal["none", "rtscts", "xonxoff", "dsrdtr"]
+_PARITIES = ("N", "E", "O", "M", "S")
+_FLOW_CONTROLS = ("none", "rtscts", "xonxoff", "dsrdtr")
+
+
+class ConfigError(InvalidInput):
+    """The instruments file cannot be used; the message names the instrument and the key."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TcpSettings:
+    """ASTM over TCP (E1381-02 TCP/IP section): same framing, a byte stream instead of a line."""
+
+    mode: Literal["server", "client"]  # server: the analyser connects in; client: we connect out
+    host: str = "127.0.0.1"
+    port: int
+    reconnect_initial: float = 1.0  # client mode: first wait after a failed connect, doubled...
+    reconnect_max: float = 30.0  # ...up to this many seconds
+
+    def describe(self) -> str:
+        verb = "listens on" if self.mode == "server" else "connects to"
+        return f"tcp {self.mode} ({verb} {self.host}:{self.port})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SerialSettings:
+    """An RS-232 line through pyserial; `port` is a device or any pyserial URL."""
+
+    port: str
+    baudrate: int = 9600
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: float = 1
+    flow_control: FlowControl = "none"
+    reopen_initial: float = 1.0
+    reopen_max: float = 30.0
+
+    def describe(self) -> str:
+        frame = f"{self.bytesize}{self.parity}{self.stopbits:g}"
+        return f"serial {self.port} {self.baudrate} {frame} flow {self.flow_control}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstrumentConfig:
+    name: str
+    profile: str
+    transport: TcpSettings | SerialSettings
+    encoding: str | None = None  # None: the profile's character set
+    tests: Mapping[str, str] = field(default_factory=dict)  # instrument code -> local code
+    local_codes: bool = False  # instrument codes are the lab's local codes (demo analyser)
+    order_download: bool = False  # push orders when a specimen is received
+    qc_prefixes: tuple[str, ...] = ("QC",)  # specimen IDs of control material
+    timezone: str = "Europe/Oslo"  # analyser clocks run in local time (LIS2-A2 timestamps)
+    host_name: str = "LAB"  # our name in the H records we send
+
+    def local_code(self, instrument_code: str) -> str | None:
+        """The lab's test code for what the analyser calls `instrument_code`, if mapped."""
+        code = instrument_code.strip()
+        mapped = self.tests.get(code)
+        if mapped is not None:
+            return mapped
+        if self.local_codes and code:
+            return code.upper()
+        return None
+
+    def instrument_code(self, local_code: str) -> str | None:
+        """What the analyser calls the lab's test `local_code`, if it runs it."""
+        for instrument_code, mapped in self.tests.items():
+            if mapped == local_code:
+                return instrument_code
+        return local_code if self.local_codes else None
+
+    def is_control(self, specimen_id: str) -> bool:
+        return any(specimen_id.startswith(prefix) for prefix in self.qc_prefixes if prefix)
+
+
+def load_instruments(settings: Settings) -> list[InstrumentConfig]:
+    """The configured analysers; the demo analyser when `LAB_INSTRUMENTS_FILE` is unset."""
+    if settings.instruments_file is not None:
+        return load_file(settings.instruments_file)
+    configs = load_file(DEMO_FILE)
+    return [
+        replace(c, transport=replace(c.transport, port=settings.demo_astm_port))
+        if isinstance(c.transport, TcpSettings)
+        else c
+        for c in configs
+    ]
+
+
+def load_file(path: Path) -> list[InstrumentConfig]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"cannot read instruments file {path}: {error}") from error
+    return parse_config(data, source=str(path))
+
+
+def parse_config(
+    data: Mapping[str, Any], *, source: str = "instruments file"
+) -> list[InstrumentConfig]:
+    from instruments.profiles import PROFILES  # the profile registry imports no config
+
+    entries = data.get("instrument", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{source}: use [[instrument]] tables")
+    configs: list[InstrumentConfig] = []
+    for index, entry in enumerate(entries, start=1):
+        where = f"{source}, instrument {index}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: must be a table")
+        name = _text(entry, "name", where)
+        where = f"{source}, instrument {name!r}"
+        profile = _text(entry, "profile", where)
+        if profile not in PROFILES:
+            raise ConfigError(f"{where}: unknown profile {profile!r} ({', '.join(PROFILES)})")
+        encoding = entry.get("encoding")
+        if encoding is not None:
+            try:
+                codecs.lookup(str(encoding))
+            except LookupError:
+                raise ConfigError(f"{where}: unknown encoding {encoding!r}") from None
+        tests = entry.get("tests", {})
+        if not isinstance(tests, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in tests.items()
+        ):
+            raise ConfigError(f"{where}: [instrument.tests] maps instrument codes to local codes")
+        prefixes = entry.get("qc_prefixes", ["QC"])
+        if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
+            raise ConfigError(f"{where}: qc_prefixes is a list of strings")
+        configs.append(
+            InstrumentConfig(
+                name=name,
+                profile=profile,
+                transport=_transport(entry, where),
+                encoding=str(encoding) if encoding is not None else None,
+                tests={k.strip(): v.strip().upper() for k, v in tests.items()},
+                local_codes=bool(entry.get("local_codes", False)),
+                order_download=bool(entry.get("order_download", False)),
+                qc_prefixes=tuple(prefixes),
+                timezone=str(entry.get("timezone", "Europe/Oslo")),
+                host_name=str(entry.get("host_name", "LAB")),
+            )
+        )
+    names = [c.name for c in configs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"{source}: instrument names must be unique: {', '.join(duplicates)}")
+    return configs
+
+
+def _text(entry: Mapping[str, Any], key: str, where: str) -> str:
+    value = entry.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: {key} is required")
+    return value.strip()
+
+
+def _transport(entry: Mapping[str, Any], where: str) -> TcpSettings | SerialSettings:
+    tcp, serial = entry.get("tcp"), entry.get("serial")
+    if (tcp is None) == (serial is None):
+        raise ConfigError(f"{where}: give exactly one of [instrument.tcp] or [instrument.serial]")
+    if not isinstance(tcp or serial, dict):
+        raise ConfigError(f"{where}: [instrument.tcp] or [instrument.serial] must be a table")
+    if isinstance(tcp, dict):
+        mode = tcp.get("mode", "server")
+        if mode not in ("server", "client"):
+            raise ConfigError(f"{where}: tcp.mode is server or client")
+        port = tcp.get("port")
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(f"{where}: tcp.port is a port number")
+        return TcpSettings(
+            mode=mode,
+            host=str(tcp.get("host", "127.0.0.1")),
+            port=port,
+            reconnect_initial=float(tcp.get("reconnect_initial", 1.0)),
+            reconnect_max=float(tcp.get("reconnect_max", 30.0)),
+        )
+    if not isinstance(serial, dict):
+        raise ConfigError(f"{where}: [instrument.serial] must be a table")
+    port_name = serial.get("port")
+    if not isinstance(port_name, str) or not port_name:
+        raise ConfigError(f"{where}: serial.port names the device or pyserial URL")
+    parity = str(serial.get("parity", "N")).upper()[:1]
+    flow = str(serial.get("flow_control", "none"))
+    bytesize = int(serial.get("bytesize", 8))
+    stopbits = float(serial.get("stopbits", 1))
+    if parity not in _PARITIES:
+        raise ConfigError(f"{where}: serial.parity is one of {', '.join(_PARITIES)}")
+    if flow not in _FLOW_CONTROLS:
+        raise ConfigError(f"{where}: serial.flow_control is one of {', '.join(_FLOW_CONTROLS)}")
+    if bytesize not in (5, 6, 7, 8) or stopbits not in (1, 1.5, 2):
+        raise ConfigError(f"{where}: serial.bytesize is 5-8 and serial.stopbits 1, 1.5 or 2")
+    return SerialSettings(
+        port=port_name,
+        baudrate=int(serial.get("baudrate", 9600)),
+        bytesize=bytesize,
+        parity=parity,
+        stopbits=stopbits,
+        flow_control=flow,  # type: ignore[arg-type]  # checked against _FLOW_CONTROLS above
+        reopen_initial=float(serial.get("reopen_initial", 1.0)),
+        reopen_max=float(serial.get("reopen_max", 30.0)),
+    )

@@ -1,0 +1,447 @@
+"""One received ASTM message, handled in one database transaction (no I/O besides the session).
+
+Results go through `lab.results.service.record_tube` (the one path for every result); what cannot be
+recorded is kept in `unmatched_result` with the reason; QC results go to `qc_result`; host
+queries are answered from the specimen's pending tests. The caller commits, then acknowledges
+the frame that completed the message (ARCHITECTURE.md rule 3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from instruments.astm.errors import RecordError
+from instruments.astm.message import Message, ResultGroup
+from instruments.astm.record_codec import build_record_text, parse_records
+from instruments.astm.records import (
+    DEFAULT_ENCODING,
+    HeaderRecord,
+    QueryRecord,
+    Record,
+)
+from instruments.config import InstrumentConfig
+from instruments.models import QcResult, UnmatchedResult
+from instruments.profiles import Profile, SpecimenOrder
+from lab.audit import Actor
+from lab.errors import LabError
+from lab.results import service as results
+from lab.specimens import service as specimens
+
+log = logging.getLogger(__name__)
+
+# LIS2-A2 10.1.9 result status: P preliminary, F final, C correction; X (cannot be done),
+# I (pending), Q (response to query), M/R/S/V are not results to record.
+_RECORDABLE = {"", "F", "C", "P", "R"}
+_PRIORITY = {"stat": "S", "urgent": "A", "asap": "A"}
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageOutcome:
+    reply: list[Record] | None = None  # records to send back (a query answer)
+    recorded: int = 0
+    repeated: int = 0
+    unmatched: int = 0
+    qc: int = 0
+    queries: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def instrument_actor(instrument: InstrumentConfig) -> Actor:
+    return Actor(
+        user_id=None, username=instrument.name, roles=frozenset({"instrument"}), channel="astm"
+    )
+
+
+def encoding_of(instrument: InstrumentConfig, profile: Profile) -> str:
+    return instrument.encoding or profile.default_encoding or DEFAULT_ENCODING
+
+
+def decode_message(
+    raws: Sequence[bytes], *, instrument: InstrumentConfig, profile: Profile
+) -> list[Record]:
+    return parse_records(raws, encoding=encoding_of(instrument, profile))
+
+
+def handle_raw_message(
+    session: Session,
+    *,
+    instrument: InstrumentConfig,
+    profile: Profile,
+    raws: Sequence[bytes],
+    now: datetime | None = None,
+) -> MessageOutcome:
+    """Decode and handle; a message that cannot be decoded is kept whole as unmatched."""
+    try:
+        records = decode_message(raws, instrument=instrument, profile=profile)
+    except RecordError as error:
+        outcome = MessageOutcome()
+        text = "\r".join(raw.decode("latin-1") for raw in raws)
+        outcome.unmatched += _keep_unmatched(
+            session,
+            instrument=instrument,
+            specimen_id="",
+            instrument_test_code="",
+            test_code=None,
+            group=None,
+            raw=text,
+            reason=f"the message could not be read: {error}",
+        )
+        return outcome
+    return handle_message(session, instrument=instrument, profile=profile, records=records, now=now)
+
+
+def handle_message(
+    session: Session,
+    *,
+    instrument: InstrumentConfig,
+    profile: Profile,
+    records: Sequence[Record],
+    now: datetime | None = None,
+) -> MessageOutcome:
+    message = Message.from_records(records)
+    outcome = MessageOutcome()
+    actor = instrument_actor(instrument)
+    qc_message = profile.is_qc_message(message.header)
+    zone = ZoneInfo(instrument.timezone)
+    for order_group in message.orders():
+        order = order_group.order
+        specimen_id = order.specimen_id if order is not None else ""
+        control = qc_message or profile.is_qc_order(order) or instrument.is_control(specimen_id)
+        ready: list[tuple[ResultGroup, results.Measurement]] = []
+        for group in order_group.results:
+            measurement = _handle_result(
+                session,
+                outcome,
+                instrument=instrument,
+                profile=profile,
+                specimen_id=specimen_id,
+                group=group,
+                control=control,
+                zone=zone,
+            )
+            if measurement is not None:
+                ready.append((group, measurement))
+        _record(
+            session,
+            outcome,
+            instrument=instrument,
+            profile=profile,
+            actor=actor,
+            specimen_id=specimen_id,
+            ready=ready,
+            zone=zone,
+        )
+    queries = [q for q in message.queries if q.request_status.upper() != "A"]  # A: cancel (Q-13)
+    if queries:
+        outcome.queries = len(queries)
+        outcome.reply = _answer_queries(
+            session,
+            instrument=instrument,
+            profile=profile,
+            header=message.header,
+            queries=queries,
+            now=now or datetime.now(UTC),
+        )
+    return outcome
+
+
+def _handle_result(
+    session: Session,
+    outcome: MessageOutcome,
+    *,
+    instrument: InstrumentConfig,
+    profile: Profile,
+    specimen_id: str,
+    group: ResultGroup,
+    control: bool,
+    zone: ZoneInfo,
+) -> results.Measurement | None:
+    """QC and results that cannot be recorded are kept here; the rest come back to record."""
+    result = group.result
+    instrument_code = profile.test_code(result.test)
+    local_code = instrument.local_code(instrument_code)
+    raw = build_record_text(result)
+    if control:
+        outcome.qc += _keep_qc(
+            session,
+            instrument=instrument,
+            profile=profile,
+            control_id=specimen_id,
+            instrument_test_code=instrument_code,
+            test_code=local_code,
+            group=group,
+            raw=raw,
+            zone=zone,
+        )
+        return None
+    reason = ""
+    if not specimen_id:
+        reason = "the result has no specimen ID (no O record with O-3 before it)"
+    elif local_code is None:
+        reason = f"test code {instrument_code!r} is not mapped for analyser {instrument.name}"
+    elif result.status.upper() not in _RECORDABLE:
+        reason = f"result status {result.status!r} (R-9) is not a result to record"
+    if not reason and local_code is not None:
+        operator = result.operator[0] if result.operator else ""
+        module = result.instrument[0] if result.instrument else ""
+        return results.Measurement(
+            accession_number=specimen_id,
+            test_code=local_code,
+            value=result.value,
+            unit=result.units or None,
+            observed_at=_aware(result.completed_at, zone),
+            preliminary=result.status.upper() == "P",
+            instrument=f"{instrument.name}/{module}" if module else instrument.name,
+            operator=operator,
+            instrument_flags=profile.instrument_flags(group),
+            comment=profile.result_comment(group),
+        )
+    _unmatched(
+        session,
+        outcome,
+        instrument=instrument,
+        profile=profile,
+        specimen_id=specimen_id,
+        group=group,
+        reason=reason,
+        zone=zone,
+    )
+    return None
+
+
+def _record(
+    session: Session,
+    outcome: MessageOutcome,
+    *,
+    instrument: InstrumentConfig,
+    profile: Profile,
+    actor: Actor,
+    specimen_id: str,
+    ready: list[tuple[ResultGroup, results.Measurement]],
+    zone: ZoneInfo,
+) -> None:
+    """Record a specimen's results as one tube (the fast path); should the rules refuse any of
+    them, record one by one, so each refused result goes to the unmatched queue with its reason.
+    """
+    if not ready:
+        return
+    try:
+        with session.begin_nested():
+            recorded = results.record_tube(session, actor=actor, measurements=[m for _, m in ready])
+    except LabError:
+        pass
+    else:
+        for one in recorded:
+            if one.changed:
+                outcome.recorded += 1
+            else:
+                outcome.repeated += 1
+        return
+    for group, measurement in ready:
+        try:
+            with session.begin_nested():
+                single = results.record(session, actor=actor, measurement=measurement)
+        except LabError as error:
+            _unmatched(
+                session,
+                outcome,
+                instrument=instrument,
+                profile=profile,
+                specimen_id=specimen_id,
+                group=group,
+                reason=error.message,
+                zone=zone,
+            )
+            continue
+        if single.changed:
+            outcome.recorded += 1
+        else:
+            outcome.repeated += 1
+
+
+def _unmatched(
+    session: Session,
+    outcome: MessageOutcome,
+    *,
+    instrument: InstrumentConfig,
+    profile: Profile,
+    specimen_id: str,
+    group: ResultGroup,
+    reason: str,
+    zone: ZoneInfo,
+) -> None:
+    instrument_code = profile.test_code(group.result.test)
+    outcome.unmatched += _keep_unmatched(
+        session,
+        instrument=instrument,
+        specimen_id=specimen_id,
+        instrument_test_code=instrument_code,
+        test_code=instrument.local_code(instrument_code),
+        group=group,
+        raw=build_record_text(group.result),
+        reason=reason,
+        zone=zone,
+        profile=profile,
+    )
+
+
+def _aware(moment: datetime | None, zone: ZoneInfo) -> datetime | None:
+    """LIS2-A2 timestamps carry no zone: the analyser's clock runs in the lab's local time."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
+
+
+def _fingerprint(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+def _keep_unmatched(
+    session: Session,
+    *,
+    instrument: InstrumentConfig,
+    specimen_id: str,
+    instrument_test_code: str,
+    test_code: str | None,
+    group: ResultGroup | None,
+    raw: str,
+    reason: str,
+    zone: ZoneInfo | None = None,
+    profile: Profile | None = None,
+) -> int:
+    """Insert once: the same result sent again (same analyser, record and time) adds nothing."""
+    result = group.result if group is not None else None
+    values = {
+        "fingerprint": _fingerprint("unmatched", instrument.name, specimen_id, raw),
+        "instrument": instrument.name,
+        "specimen_id": specimen_id[:80],
+        "instrument_test_code": instrument_test_code[:80],
+        "test_code": test_code,
+        "value": result.value if result else "",
+        "unit": (result.units if result else "")[:40],
+        "instrument_flags": (
+            profile.instrument_flags(group) if profile is not None and group is not None else ""
+        )[:200],
+        "result_status": (result.status if result else "")[:4],
+        "operator": (result.operator[0] if result and result.operator else "")[:80],
+        "observed_at": _aware(result.completed_at, zone) if result and zone else None,
+        "reason": reason,
+        "raw_record": raw,
+        "status": "open",
+        "handling_note": "",
+    }
+    inserted = session.execute(
+        insert(UnmatchedResult)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["fingerprint"])
+        .returning(UnmatchedResult.id)
+    )
+    return 0 if inserted.scalar_one_or_none() is None else 1
+
+
+def _keep_qc(
+    session: Session,
+    *,
+    instrument: InstrumentConfig,
+    profile: Profile,
+    control_id: str,
+    instrument_test_code: str,
+    test_code: str | None,
+    group: ResultGroup,
+    raw: str,
+    zone: ZoneInfo,
+) -> int:
+    result = group.result
+    values = {
+        "fingerprint": _fingerprint("qc", instrument.name, control_id, raw),
+        "instrument": instrument.name,
+        "control_id": control_id[:80],
+        "instrument_test_code": instrument_test_code[:80],
+        "test_code": test_code,
+        "value": result.value,
+        "unit": result.units[:40],
+        "instrument_flags": profile.instrument_flags(group)[:200],
+        "result_status": result.status[:4],
+        "operator": (result.operator[0] if result.operator else "")[:80],
+        "observed_at": _aware(result.completed_at, zone),
+        "raw_record": raw,
+    }
+    inserted = session.execute(
+        insert(QcResult)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["fingerprint"])
+        .returning(QcResult.id)
+    )
+    return 0 if inserted.scalar_one_or_none() is None else 1
+
+
+def pending_order(
+    session: Session,
+    *,
+    instrument: InstrumentConfig,
+    accession_number: str,
+) -> SpecimenOrder | None:
+    """The specimen's pending tests this analyser runs, in its codes; None if unknown or none."""
+    try:
+        specimen = specimens.get_by_accession(session, accession_number)
+    except LabError:
+        return None
+    codes: list[str] = []
+    priority = "R"
+    for ordered in specimens.pending_tests(session, specimen):
+        code = instrument.instrument_code(ordered.test.code)
+        if code is not None and code not in codes:
+            codes.append(code)
+        priority = _PRIORITY.get(ordered.order.priority, priority)
+    if not codes:
+        return None
+    return SpecimenOrder(
+        accession_number=specimen.accession_number,
+        test_codes=tuple(codes),
+        priority=priority,
+        collected_at=specimen.collected_at,
+    )
+
+
+def _answer_queries(
+    session: Session,
+    *,
+    instrument: InstrumentConfig,
+    profile: Profile,
+    header: HeaderRecord | None,
+    queries: Sequence[QueryRecord],
+    now: datetime,
+) -> list[Record]:
+    """LIS2-A2 12: answer with the specimen's orders (O-26 `Q`), or L-3 `I` if there are none."""
+    found: list[SpecimenOrder] = []
+    for query in queries:
+        order = pending_order(session, instrument=instrument, accession_number=query.specimen_id)
+        if order is None:
+            continue
+        # cobas e411: O-4 of the answer echoes Q-3 after the specimen ID (seq^carrier^pos...).
+        echo = query.starting_range[2:]
+        if any(echo):
+            order = SpecimenOrder(
+                accession_number=order.accession_number,
+                test_codes=order.test_codes,
+                priority=order.priority,
+                collected_at=order.collected_at,
+                instrument_specimen_id=(echo,),
+            )
+        found.append(order)
+    local_now = now.astimezone(ZoneInfo(instrument.timezone)).replace(tzinfo=None)
+    if not found:
+        return profile.no_information(
+            host_name=instrument.host_name, reply_to=header, now=local_now
+        )
+    return profile.orders_message(
+        found, host_name=instrument.host_name, reply_to=header, now=local_now
+    )

@@ -1,0 +1,299 @@
+"""Joins a profile, a transport and the lab's services: one `InstrumentRunner` per analyser.
+
+Each line (a TCP connection or an open serial port) gets its own link-layer `Connection` in the
+host role and a `LineDriver`. A completed message is handled in one database transaction in a
+worker thread (`instruments.messages`); only after the commit is the frame that completed it
+acknowledged (`confirm_received`). If the transaction fails on our side (database down, a bug),
+the frame is refused (`reject_received`, NAK) so the analyser sends it again: nothing it counts
+as delivered is lost. A query answer is queued before the ACK, and sent as soon as the analyser
+ends its transfer phase.
+
+Everything one analyser does stays inside its runner: a failing port, garbage on the line or a
+peer that vanishes mid-frame ends that line only, and is reported in its status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from instruments import service
+from instruments.archive import TrafficArchive
+from instruments.astm.constants import STX
+from instruments.astm.errors import AstmError
+from instruments.astm.events import (
+    Direction,
+    Event,
+    FrameRejected,
+    MessageReceived,
+    MessageSent,
+    TransferAborted,
+)
+from instruments.astm.link import Connection, Role
+from instruments.astm.record_codec import build_records
+from instruments.config import InstrumentConfig, SerialSettings, TcpSettings
+from instruments.messages import MessageOutcome, encoding_of, handle_raw_message
+from instruments.profiles import Profile, SpecimenOrder, get_profile
+from instruments.status import InstrumentStatus
+from instruments.transports import serial as serial_transport
+from instruments.transports import tcp
+from instruments.transports.base import ByteChannel, LineDriver
+from lab.db import transaction
+
+log = logging.getLogger(__name__)
+
+
+class LabGateway:
+    """The lab services as the analyser side calls them: one transaction per call, in a thread."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self.session_factory = session_factory
+
+    def handle(
+        self, instrument: InstrumentConfig, profile: Profile, raws: Sequence[bytes]
+    ) -> MessageOutcome:
+        with transaction(self.session_factory) as session:
+            return handle_raw_message(session, instrument=instrument, profile=profile, raws=raws)
+
+    def claim_downloads(self, instrument: InstrumentConfig) -> list[SpecimenOrder]:
+        with transaction(self.session_factory) as session:
+            return service.orders_to_download(session, instrument=instrument)
+
+    def download_finished(self, instrument: str, accessions: list[str], delivered: bool) -> None:
+        with transaction(self.session_factory) as session:
+            service.download_finished(
+                session, instrument=instrument, accession_numbers=accessions, delivered=delivered
+            )
+
+
+class InstrumentRunner:
+    """Runs one configured analyser: its transport, its lines, its order downloads."""
+
+    download_interval = 5.0  # seconds between looks for received specimens to push
+    delivery_timeout = 120.0  # give up waiting for a pushed message after this long
+
+    def __init__(
+        self,
+        instrument: InstrumentConfig,
+        *,
+        gateway: LabGateway,
+        archive: TrafficArchive | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.instrument = instrument
+        self.profile = get_profile(instrument.profile)
+        self.encoding = encoding_of(instrument, self.profile)
+        self.gateway = gateway
+        self.archive = archive
+        self.clock = clock
+        self.status = InstrumentStatus(
+            name=instrument.name,
+            profile=instrument.profile,
+            transport=instrument.transport.describe(),
+        )
+        self._drivers: list[LineDriver] = []
+        self._deliveries: dict[tuple[int, int], asyncio.Future[bool]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._server: asyncio.Server | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def idle_state(self) -> str:
+        transport = self.instrument.transport
+        if isinstance(transport, TcpSettings) and transport.mode == "server":
+            return "listening" if self._server is not None else "error"
+        return "waiting"
+
+    @property
+    def listening_port(self) -> int | None:
+        """The TCP port actually bound in server mode (the configured one, or the one the
+        system chose for port 0), once listening."""
+        if self._server is None or not self._server.sockets:
+            return None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        transport = self.instrument.transport
+        if isinstance(transport, TcpSettings) and transport.mode == "server":
+            self._tasks.append(asyncio.create_task(self._listen(transport)))
+        elif isinstance(transport, TcpSettings):
+            self.status.state = "connecting"
+            self._tasks.append(
+                asyncio.create_task(
+                    tcp.connect_forever(transport, self.run_line, on_wait=self._waiting)
+                )
+            )
+        elif isinstance(transport, SerialSettings):
+            self.status.state = "connecting"
+            self._tasks.append(
+                asyncio.create_task(
+                    serial_transport.run_forever(transport, self.run_line, on_wait=self._waiting)
+                )
+            )
+        if self.instrument.order_download:
+            self._tasks.append(asyncio.create_task(self._download_orders()))
+
+    async def _listen(self, transport: TcpSettings) -> None:
+        """Bind the listening socket; if the port is taken, report it and try again later."""
+        delay = 1.0
+        while self._server is None:
+            try:
+                self._server = await tcp.serve(transport, self.run_line)
+            except OSError as error:
+                self.status.state = "error"
+                self.status.error(f"cannot listen on {transport.host}:{transport.port}: {error}")
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
+        if self.status.connections == 0:
+            self.status.state = "listening"
+
+    def _waiting(self, delay: float, reason: str) -> None:
+        self.status.state = "waiting"
+        self.status.error(f"{reason}; trying again in {delay:.0f} s")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for driver in list(self._drivers):
+            driver.stop()
+            await driver.channel.close()
+        for driver in list(self._drivers):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(driver.closed.wait(), 2.0)
+        self.status.state = "stopped"
+
+    # ------------------------------------------------------------------ one line
+
+    async def run_line(self, channel: ByteChannel) -> None:
+        """Hold one conversation with the analyser until the line closes."""
+        driver = LineDriver(
+            Connection(role=Role.HOST),
+            channel,
+            on_event=self._on_event,
+            on_traffic=self._keep_traffic,
+            clock=self.clock,
+        )
+        self._drivers.append(driver)
+        self.status.link_up(channel.peer)
+        try:
+            await driver.run()
+        finally:
+            self._drivers.remove(driver)
+            for (line, _), future in list(self._deliveries.items()):
+                if line == id(driver) and not future.done():
+                    future.set_result(False)
+            self.status.link_down(self.idle_state)
+
+    async def _keep_traffic(self, writer: Role, data: bytes) -> None:
+        if writer is Role.INSTRUMENT:
+            self.status.frames_received += data.count(STX)
+        if self.archive is not None:
+            await self.archive.keep(self.instrument.name, writer, data)
+
+    async def _on_event(self, driver: LineDriver, event: Event) -> None:
+        if isinstance(event, MessageReceived):
+            await self._message_received(driver, event)
+        elif isinstance(event, FrameRejected):
+            self.status.frames_rejected += 1
+        elif isinstance(event, MessageSent):
+            self.status.messages_sent += 1
+            self._delivered(driver, event.message_number, True)
+        elif isinstance(event, TransferAborted):
+            if event.direction is Direction.SENDING:
+                self.status.messages_not_delivered += 1
+                self._delivered(driver, event.message_number, False)
+            else:
+                self.status.error(f"incomplete message discarded: {event.reason.value}")
+
+    async def _message_received(self, driver: LineDriver, event: MessageReceived) -> None:
+        connection = driver.connection
+        self.status.message_received()
+        try:
+            outcome = await asyncio.to_thread(
+                self.gateway.handle, self.instrument, self.profile, event.records
+            )
+        except Exception as error:
+            # Ours, not the analyser's (database down, a bug): refuse the last frame so the
+            # analyser sends it again; its earlier frames stay buffered in the connection.
+            log.exception("analyser %s: message not stored", self.instrument.name)
+            self.status.error(f"message not stored, analyser asked to send again: {error}")
+            if event.needs_confirmation:
+                connection.reject_received(self.clock())
+            return
+        self.status.results_recorded += outcome.recorded
+        self.status.results_repeated += outcome.repeated
+        self.status.unmatched += outcome.unmatched
+        self.status.qc_results += outcome.qc
+        if outcome.reply:
+            try:
+                raws = build_records(outcome.reply, encoding=self.encoding, trim=True)
+                connection.send_message(raws, self.clock())
+                self.status.queries_answered += outcome.queries
+            except AstmError as error:
+                self.status.error(f"query answer could not be built: {error}")
+        if event.needs_confirmation:
+            connection.confirm_received(self.clock())  # committed: now the ACK may go
+
+    # ------------------------------------------------------------------ order download
+
+    def _delivered(self, driver: LineDriver, number: int | None, delivered: bool) -> None:
+        if number is None:
+            return
+        future = self._deliveries.pop((id(driver), number), None)
+        if future is not None and not future.done():
+            future.set_result(delivered)
+
+    async def push(self, orders: Sequence[SpecimenOrder]) -> bool:
+        """Send orders to the analyser on its newest line; True once every frame is ACKed."""
+        if not self._drivers or not orders:
+            return False
+        driver = self._drivers[-1]
+        now = datetime.now(ZoneInfo(self.instrument.timezone)).replace(tzinfo=None)
+        records = self.profile.orders_message(
+            orders, host_name=self.instrument.host_name, reply_to=None, now=now
+        )
+        raws = build_records(records, encoding=self.encoding, trim=True)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        number = driver.connection.send_message(raws, self.clock())
+        self._deliveries[(id(driver), number)] = future
+        await driver.process()
+        try:
+            return await asyncio.wait_for(future, self.delivery_timeout)
+        except TimeoutError:
+            return False
+
+    async def _download_orders(self) -> None:
+        while True:
+            await asyncio.sleep(self.download_interval)
+            if not self._drivers:
+                continue
+            try:
+                orders = await asyncio.to_thread(self.gateway.claim_downloads, self.instrument)
+                if not orders:
+                    continue
+                delivered = await self.push(orders)
+                accessions = [order.accession_number for order in orders]
+                await asyncio.to_thread(
+                    self.gateway.download_finished, self.instrument.name, accessions, delivered
+                )
+                if delivered:
+                    self.status.orders_downloaded += len(orders)
+            except Exception as error:  # a failing batch is logged; the job goes on
+                log.exception("analyser %s: order download failed", self.instrument.name)
+                self.status.error(f"order download failed: {error}")

@@ -1,0 +1,229 @@
+"""The analyser side's own rules: the unmatched-result queue, QC results, order downloads.
+
+Resolving an unmatched result records it through `lab.results.service.record` as the analyser
+sent it (the one path for every result), with the person who assigned it in the audit trail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from instruments.config import InstrumentConfig
+from instruments.models import OrderDownload, QcResult, UnmatchedResult
+from instruments.profiles import SpecimenOrder
+from lab import audit
+from lab.audit import Actor
+from lab.errors import Conflict, InvalidInput, NotFound
+from lab.results import service as results
+from lab.specimens import service as specimens
+from lab.specimens.models import Specimen
+from lab.timeutil import utcnow
+
+OPEN, RESOLVED, DISCARDED = "open", "resolved", "discarded"
+
+
+def list_unmatched(
+    session: Session, *, status: str | None = OPEN, instrument: str | None = None, limit: int = 200
+) -> list[UnmatchedResult]:
+    query = select(UnmatchedResult).order_by(UnmatchedResult.received_at, UnmatchedResult.id)
+    if status:
+        query = query.where(UnmatchedResult.status == status)
+    if instrument:
+        query = query.where(UnmatchedResult.instrument == instrument)
+    return list(session.scalars(query.limit(limit)))
+
+
+def get_unmatched(session: Session, unmatched_id: int) -> UnmatchedResult:
+    row = session.get(UnmatchedResult, unmatched_id)
+    if row is None:
+        raise NotFound(f"no unmatched result {unmatched_id}")
+    return row
+
+
+def _open(session: Session, unmatched_id: int) -> UnmatchedResult:
+    row = session.get(UnmatchedResult, unmatched_id, with_for_update=True)
+    if row is None:
+        raise NotFound(f"no unmatched result {unmatched_id}")
+    if row.status != OPEN:
+        raise Conflict(f"unmatched result {unmatched_id} was {row.status} by {row.handled_by}")
+    return row
+
+
+def resolve(
+    session: Session,
+    *,
+    actor: Actor,
+    unmatched_id: int,
+    accession_number: str,
+    test_code: str,
+    note: str = "",
+) -> results.Outcome:
+    """Assign the result to a specimen and test, and record it as the analyser sent it."""
+    row = _open(session, unmatched_id)
+    if not test_code.strip():
+        raise InvalidInput.field("test_code", "name the lab's test code")
+    measurement = results.Measurement(
+        accession_number=accession_number,
+        test_code=test_code.strip().upper(),
+        value=row.value,
+        unit=row.unit or None,
+        observed_at=row.observed_at,
+        preliminary=row.result_status.upper() == "P",
+        instrument=row.instrument,
+        operator=row.operator,
+        instrument_flags=row.instrument_flags,
+        comment=note,
+    )
+    outcome = results.record(session, actor=actor, measurement=measurement)
+    row.status = RESOLVED
+    row.handled_at = utcnow()
+    row.handled_by = actor.username
+    row.handling_note = note or f"assigned to {accession_number} {test_code.upper()}"
+    row.result_id = outcome.result.id
+    audit.record(
+        session,
+        actor=actor,
+        action="instrument.unmatched.resolve",
+        entity_type="unmatched_result",
+        entity_id=row.id,
+        patient_id=outcome.result.patient_id,
+        before={"status": OPEN, "specimen_id": row.specimen_id, "reason": row.reason},
+        after={"status": RESOLVED, "result_id": outcome.result.id},
+        detail=row.handling_note,
+    )
+    return outcome
+
+
+def discard(session: Session, *, actor: Actor, unmatched_id: int, reason: str) -> UnmatchedResult:
+    if not reason.strip():
+        raise InvalidInput.field("reason", "say why the result is discarded")
+    row = _open(session, unmatched_id)
+    row.status = DISCARDED
+    row.handled_at = utcnow()
+    row.handled_by = actor.username
+    row.handling_note = reason.strip()
+    audit.record(
+        session,
+        actor=actor,
+        action="instrument.unmatched.discard",
+        entity_type="unmatched_result",
+        entity_id=row.id,
+        before={"status": OPEN, "specimen_id": row.specimen_id, "reason": row.reason},
+        after={"status": DISCARDED},
+        detail=row.handling_note,
+    )
+    return row
+
+
+def list_qc(
+    session: Session,
+    *,
+    instrument: str | None = None,
+    since: datetime | None = None,
+    limit: int = 500,
+) -> list[QcResult]:
+    query = select(QcResult).order_by(QcResult.received_at.desc(), QcResult.id.desc())
+    if instrument:
+        query = query.where(QcResult.instrument == instrument)
+    if since is not None:
+        query = query.where(QcResult.received_at >= since)
+    return list(session.scalars(query.limit(limit)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorklistEntry:
+    """A specimen in the lab with tests this analyser runs (its codes); no patient data."""
+
+    accession_number: str
+    test_codes: tuple[str, ...]
+    priority: str
+
+
+def worklist(
+    session: Session, *, instrument: InstrumentConfig, limit: int = 200
+) -> list[WorklistEntry]:
+    entries: list[WorklistEntry] = []
+    for specimen, order, tests in specimens.worklist(session, limit=limit * 4):
+        codes = [
+            code
+            for code in (instrument.instrument_code(t.test.code) for t in tests)
+            if code is not None
+        ]
+        if codes:
+            entries.append(
+                WorklistEntry(
+                    accession_number=specimen.accession_number,
+                    test_codes=tuple(dict.fromkeys(codes)),
+                    priority=order.priority,
+                )
+            )
+        if len(entries) >= limit:
+            break
+    return entries
+
+
+def orders_to_download(
+    session: Session, *, instrument: InstrumentConfig, limit: int = 50
+) -> list[SpecimenOrder]:
+    """Received specimens with tests this analyser runs that were not pushed to it yet (or
+    whose push failed), claimed by a `queued` row in the same transaction."""
+    done = select(OrderDownload.specimen_id).where(
+        OrderDownload.instrument == instrument.name, OrderDownload.status != "failed"
+    )
+    found: list[SpecimenOrder] = []
+    for entry in worklist(session, instrument=instrument, limit=limit * 4):
+        specimen = session.scalar(
+            select(Specimen).where(
+                Specimen.accession_number == entry.accession_number, Specimen.id.not_in(done)
+            )
+        )
+        if specimen is None:
+            continue
+        row = session.scalar(
+            select(OrderDownload).where(
+                OrderDownload.instrument == instrument.name,
+                OrderDownload.specimen_id == specimen.id,
+            )
+        )
+        if row is None:
+            row = OrderDownload(
+                instrument=instrument.name,
+                specimen_id=specimen.id,
+                accession_number=specimen.accession_number,
+                test_codes=list(entry.test_codes),
+                attempts=0,
+            )
+            session.add(row)
+        row.status = "queued"
+        row.test_codes = list(entry.test_codes)
+        row.attempts += 1
+        found.append(
+            SpecimenOrder(
+                accession_number=specimen.accession_number,
+                test_codes=entry.test_codes,
+                priority={"stat": "S", "urgent": "A"}.get(entry.priority, "R"),
+                collected_at=specimen.collected_at,
+            )
+        )
+        if len(found) >= limit:
+            break
+    session.flush()
+    return found
+
+
+def download_finished(
+    session: Session, *, instrument: str, accession_numbers: list[str], delivered: bool
+) -> None:
+    rows = session.scalars(
+        select(OrderDownload).where(
+            OrderDownload.instrument == instrument,
+            OrderDownload.accession_number.in_(accession_numbers),
+        )
+    )
+    for row in rows:
+        row.status = "sent" if delivered else "failed"
+        row.sent_at = utcnow() if delivered else None
