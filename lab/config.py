@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     mllp_host: str = "127.0.0.1"
     mllp_port: int = 2575
     ehr_mllp_url: str | None = None
+    mllp_tls_cert: Path | None = Field(default=None, description="PEM certificate: MLLP over TLS.")
+    mllp_tls_key: Path | None = Field(default=None, description="PEM private key of that cert.")
+    release_hold_minutes: int = Field(
+        default=60, description="Hold an order's results until complete or this old; 0: at once."
+    )
     instruments_file: Path | None = None
     demo: bool = False
     demo_password: str | None = None

@@ -18,6 +18,7 @@ from lab.catalog.api import router as catalog_router
 from lab.config import Settings, get_settings
 from lab.db import database_url, make_engine, make_session_factory
 from lab.errors import AuthenticationRequired, LabError
+from lab.hl7.api import router as hl7_messages_router
 from lab.orders.api import router as orders_router
 from lab.patients.api import router as patients_router
 from lab.results.api import router as results_router
@@ -76,6 +77,7 @@ def create_app(
         results_router,
     ):
         app.include_router(router)
+    app.include_router(hl7_messages_router)
     app.include_router(instruments_router)
     from lab.web import include_views
 

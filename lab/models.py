@@ -4,6 +4,7 @@ from instruments.models import OrderDownload, QcResult, UnmatchedResult
 from lab.audit import AuditEvent
 from lab.catalog.models import LabTest, Panel, PanelMember, ReferenceInterval
 from lab.db import Base
+from lab.hl7.models import Hl7Message, PendingRelease, ReportedResult
 from lab.orders.models import Order, OrderedTest
 from lab.patients.models import Patient, PatientIdentifier, PatientMerge
 from lab.results.models import Result, ResultVersion
@@ -14,6 +15,7 @@ __all__ = [
     "ApiToken",
     "AuditEvent",
     "Base",
+    "Hl7Message",
     "LabTest",
     "Order",
     "OrderDownload",
@@ -23,8 +25,10 @@ __all__ = [
     "Patient",
     "PatientIdentifier",
     "PatientMerge",
+    "PendingRelease",
     "QcResult",
     "ReferenceInterval",
+    "ReportedResult",
     "Result",
     "ResultVersion",
     "Specimen",

@@ -7,6 +7,7 @@ import logging
 import uvicorn
 
 import instruments.runtime
+import lab.hl7.runtime
 from lab.config import Settings
 from lab.db import database_url, make_engine, make_session_factory, transaction
 from lab.demo import seed
@@ -32,7 +33,7 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
         settings,
         engine=engine,
         session_factory=factory,
-        starters=[instruments.runtime.starter(settings)],
+        starters=[instruments.runtime.starter(settings), lab.hl7.runtime.starter(settings)],
     )
     bind_host = host or settings.http_host
     bind_port = port or settings.http_port

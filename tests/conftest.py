@@ -52,13 +52,13 @@ class TestDatabase:
     tokens: dict[str, str]
 
 
-@pytest.fixture(scope="session")
-def test_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestDatabase]:
-    server = _server_url(tmp_path_factory.mktemp("pg"))
-    name = f"lab_test_{os.getpid()}_{secrets.token_hex(3)}"
+def create_test_database(server: str, label: str) -> TestDatabase:
+    """A new database on `server`, migrated, with the demo catalog and one user per role."""
+    name = f"lab_{label}_{os.getpid()}_{secrets.token_hex(3)}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
     url = make_url(server).set(database=name).render_as_string(hide_password=False)
     upgrade(url)
     engine = make_engine(url, pool_size=2)
@@ -79,10 +79,37 @@ def test_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestData
             tokens[role.value] = users.create_token(session, actor=actor, username=username)
         session.commit()
     engine.dispose()
-    yield TestDatabase(url=url, tokens=tokens)
+    return TestDatabase(url=url, tokens=tokens)
+
+
+def drop_test_database(database: TestDatabase) -> None:
+    url = make_url(database.url)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _server_url(tmp_path_factory.mktemp("pg"))
+
+
+@pytest.fixture(scope="session")
+def test_database(database_server: str) -> Iterator[TestDatabase]:
+    """The database of tests that roll back: nothing any test does here is kept."""
+    database = create_test_database(database_server, "test")
+    yield database
+    drop_test_database(database)
+
+
+@pytest.fixture(scope="session")
+def committed_database(database_server: str) -> Iterator[TestDatabase]:
+    """A second database for tests whose servers commit from other threads (listeners,
+    analyser links): their rows stay, so they must not show up in the rolled-back tests."""
+    database = create_test_database(database_server, "committed")
+    yield database
+    drop_test_database(database)
 
 
 @pytest.fixture(scope="session")

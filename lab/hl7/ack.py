@@ -146,8 +146,10 @@ def _error_segment(problem: Problem) -> tuple[str, dict[int, FieldValue]]:
     location: list[str] = [problem.segment_id, str(problem.segment_sequence)]
     if problem.field_position is not None:
         location.append(str(problem.field_position))
+        if problem.component is not None or problem.repetition is not None:
+            location.append(str(problem.repetition or 1))  # ERL.4 field repetition
         if problem.component is not None:
-            location += ["1", str(problem.component)]  # ERL.4 field repetition, ERL.5 component
+            location.append(str(problem.component))  # ERL.5 component
     return (
         "ERR",
         {

@@ -77,6 +77,11 @@ def charset_of(data: bytes, default_charset: str) -> str:
         if found != -1:
             end = min(end, found)
     header = data[start:end].split(separator)
+    if separator in b"\r\n" or len(header) < 2:
+        raise _problem(
+            "MSH-1 and MSH-2 (the delimiters) are missing or broken",
+            code=ErrorCode.SEGMENT_SEQUENCE_ERROR,
+        )
     # header[0] is "MSH" and header[1] is MSH-2, so MSH-n is header[n - 1].
     raw = header[17] if len(header) > 17 else b""
     encoding = header[1]

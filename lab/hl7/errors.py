@@ -71,6 +71,8 @@ class Problem:
     segment_sequence: int = 1
     field_position: int | None = None
     component: int | None = None
+    repetition: int | None = None
+    """1-based field repetition (ERL.4), e.g. which PID-3 identifier; None: the first."""
     code: ErrorCode
     severity: Severity = Severity.ERROR
     message: str
@@ -82,6 +84,8 @@ class Problem:
             where += f"[{self.segment_sequence}]"
         if self.field_position is not None:
             where += f"-{self.field_position}"
+            if self.repetition is not None and self.repetition != 1:
+                where += f"({self.repetition})"
             if self.component is not None:
                 where += f".{self.component}"
         return where

@@ -22,6 +22,7 @@ from lab.catalog import service as catalog
 from lab.catalog.models import LabTest
 from lab.catalog.rules import TestRule, rules_by_code
 from lab.errors import Conflict, InvalidInput, NotFound
+from lab.hl7 import outbox as hl7_outbox
 from lab.orders import service as orders
 from lab.orders.models import Order, OrderedTest
 from lab.patients.models import Patient
@@ -334,6 +335,7 @@ def verify(
         after=_snapshot(result),
         detail=version.critical_notification,
     )
+    hl7_outbox.on_result_released(session, result, event="verify")  # same transaction
     return result
 
 
@@ -392,6 +394,7 @@ def correct(
         after=_snapshot(result),
         detail=reason,
     )
+    hl7_outbox.on_result_released(session, result, event="correct")  # same transaction
     return result
 
 
@@ -418,6 +421,7 @@ def cancel(session: Session, *, actor: Actor, result_id: int, reason: str) -> Re
         after=_snapshot(result),
         detail=reason,
     )
+    hl7_outbox.on_result_released(session, result, event="cancel")  # same transaction
     return result
 
 

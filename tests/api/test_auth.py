@@ -62,6 +62,10 @@ ALLOWED = {
         "POST /api/v1/users/{username}/tokens",
         "PUT /api/v1/catalog/tests/{code}",
         "GET /api/v1/patients/{patient_id}/audit",
+        # Message metadata without content, and resending a dead-lettered message.
+        "GET /api/v1/messages",
+        "GET /api/v1/messages/{message_id}",
+        "POST /api/v1/messages/{message_id}/resend",
     },
     # Analysers enter results and handle specimens; they do not read patient data.
     "instrument": CATALOG

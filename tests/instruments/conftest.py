@@ -29,8 +29,8 @@ TECHNICIAN = actor("technician")
 
 
 @pytest.fixture(scope="session")
-def committing_engine(test_database: TestDatabase) -> Iterator[Engine]:
-    engine = make_engine(test_database.url, pool_size=8)
+def committing_engine(committed_database: TestDatabase) -> Iterator[Engine]:
+    engine = make_engine(committed_database.url, pool_size=8)
     yield engine
     engine.dispose()
 

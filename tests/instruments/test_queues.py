@@ -57,7 +57,7 @@ def unmatched_rows(factory: sessionmaker[Session], instrument: str) -> list[Unma
 
 
 def test_unknown_specimen_and_unmapped_test_are_kept_and_resolved(
-    committing_factory: sessionmaker[Session], test_database: TestDatabase, tmp_path: Path
+    committing_factory: sessionmaker[Session], committed_database: TestDatabase, tmp_path: Path
 ) -> None:
     name = f"unm-{secrets.token_hex(3)}"
     unknown = accession.make(99, 9_999_999)  # well-formed, but no specimen has it
@@ -78,17 +78,18 @@ def test_unknown_specimen_and_unmapped_test_are_kept_and_resolved(
     assert len(unmatched_rows(committing_factory, name)) == 3
 
     app = create_app(
-        Settings(database_url=test_database.url, data_dir=tmp_path),
+        Settings(database_url=committed_database.url, data_dir=tmp_path),
         session_factory=committing_factory,
     )
-    technician = auth(test_database.tokens["technician"])
+    technician = auth(committed_database.tokens["technician"])
     with TestClient(app) as client:
         listed = client.get(f"/api/v1/instruments/unmatched?instrument={name}", headers=technician)
         assert listed.status_code == 200
         assert [r["id"] for r in listed.json()] == [r.id for r in rows]
         assert (
             client.get(
-                "/api/v1/instruments/unmatched", headers=auth(test_database.tokens["instrument"])
+                "/api/v1/instruments/unmatched",
+                headers=auth(committed_database.tokens["instrument"]),
             ).status_code
             == 403
         )
@@ -127,7 +128,7 @@ def test_unknown_specimen_and_unmapped_test_are_kept_and_resolved(
 
 
 def test_control_material_goes_to_the_qc_table(
-    committing_factory: sessionmaker[Session], test_database: TestDatabase, tmp_path: Path
+    committing_factory: sessionmaker[Session], committed_database: TestDatabase, tmp_path: Path
 ) -> None:
     name = f"qc-{secrets.token_hex(3)}"
     play(committing_factory, name, "QC-LOT42", ["HB", "LPK"])  # by prefix
@@ -141,13 +142,13 @@ def test_control_material_goes_to_the_qc_table(
     ]
     assert unmatched_rows(committing_factory, name) == []
     app = create_app(
-        Settings(database_url=test_database.url, data_dir=tmp_path),
+        Settings(database_url=committed_database.url, data_dir=tmp_path),
         session_factory=committing_factory,
     )
     with TestClient(app) as client:
         listed = client.get(
             f"/api/v1/instruments/qc?instrument={name}",
-            headers=auth(test_database.tokens["reviewer"]),
+            headers=auth(committed_database.tokens["reviewer"]),
         )
         assert listed.status_code == 200 and len(listed.json()) == 3
 

@@ -184,7 +184,7 @@ def test_orders_are_pushed_to_an_analyser_that_wants_them(
 
 
 def test_the_runtime_starts_the_lines_and_reports_them(
-    test_database: TestDatabase, committing_factory: sessionmaker[Session], tmp_path: Path
+    committed_database: TestDatabase, committing_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
     import instruments.runtime
 
@@ -194,7 +194,9 @@ def test_the_runtime_starts_the_lines_and_reports_them(
         '[instrument.tcp]\nmode = "server"\nport = 0\n',
         encoding="utf-8",
     )
-    settings_ = Settings(database_url=test_database.url, data_dir=tmp_path, instruments_file=path)
+    settings_ = Settings(
+        database_url=committed_database.url, data_dir=tmp_path, instruments_file=path
+    )
     app = create_app(
         settings_,
         session_factory=committing_factory,
@@ -204,13 +206,14 @@ def test_the_runtime_starts_the_lines_and_reports_them(
         health = client.get("/healthz").json()
         assert health["components"]["instrument:rt-1"]["state"] == "up"
         listed = client.get(
-            "/api/v1/instruments", headers=auth(test_database.tokens["admin"])
+            "/api/v1/instruments", headers=auth(committed_database.tokens["admin"])
         ).json()
         assert listed[0]["name"] == "rt-1" and listed[0]["running"]
         assert listed[0]["status"]["state"] == "listening"
         assert listed[0]["status"]["results_recorded"] == 0
         worklist = client.get(
-            "/api/v1/instruments/rt-1/worklist", headers=auth(test_database.tokens["instrument"])
+            "/api/v1/instruments/rt-1/worklist",
+            headers=auth(committed_database.tokens["instrument"]),
         )
         assert worklist.status_code == 200
     assert "instrument:rt-1" not in app.state.components.report()

@@ -1,0 +1,312 @@
+"""HL7 flow end to end on the machine's PostgreSQL: orders in over MLLP, results out.
+
+A fresh database is made, migrated (lab.migrate.upgrade), seeded (lab.demo.seed) and dropped
+afterwards. The listener runs in a child process (as in production, apart from the senders);
+`BENCH_SCALE` (default 1) shrinks every size for a quick run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import resource
+import secrets
+import time
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import create_engine, insert, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from lab.db import make_engine, make_session_factory, to_psycopg_url
+from lab.demo import seed
+from lab.hl7.ack import AckCode, build_ack
+from lab.hl7.dispatcher import DeliveryPolicy, Dispatcher, Endpoint, MllpClient
+from lab.hl7.er7 import parse_message
+from lab.hl7.inbox import Inbox
+from lab.hl7.listener import Hl7Listener
+from lab.hl7.mllp import MllpDecoder, frame
+from lab.hl7.models import Hl7Message
+from lab.migrate import upgrade
+from lab.patients.identifiers import check_digits
+
+SERVER = to_psycopg_url(
+    os.environ.get("LAB_BENCH_DATABASE_URL")
+    or os.environ.get("LAB_TEST_DATABASE_URL")
+    or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+SCALE = float(os.environ.get("BENCH_SCALE", "1"))
+
+
+def scaled(n: int, least: int = 10) -> int:
+    return max(int(n * SCALE), least)
+
+
+def fnr(n: int) -> str:
+    born = date(1930 + n % 70, 1 + n % 12, 1 + n % 28)
+    for individual in range(n % 400, n % 400 + 40):
+        first = f"{born.day:02d}{born.month:02d}{born.year % 100:02d}{individual:03d}"
+        digits = check_digits(first)
+        if digits is not None:
+            return first + f"{digits[0]}{digits[1]}"
+    raise ValueError("no number")
+
+
+def order_message(n: int, run: str) -> bytes:
+    control_id = f"{run}{n}"
+    return (
+        f"MSH|^~\\&|EPIC|HMN|LAB|STOLAV|20261127081502+0100||OML^O21^OML_O21|{control_id}"
+        "|P|2.5.1||||||UNICODE UTF-8\r"
+        f"PID|1||{fnr(n)}^^^NOR&2.16.578.1.12.4.1.4.1&ISO^FNR||Østbø^Kari|||F\r"
+        f"ORC|NW|{control_id}^EPIC||||||||||9144889^Lien^Lise^^^^^^HPR\r"
+        f"OBR|1|{control_id}^EPIC||HB^Hemoglobin^L|||20261127080000+0100\r"
+    ).encode()
+
+
+def make_database() -> tuple[str, str]:
+    name = f"lab_bench_hl7_{secrets.token_hex(3)}"
+    admin = create_engine(SERVER, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = make_url(SERVER).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    engine = make_engine(url, pool_size=1)
+    with Session(engine) as session:
+        seed(session, password="bench password")
+        session.commit()
+    engine.dispose()
+    return url, name
+
+
+def drop_database(name: str) -> None:
+    admin = create_engine(SERVER, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+# --- the listener in its own process -------------------------------------------------------
+
+
+def _serve(url: str, ready: Any, stop: Any) -> None:
+    async def main() -> None:
+        engine = make_engine(url, pool_size=8)
+        listener = Hl7Listener(Inbox(make_session_factory(engine)), host="127.0.0.1", port=0)
+        await listener.start()
+        ready.put(listener.bound_port)
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        await listener.stop()
+        engine.dispose()
+
+    asyncio.run(main())
+
+
+async def _send(port: int, messages: list[bytes], pace: float = 0.0) -> list[float]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    decoder = MllpDecoder()
+    latencies = []
+    try:
+        for message in messages:
+            started = time.perf_counter()
+            writer.write(frame(message))
+            await writer.drain()
+            while True:
+                block = decoder.next_message()
+                if isinstance(block, bytes):
+                    if b"MSA|AA|" not in block:
+                        raise RuntimeError(f"not accepted: {block!r}")
+                    break
+                chunk = await reader.read(65536)
+                if not chunk:
+                    raise RuntimeError("listener closed the connection")
+                decoder.receive_data(chunk)
+            latencies.append(time.perf_counter() - started)
+            if pace:
+                await asyncio.sleep(max(pace - latencies[-1], 0))
+    finally:
+        writer.close()
+    return latencies
+
+
+def _connections(
+    port: int, batches: list[list[bytes]], pace: float = 0.0
+) -> tuple[float, list[float]]:
+    async def main() -> list[list[float]]:
+        return await asyncio.gather(*(_send(port, batch, pace) for batch in batches))
+
+    started = time.perf_counter()
+    latencies = asyncio.run(main())
+    return time.perf_counter() - started, [x for batch in latencies for x in batch]
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)] * 1000
+
+
+def ceiling(url: str, messages: list[bytes]) -> float:
+    """Parse + insert the raw message + build the ACK, one commit each, no sockets, no rules."""
+    engine = make_engine(url, pool_size=1)
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    with Session(engine) as session:
+        for raw in messages:
+            message = parse_message(raw)
+            session.execute(
+                insert(Hl7Message).values(
+                    direction="in",
+                    status="processed",
+                    partner="",
+                    raw=raw,
+                    error="",
+                    sending_application="CEIL",
+                    sending_facility="",
+                    attempts=0,
+                    control_id=message.control_id,
+                    message_type="OML^O21",
+                    charset="UNICODE UTF-8",
+                )
+            )
+            build_ack(message, code=AckCode.APPLICATION_ACCEPT, control_id="1", now=now).encode()
+            session.commit()
+    engine.dispose()
+    return len(messages) / (time.perf_counter() - started)
+
+
+# --- the outbound side ----------------------------------------------------------------------
+
+
+async def _receiver() -> tuple[asyncio.Server, list[int]]:
+    count = [0]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = MllpDecoder()
+        while chunk := await reader.read(65536):
+            decoder.receive_data(chunk)
+            while isinstance(block := decoder.next_message(), bytes):
+                control_id = parse_message(block).control_id
+                count[0] += 1
+                writer.write(
+                    frame(
+                        f"MSH|^~\\&|EHR||LAB||20261127||ACK|A{count[0]}|P|2.5.1\rMSA|AA|{control_id}\r".encode()
+                    )
+                )
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, count
+
+
+def queue_results(url: str, count: int, patients: int) -> None:
+    """`count` queued ORU rows (a 10-OBX result report each) by INSERT ... SELECT."""
+    from lab.hl7.oru import build_oru
+    from tests.hl7.samples import ten_results
+
+    raw = build_oru(ten_results()).encode().replace(b"LAB-000001", b"LAB-CONTROLID")
+    engine = make_engine(url, pool_size=1)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                """
+                INSERT INTO hl7_message (direction, status, partner, sending_application,
+                  sending_facility, control_id, message_type, raw, charset, error, patient_id,
+                  attempts, next_attempt_at)
+                SELECT 'out', 'queued', '', 'LAB', '', 'B' || n, 'ORU^R01',
+                  convert_to(replace(:raw, 'LAB-CONTROLID', 'B' || n), 'UTF8'), 'UNICODE UTF-8', '',
+                  n % :patients,
+                  0, now() - interval '1 second'
+                FROM generate_series(1, :count) AS n
+                """
+            ),
+            {"raw": raw.decode(), "count": count, "patients": patients},
+        )
+    engine.dispose()
+
+
+def drain(url: str) -> tuple[float, int]:
+    async def main() -> int:
+        server, count = await _receiver()
+        port = int(server.sockets[0].getsockname()[1])
+        engine = make_engine(url, pool_size=2)
+        policy = DeliveryPolicy(batch_size=500)
+        dispatcher = Dispatcher(
+            make_session_factory(engine),
+            MllpClient(Endpoint(host="127.0.0.1", port=port), policy=policy),
+            policy=policy,
+        )
+        while await dispatcher.drain(budget=3600):
+            pass
+        await dispatcher.close()
+        server.close()
+        engine.dispose()
+        return count[0]
+
+    started = time.perf_counter()
+    delivered = asyncio.run(main())
+    return time.perf_counter() - started, delivered
+
+
+def main() -> None:
+    url, name = make_database()
+    try:
+        run = uuid.uuid4().hex[:6]
+        n = scaled(2000, 40)
+        messages = [order_message(i, run) for i in range(n)]
+        limit = ceiling(url, [order_message(i, run + "c") for i in range(n)])
+        print(
+            f"ceiling      {limit:8.0f} msg/s  parse + insert raw + ACK, one commit each, no rules"
+        )
+
+        spawn = multiprocessing.get_context("spawn")
+        ready: Any = spawn.Queue()
+        stop: Any = spawn.Event()
+        child = spawn.Process(target=_serve, args=(url, ready, stop))
+        child.start()
+        port = ready.get(timeout=60)
+        try:
+            half = n // 2
+            took, lat1 = _connections(port, [messages[:half]])
+            print(
+                f"1 connection {half / took:8.0f} orders/s  committed and ACKed "
+                f"(p50 {_percentile(lat1, 0.5):.1f} ms, p99 {_percentile(lat1, 0.99):.1f} ms)"
+            )
+            rest = messages[half:]
+            took, lat4 = _connections(port, [rest[i::4] for i in range(4)])
+            print(
+                f"4 connections{len(rest) / took:8.0f} orders/s  committed and ACKed "
+                f"(p50 {_percentile(lat4, 0.5):.1f} ms, p99 {_percentile(lat4, 0.99):.1f} ms)"
+            )
+            paced = [order_message(i, run + "p") for i in range(scaled(600, 30))]
+            _, latp = _connections(port, [paced], pace=1 / 30)
+            print(
+                f"paced 30/s   p50 {_percentile(latp, 0.5):.1f} ms, "
+                f"p99 {_percentile(latp, 0.99):.1f} ms  "
+                "ACK latency at a steady record's pace (aim: p99 < 50 ms)"
+            )
+        finally:
+            stop.set()
+            child.join(30)
+
+        small = scaled(5000, 50)
+        queue_results(url, small, max(small // 3, 1))
+        took, delivered = drain(url)
+        print(
+            f"outbound     {delivered / took:8.0f} results/s  "
+            f"ORU^R01 delivered and AA'd ({delivered})"
+        )
+
+        backlog = scaled(100_000, 100)
+        queue_results(url, backlog, max(backlog // 5, 1))
+        took, delivered = drain(url)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            f"backlog      {delivered} queued results drained in {took:.1f} s "
+            f"({delivered / took:.0f}/s), peak RSS {rss:.0f} MB (aims: < 10 min, < 500 MB)"
+        )
+    finally:
+        drop_database(name)

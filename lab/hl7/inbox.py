@@ -1,0 +1,314 @@
+"""One inbound message, from raw bytes to the acknowledgements that answer it (no sockets).
+
+Two transactions per message (ARCHITECTURE.md rules 3 and 7):
+
+1. `store`: the raw bytes go into `hl7_message` (status `received`) and are committed before
+   anything is processed. MSH-10 with the sender (MSH-3/MSH-4) is unique there, so a repeat
+   finds the first row: if that one was answered, its stored ACK is sent again, byte for byte,
+   and nothing is processed again (v2.5.1 section 2.9.2; PROTOCOLS.md "Duplicates"). In
+   enhanced mode the commit ACK (CA) is built here and sent as soon as this commit is done.
+2. `process`: locks the row, maps the message, calls the handlers inside a savepoint, and sets
+   the status and the ACK text in the same transaction as the change. Only after this commit is
+   the application ACK sent. A refusal rolls the savepoint back and keeps the row (`error` /
+   `rejected`) with the AE/AR that names the segment and field.
+
+A message too broken to read (no MSH, bad delimiters, an unknown character set) is stored as
+`rejected` with an AR built from whatever of MSH could be read.
+
+Database failures are not answered at all: the row stays `received` (or was never written),
+the listener drops the connection without an ACK, and the sender's resend is processed.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from lab.hl7.ack import AckCode, Outcome, build_ack, outcome_of, requested_acknowledgements
+from lab.hl7.charsets import encode_message_text
+from lab.hl7.er7 import Message, build_message, parse_message, parse_text
+from lab.hl7.errors import ErrorCode, Hl7Error, MessageStructureError, Problem, Severity
+from lab.hl7.inbound import map_inbound
+from lab.hl7.models import INBOUND, Hl7Message
+from lab.hl7.service import MessageRefused, handle, interface_actor
+from lab.hl7.timestamps import format_timestamp
+from lab.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+RECEIVED = "received"
+PROCESSED = "processed"
+ERROR = "error"
+REJECTED = "rejected"
+_STATUS = {Outcome.ACCEPTED: PROCESSED, Outcome.ERROR: ERROR, Outcome.REJECTED: REJECTED}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stored:
+    """The result of `store`: what to send now, and what is left to process."""
+
+    message_id: int
+    acks: tuple[bytes, ...] = ()
+    """Encoded ACKs to send at once: a commit ACK, or the stored ACKs of a duplicate."""
+    pending: Message | None = None
+    """The parsed message, when it still has to be processed."""
+    duplicate: bool = False
+
+
+def new_control_id() -> str:
+    """MSH-10 of an ACK we send: unique, and within ST's 20 characters."""
+    return uuid.uuid4().hex[:20]
+
+
+class Inbox:
+    """Stores and processes inbound messages with sessions from `session_factory`."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        default_charset: str = "UNICODE UTF-8",
+    ) -> None:
+        self.session_factory = session_factory
+        self.clock = clock
+        self.default_charset = default_charset
+
+    # --- transaction 1 ------------------------------------------------------------------
+
+    def store(self, raw: bytes, *, peer: str = "") -> Stored:
+        try:
+            message = parse_message(raw, default_charset=self.default_charset)
+        except MessageStructureError as exc:
+            return self._store_unreadable(raw, exc.problem, peer=peer)
+        msh = message.header
+        code, trigger, _ = message.message_type
+        request = requested_acknowledgements(message)
+        commit_code = request.commit_code(Outcome.ACCEPTED)
+        commit_ack = None
+        if commit_code is not None:
+            commit_ack = build_ack(
+                message, code=commit_code, control_id=new_control_id(), now=self.clock()
+            ).to_er7()
+        values = {
+            "direction": INBOUND,
+            "status": RECEIVED,
+            "partner": f"{msh.component(3, 1)}^{msh.component(4, 1)} {peer}".strip()[:200],
+            "sending_application": msh.component(3, 1)[:100],
+            "sending_facility": msh.component(4, 1)[:100],
+            "control_id": message.control_id[:64],
+            "message_type": f"{code}^{trigger}"[:32],
+            "raw": raw,
+            "charset": message.charset,
+            "commit_ack": commit_ack,
+            "error": "",
+            "attempts": 0,
+        }
+        with self.session_factory() as session:
+            new_id = self._insert(session, values)
+            if new_id is None:
+                existing = self._existing(session, values)
+                session.commit()
+                if existing.status != RECEIVED:
+                    return Stored(
+                        message_id=existing.id, acks=_stored_acks(existing), duplicate=True
+                    )
+                # Stored before but never answered (the process died): process it now.
+                return Stored(message_id=existing.id, pending=message, duplicate=True)
+            session.commit()
+        acks = (encode_message_text(commit_ack, message.charset),) if commit_ack else ()
+        return Stored(message_id=new_id, acks=acks, pending=message)
+
+    def _insert(self, session: Session, values: Mapping[str, object]) -> int | None:
+        statement = insert(Hl7Message).values(**values)
+        if values["control_id"]:
+            statement = statement.on_conflict_do_nothing(
+                index_elements=["sending_application", "sending_facility", "control_id"],
+                # Literal SQL: bound parameters here would stop PostgreSQL from matching the
+                # partial unique index once psycopg prepares the statement server-side.
+                index_where=text("direction = 'in' AND control_id <> ''"),
+            )
+        new_id = session.scalar(statement.returning(Hl7Message.id))
+        return None if new_id is None else int(new_id)
+
+    def _existing(self, session: Session, values: Mapping[str, object]) -> Hl7Message:
+        return session.scalars(
+            select(Hl7Message).where(
+                Hl7Message.direction == INBOUND,
+                Hl7Message.sending_application == values["sending_application"],
+                Hl7Message.sending_facility == values["sending_facility"],
+                Hl7Message.control_id == values["control_id"],
+            )
+        ).one()
+
+    def _store_unreadable(self, raw: bytes, problem: Problem, *, peer: str) -> Stored:
+        ack, control_id, sender = _rejection(raw, problem, self.clock())
+        values = {
+            "direction": INBOUND,
+            "status": REJECTED,
+            "partner": f"{sender[0]}^{sender[1]} {peer}".strip()[:200],
+            "sending_application": sender[0][:100],
+            "sending_facility": sender[1][:100],
+            "control_id": control_id[:64],
+            "message_type": "",
+            "raw": raw,
+            "charset": ack.charset,
+            "ack": ack.to_er7(),
+            "ack_code": AckCode.APPLICATION_REJECT.value,
+            "error": str(problem),
+            "attempts": 0,
+            "finished_at": self.clock(),
+        }
+        with self.session_factory() as session:
+            new_id = self._insert(session, values)
+            if new_id is None:
+                existing = self._existing(session, values)
+                session.commit()
+                return Stored(message_id=existing.id, acks=_stored_acks(existing), duplicate=True)
+            session.commit()
+        return Stored(message_id=new_id, acks=(ack.encode(),))
+
+    # --- transaction 2 ------------------------------------------------------------------
+
+    def process(self, message_id: int, message: Message) -> tuple[bytes, ...]:
+        """Process a stored message; returns the application ACK to send (if one is due)."""
+        with self.session_factory() as session:
+            row = session.get(Hl7Message, message_id, with_for_update=True)
+            if row is None:
+                raise LookupError(f"hl7 message {message_id} is not stored")
+            if row.status != RECEIVED:
+                # Another connection processed the same message meanwhile.
+                session.commit()
+                return _stored_acks(row, commit=False)
+            outcome, problems, patient_id, summary = self._apply(session, message)
+            code = requested_acknowledgements(message).application_code(outcome)
+            ack_text = None
+            if code is not None:
+                ack_text = build_ack(
+                    message,
+                    code=code,
+                    control_id=new_control_id(),
+                    now=self.clock(),
+                    problems=problems,
+                    text=summary if outcome is not Outcome.ACCEPTED else "",
+                ).to_er7()
+            row.status = _STATUS[outcome]
+            row.ack = ack_text
+            row.ack_code = None if code is None else code.value
+            row.error = "; ".join(str(p) for p in problems if p.severity is Severity.ERROR)
+            row.patient_id = patient_id
+            row.finished_at = self.clock()
+            session.commit()
+        if ack_text is None:
+            return ()
+        return (encode_message_text(ack_text, message.charset),)
+
+    def _apply(
+        self, session: Session, message: Message
+    ) -> tuple[Outcome, tuple[Problem, ...], int | None, str]:
+        mapped = map_inbound(message)
+        problems = mapped.problems
+        if mapped.content is None:
+            return outcome_of(problems), problems, None, _first_error(problems)
+        actor = interface_actor(mapped.content.header.sending_application)
+        savepoint = session.begin_nested()
+        try:
+            handled = handle(session, actor=actor, message=message, content=mapped.content)
+            savepoint.commit()
+        except MessageRefused as exc:
+            savepoint.rollback()
+            refused = problems + tuple(exc.problems)
+            return outcome_of(refused), refused, None, _first_error(refused)
+        except Hl7Error as exc:
+            savepoint.rollback()
+            log.exception("hl7: building an answer failed")
+            internal = _internal_problem(str(exc))
+            return Outcome.ERROR, (*problems, internal), None, internal.message
+        except Exception as exc:
+            from sqlalchemy.exc import SQLAlchemyError
+
+            savepoint.rollback()
+            if isinstance(exc, SQLAlchemyError):
+                raise  # the database is in trouble: no answer, the sender will resend
+            # A bug: keep the message and tell the sender, rather than leave it unanswered.
+            log.exception("hl7: handler failed on %s", message.control_id)
+            internal = _internal_problem(f"internal error ({type(exc).__name__})")
+            return Outcome.ERROR, (*problems, internal), None, internal.message
+        return Outcome.ACCEPTED, problems, handled.patient_id, handled.summary
+
+
+def _internal_problem(text: str) -> Problem:
+    return Problem(segment_id="MSH", code=ErrorCode.APPLICATION_INTERNAL_ERROR, message=text)
+
+
+def _first_error(problems: tuple[Problem, ...]) -> str:
+    for problem in problems:
+        if problem.severity is Severity.ERROR:
+            return problem.message[:200]
+    return ""
+
+
+def _stored_acks(row: Hl7Message, *, commit: bool = True) -> tuple[bytes, ...]:
+    texts = [row.commit_ack] if commit else []
+    texts.append(row.ack)
+    return tuple(encode_message_text(text, row.charset) for text in texts if text)
+
+
+def _rejection(raw: bytes, problem: Problem, now: datetime) -> tuple[Message, str, tuple[str, str]]:
+    """An AR for bytes that are no readable message, built from what MSH holds, if anything."""
+    first_line = raw.lstrip(b"\r\n").split(b"\r", 1)[0].split(b"\n", 1)[0]
+    try:
+        header = parse_text(first_line.decode("latin-1"), charset="8859/1")
+        if header.header.name != "MSH":
+            raise MessageStructureError(problem)
+        sender = (header.header.component(3, 1), header.header.component(4, 1))
+        try:
+            ack = build_ack(
+                header,
+                code=AckCode.APPLICATION_REJECT,
+                control_id=new_control_id(),
+                now=now,
+                problems=(problem,),
+            )
+            ack.encode()
+        except Hl7Error:
+            ack = _bare_rejection(problem, now, header.control_id)
+        return ack, header.control_id, sender
+    except Hl7Error:
+        return _bare_rejection(problem, now, ""), "", ("", "")
+
+
+def _bare_rejection(problem: Problem, now: datetime, control_id: str) -> Message:
+    ack = build_message(
+        [
+            (
+                "MSH",
+                {
+                    3: "LAB",
+                    7: format_timestamp(now),
+                    9: ("ACK", "", "ACK"),
+                    10: new_control_id(),
+                    11: "P",
+                    12: "2.5.1",
+                },
+            ),
+            ("MSA", {1: AckCode.APPLICATION_REJECT.value, 2: control_id}),
+            (
+                "ERR",
+                {
+                    2: (problem.segment_id, str(problem.segment_sequence)),
+                    3: (str(int(problem.code)), problem.code.text, "HL70357"),
+                    4: problem.severity.value,
+                    8: problem.message,
+                },
+            ),
+        ]
+    )
+    return ack

@@ -1,0 +1,133 @@
+"""The HL7 interface at run time: listener, dispatcher and scheduled jobs in the app lifespan.
+
+`starter(settings)` gives `create_app(starters=[...])` what it runs: the MLLP listener on
+`LAB_MLLP_HOST:LAB_MLLP_PORT` (TLS with `LAB_MLLP_TLS_CERT`/`LAB_MLLP_TLS_KEY`), and on an
+APScheduler AsyncIOScheduler the dispatch loop (when `LAB_EHR_MLLP_URL` is set; else results
+wait in the outbox) and the release of held orders. Both jobs are safe with a second process
+running them (SKIP LOCKED, see dispatcher.py and release.py). `/healthz` shows `hl7_listener`
+and `hl7_outbox` (queued and dead counts, last delivery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from lab.config import Settings
+from lab.hl7.dispatcher import DeliveryPolicy, Dispatcher, Endpoint, MllpClient
+from lab.hl7.inbox import Inbox
+from lab.hl7.listener import Hl7Listener, server_tls_context
+from lab.hl7.models import OUTBOUND, Hl7Message
+from lab.hl7.release import release_due
+
+log = logging.getLogger(__name__)
+Starter = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timing:
+    dispatch_every: float = 1.0
+    release_every: float = 30.0
+
+
+def outbox_counts(session_factory: sessionmaker[Session]) -> dict[str, int]:
+    with session_factory() as session:
+        rows = session.execute(
+            select(Hl7Message.status, func.count())
+            .where(
+                Hl7Message.direction == OUTBOUND,
+                Hl7Message.status.in_(("queued", "sent", "failed", "dead")),
+            )
+            .group_by(Hl7Message.status)
+        ).all()
+    return {str(status): int(count) for status, count in rows}
+
+
+def starter(
+    settings: Settings,
+    *,
+    policy: DeliveryPolicy | None = None,
+    timing: Timing | None = None,
+) -> Starter:
+    timing = timing or Timing()
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        factory: sessionmaker[Session] = app.state.session_factory
+        tls = None
+        if settings.mllp_tls_cert and settings.mllp_tls_key:
+            tls = server_tls_context(settings.mllp_tls_cert, settings.mllp_tls_key)
+        listener = Hl7Listener(
+            Inbox(factory), host=settings.mllp_host, port=settings.mllp_port, tls=tls
+        )
+        await listener.start()
+        dispatcher: Dispatcher | None = None
+        if settings.ehr_mllp_url:
+            delivery = policy or DeliveryPolicy()
+            client = MllpClient(Endpoint.from_url(settings.ehr_mllp_url), policy=delivery)
+            dispatcher = Dispatcher(factory, client, policy=delivery)
+        scheduler = AsyncIOScheduler(timezone="UTC")
+
+        async def dispatch() -> None:
+            if dispatcher is not None:
+                await dispatcher.drain()
+
+        async def release() -> None:
+            await asyncio.to_thread(release_due, factory)
+
+        if dispatcher is not None:
+            scheduler.add_job(
+                dispatch,
+                "interval",
+                seconds=timing.dispatch_every,
+                id="hl7_dispatch",
+                max_instances=1,
+                coalesce=True,
+            )
+        scheduler.add_job(
+            release,
+            "interval",
+            seconds=timing.release_every,
+            id="hl7_release",
+            max_instances=1,
+            coalesce=True,
+        )
+        scheduler.start()
+
+        def outbox_status() -> dict[str, Any]:
+            counts = outbox_counts(factory)
+            stats = dispatcher.stats if dispatcher is not None else None
+            last = stats.last_delivery_at if stats is not None else None
+            return {
+                "state": "up" if dispatcher is not None else "waiting",
+                "receiver": settings.ehr_mllp_url or None,
+                "queued": counts.get("queued", 0) + counts.get("failed", 0),
+                "in_flight": counts.get("sent", 0),
+                "dead": counts.get("dead", 0),
+                "last_delivery_at": last.isoformat() if last else None,
+                "last_error": stats.last_error if stats is not None else "",
+            }
+
+        components = app.state.components
+        components.register("hl7_listener", listener.status)
+        components.register("hl7_outbox", outbox_status)
+        try:
+            yield
+        finally:
+            components.unregister("hl7_listener")
+            components.unregister("hl7_outbox")
+            scheduler.shutdown(wait=False)
+            await listener.stop()
+            if dispatcher is not None:
+                await dispatcher.close()
+
+    return run
