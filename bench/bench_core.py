@@ -27,6 +27,7 @@ from bench.core_seed import (
 )
 from lab.audit import Actor
 from lab.db import make_engine, make_session_factory
+from lab.results import queries as result_queries
 from lab.results import service as results
 
 ALL_TESTS = ["HB", "LPK", "TPK", "NA", "K", "KREA", "CRP", "GLUK"]
@@ -142,11 +143,11 @@ def run(url: str, *, present: int, recorded: int, heavy: int) -> None:
 
     def review_queue() -> None:
         with factory() as session:
-            results.review_queue(session, limit=100)
+            result_queries.review_queue(session, limit=100)
 
     def cumulative() -> None:
         with factory() as session:
-            points = results.cumulative(session, actor=READER, patient_id=1, test_code="NA")
+            points = result_queries.cumulative(session, actor=READER, patient_id=1, test_code="NA")
             if len(points) < heavy * 0.98:  # 1% were left awaiting review, not released
                 raise RuntimeError(f"cumulative gave {len(points)} of {heavy}")
             session.rollback()

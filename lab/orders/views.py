@@ -21,7 +21,7 @@ from lab.orders.models import Order
 from lab.patients import service as patients
 from lab.patients.models import Patient
 from lab.reports import DEFAULT_STOCK, render_labels, render_result_report
-from lab.results import service as results
+from lab.results import queries as result_queries
 from lab.specimens import accession
 from lab.specimens import service as specimens
 from lab.timeutil import utcnow
@@ -76,7 +76,7 @@ def search(
 def order_context(session: Session, order: Order, actor: Actor) -> dict[str, Any]:
     patient = session.get(Patient, order.patient_id)
     tubes = orders.specimens_of(session, order)
-    found = results.results_of_order(session, order)
+    found = result_queries.results_of_order(session, order)
     by_test = {r.ordered_test_id: r for r in found}
     tube_by_id = {s.id: s for s in tubes}
     timeline: list[dict[str, Any]] = [
@@ -243,7 +243,7 @@ def report_pdf(
         order=order,
         patient=patient,
         specimens=orders.specimens_of(session, order),
-        results=results.results_of_order(session, order),
+        results=result_queries.results_of_order(session, order),
         printed_at=utcnow(),
         language=language_of(request),
     )

@@ -14,7 +14,7 @@ from lab.deps import (
     SessionDep,
     VerifyResults,
 )
-from lab.results import service
+from lab.results import queries, service
 from lab.results.models import Result
 from lab.results.schemas import (
     CancelIn,
@@ -39,7 +39,7 @@ def result_out(session: Session, result: Result, *, with_versions: bool = False)
         accession_number=specimen.accession_number if specimen else "",
         test_code=test.code if test else "",
         loinc=test.loinc if test else None,
-        value=service.value_text(result),
+        value=queries.value_text(result),
         unit=result.unit,
         flags=list(result.flags),
         reference_range=reference,
@@ -52,7 +52,7 @@ def result_out(session: Session, result: Result, *, with_versions: bool = False)
             ResultVersionOut(
                 version=v.version,
                 status=v.status,
-                value=service.value_text(v),
+                value=queries.value_text(v),
                 unit=v.unit,
                 flags=list(v.flags),
                 author=v.author,
@@ -76,7 +76,7 @@ def results_for_specimen(
     actor: ReadPatientData,
     accession: str = Query(description="Accession number of the specimen"),
 ) -> list[ResultOut]:
-    found = service.for_specimen(session, accession, actor=actor)
+    found = queries.for_specimen(session, accession, actor=actor)
     session.commit()
     return [result_out(session, r) for r in found]
 
@@ -86,7 +86,7 @@ def review_queue(
     session: SessionDep, actor: VerifyResults, limit: int = Query(default=100, ge=1, le=1000)
 ) -> list[ResultOut]:
     """Results awaiting review: stat first, then oldest first."""
-    return [result_out(session, r) for r in service.review_queue(session, limit=limit)]
+    return [result_out(session, r) for r in queries.review_queue(session, limit=limit)]
 
 
 @router.post("", response_model=ResultOut, status_code=201)
@@ -112,7 +112,7 @@ def enter_result(data: ResultIn, session: SessionDep, actor: EnterResults) -> Re
 @router.get("/{result_id}", response_model=ResultOut)
 def get_result(result_id: int, session: SessionDep, actor: ReadPatientData) -> ResultOut:
     """One result with every version."""
-    result = service.read(session, result_id, actor=actor)
+    result = queries.read(session, result_id, actor=actor)
     session.commit()
     return result_out(session, result, with_versions=True)
 

@@ -22,6 +22,7 @@ from lab.orders.models import Order, OrderedTest
 from lab.patients.models import Patient
 from lab.reports import render_cumulative_report
 from lab.results import flags as result_flags
+from lab.results import queries as result_queries
 from lab.results import service as results
 from lab.results.models import Result
 from lab.specimens import service as specimens
@@ -93,7 +94,7 @@ def _entry_context(
         raise NotFound(f"{specimen.accession_number} has no order or patient")
     existing = {
         r.ordered_test_id: r
-        for r in results.for_specimen(session, specimen.accession_number, actor=actor)
+        for r in result_queries.for_specimen(session, specimen.accession_number, actor=actor)
     }
     rows = []
     for ordered in specimens.tests_of(session, specimen):
@@ -191,7 +192,7 @@ def _delta(result: Result, previous: Result | None) -> tuple[Decimal | None, Dec
 
 
 def review_line(session: Session, result: Result) -> dict[str, Any]:
-    previous = results.previous_released(session, result)
+    previous = result_queries.previous_released(session, result)
     change, percent = _delta(result, previous)
     current = result.versions[-1]
     return {
@@ -202,7 +203,7 @@ def review_line(session: Session, result: Result) -> dict[str, Any]:
         "change": change,
         "percent": percent,
         "critical": result_flags.is_critical(result.flags),
-        "unremarkable": results.is_unremarkable(result),
+        "unremarkable": result_queries.is_unremarkable(result),
     }
 
 
@@ -218,7 +219,7 @@ def _review_context(
     errors: dict[int, str] | None = None,
     values: dict[int, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    queue = results.read_review_queue(session, actor=actor, limit=REVIEW_LIMIT)
+    queue = result_queries.read_review_queue(session, actor=actor, limit=REVIEW_LIMIT)
     groups: dict[int, dict[str, Any]] = {}
     for result in queue:
         group = groups.get(result.specimen_id)
@@ -340,7 +341,7 @@ def _result_context(session: Session, result: Result) -> dict[str, Any]:
 def result_page(
     request: Request, result_id: int, session: SessionDep, actor: ReadPatientDataPage
 ) -> Response:
-    result = results.read(session, result_id, actor=actor)
+    result = result_queries.read(session, result_id, actor=actor)
     context = _result_context(session, result)
     session.commit()
     context["notice"] = notice_of(request)
@@ -368,7 +369,7 @@ def correct(
         )
     except LabError as exc:
         session.rollback()
-        result = results.read(session, result_id, actor=actor)
+        result = result_queries.read(session, result_id, actor=actor)
         context = _result_context(session, result)
         session.commit()
         problems = {p.field: p.message for p in exc.problems} or {"_form": exc.message}
@@ -398,7 +399,7 @@ def cumulative_pdf(
     if patient is None:
         raise NotFound(f"no patient {patient_id}")
     lab_test = catalog.get_by_code(session, test)
-    found = results.cumulative(session, actor=actor, patient_id=patient.id, test_code=test)
+    found = result_queries.cumulative(session, actor=actor, patient_id=patient.id, test_code=test)
     pairs: list[tuple[Result, Specimen]] = []
     for result in found:
         specimen = session.get(Specimen, result.specimen_id)

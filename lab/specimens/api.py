@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from lab.deps import HandleSpecimens, ReadPatientData, SessionDep
 from lab.orders.models import Order
 from lab.results.models import Result
-from lab.results.service import value_text
+from lab.results.queries import value_text
 from lab.specimens import service
 from lab.specimens.models import Specimen
 from lab.specimens.schemas import (

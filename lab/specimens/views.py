@@ -24,7 +24,7 @@ from lab.orders.models import Order
 from lab.patients import service as patients
 from lab.patients.models import Patient
 from lab.reports import DEFAULT_STOCK, render_labels
-from lab.results import service as results
+from lab.results import queries as result_queries
 from lab.specimens import accession
 from lab.specimens import service as specimens
 from lab.specimens.models import Specimen
@@ -190,7 +190,7 @@ def receive(
 
 def specimen_context(session: Session, specimen: Specimen, actor: Actor) -> dict[str, Any]:
     """The specimen page: tests with results and one timeline of the tube and its results."""
-    found = results.for_specimen(session, specimen.accession_number, actor=actor)
+    found = result_queries.for_specimen(session, specimen.accession_number, actor=actor)
     by_test = {r.ordered_test_id: r for r in found}
     patient = session.get(Patient, specimen.patient_id)
     order = session.get(Order, specimen.order_id)

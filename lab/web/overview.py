@@ -14,7 +14,7 @@ from fastapi import Request, Response
 from lab.catalog.models import LabTest
 from lab.deps import SessionDep
 from lab.orders import service as orders
-from lab.results import service as results
+from lab.results import queries as result_queries
 from lab.specimens import service as specimens
 from lab.specimens.models import Specimen
 from lab.timeutil import utcnow
@@ -42,9 +42,9 @@ def overview(request: Request, session: SessionDep, actor: CurrentUserPage) -> R
         return render(request, "overview/overview.html", {"work": None})
     now = utcnow()
     counts = specimens.awaiting_receipt_counts(session)
-    review_total, review_critical = results.awaiting_review_counts(session)
+    review_total, review_critical = result_queries.awaiting_review_counts(session)
     critical = []
-    for result in results.critical_awaiting_review(session, limit=LIST_LIMIT):
+    for result in result_queries.critical_awaiting_review(session, limit=LIST_LIMIT):
         critical.append(
             {
                 "result": result,

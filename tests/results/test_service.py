@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from lab.errors import Conflict, InvalidInput, NotFound
+from lab.results import queries as result_queries
 from lab.results import service as results
 from lab.results.service import Measurement
 from lab.specimens import service as specimens
@@ -121,8 +122,8 @@ def test_verify_unremarkable_leaves_flagged_results(db: Session) -> None:
     )
     verified = results.verify_unremarkable(db, actor=LEGE, accession_number=number)
     assert [r.status for r in verified] == ["verified"]
-    queue = {r.id for r in results.review_queue(db, limit=1000)}
-    assert len(queue & {r.id for r in results.for_specimen(db, number, actor=LEGE)}) == 2
+    queue = {r.id for r in result_queries.review_queue(db, limit=1000)}
+    assert len(queue & {r.id for r in result_queries.for_specimen(db, number, actor=LEGE)}) == 2
 
 
 def test_results_on_an_aliquot_complete_the_primary_tube(db: Session) -> None:
@@ -135,7 +136,7 @@ def test_results_on_an_aliquot_complete_the_primary_tube(db: Session) -> None:
     # The result names the tube it was measured in, and completes the primary's test.
     assert outcome.result.specimen_id == child.id and child.parent_id == primary.id
     assert primary.status == "completed"
-    listed = results.for_specimen(db, number, actor=LEGE)
+    listed = result_queries.for_specimen(db, number, actor=LEGE)
     assert [r.id for r in listed] == [outcome.result.id]
 
 
