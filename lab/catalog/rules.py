@@ -1,9 +1,10 @@
-"""What the results service needs to know of a test, cached for the whole process.
+"""The catalog as orders and results use it, cached for the whole process.
 
-Every analyser message would otherwise read the same tests and reference intervals again. The
-cache holds frozen snapshots, shared safely between threads, and is dropped whenever the catalog
-changes: every change bumps `catalog_version_seq` in the same transaction, and each look-up
-compares that number first (one small query instead of two larger ones).
+Every order and every analyser message would otherwise read the same tests, reference intervals
+and panels again. The cache holds a frozen snapshot of the whole catalog (a lab has hundreds of
+tests, not millions), shared safely between threads, and is rebuilt whenever the catalog changes:
+every change bumps `catalog_version_seq` in the same transaction, and each look-up compares that
+number first (one small query instead of several larger ones).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
-from lab.catalog.models import LabTest
+from lab.catalog.models import LabTest, Panel
 from lab.errors import NotFound
 
 
@@ -35,6 +36,10 @@ class TestRule:
 
     id: int
     code: str
+    loinc: str | None
+    specimen_type: str
+    container: str
+    active: bool
     unit: str | None
     result_type: str
     decimals: int
@@ -48,6 +53,10 @@ class TestRule:
         return cls(
             id=test.id,
             code=test.code,
+            loinc=test.loinc,
+            specimen_type=test.specimen_type,
+            container=test.container,
+            active=test.active,
             unit=test.unit,
             result_type=test.result_type,
             decimals=test.decimals,
@@ -61,11 +70,19 @@ class TestRule:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class CatalogSnapshot:
+    by_code: dict[str, TestRule]
+    by_id: dict[int, TestRule]
+    by_loinc: dict[str, TestRule]  # active tests only
+    panels: dict[str, tuple[str, ...]]  # panel code -> member test codes, in order
+
+
 class _Cache:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.version: int | None = None
-        self.rules: dict[str, TestRule] = {}
+        self.snapshot: CatalogSnapshot | None = None
 
 
 # One cache per database (tests and benchmarks use several in one process).
@@ -85,38 +102,72 @@ def _cache_for(session: Session) -> _Cache:
 def bump_version(session: Session) -> None:
     """Called by every catalog change, in its transaction."""
     session.execute(text("SELECT nextval('catalog_version_seq')"))
+    session.info.pop(_SESSION_KEY, None)
 
 
 def current_version(session: Session) -> int:
     return int(session.execute(text("SELECT last_value FROM catalog_version_seq")).scalar_one())
 
 
+_SESSION_KEY = "catalog_snapshot"
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget_snapshot(session: Session) -> None:
+    """A snapshot lives for one transaction: the next one checks the version again."""
+    session.info.pop(_SESSION_KEY, None)
+
+
+def snapshot(session: Session) -> CatalogSnapshot:
+    """The whole catalog as of now; read again only after a change.
+
+    A transaction checks the version once: one order or one message sees one catalog.
+    """
+    known: CatalogSnapshot | None = session.info.get(_SESSION_KEY)
+    if known is not None:
+        return known
+    loaded = _snapshot(session)
+    session.info[_SESSION_KEY] = loaded
+    return loaded
+
+
+def _snapshot(session: Session) -> CatalogSnapshot:
+    version = current_version(session)
+    cache = _cache_for(session)
+    with cache.lock:
+        if cache.version == version and cache.snapshot is not None:
+            return cache.snapshot
+    tests = [TestRule.of(test) for test in session.scalars(select(LabTest))]
+    panels = {
+        panel.code: tuple(member.test.code for member in panel.members)
+        for panel in session.scalars(select(Panel))
+    }
+    loaded = CatalogSnapshot(
+        by_code={rule.code: rule for rule in tests},
+        by_id={rule.id: rule for rule in tests},
+        by_loinc={rule.loinc: rule for rule in tests if rule.loinc and rule.active},
+        panels=panels,
+    )
+    with cache.lock:
+        cache.version, cache.snapshot = version, loaded
+    return loaded
+
+
 def rules_by_code(session: Session, codes: Iterable[str]) -> dict[str, TestRule]:
     """Rules of these tests; raises NotFound for the first unknown code."""
-    wanted = {code.strip().upper() for code in codes}
-    version = current_version(session)
-    _cache = _cache_for(session)
-    with _cache.lock:
-        if _cache.version != version:
-            _cache.rules, _cache.version = {}, version
-        missing = wanted - _cache.rules.keys()
-    if missing:
-        loaded = {
-            test.code: TestRule.of(test)
-            for test in session.scalars(select(LabTest).where(LabTest.code.in_(missing)))
-        }
-        with _cache.lock:
-            if _cache.version == version:
-                _cache.rules.update(loaded)
-        found = {**loaded}
-    else:
-        found = {}
-    with _cache.lock:
-        for code in wanted - found.keys():
-            rule = _cache.rules.get(code)
-            if rule is not None:
-                found[code] = rule
-    for code in sorted(wanted):
-        if code not in found:
+    catalog = snapshot(session)
+    found: dict[str, TestRule] = {}
+    for code in sorted({code.strip().upper() for code in codes}):
+        rule = catalog.by_code.get(code)
+        if rule is None:
             raise NotFound(f"unknown test code {code!r}")
-    return {code: found[code] for code in wanted}
+        found[code] = rule
+    return found
+
+
+def rule_by_id(session: Session, test_id: int) -> TestRule:
+    rule = snapshot(session).by_id.get(test_id)
+    if rule is None:
+        raise NotFound(f"no test with id {test_id}")
+    return rule

@@ -14,15 +14,12 @@ from sqlalchemy.orm import Session
 from lab import audit
 from lab.audit import Actor
 from lab.catalog.models import LabTest, Panel, PanelMember, ReferenceInterval
-from lab.catalog.rules import TestRule, bump_version
+from lab.catalog.rules import TestRule, bump_version, snapshot
 from lab.catalog.schemas import LabTestIn, ReferenceIntervalIn
 from lab.errors import InvalidInput, NotFound
 
 DEMO_CATALOG = Path(__file__).with_name("demo_catalog.toml")
 DAYS_PER_YEAR = Decimal("365.25")
-# Coding systems that name a test by our local code (HL7 OBR-4.3 / CONTRACT.md): `L`, or the
-# lab's own system name.
-LOCAL_SYSTEMS = {"", "L", "99LAB", "LOCAL"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,30 +51,32 @@ def get_by_code(session: Session, code: str) -> LabTest:
     return test
 
 
-def resolve_test(session: Session, *, code: str, system: str = "") -> LabTest:
-    """A test named by local code or by LOINC (`LN`), as an order names it."""
-    system = system.strip().upper()
-    if system == "LN":
-        test = session.scalar(
-            select(LabTest).where(LabTest.loinc == code.strip(), LabTest.active.is_(True))
-        )
-        if test is None:
+def resolve_test(session: Session, *, code: str, system: str = "") -> TestRule:
+    """An active test named by local code or by LOINC (`LN`), as an order names it.
+
+    Any other coding system is taken as the lab's own name for its local codes.
+    """
+    catalog = snapshot(session)
+    if system.strip().upper() == "LN":
+        rule = catalog.by_loinc.get(code.strip())
+        if rule is None:
             raise NotFound(f"no active test with LOINC {code!r}")
-        return test
-    if system not in LOCAL_SYSTEMS:
-        # An unknown coding system: still try the local code, since labs name their own.
-        pass
-    test = get_by_code(session, code)
-    if not test.active:
-        raise NotFound(f"test {test.code} is no longer offered")
-    return test
+        return rule
+    rule = catalog.by_code.get(code.strip().upper())
+    if rule is None:
+        raise NotFound(f"unknown test code {code!r}")
+    if not rule.active:
+        raise NotFound(f"test {rule.code} is no longer offered")
+    return rule
 
 
-def expand(session: Session, code: str, system: str = "") -> tuple[list[LabTest], str | None]:
-    """A code that names a panel gives its member tests; any other names one test."""
-    panel = session.scalar(select(Panel).where(Panel.code == code.strip().upper()))
-    if panel is not None and system.strip().upper() != "LN":
-        return [member.test for member in panel.members if member.test.active], panel.code
+def expand(session: Session, code: str, system: str = "") -> tuple[list[TestRule], str | None]:
+    """A code that names a panel gives its active member tests; any other names one test."""
+    catalog = snapshot(session)
+    members = catalog.panels.get(code.strip().upper())
+    if members is not None and system.strip().upper() != "LN":
+        rules = [catalog.by_code[member] for member in members]
+        return [rule for rule in rules if rule.active], code.strip().upper()
     return [resolve_test(session, code=code, system=system)], None
 
 

@@ -17,6 +17,7 @@ from lab import audit
 from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.catalog.models import LabTest
+from lab.catalog.rules import TestRule
 from lab.errors import Conflict, FieldProblem, InvalidInput, NotFound
 from lab.orders.models import Order, OrderedTest
 from lab.patients import service as patients
@@ -76,7 +77,7 @@ def place(session: Session, *, actor: Actor, request: OrderRequest) -> Order:
         problems.append(FieldProblem("priority", "use routine, urgent or stat"))
     if not request.tests:
         problems.append(FieldProblem("tests", "the order asks for no tests"))
-    resolved: list[tuple[LabTest, str | None]] = []
+    resolved: list[tuple[TestRule, str | None]] = []
     for index, wanted in enumerate(request.tests):
         try:
             found, panel = catalog.expand(session, wanted.code, wanted.system)
@@ -112,10 +113,11 @@ def place(session: Session, *, actor: Actor, request: OrderRequest) -> Order:
         if test.id in seen:
             continue  # a test named twice (alone and in a panel) is run once
         seen.add(test.id)
-        item = OrderedTest(test_id=test.id, test=test, panel_code=panel, status=TestStatus.ORDERED)
-        order.tests.append(item)
-        ordered.append(item)
-    session.flush()
+        ordered.append(
+            OrderedTest(
+                order_id=order.id, test_id=test.id, panel_code=panel, status=TestStatus.ORDERED
+            )
+        )
     made = specimens.create_for_tests(
         session, actor=actor, order=order, tests=ordered, collected_at=request.collected_at
     )
@@ -128,7 +130,7 @@ def place(session: Session, *, actor: Actor, request: OrderRequest) -> Order:
         patient_id=patient.id,
         after={
             "placer_order_number": placer,
-            "tests": [t.test.code for t in ordered],
+            "tests": [test.code for test, _ in resolved if test.id in seen],
             "specimens": [s.accession_number for s in made],
             "priority": order.priority,
         },
@@ -207,7 +209,7 @@ def add_test(
     test = catalog.resolve_test(session, code=code, system=system)
     if any(t.test_id == test.id and t.status != TestStatus.CANCELLED for t in order.tests):
         raise Conflict(f"{test.code} is already ordered on {filler}")
-    item = OrderedTest(test_id=test.id, test=test, status=TestStatus.ORDERED, add_on=True)
+    item = OrderedTest(test_id=test.id, status=TestStatus.ORDERED, add_on=True)
     order.tests.append(item)
     order.status = "active"
     session.flush()

@@ -145,16 +145,29 @@ def upsert(session: Session, *, actor: Actor, data: Demographics) -> Patient:
     birth_date = data.birth_date or (national.birth_date if national else None)
     sex = data.sex or (national.sex if national else None) or "U"
     if patient is None:
+        # None of the identifiers is known (each was looked up above): all are new.
         patient = Patient(
             family_name=data.family_name.strip(),
             given_name=data.given_name.strip(),
             birth_date=birth_date,
             sex=sex,
+            identifiers=[
+                PatientIdentifier(value=i.value, authority=i.authority, kind=i.kind)
+                for i in checked
+            ],
         )
         session.add(patient)
         session.flush()
-        before = None
-        action = "patient.create"
+        audit.record(
+            session,
+            actor=actor,
+            action="patient.create",
+            entity_type="patient",
+            entity_id=patient.id,
+            patient_id=patient.id,
+            after=snapshot(patient),
+        )
+        return patient
     else:
         before = snapshot(patient)
         patient.family_name = data.family_name.strip()
@@ -163,7 +176,6 @@ def upsert(session: Session, *, actor: Actor, data: Demographics) -> Patient:
             patient.birth_date = birth_date
         if data.sex is not None or patient.sex == "U":
             patient.sex = sex
-        action = "patient.update"
     known = {(i.authority, i.value) for i in patient.identifiers}
     for ident in checked:
         if (ident.authority, ident.value) in known:
@@ -188,7 +200,7 @@ def upsert(session: Session, *, actor: Actor, data: Demographics) -> Patient:
         audit.record(
             session,
             actor=actor,
-            action=action,
+            action="patient.update",
             entity_type="patient",
             entity_id=patient.id,
             patient_id=patient.id,

@@ -6,7 +6,7 @@ that is not in the table is refused with a clear error, never carried out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from lab import audit
 from lab.audit import Actor
-from lab.catalog.models import LabTest
+from lab.catalog.rules import rule_by_id
 from lab.errors import Conflict, InvalidInput, NotFound
 from lab.orders.models import Order, OrderedTest
 from lab.patients.service import audit_read
@@ -66,38 +66,52 @@ def create_for_tests(
     *,
     actor: Actor,
     order: Order,
-    tests: Iterable[OrderedTest],
+    tests: Sequence[OrderedTest],
     collected_at: datetime | None = None,
 ) -> list[Specimen]:
-    """Give every ordered test a specimen: one per container type the tests need."""
-    made: list[Specimen] = []
-    by_container: dict[tuple[str, str], Specimen] = {}
+    """Give every ordered test a specimen: one per container type the tests need.
+
+    The tubes are made first and written together, so new ordered tests are inserted with
+    their specimen already set.
+    """
+    kinds: dict[tuple[str, str], list[OrderedTest]] = {}
     for ordered in tests:
-        test: LabTest = ordered.test
-        key = (test.specimen_type, test.container)
-        specimen = by_container.get(key)
-        if specimen is None:
-            specimen = Specimen(
-                accession_number=next_accession_number(session),
-                order_id=order.id,
-                patient_id=order.patient_id,
-                specimen_type=test.specimen_type,
-                container=test.container,
-                status=S.COLLECTED if collected_at else S.EXPECTED,
-                collected_at=as_utc(collected_at) if collected_at else None,
-            )
-            session.add(specimen)
-            session.flush()
-            _event(session, specimen, actor, "created", f"for order {order.filler_order_number}")
-            by_container[key] = specimen
-            made.append(specimen)
-        ordered.specimen_id = specimen.id
+        test = rule_by_id(session, ordered.test_id)
+        kinds.setdefault((test.specimen_type, test.container), []).append(ordered)
+    numbers = next_accession_numbers(session, len(kinds))
+    made = [
+        Specimen(
+            accession_number=number,
+            order_id=order.id,
+            patient_id=order.patient_id,
+            specimen_type=specimen_type,
+            container=container,
+            status=S.COLLECTED if collected_at else S.EXPECTED,
+            collected_at=as_utc(collected_at) if collected_at else None,
+        )
+        for number, (specimen_type, container) in zip(numbers, kinds, strict=True)
+    ]
+    session.add_all(made)
+    session.flush()
+    for specimen, ordered_tests in zip(made, kinds.values(), strict=True):
+        _event(session, specimen, actor, "created", f"for order {order.filler_order_number}")
+        for ordered in ordered_tests:
+            ordered.specimen_id = specimen.id
+    session.add_all(tests)
     return made
 
 
+def next_accession_numbers(session: Session, count: int) -> list[str]:
+    sequences = session.scalars(
+        text("SELECT nextval('accession_seq') FROM generate_series(1, :count)"),
+        {"count": count},
+    ).all()
+    year = utcnow().year
+    return [accession.make(year, int(sequence)) for sequence in sequences]
+
+
 def next_accession_number(session: Session) -> str:
-    sequence = session.execute(text("SELECT nextval('accession_seq')")).scalar_one()
-    return accession.make(utcnow().year, int(sequence))
+    return next_accession_numbers(session, 1)[0]
 
 
 def get_by_accession(session: Session, number: str) -> Specimen:
