@@ -191,8 +191,13 @@ def _delta(result: Result, previous: Result | None) -> tuple[Decimal | None, Dec
     return change, percent
 
 
-def review_line(session: Session, result: Result) -> dict[str, Any]:
-    previous = result_queries.previous_released(session, result)
+def review_line(
+    session: Session, result: Result, previous: Result | bool | None = False
+) -> dict[str, Any]:
+    """One line of the review table; `previous` when the caller has already looked it up."""
+    if previous is False:
+        previous = result_queries.previous_released(session, result)
+    assert previous is not True
     change, percent = _delta(result, previous)
     current = result.versions[-1]
     return {
@@ -220,26 +225,26 @@ def _review_context(
     values: dict[int, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     queue = result_queries.read_review_queue(session, actor=actor, limit=REVIEW_LIMIT)
+    previous = result_queries.previous_released_many(session, queue.results)
     groups: dict[int, dict[str, Any]] = {}
-    for result in queue:
+    for result in queue.results:
         group = groups.get(result.specimen_id)
         if group is None:
-            specimen = session.get(Specimen, result.specimen_id)
-            assert specimen is not None  # foreign key
+            specimen = queue.tubes[result.specimen_id]
             group = {
                 "specimen": specimen,
-                "patient": session.get(Patient, result.patient_id),
-                "order": session.get(Order, specimen.order_id),
+                "patient": queue.patients.get(result.patient_id),
+                "order": queue.orders.get(specimen.order_id),
                 "lines": [],
             }
             groups[result.specimen_id] = group
-        group["lines"].append(review_line(session, result))
-    shown = {result.id for result in queue}
+        group["lines"].append(review_line(session, result, previous[result.id]))
+    shown = {result.id for result in queue.results}
     return {
         "groups": list(groups.values()),
         # A refusal for a result no longer in the queue (verified meanwhile) still shows.
         "stray_errors": [text for rid, text in (errors or {}).items() if rid not in shown],
-        "count": len(queue),
+        "count": len(queue.results),
         "limit": REVIEW_LIMIT,
         "errors": errors or {},
         "values": values or {},
@@ -327,7 +332,7 @@ def _result_context(session: Session, result: Result) -> dict[str, Any]:
     assert specimen is not None  # foreign key
     ordered = session.get(OrderedTest, result.ordered_test_id)
     return {
-        "line": review_line(session, result),
+        "line": review_line(session, result, result_queries.previous_released(session, result)),
         "specimen": specimen,
         "patient": session.get(Patient, result.patient_id),
         "order": session.get(Order, ordered.order_id) if ordered else None,
