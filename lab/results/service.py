@@ -312,16 +312,8 @@ def verify(
     result.verified_at = utcnow()
     result.verified_by = actor.username
     _mark_ordered_test(session, result, orders.TestStatus.VERIFIED)
-    audit.record(
-        session,
-        actor=actor,
-        action="result.verify",
-        entity_type="result",
-        entity_id=result.id,
-        patient_id=result.patient_id,
-        before=before,
-        after=_snapshot(result),
-        detail=version.critical_notification,
+    _audit_change(
+        session, actor, "result.verify", result, before, detail=version.critical_notification
     )
     hl7_outbox.on_result_released(session, result, event="verify")  # same transaction
     return result
@@ -371,17 +363,7 @@ def correct(
     _apply(result, version)
     result.verified_at = utcnow()
     result.verified_by = actor.username
-    audit.record(
-        session,
-        actor=actor,
-        action="result.correct",
-        entity_type="result",
-        entity_id=result.id,
-        patient_id=result.patient_id,
-        before=before,
-        after=_snapshot(result),
-        detail=reason,
-    )
+    _audit_change(session, actor, "result.correct", result, before, detail=reason)
     hl7_outbox.on_result_released(session, result, event="correct")  # same transaction
     return result
 
@@ -398,17 +380,7 @@ def cancel(session: Session, *, actor: Actor, result_id: int, reason: str) -> Re
     version.reason = reason
     _apply(result, version)
     _mark_ordered_test(session, result, orders.TestStatus.CANCELLED)
-    audit.record(
-        session,
-        actor=actor,
-        action="result.cancel",
-        entity_type="result",
-        entity_id=result.id,
-        patient_id=result.patient_id,
-        before=before,
-        after=_snapshot(result),
-        detail=reason,
-    )
+    _audit_change(session, actor, "result.cancel", result, before, detail=reason)
     hl7_outbox.on_result_released(session, result, event="cancel")  # same transaction
     return result
 
@@ -528,6 +500,28 @@ def _mark_ordered_test(session: Session, result: Result, status: str) -> None:
     order = session.get(Order, ordered.order_id)
     if order is not None:
         orders.refresh_status(order)
+
+
+def _audit_change(
+    session: Session,
+    actor: Actor,
+    action: str,
+    result: Result,
+    before: dict[str, object],
+    *,
+    detail: str,
+) -> None:
+    audit.record(
+        session,
+        actor=actor,
+        action=action,
+        entity_type="result",
+        entity_id=result.id,
+        patient_id=result.patient_id,
+        before=before,
+        after=_snapshot(result),
+        detail=detail,
+    )
 
 
 def _snapshot(result: Result) -> dict[str, object]:
