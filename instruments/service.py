@@ -19,7 +19,7 @@ from lab import audit
 from lab.audit import Actor
 from lab.errors import Conflict, InvalidInput, NotFound
 from lab.results import service as results
-from lab.specimens import service as specimens
+from lab.specimens import queries as work_lists
 from lab.specimens.models import Specimen
 from lab.timeutil import utcnow
 
@@ -147,7 +147,7 @@ def worklist(
     session: Session, *, instrument: InstrumentConfig, limit: int = 200
 ) -> list[WorklistEntry]:
     entries: list[WorklistEntry] = []
-    for specimen, order, tests in specimens.worklist(session, limit=limit * 4):
+    for specimen, order, tests in work_lists.worklist(session, limit=limit * 4):
         codes = [
             code
             for code in (instrument.instrument_code(t.test.code) for t in tests)

@@ -166,8 +166,11 @@ class VirtualAnalyser:
         encoding: str | None = None,
         answer_timeout: float = 20.0,
         attempts: int = 3,
+        clock: Callable[[], datetime] = datetime.now,
     ) -> None:
         self.profile = profile
+        # The analyser's wall clock (local time, no zone, as LIS2-A2 timestamps are).
+        self.clock = clock
         self.name = name
         self.to_local = to_local
         self.ranges = dict(ranges if ranges is not None else ranges_from_catalog_file())
@@ -271,7 +274,7 @@ class VirtualAnalyser:
         if self.line is None or self.line.done():
             run.outcome = "not accepted"  # the line is gone
             return
-        now = datetime.now().replace(microsecond=0)
+        now = self.clock().replace(microsecond=0)
         order = SpecimenOrder(accession_number=run.accession_number, test_codes=tuple(tests))
         if query:
             answer = await self.ask(run.accession_number)
@@ -293,7 +296,7 @@ class VirtualAnalyser:
         """Host query; the order found (no tests if the host has none), None if no answer."""
         while not self._answers.empty():
             self._answers.get_nowait()  # a stale answer belongs to an earlier question
-        now = datetime.now().replace(microsecond=0)
+        now = self.clock().replace(microsecond=0)
         if not await self.send(
             self.profile.query_message(accession_number, name=self.name, now=now)
         ):

@@ -8,9 +8,11 @@ from sqlalchemy import (
     ARRAY,
     BigInteger,
     Boolean,
+    CheckConstraint,
     ForeignKey,
     Integer,
     Numeric,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -88,3 +90,13 @@ class PanelMember(Base):
     position: Mapped[int] = mapped_column(Integer, default=0)
 
     test: Mapped[LabTest] = relationship(lazy="joined")
+
+
+class CatalogVersion(Base):
+    """One row whose number moves with every catalog change, in the changing transaction."""
+
+    __tablename__ = "catalog_version"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)

@@ -3,8 +3,10 @@
 Every order and every analyser message would otherwise read the same tests, reference intervals
 and panels again. The cache holds a frozen snapshot of the whole catalog (a lab has hundreds of
 tests, not millions), shared safely between threads, and is rebuilt whenever the catalog changes:
-every change bumps `catalog_version_seq` in the same transaction, and each look-up compares that
-number first (one small query instead of several larger ones).
+every change raises the number in the one-row table `catalog_version` in the same transaction,
+and each transaction compares that number first (one small query instead of several larger
+ones). A transaction that changes the catalog reads it afresh and never shares what it read:
+it may still roll back.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class TestRule:
     allowed_codes: tuple[str, ...] | None
     critical_low: Decimal | None
     critical_high: Decimal | None
+    turnaround_minutes: int | None
     reference_intervals: tuple[IntervalRule, ...]
 
     @classmethod
@@ -63,6 +66,7 @@ class TestRule:
             allowed_codes=tuple(test.allowed_codes) if test.allowed_codes else None,
             critical_low=test.critical_low,
             critical_high=test.critical_high,
+            turnaround_minutes=test.turnaround_minutes,
             reference_intervals=tuple(
                 IntervalRule(ri.sex, ri.age_min_days, ri.age_max_days, ri.low, ri.high)
                 for ri in test.reference_intervals
@@ -100,16 +104,20 @@ def _cache_for(session: Session) -> _Cache:
 
 
 def bump_version(session: Session) -> None:
-    """Called by every catalog change, in its transaction."""
-    session.execute(text("SELECT nextval('catalog_version_seq')"))
+    """Called by every catalog change, in its transaction (others see it once it commits)."""
+    session.execute(text("UPDATE catalog_version SET version = version + 1 WHERE id = 1"))
     session.info.pop(_SESSION_KEY, None)
+    session.info[_CHANGED_KEY] = True
 
 
 def current_version(session: Session) -> int:
-    return int(session.execute(text("SELECT last_value FROM catalog_version_seq")).scalar_one())
+    return int(
+        session.execute(text("SELECT version FROM catalog_version WHERE id = 1")).scalar_one()
+    )
 
 
 _SESSION_KEY = "catalog_snapshot"
+_CHANGED_KEY = "catalog_changed"
 
 
 @event.listens_for(Session, "after_commit")
@@ -117,6 +125,7 @@ _SESSION_KEY = "catalog_snapshot"
 def _forget_snapshot(session: Session) -> None:
     """A snapshot lives for one transaction: the next one checks the version again."""
     session.info.pop(_SESSION_KEY, None)
+    session.info.pop(_CHANGED_KEY, None)
 
 
 def snapshot(session: Session) -> CatalogSnapshot:
@@ -133,10 +142,11 @@ def snapshot(session: Session) -> CatalogSnapshot:
 
 
 def _snapshot(session: Session) -> CatalogSnapshot:
+    changing = bool(session.info.get(_CHANGED_KEY))
     version = current_version(session)
     cache = _cache_for(session)
     with cache.lock:
-        if cache.version == version and cache.snapshot is not None:
+        if not changing and cache.version == version and cache.snapshot is not None:
             return cache.snapshot
     tests = [TestRule.of(test) for test in session.scalars(select(LabTest))]
     panels = {
@@ -149,8 +159,9 @@ def _snapshot(session: Session) -> CatalogSnapshot:
         by_loinc={rule.loinc: rule for rule in tests if rule.loinc and rule.active},
         panels=panels,
     )
-    with cache.lock:
-        cache.version, cache.snapshot = version, loaded
+    if not changing:
+        with cache.lock:
+            cache.version, cache.snapshot = version, loaded
     return loaded
 
 

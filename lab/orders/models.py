@@ -14,6 +14,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -48,7 +49,16 @@ class OrderedTest(Base):
     """One test of an order, with its own status."""
 
     __tablename__ = "ordered_test"
-    __table_args__ = (Index("ix_ordered_test_specimen_status", "specimen_id", "status"),)
+    __table_args__ = (
+        Index("ix_ordered_test_specimen_status", "specimen_id", "status"),
+        Index(
+            "ix_ordered_test_due",
+            "due_at",
+            postgresql_where=text(
+                "status IN ('ordered', 'in_progress', 'resulted') AND due_at IS NOT NULL"
+            ),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("lab_order.id"), index=True)
@@ -61,6 +71,8 @@ class OrderedTest(Base):
     requested_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+    # When the result is due: receipt of the tube + the test's turnaround target (if it has one).
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_reason: Mapped[str] = mapped_column(Text, default="")
 

@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from lab import audit
 from lab.audit import Actor
 from lab.catalog import service as catalog
-from lab.catalog.models import LabTest
 from lab.catalog.rules import TestRule
 from lab.errors import Conflict, FieldProblem, InvalidInput, NotFound
 from lab.orders.models import Order, OrderedTest
@@ -223,6 +222,7 @@ def add_test(
     ]
     if usable:
         item.specimen_id = usable[0].id
+        specimens.set_due_times(session, usable[0])
         if usable[0].status == "completed":
             specimens.note_result(session, actor=actor, specimen=usable[0])
     else:
@@ -285,37 +285,6 @@ def for_patient(session: Session, patient_id: int, *, limit: int = 20) -> list[O
         .limit(limit)
     )
     return list(session.scalars(query))
-
-
-def overdue_tests(
-    session: Session, *, now: datetime, limit: int = 50
-) -> list[tuple[OrderedTest, Specimen, datetime]]:
-    """Tests not yet verified whose turnaround time (from receipt) has run out, most late first.
-
-    Only tests with `turnaround_minutes` set in the catalog take part; no patient data.
-    """
-    due_at = Specimen.received_at + func.make_interval(0, 0, 0, 0, 0, LabTest.turnaround_minutes)
-    query = (
-        select(OrderedTest, Specimen, due_at)
-        .join(Specimen, Specimen.id == OrderedTest.specimen_id)
-        .join(LabTest, LabTest.id == OrderedTest.test_id)
-        .where(
-            LabTest.turnaround_minutes.is_not(None),
-            Specimen.received_at.is_not(None),
-            OrderedTest.status.in_(
-                (TestStatus.ORDERED, TestStatus.IN_PROGRESS, TestStatus.RESULTED)
-            ),
-            Specimen.status.not_in(("rejected", "disposed")),
-            due_at < now,
-        )
-        .order_by(due_at, OrderedTest.id)
-        .limit(limit)
-    )
-    return [
-        (ordered, specimen, due)
-        for ordered, specimen, due in session.execute(query).tuples()
-        if due is not None  # received_at is not null, so neither is due_at
-    ]
 
 
 def refresh_status(order: Order) -> None:

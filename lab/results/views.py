@@ -25,6 +25,7 @@ from lab.results import flags as result_flags
 from lab.results import queries as result_queries
 from lab.results import service as results
 from lab.results.models import Result
+from lab.specimens import queries as work_lists
 from lab.specimens import service as specimens
 from lab.specimens.models import Specimen
 from lab.timeutil import OSLO, as_utc, utcnow
@@ -42,6 +43,8 @@ from lab.web.templating import language_of, render
 router = page_router()
 
 REVIEW_LIMIT = 200
+# A bench's worklist shows the first tubes in work order (stat, then oldest); more wait below.
+WORKLIST_TUBES = 200
 
 
 def _problem_text(exc: LabError) -> str:
@@ -55,13 +58,13 @@ def _problem_text(exc: LabError) -> str:
 def worklist_page(
     request: Request, session: SessionDep, actor: EnterResultsPage, bench: str = ""
 ) -> Response:
-    entries = specimens.worklist(session, container=bench or None)
+    entries = work_lists.worklist(session, container=bench or None, limit=WORKLIST_TUBES)
     return render(
         request,
         "results/worklist.html",
         {
             "bench": bench,
-            "benches": specimens.benches(session),
+            "benches": work_lists.benches(session),
             "entries": entries,
             "now": utcnow(),
         },

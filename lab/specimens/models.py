@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, String, Text, func
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    SmallInteger,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from lab.db import Base
@@ -12,7 +22,32 @@ from lab.db import Base
 
 class Specimen(Base):
     __tablename__ = "specimen"
-    __table_args__ = (Index("ix_specimen_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_specimen_status_created", "status", "created_at"),
+        # The work lists (migration 0006): each is a range scan of one of these.
+        Index(
+            "ix_specimen_awaiting_receipt",
+            "urgency",
+            "created_at",
+            "id",
+            postgresql_where=text("status IN ('expected', 'collected')"),
+        ),
+        Index(
+            "ix_specimen_in_lab",
+            "container",
+            "urgency",
+            "received_at",
+            "id",
+            postgresql_where=text("status IN ('received', 'in_progress')"),
+        ),
+        Index(
+            "ix_specimen_in_lab_all_benches",
+            "urgency",
+            "received_at",
+            "id",
+            postgresql_where=text("status IN ('received', 'in_progress')"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     accession_number: Mapped[str] = mapped_column(String(20), unique=True)
@@ -23,6 +58,8 @@ class Specimen(Base):
     container: Mapped[str] = mapped_column(String(20))
     # expected -> collected -> received -> in_progress -> completed; rejected; disposed
     status: Mapped[str] = mapped_column(String(16), default="expected")
+    # The order's priority, copied so the work lists sort by an index: 0 stat, 1 urgent, 2 routine.
+    urgency: Mapped[int] = mapped_column(SmallInteger, default=2, server_default=text("2"))
     collected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     rejection_reason: Mapped[str | None] = mapped_column(String(32))

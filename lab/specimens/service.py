@@ -7,7 +7,7 @@ that is not in the table is refused with a clear error, never carried out.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import func, select, text
@@ -86,6 +86,7 @@ def create_for_tests(
             patient_id=order.patient_id,
             specimen_type=specimen_type,
             container=container,
+            urgency=URGENCY.get(order.priority, ROUTINE_URGENCY),
             status=S.COLLECTED if collected_at else S.EXPECTED,
             collected_at=as_utc(collected_at) if collected_at else None,
         )
@@ -157,6 +158,7 @@ def receive(session: Session, *, actor: Actor, number: str) -> Specimen:
         )
     specimen.received_at = utcnow()
     _move(session, specimen, S.RECEIVED, actor, "received in the lab")
+    set_due_times(session, specimen)
     return specimen
 
 
@@ -193,6 +195,7 @@ def make_aliquot(session: Session, *, actor: Actor, number: str, container: str 
         parent_id=parent.id,
         specimen_type=parent.specimen_type,
         container=container or parent.container,
+        urgency=parent.urgency,
         status=S.RECEIVED,
         collected_at=parent.collected_at,
         received_at=utcnow(),
@@ -236,98 +239,19 @@ def pending_tests(session: Session, specimen: Specimen) -> list[OrderedTest]:
     return [t for t in tests_of(session, specimen) if t.status in ("ordered", "in_progress")]
 
 
-# --- read-only queries of the web pages (overview, worklist); no patient data in them ----------
-
-NOT_YET_IN_LAB = (S.EXPECTED, S.COLLECTED)
-IN_LAB = (S.RECEIVED, S.IN_PROGRESS)
-
-
-def awaiting_receipt(session: Session, *, limit: int = 50) -> list[tuple[Specimen, Order]]:
-    """Specimens expected or collected but not received: stat, then urgent, then oldest first."""
-    query = (
-        select(Specimen, Order)
-        .join(Order, Order.id == Specimen.order_id)
-        .where(Specimen.status.in_(NOT_YET_IN_LAB), Order.status == "active")
-        .order_by(
-            (Order.priority == "stat").desc(),
-            (Order.priority == "urgent").desc(),
-            Specimen.created_at,
-            Specimen.id,
-        )
-        .limit(limit)
-    )
-    return [(specimen, order) for specimen, order in session.execute(query).tuples()]
+# The order's priority as a number the work lists sort by (see Specimen.urgency).
+URGENCY = {"stat": 0, "urgent": 1, "routine": 2}
+ROUTINE_URGENCY = 2
 
 
-def awaiting_receipt_counts(session: Session) -> dict[str, int]:
-    """How many specimens are expected but not received, per order priority."""
-    query = (
-        select(Order.priority, func.count())
-        .select_from(Specimen)
-        .join(Order, Order.id == Specimen.order_id)
-        .where(Specimen.status.in_(NOT_YET_IN_LAB), Order.status == "active")
-        .group_by(Order.priority)
-    )
-    return {priority: count for priority, count in session.execute(query).tuples()}
-
-
-def in_lab_unfinished(session: Session, *, limit: int = 50) -> list[tuple[Specimen, Order]]:
-    """Specimens received but not finished (received or in progress), oldest receipt first."""
-    query = (
-        select(Specimen, Order)
-        .join(Order, Order.id == Specimen.order_id)
-        .where(Specimen.status.in_(IN_LAB))
-        .order_by(
-            (Order.priority == "stat").desc(),
-            Specimen.received_at.nulls_last(),
-            Specimen.id,
-        )
-        .limit(limit)
-    )
-    return [(specimen, order) for specimen, order in session.execute(query).tuples()]
-
-
-def count_in_lab_unfinished(session: Session) -> int:
-    query = select(func.count()).select_from(Specimen).where(Specimen.status.in_(IN_LAB))
-    return int(session.scalar(query) or 0)
-
-
-def worklist(
-    session: Session, *, container: str | None = None, limit: int = 500
-) -> list[tuple[Specimen, Order, list[OrderedTest]]]:
-    """Pending tests on specimens in the lab, one entry per specimen: stat first, then oldest.
-
-    A bench is a container for now (EDTA: haematology, SERUM: chemistry); `None` is every bench.
-    """
-    query = (
-        select(OrderedTest, Specimen, Order)
-        .join(Specimen, Specimen.id == OrderedTest.specimen_id)
-        .join(Order, Order.id == OrderedTest.order_id)
-        .where(
-            OrderedTest.status.in_(("ordered", "in_progress")),
-            Specimen.status.in_(IN_LAB),
-        )
-        .order_by(
-            (Order.priority == "stat").desc(),
-            (Order.priority == "urgent").desc(),
-            Specimen.received_at.nulls_last(),
-            Specimen.id,
-            OrderedTest.id,
-        )
-        .limit(limit)
-    )
-    if container:
-        query = query.where(Specimen.container == container)
-    entries: dict[int, tuple[Specimen, Order, list[OrderedTest]]] = {}
-    for ordered, specimen, order in session.execute(query).tuples():
-        entries.setdefault(specimen.id, (specimen, order, []))[2].append(ordered)
-    return list(entries.values())
-
-
-def benches(session: Session) -> list[str]:
-    """The containers that have specimens in the lab, for the worklist's bench choice."""
-    query = select(Specimen.container).distinct().order_by(Specimen.container)
-    return list(session.scalars(query))
+def set_due_times(session: Session, specimen: Specimen) -> None:
+    """Give the tube's open tests the time their result is due: receipt + turnaround target."""
+    if specimen.received_at is None:
+        return
+    for ordered in tests_of(session, specimen):
+        minutes = rule_by_id(session, ordered.test_id).turnaround_minutes
+        if minutes and ordered.status in ("ordered", "in_progress") and ordered.due_at is None:
+            ordered.due_at = specimen.received_at + timedelta(minutes=minutes)
 
 
 def note_result(
@@ -353,6 +277,7 @@ def note_result(
         # An analyser can only measure a tube that is in the lab: note the implicit receipt.
         root.received_at = root.received_at or utcnow()
         _move(session, root, S.RECEIVED, actor, "received (first result arrived)")
+        set_due_times(session, root)
     if root.status != target and target in TRANSITIONS[SpecimenStatus(root.status)]:
         _move(session, root, target, actor, "")
 

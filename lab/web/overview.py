@@ -13,8 +13,8 @@ from fastapi import Request, Response
 
 from lab.catalog.models import LabTest
 from lab.deps import SessionDep
-from lab.orders import service as orders
 from lab.results import queries as result_queries
+from lab.specimens import queries as work_lists
 from lab.specimens import service as specimens
 from lab.specimens.models import Specimen
 from lab.timeutil import utcnow
@@ -41,7 +41,7 @@ def overview(request: Request, session: SessionDep, actor: CurrentUserPage) -> R
         # Admins keep users and the catalog; the lab's work lists are not theirs to see.
         return render(request, "overview/overview.html", {"work": None})
     now = utcnow()
-    counts = specimens.awaiting_receipt_counts(session)
+    counts = work_lists.awaiting_receipt_counts(session)
     review_total, review_critical = result_queries.awaiting_review_counts(session)
     critical = []
     for result in result_queries.critical_awaiting_review(session, limit=LIST_LIMIT):
@@ -63,9 +63,9 @@ def overview(request: Request, session: SessionDep, actor: CurrentUserPage) -> R
                 "tests": specimens.tests_of(session, s),
                 "waited": minutes_between(s.created_at, now),
             }
-            for s, o in specimens.awaiting_receipt(session, limit=LIST_LIMIT)
+            for s, o in work_lists.awaiting_receipt(session, limit=LIST_LIMIT)
         ],
-        "in_lab_total": specimens.count_in_lab_unfinished(session),
+        "in_lab_total": work_lists.count_in_lab_unfinished(session),
         "in_lab": [
             {
                 "specimen": s,
@@ -73,14 +73,14 @@ def overview(request: Request, session: SessionDep, actor: CurrentUserPage) -> R
                 "tests": specimens.tests_of(session, s),
                 "waited": minutes_between(s.received_at, now),
             }
-            for s, o in specimens.in_lab_unfinished(session, limit=LIST_LIMIT)
+            for s, o in work_lists.in_lab_unfinished(session, limit=LIST_LIMIT)
         ],
         "review_total": review_total,
         "review_critical": review_critical,
         "critical": critical,
         "overdue": [
             {"ordered": t, "specimen": s, "late": minutes_between(due, now)}
-            for t, s, due in orders.overdue_tests(session, now=now, limit=LIST_LIMIT)
+            for t, s, due in work_lists.overdue_tests(session, now=now, limit=LIST_LIMIT)
         ],
     }
     return render(request, "overview/overview.html", {"work": work})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+from datetime import datetime
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -23,6 +24,8 @@ from tests.conftest import TestDatabase, auth
 
 from .conftest import new_specimens, running, tcp_instrument
 
+FIXED_CLOCK = datetime(2026, 11, 27, 9, 30, 0)
+
 
 def play(
     factory: sessionmaker[Session],
@@ -36,7 +39,10 @@ def play(
     async def scenario() -> list[SpecimenRun]:
         async with running(tcp_instrument(name, **config), factory) as runner:
             assert runner.listening_port is not None
-            analyser = VirtualAnalyser(profile=get_profile("generic"), rng=random.Random(5))
+            # A fixed clock: a replay must be the same transmission to the second.
+            analyser = VirtualAnalyser(
+                profile=get_profile("generic"), rng=random.Random(5), clock=lambda: FIXED_CLOCK
+            )
             channel = await tcp.open_channel("127.0.0.1", runner.listening_port)
             return await analyser.run(
                 channel, [accession], query=False, tests=codes, control=control
@@ -69,7 +75,7 @@ def test_unknown_specimen_and_unmapped_test_are_kept_and_resolved(
     )
     # ZZZ is not mapped (local_codes off, only HB mapped); HB was recorded
     rows = unmatched_rows(committing_factory, name)
-    assert len(rows) == 3
+    assert len(rows) == 3, [(r.specimen_id, r.instrument_test_code, r.reason) for r in rows]
     assert {r.specimen_id for r in rows} == {unknown, tubes["HB"]}
     assert "no specimen" in rows[0].reason
     assert "not mapped" in rows[2].reason and rows[2].instrument_test_code == "ZZZ"

@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 
 from lab.audit import AuditEvent
 from lab.catalog.models import LabTest
+from lab.catalog.rules import bump_version
+from lab.orders.models import OrderedTest
 from lab.specimens.models import Specimen
 from lab.timeutil import utcnow
 from tests.factories import KARI_FNR
@@ -105,16 +107,23 @@ def test_overview_lists_what_needs_attention(client: TestClient, db: Session) ->
 
 def test_overdue_work_counts_against_turnaround_minutes(client: TestClient, db: Session) -> None:
     db.execute(update(LabTest).where(LabTest.code == "CRP").values(turnaround_minutes=60))
+    db.execute(update(LabTest).where(LabTest.code == "NA").values(turnaround_minutes=None))
+    bump_version(db)  # what an admin's catalog change does
     placed = order(db, "HP-TAT", ["CRP", "NA"])
     number = accession_for(db, placed, "SERUM")
     token = sign_in(client)
     client.post("/specimens/receive", data={"csrf_token": token, "accession_number": number})
     overdue = client.get("/").text.split('id="overdue"')[1].split("</section>")[0]
     assert number not in overdue
+    # 75 minutes pass: the tube was received that long ago, and CRP was due 15 minutes ago.
+    received = utcnow() - timedelta(minutes=75)
+    tube = db.scalar(select(Specimen).where(Specimen.accession_number == number))
+    assert tube is not None
+    db.execute(update(Specimen).where(Specimen.id == tube.id).values(received_at=received))
     db.execute(
-        update(Specimen)
-        .where(Specimen.accession_number == number)
-        .values(received_at=utcnow() - timedelta(minutes=75))
+        update(OrderedTest)
+        .where(OrderedTest.specimen_id == tube.id, OrderedTest.due_at.is_not(None))
+        .values(due_at=received + timedelta(minutes=60))
     )
     db.commit()
     overdue = client.get("/").text.split('id="overdue"')[1].split("</section>")[0]
