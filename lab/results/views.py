@@ -42,7 +42,9 @@ from lab.web.templating import language_of, render
 
 router = page_router()
 
-REVIEW_LIMIT = 200
+# The review queue shows this many results at a time, stat first then oldest; verifying brings
+# up the next ones.
+REVIEW_LIMIT = 100
 # A bench's worklist shows the first tubes in work order (stat, then oldest); more wait below.
 WORKLIST_TUBES = 200
 
