@@ -34,8 +34,8 @@ run: $(STAMP)
 	LAB_DEMO=$${LAB_DEMO:-1} $(BIN)/lab serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check lab instruments tests migrations bench
-	$(BIN)/ruff format --check lab instruments tests migrations bench
+	$(BIN)/ruff check lab instruments tests migrations bench drills
+	$(BIN)/ruff format --check lab instruments tests migrations bench drills
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -47,6 +47,10 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Fault drills (drills/): kill, PostgreSQL restart, record down, noisy serial line, fuzzing.
+drill: $(STAMP)
+	$(BIN)/python -m drills
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         "lege (if no users exist); their passwords are printed once.",
     )
     seed.set_defaults(run=cmd_demo_seed)
+    from lab.demo_day import register as register_demo_day
+
+    register_demo_day(demo_commands)
 
     catalog = commands.add_parser("catalog", help="test catalog", description="Test catalog.")
     catalog_commands = catalog.add_subparsers(

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+NODE_ROLES = frozenset({"web", "hl7", "instruments"})
+
 
 class Settings(BaseSettings):
     """Every setting an operator can give; defaults are those of CONTRACT.md."""
@@ -38,6 +40,23 @@ class Settings(BaseSettings):
     max_failed_logins: int = 5
     lockout_minutes: int = 15
     timezone: str = "Europe/Oslo"
+    roles: str = Field(
+        default="web,hl7,instruments",
+        description="What this node runs: a comma-separated subset of web, hl7, instruments.",
+    )
+
+    def role_set(self) -> frozenset[str]:
+        """The roles of this node; an unknown name is refused (a typo must not start nothing)."""
+        chosen = frozenset(part.strip() for part in self.roles.split(",") if part.strip())
+        unknown = chosen - NODE_ROLES
+        if unknown or not chosen:
+            from lab.errors import InvalidInput
+
+            raise InvalidInput.field(
+                "LAB_ROLES",
+                f"a comma-separated subset of {', '.join(sorted(NODE_ROLES))}, not {self.roles!r}",
+            )
+        return chosen
 
 
 @lru_cache(maxsize=1)

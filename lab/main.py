@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
 from instruments.api import router as instruments_router
@@ -23,6 +24,7 @@ from lab.orders.api import router as orders_router
 from lab.patients.api import router as patients_router
 from lab.results.api import router as results_router
 from lab.specimens.api import router as specimens_router
+from lab.turnaround.api import router as reports_router
 from lab.users.api import router as users_router
 
 log = logging.getLogger(__name__)
@@ -79,13 +81,26 @@ def create_app(
         app.include_router(router)
     app.include_router(hl7_messages_router)
     app.include_router(instruments_router)
+    app.include_router(reports_router)
     from lab.web import include_views
 
     include_views(app)
 
     app.add_exception_handler(LabError, _lab_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DataError, _unstorable_value)
     return app
+
+
+async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
+    """422, not 500, for a value PostgreSQL refuses to take (a NUL byte in text, say): it came
+    with the request (found by tests/test_hostile_input.py)."""
+    body = {
+        "error": "InvalidInput",
+        "message": "the request holds a value that cannot be stored (e.g. a NUL character)",
+        "problems": [],
+    }
+    return JSONResponse(body, status_code=422)
 
 
 async def _lab_error(request: Request, exc: Exception) -> JSONResponse:

@@ -9,10 +9,13 @@ from lab.orders.models import Order, OrderedTest
 from lab.patients.models import Patient, PatientIdentifier, PatientMerge
 from lab.results.models import Result, ResultVersion
 from lab.specimens.models import Specimen, SpecimenEvent
+from lab.turnaround.models import AnalyserMessageTiming, ArchiveCursor
 from lab.users.models import ApiToken, User, WebSession
 
 __all__ = [
+    "AnalyserMessageTiming",
     "ApiToken",
+    "ArchiveCursor",
     "AuditEvent",
     "Base",
     "Hl7Message",

@@ -1,27 +1,41 @@
-"""`lab serve`: migrate, seed the demo if asked, and run everything in one process."""
+"""`lab serve`: migrate, seed the demo if asked, and run everything in one process.
+
+`LAB_ROLES` (default `web,hl7,instruments`) says which parts this node runs, so the parts can be
+spread over several machines against one PostgreSQL (docs/install.md): `web` the UI and JSON API,
+`hl7` the MLLP listener, the outbox dispatcher and the release job, `instruments` every
+configured analyser line and the turnaround indexer of their archive. A node without `web`
+still answers `GET /healthz` (and only that) on its HTTP port, for the load balancer.
+"""
 
 from __future__ import annotations
 
 import logging
+import signal
+import sys
+from types import FrameType
 
 import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import instruments.runtime
 import lab.hl7.runtime
+import lab.turnaround.runtime
 from lab.config import Settings
 from lab.db import database_url, make_engine, make_session_factory, transaction
-from lab.demo import seed
-from lab.main import create_app
+from lab.demo import DEMO_USERS, seed
+from lab.main import Starter, create_app
 from lab.migrate import upgrade
 
 log = logging.getLogger(__name__)
 
 
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> int:
+    roles = settings.role_set()
     url = database_url(settings)
     upgrade(url)
     engine = make_engine(url)
     factory = make_session_factory(engine)
+    made: dict[str, str] = {}
     if settings.demo:
         with transaction(factory) as session:
             made = seed(session, password=settings.demo_password)
@@ -29,16 +43,77 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
             # Printed, not logged: the passwords are shown once, to the person starting the demo.
             shown = "(LAB_DEMO_PASSWORD)" if settings.demo_password else password
             print(f"demo user {username:6s} password: {shown}", flush=True)
-    app = create_app(
-        settings,
-        engine=engine,
-        session_factory=factory,
-        starters=[instruments.runtime.starter(settings), lab.hl7.runtime.starter(settings)],
-    )
+    starters: list[Starter] = []
+    if "instruments" in roles:
+        starters += [
+            instruments.runtime.starter(settings),
+            lab.turnaround.runtime.starter(settings),
+        ]
+    if "hl7" in roles:
+        # Poll the outbox often: a verified result should reach the record within a second.
+        starters.append(
+            lab.hl7.runtime.starter(settings, timing=lab.hl7.runtime.Timing(dispatch_every=0.2))
+        )
+    app = create_app(settings, engine=engine, session_factory=factory, starters=starters)
     bind_host = host or settings.http_host
     bind_port = port or settings.http_port
     print(
-        f"lab module listening on http://{bind_host}:{bind_port}/ (API docs at /docs)", flush=True
+        f"lab module ({', '.join(sorted(roles))}) listening on http://{bind_host}:{bind_port}/"
+        + (" (API docs at /docs)" if "web" in roles else " (health check only)"),
+        flush=True,
     )
-    uvicorn.run(app, host=bind_host, port=bind_port, log_level="info")
+    if settings.demo and "web" in roles:
+        _print_next_steps(settings, bind_host, bind_port, shown_now=bool(made))
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turned into SystemExit here, so
+    # exit handlers run (they stop the embedded PostgreSQL) instead of the process just dying.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    served: ASGIApp = app if "web" in roles else health_only(app)
+    uvicorn.run(served, host=bind_host, port=bind_port, log_level="info")
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
+
+
+def health_only(app: ASGIApp) -> ASGIApp:
+    """The app of a node without the `web` role: `/healthz` and the lifespan, nothing else."""
+
+    async def serve_health(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path") != "/healthz":
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await app(scope, receive, send)
+
+    return serve_health
+
+
+def _print_next_steps(settings: Settings, host: str, port: int, *, shown_now: bool) -> None:
+    users = ", ".join(
+        f"{name} ({'/'.join(role.value for role in roles)})" for name, _, roles in DEMO_USERS
+    )
+    passwords = (
+        "LAB_DEMO_PASSWORD"
+        if settings.demo_password
+        else "shown above"
+        if shown_now
+        else "shown on the first start; `lab user password NAME` sets a new one"
+    )
+    print(
+        "\nWhat to do next:\n"
+        f"  1. open http://{host}:{port}/ and sign in: {users}; passwords: {passwords}\n"
+        f"  2. play a day in the lab, in another terminal:  .venv/bin/lab demo run\n"
+        "     (orders arrive from the record over HL7, tubes are received, a TCP and a serial\n"
+        "     analyser send results; sign in as lege to verify them and watch them leave)\n"
+        f"  3. or feed the demo analyser (ASTM over TCP on 127.0.0.1:{settings.demo_astm_port}) "
+        "yourself:\n"
+        "     .venv/bin/lab instrument simulate --tcp "
+        f"127.0.0.1:{settings.demo_astm_port} --from-worklist "
+        f"--api http://{host}:{port} --token $(.venv/bin/lab token create bio | tail -n 1)\n"
+        f"  HL7 orders: MLLP on {settings.mllp_host}:{settings.mllp_port}.  Stop with Ctrl-C.\n",
+        flush=True,
+    )

@@ -84,6 +84,15 @@ class Inbox:
     # --- transaction 1 ------------------------------------------------------------------
 
     def store(self, raw: bytes, *, peer: str = "") -> Stored:
+        if b"\x00" in raw:
+            # No HL7 data type holds NUL, and PostgreSQL text cannot store it: refuse it here,
+            # or the insert below fails and the sender, never answered, resends for ever.
+            problem = Problem(
+                segment_id="MSH",
+                code=ErrorCode.DATA_TYPE_ERROR,
+                message="the message holds a NUL byte (0x00)",
+            )
+            return self._store_unreadable(raw, problem, peer=peer)
         try:
             message = parse_message(raw, default_charset=self.default_charset)
         except MessageStructureError as exc:
@@ -264,8 +273,16 @@ def _stored_acks(row: Hl7Message, *, commit: bool = True) -> tuple[bytes, ...]:
 def _rejection(raw: bytes, problem: Problem, now: datetime) -> tuple[Message, str, tuple[str, str]]:
     """An AR for bytes that are no readable message, built from what MSH holds, if anything."""
     first_line = raw.lstrip(b"\r\n").split(b"\r", 1)[0].split(b"\n", 1)[0]
+    line = first_line.replace(b"\x00", b"?").decode("latin-1")
+    if line.startswith("MSH") and len(line) > 3:
+        # The answer is encoded in ISO 8859-1 (the only reading that cannot fail), so its
+        # MSH-18 must say so rather than echo a character set the bytes are not in.
+        fields = line.split(line[3])[:18]
+        fields += [""] * (18 - len(fields))
+        fields[17] = "8859/1"
+        line = line[3].join(fields)
     try:
-        header = parse_text(first_line.decode("latin-1"), charset="8859/1")
+        header = parse_text(line, charset="8859/1")
         if header.header.name != "MSH":
             raise MessageStructureError(problem)
         sender = (header.header.component(3, 1), header.header.component(4, 1))

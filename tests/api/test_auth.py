@@ -66,6 +66,8 @@ ALLOWED = {
         "GET /api/v1/messages",
         "GET /api/v1/messages/{message_id}",
         "POST /api/v1/messages/{message_id}/resend",
+        # Times and counts of the lab module's own share of the turnaround, no patient data.
+        "GET /api/v1/reports/turnaround",
     },
     # Analysers enter results and handle specimens; they do not read patient data.
     "instrument": CATALOG
