@@ -98,11 +98,12 @@ def bulk_orders(
         text(
             """
             INSERT INTO specimen (id, accession_number, order_id, patient_id, specimen_type,
-                container, status, received_at, created_at, rejection_comment)
+                container, status, received_at, created_at, rejection_comment, urgency)
             SELECT o.id * 4 + c.n, 'B' || (o.id * 4 + c.n), o.id, o.patient_id, c.specimen_type,
                    c.container,
                    CASE WHEN CAST(:resulted AS boolean) THEN 'completed' ELSE 'received' END,
-                   o.created_at, o.created_at, ''
+                   o.created_at, o.created_at, '',
+                   CASE WHEN o.priority = 'stat' THEN 0 ELSE 2 END
             FROM lab_order o
             JOIN (SELECT DISTINCT container, specimen_type,
                          dense_rank() OVER (ORDER BY container) AS n
@@ -135,10 +136,11 @@ def bulk_orders(
     connection.execute(
         text(
             """
-            INSERT INTO result (ordered_test_id, specimen_id, test_id, patient_id, version,
+            INSERT INTO result (ordered_test_id, specimen_id, test_id, patient_id, urgency, version,
                 status, value_numeric, unit, flags, observed_at, recorded_at, verified_at,
                 verified_by)
-            SELECT ot.id, ot.specimen_id, ot.test_id, o.patient_id, 1,
+            SELECT ot.id, ot.specimen_id, ot.test_id, o.patient_id,
+                   CASE WHEN o.priority = 'stat' THEN 0 ELSE 2 END, 1,
                    CASE WHEN random() < CAST(:share AS float8)
                         THEN 'awaiting_review' ELSE 'verified' END,
                    round((random() * 100)::numeric, 1), t.unit, '{}', o.created_at,

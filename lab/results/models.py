@@ -18,10 +18,12 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -33,6 +35,13 @@ class Result(Base):
     __table_args__ = (
         Index("ix_result_status_recorded", "status", "recorded_at"),
         Index("ix_result_patient_test_observed", "patient_id", "test_id", "observed_at"),
+        Index(
+            "ix_result_review_queue",
+            "urgency",
+            "recorded_at",
+            "id",
+            postgresql_where=text("status = 'awaiting_review'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -43,6 +52,8 @@ class Result(Base):
     # Current state, copied from the newest version.
     version: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(String(16))
+    # The tube's urgency (0 stat, 1 urgent, 2 routine), so the review queue sorts by an index.
+    urgency: Mapped[int] = mapped_column(SmallInteger, default=2, server_default=text("2"))
     value_numeric: Mapped[Decimal | None] = mapped_column(Numeric)
     value_text: Mapped[str | None] = mapped_column(Text)
     comparator: Mapped[str | None] = mapped_column(String(2))  # "<" or ">" for "<5"

@@ -6,6 +6,8 @@ Reads of patient data are audited here, as everywhere; the changes live in `serv
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import any_, func, or_, select, true
@@ -15,7 +17,7 @@ from lab import audit
 from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.errors import NotFound
-from lab.orders.models import Order, OrderedTest
+from lab.orders.models import Order
 from lab.patients.models import Patient
 from lab.patients.service import audit_read
 from lab.results.models import Result, ResultVersion
@@ -58,41 +60,85 @@ def results_of_tube(session: Session, specimen: Specimen) -> list[Result]:
 
 
 def review_queue(session: Session, *, limit: int = 100) -> list[Result]:
-    """Results awaiting review, oldest first, stat orders before others (no patient data)."""
+    """Results awaiting review: stat, then urgent, then oldest first (no patient data)."""
     query = (
         select(Result)
-        .join(OrderedTest, OrderedTest.id == Result.ordered_test_id)
-        .join(Order, Order.id == OrderedTest.order_id)
         .where(Result.status == R.AWAITING_REVIEW)
-        .order_by((Order.priority == "stat").desc(), Result.recorded_at, Result.id)
+        .order_by(Result.urgency, Result.recorded_at, Result.id)
         .limit(limit)
     )
     return list(session.scalars(query))
 
 
+@dataclass(frozen=True, slots=True)
+class CumulativePoint:
+    """One released result in a patient's history of a test: what a cumulative report shows."""
+
+    result_id: int
+    accession_number: str
+    taken_at: datetime  # collected, else received, else measured, else recorded
+    value_numeric: Decimal | None
+    value_text: str | None
+    comparator: str | None
+    flags: list[str]
+    unit: str | None
+    reference_low: Decimal | None
+    reference_high: Decimal | None
+
+
 def cumulative(
     session: Session, *, actor: Actor, patient_id: int, test_code: str, limit: int = 10_000
-) -> list[Result]:
-    """One patient's released results of one test over time, newest first."""
+) -> list[CumulativePoint]:
+    """One patient's released results of one test over time, newest first, in one query."""
     test = catalog.get_by_code(session, test_code)
-    found = list(
-        session.scalars(
-            select(Result)
-            .where(
-                Result.patient_id == patient_id,
-                Result.test_id == test.id,
-                Result.status.in_(tuple(RELEASED)),
-            )
-            .order_by(Result.observed_at.desc().nulls_last(), Result.id.desc())
-            .limit(limit)
-            # The current value is on the result row; the history is read only if asked for.
-            .options(lazyload(Result.versions))
-        )
+    taken = func.coalesce(
+        Specimen.collected_at, Specimen.received_at, Result.observed_at, Result.recorded_at
     )
+    rows = session.execute(
+        select(
+            Result.id,
+            Specimen.accession_number,
+            taken,
+            Result.value_numeric,
+            Result.value_text,
+            Result.comparator,
+            # As text: converting ten thousand arrays one item at a time costs more than the query.
+            func.array_to_string(Result.flags, ","),
+            Result.unit,
+            ResultVersion.reference_low,
+            ResultVersion.reference_high,
+        )
+        .join(Specimen, Specimen.id == Result.specimen_id)
+        .join(
+            ResultVersion,
+            (ResultVersion.result_id == Result.id) & (ResultVersion.version == Result.version),
+        )
+        .where(
+            Result.patient_id == patient_id,
+            Result.test_id == test.id,
+            Result.status.in_(tuple(RELEASED)),
+        )
+        .order_by(Result.observed_at.desc().nulls_last(), Result.id.desc())
+        .limit(limit)
+    ).all()
     audit_read(
         session, actor=actor, patient_id=patient_id, what="result.cumulative", entity_id=test.code
     )
-    return found
+    return [
+        CumulativePoint(
+            result_id=row[0],
+            accession_number=row[1],
+            taken_at=row[2],
+            value_numeric=row[3],
+            value_text=row[4],
+            comparator=row[5],
+            flags=row[6].split(",") if row[6] else [],
+            unit=row[7],
+            reference_low=row[8],
+            reference_high=row[9],
+        )
+        for row in rows
+    ]
 
 
 CRITICAL_FLAGS = ("LL", "HH")

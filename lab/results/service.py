@@ -193,6 +193,7 @@ def record_tube(
             "specimen_id": specimen.id,
             "test_id": test.id,
             "patient_id": specimen.patient_id,
+            "urgency": root.urgency,
             "version": 1,
             "status": status,
             "value_numeric": version_fields["value_numeric"],

@@ -410,16 +410,11 @@ def cumulative_pdf(
         raise NotFound(f"no patient {patient_id}")
     lab_test = catalog.get_by_code(session, test)
     found = result_queries.cumulative(session, actor=actor, patient_id=patient.id, test_code=test)
-    pairs: list[tuple[Result, Specimen]] = []
-    for result in found:
-        specimen = session.get(Specimen, result.specimen_id)
-        if specimen is not None:
-            pairs.append((result, specimen))
     report = cumulative_report(
         lab_name=request.app.state.settings.lab_name,
         patient=patient,
         test=lab_test,
-        results=pairs,
+        results=found,
         printed_at=utcnow(),
         language=language_of(request),
     )

@@ -33,6 +33,7 @@ from lab.reports import (
 )
 from lab.reports.types import AbnormalFlag, Comparator, Language, Priority, ResultStatus, Sex
 from lab.results.models import Result
+from lab.results.queries import CumulativePoint
 from lab.specimens.models import Specimen
 
 NATIONAL_KINDS = (IdentifierKind.FNR.value, IdentifierKind.DNR.value, IdentifierKind.HNR.value)
@@ -177,39 +178,33 @@ def cumulative_report(
     lab_name: str,
     patient: Patient,
     test: LabTest,
-    results: Sequence[tuple[Result, Specimen]],
+    results: Sequence[CumulativePoint],
     printed_at: datetime,
     language: Language,
 ) -> CumulativeReport:
     samples: list[CumulativeSample] = []
     values: list[CumulativeValue] = []
     seen: set[str] = set()
-    for result, specimen in results:
-        if specimen.accession_number in seen:
+    for point in results:
+        if point.accession_number in seen:
             continue
-        seen.add(specimen.accession_number)
-        taken = (
-            specimen.collected_at
-            or specimen.received_at
-            or result.observed_at
-            or result.recorded_at
-        )
+        seen.add(point.accession_number)
         samples.append(
-            CumulativeSample(accession_number=specimen.accession_number, collected_at=taken)
+            CumulativeSample(accession_number=point.accession_number, collected_at=point.taken_at)
         )
-        numeric = result.value_numeric is not None
+        numeric = point.value_numeric is not None
         value: Decimal | str = (
-            result.value_numeric if result.value_numeric is not None else result.value_text or ""
+            point.value_numeric if point.value_numeric is not None else point.value_text or ""
         )
         values.append(
             CumulativeValue(
-                accession_number=specimen.accession_number,
+                accession_number=point.accession_number,
                 value=value,
-                comparator=_comparator(result.comparator) if numeric else None,
-                flag=_flag(result.flags),
+                comparator=_comparator(point.comparator) if numeric else None,
+                flag=_flag(point.flags),
             )
         )
-    newest = results[0][0].versions[-1] if results else None
+    newest = results[0] if results else None
     return CumulativeReport(
         lab=LabDetails(name=lab_name),
         patient=patient_details(patient),
