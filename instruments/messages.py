@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.dialects.postgresql import insert
@@ -338,13 +339,7 @@ def _keep_unmatched(
         "status": "open",
         "handling_note": "",
     }
-    inserted = session.execute(
-        insert(UnmatchedResult)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["fingerprint"])
-        .returning(UnmatchedResult.id)
-    )
-    return 0 if inserted.scalar_one_or_none() is None else 1
+    return _insert_once(session, UnmatchedResult, values)
 
 
 def _keep_qc(
@@ -374,11 +369,18 @@ def _keep_qc(
         "observed_at": _aware(result.completed_at, zone),
         "raw_record": raw,
     }
+    return _insert_once(session, QcResult, values)
+
+
+def _insert_once(
+    session: Session, table: type[UnmatchedResult] | type[QcResult], values: dict[str, Any]
+) -> int:
+    """1 if the row is new, 0 if a row with its fingerprint is there already (a repeat)."""
     inserted = session.execute(
-        insert(QcResult)
+        insert(table)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["fingerprint"])
-        .returning(QcResult.id)
+        .returning(table.id)
     )
     return 0 if inserted.scalar_one_or_none() is None else 1
 
