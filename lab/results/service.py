@@ -20,10 +20,12 @@ from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.catalog.models import LabTest
 from lab.catalog.rules import TestRule, rules_by_code
+from lab.catalog.service import ReferenceRange
 from lab.errors import Conflict, InvalidInput, NotFound
 from lab.hl7 import outbox as hl7_outbox
 from lab.orders import service as orders
 from lab.orders.models import Order, OrderedTest
+from lab.patients import service as patients
 from lab.patients.models import Patient
 from lab.results import flags as result_flags
 from lab.results.models import Result, ResultVersion
@@ -32,7 +34,7 @@ from lab.results.statuses import RELEASED, R, ResultStatus
 from lab.specimens import accession
 from lab.specimens import service as specimens
 from lab.specimens.models import Specimen
-from lab.timeutil import as_utc, utcnow
+from lab.timeutil import OSLO, as_utc, utcnow
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -407,14 +409,23 @@ def _parse_value(test: TestRule, text: str) -> result_flags.NumericValue | str:
     return text.strip()
 
 
+def reference_for(
+    test: TestRule | LabTest, patient: Patient, specimen: Specimen
+) -> ReferenceRange | None:
+    """The reference interval that applies: the patient's sex and age on the (Oslo) day the
+    specimen was collected, or today when that is not known."""
+    on = (specimen.collected_at or utcnow()).astimezone(OSLO).date()
+    return catalog.reference_range(
+        test, sex=patient.sex, age_days=patients.age_in_days(patient, on)
+    )
+
+
 def _judge(
     test: TestRule, patient: Patient, specimen: Specimen, value: result_flags.NumericValue | str
 ) -> tuple[Decimal | None, Decimal | None, list[str]]:
     if not isinstance(value, result_flags.NumericValue):
         return None, None, []
-    on = (specimen.collected_at or utcnow()).date()
-    age = (on - patient.birth_date).days if patient.birth_date else None
-    interval = catalog.reference_range(test, sex=patient.sex, age_days=age)
+    interval = reference_for(test, patient, specimen)
     low = interval.low if interval else None
     high = interval.high if interval else None
     flags = result_flags.compute(

@@ -76,15 +76,6 @@ def worklist_page(
 # --- manual result entry --------------------------------------------------------------------
 
 
-def _reference_text(test: LabTest, patient: Patient, specimen: Specimen) -> tuple[Any, Any]:
-    on = (specimen.collected_at or utcnow()).astimezone(OSLO).date()
-    age = (on - patient.birth_date).days if patient.birth_date else None
-    interval = catalog.reference_range(test, sex=patient.sex, age_days=age)
-    if interval is None:
-        return None, None
-    return interval.low, interval.high
-
-
 def _entry_context(
     session: Session,
     specimen: Specimen,
@@ -105,7 +96,8 @@ def _entry_context(
     for ordered in specimens.tests_of(session, specimen):
         if ordered.status == "cancelled":
             continue
-        low, high = _reference_text(ordered.test, patient, specimen)
+        interval = results.reference_for(ordered.test, patient, specimen)
+        low, high = (interval.low, interval.high) if interval else (None, None)
         rows.append(
             {
                 "ordered": ordered,
