@@ -1,0 +1,1 @@
+"""Internal quality control: control materials, runs, Westgard rules, locks, moving averages."""
