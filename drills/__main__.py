@@ -1,7 +1,7 @@
 """`python -m drills [NAME ...]`: run the fault drills, one summary line each.
 
-Names: kill, postgres, receiver-down, serial-noise, hostile-input (default: all, in that
-order). Exit status 1 when any drill fails. Work files go to a temporary folder (kept, and
+Names: kill, postgres, receiver-down, serial-noise, hostile-input, failover (default: all, in
+that order). Exit status 1 when any drill fails. Work files go to a temporary folder (kept, and
 named, when a drill fails).
 """
 
@@ -15,7 +15,14 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from drills import hostile_input, kill_lab, postgres_restart, receiver_down, serial_noise
+from drills import (
+    failover,
+    hostile_input,
+    kill_lab,
+    postgres_restart,
+    receiver_down,
+    serial_noise,
+)
 from drills.common import DrillResult
 
 DRILLS: dict[str, Callable[[Path], DrillResult]] = {
@@ -24,6 +31,7 @@ DRILLS: dict[str, Callable[[Path], DrillResult]] = {
     "receiver-down": receiver_down.run,
     "serial-noise": serial_noise.run,
     "hostile-input": hostile_input.run,
+    "failover": failover.run,
 }
 
 
