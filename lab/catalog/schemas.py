@@ -40,6 +40,10 @@ class ReferenceIntervalIn(BaseModel):
     sex: Literal["", "F", "M"] = ""
     age_min_years: Decimal = Field(default=Decimal(0), ge=0)
     age_max_years: Decimal = Field(default=Decimal(120), gt=0)
+    # Bands under a year are published in days (newborns: "0-14 days"); when given, these
+    # win over the years above (inclusive minimum, exclusive maximum, days of age).
+    age_min_days: int | None = Field(default=None, ge=0)
+    age_max_days: int | None = Field(default=None, gt=0)
     low: Decimal | None = None
     high: Decimal | None = None
     source: str = Field(min_length=1, description="Where the interval is published.")

@@ -154,15 +154,23 @@ def _check_test(data: LabTestIn) -> None:
     for index, ri in enumerate(data.reference_intervals):
         if ri.low is not None and ri.high is not None and ri.low > ri.high:
             raise InvalidInput.field(f"reference_intervals[{index}].high", "must be above low")
-        if ri.age_min_years >= ri.age_max_years:
+        if _band(ri)[0] >= _band(ri)[1]:
             raise InvalidInput.field(f"reference_intervals[{index}].age_max_years", "empty band")
 
 
+def _band(data: ReferenceIntervalIn) -> tuple[int, int]:
+    """The age band in days: given in days, or in years (365.25 days each)."""
+    low = data.age_min_days if data.age_min_days is not None else years_to_days(data.age_min_years)
+    high = data.age_max_days if data.age_max_days is not None else years_to_days(data.age_max_years)
+    return low, high
+
+
 def _interval(data: ReferenceIntervalIn) -> ReferenceInterval:
+    age_min_days, age_max_days = _band(data)
     return ReferenceInterval(
         sex=data.sex,
-        age_min_days=years_to_days(data.age_min_years),
-        age_max_days=years_to_days(data.age_max_years),
+        age_min_days=age_min_days,
+        age_max_days=age_max_days,
         low=data.low,
         high=data.high,
         source=data.source,
@@ -193,6 +201,8 @@ def load_catalog_file(session: Session, *, actor: Actor, path: Path = DEMO_CATAL
                 sex=ri.get("sex", ""),
                 age_min_years=Decimal(str(ri.get("age_min_years", 0))),
                 age_max_years=Decimal(str(ri.get("age_max_years", 120))),
+                age_min_days=ri.get("age_min_days"),
+                age_max_days=ri.get("age_max_days"),
                 low=_decimal(ri.get("low")),
                 high=_decimal(ri.get("high")),
                 source=ri["source"],
