@@ -36,6 +36,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check lab instruments tests migrations bench drills
 	$(BIN)/ruff format --check lab instruments tests migrations bench drills
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

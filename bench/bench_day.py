@@ -44,7 +44,7 @@ from lab.demo_day import (
     make_token,
     oml_o21,
 )
-from lab.hl7.mllp import MllpDecoder, frame
+from lab.hl7.codec.mllp import MllpDecoder, frame
 
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 ANALYSERS = 3

@@ -1,6 +1,6 @@
 """HL7 codec speed: our ER7 parser and ORU^R01 builder against python-hl7 and hl7apy.
 
-Same messages, same run. Parse: an ORU^R01 with 10 OBX (built by `lab.hl7.oru`) and the
+Same messages, same run. Parse: an ORU^R01 with 10 OBX (built by `lab.hl7.codec.oru`) and the
 three-test OML^O21 sample, from bytes. Our parser splits segments and fields and checks
 structure and escapes up front, and splits components on access; "parse + read all" also reads
 every component of every field, which is what python-hl7 does eagerly. Build: the same ORU^R01
@@ -19,8 +19,8 @@ import hl7
 from hl7apy.core import Message as HapyMessage
 from hl7apy.parser import parse_message as hapy_parse
 
-from lab.hl7.er7 import Message, parse_message
-from lab.hl7.oru import build_oru
+from lab.hl7.codec.er7 import Message, parse_message
+from lab.hl7.codec.oru import build_oru
 from tests.hl7.samples import ten_results
 
 OML = Path(__file__).parent.parent / "tests" / "data" / "hl7" / "oml_o21_three_tests.hl7"

@@ -23,15 +23,15 @@ from sqlalchemy.orm import Session
 
 from lab.db import make_engine, make_session_factory, to_psycopg_url
 from lab.demo import seed
-from lab.hl7.ack import AckCode, build_ack
+from lab.hl7.codec.ack import AckCode, build_ack
+from lab.hl7.codec.er7 import parse_message
+from lab.hl7.codec.mllp import MllpDecoder, frame
 from lab.hl7.dispatcher import DeliveryPolicy, Dispatcher, Endpoint, MllpClient
-from lab.hl7.er7 import parse_message
 from lab.hl7.inbox import Inbox
 from lab.hl7.listener import Hl7Listener
-from lab.hl7.mllp import MllpDecoder, frame
-from lab.hl7.models import Hl7Message
 from lab.migrate import upgrade
 from lab.patients.identifiers import check_digits
+from lab.tables import Hl7Message
 
 SERVER = to_psycopg_url(
     os.environ.get("LAB_BENCH_DATABASE_URL")
@@ -204,7 +204,7 @@ async def _receiver() -> tuple[asyncio.Server, list[int]]:
 
 def queue_results(url: str, count: int, patients: int) -> None:
     """`count` queued ORU rows (a 10-OBX result report each) by INSERT ... SELECT."""
-    from lab.hl7.oru import build_oru
+    from lab.hl7.codec.oru import build_oru
     from tests.hl7.samples import ten_results
 
     raw = build_oru(ten_results()).encode().replace(b"LAB-000001", b"LAB-CONTROLID")

@@ -40,7 +40,7 @@ from lab.demo_day import (
     make_token,
     oml_o21,
 )
-from lab.hl7.mllp import MllpDecoder, frame
+from lab.hl7.codec.mllp import MllpDecoder, frame
 from lab.migrate import upgrade
 
 SERVER = to_psycopg_url(

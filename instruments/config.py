@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from instruments.profiles import PROFILES
 from lab.config import Settings
 from lab.errors import InvalidInput
 
@@ -120,8 +121,6 @@ def load_file(path: Path) -> list[InstrumentConfig]:
 def parse_config(
     data: Mapping[str, Any], *, source: str = "instruments file"
 ) -> list[InstrumentConfig]:
-    from instruments.profiles import PROFILES  # the profile registry imports no config
-
     entries = data.get("instrument", [])
     if not isinstance(entries, list):
         raise ConfigError(f"{source}: use [[instrument]] tables")

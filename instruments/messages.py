@@ -29,12 +29,12 @@ from instruments.astm.records import (
     Record,
 )
 from instruments.config import InstrumentConfig
-from instruments.models import QcResult, UnmatchedResult
 from instruments.profiles import Profile, SpecimenOrder
 from lab.audit import Actor
 from lab.errors import LabError
 from lab.results import service as results
 from lab.specimens import service as specimens
+from lab.tables import QcResult, UnmatchedResult
 
 log = logging.getLogger(__name__)
 

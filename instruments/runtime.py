@@ -17,7 +17,7 @@ from instruments.archive import TrafficArchive
 from instruments.config import InstrumentConfig, load_instruments
 from instruments.runner import InstrumentRunner, LabGateway
 from lab.config import Settings
-from lab.main import Starter
+from lab.lifespan import Starter
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from instruments.config import InstrumentConfig
-from instruments.models import OrderDownload, QcResult, UnmatchedResult
 from instruments.profiles import SpecimenOrder
 from lab import audit
 from lab.audit import Actor
 from lab.errors import Conflict, InvalidInput, NotFound
 from lab.results import service as results
 from lab.specimens import queries as work_lists
-from lab.specimens.models import Specimen
+from lab.tables import OrderDownload, QcResult, Specimen, UnmatchedResult
 from lab.timeutil import utcnow
 
 OPEN, RESOLVED, DISCARDED = "open", "resolved", "discarded"

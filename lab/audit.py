@@ -7,14 +7,12 @@ so not even a bug in this code can rewrite history.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Index, String, Text, func, insert, select
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
-from lab.db import Base
+from lab.tables import AuditEvent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,24 +27,6 @@ class Actor:
     @classmethod
     def system(cls, channel: str = "job") -> Actor:
         return cls(user_id=None, username="system", channel=channel)
-
-
-class AuditEvent(Base):
-    __tablename__ = "audit_event"
-    __table_args__ = (Index("ix_audit_event_patient_at", "patient_id", "at"),)
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    actor_user_id: Mapped[int | None] = mapped_column(BigInteger)
-    actor_name: Mapped[str] = mapped_column(String(64))
-    channel: Mapped[str] = mapped_column(String(16))
-    action: Mapped[str] = mapped_column(String(64), index=True)
-    entity_type: Mapped[str] = mapped_column(String(32))
-    entity_id: Mapped[str] = mapped_column(String(64))
-    patient_id: Mapped[int | None] = mapped_column(BigInteger)
-    before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    detail: Mapped[str] = mapped_column(Text, default="")
 
 
 def row(
@@ -108,6 +88,27 @@ def record_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     """Several audit rows in one INSERT, in the caller's transaction (the analysers' hot path)."""
     if rows:
         session.execute(insert(AuditEvent), rows)
+
+
+def record_read(
+    session: Session,
+    *,
+    actor: Actor,
+    patient_id: int,
+    what: str,
+    entity_id: object,
+    detail: str = "",
+) -> None:
+    """A look at patient data (`read.<what>`), in the caller's transaction."""
+    record(
+        session,
+        actor=actor,
+        action=f"read.{what}",
+        entity_type=what.split(".")[0],
+        entity_id=entity_id,
+        patient_id=patient_id,
+        detail=detail,
+    )
 
 
 def events_for_patient(session: Session, patient_id: int, *, limit: int = 500) -> list[AuditEvent]:

@@ -8,14 +8,21 @@ import logging
 import secrets
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
 import instruments.cli
 from lab.audit import Actor
+from lab.catalog.service import load_catalog_file
 from lab.config import Settings, get_settings
 from lab.db import database_url, make_engine, make_session_factory, transaction
+from lab.demo import seed
+from lab.demo_day import register as register_demo_day
 from lab.errors import LabError
+from lab.migrate import upgrade
+from lab.serve import serve
+from lab.users import service as users
 
 
 def _factory(settings: Settings) -> sessionmaker[Session]:
@@ -23,16 +30,12 @@ def _factory(settings: Settings) -> sessionmaker[Session]:
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    from lab.migrate import upgrade
-
     upgrade(database_url(settings), args.revision)
     print(f"database schema at {args.revision}")
     return 0
 
 
 def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
-    from lab.users import service as users
-
     if args.no_password:
         password = None
     elif args.password_stdin:
@@ -55,8 +58,6 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_user_password(args: argparse.Namespace, settings: Settings) -> int:
-    from lab.users import service as users
-
     password = getpass.getpass("new password: ") if sys.stdin.isatty() else sys.stdin.readline()
     with transaction(_factory(settings)) as session:
         users.set_password(
@@ -67,8 +68,6 @@ def cmd_user_password(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
-    from lab.users import service as users
-
     with transaction(_factory(settings)) as session:
         token = users.create_token(
             session, actor=Actor.system("cli"), username=args.username, label=args.label
@@ -79,8 +78,6 @@ def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo_seed(args: argparse.Namespace, settings: Settings) -> int:
-    from lab.demo import seed
-
     with transaction(_factory(settings)) as session:
         made = seed(session, password=settings.demo_password)
     print("demo catalog and users are in place")
@@ -91,10 +88,6 @@ def cmd_demo_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_catalog_load(args: argparse.Namespace, settings: Settings) -> int:
-    from pathlib import Path
-
-    from lab.catalog.service import load_catalog_file
-
     with transaction(_factory(settings)) as session:
         count = load_catalog_file(session, actor=Actor.system("cli"), path=Path(args.file))
     print(f"{count} tests loaded from {args.file}")
@@ -102,8 +95,6 @@ def cmd_catalog_load(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from lab.serve import serve
-
     return serve(settings, host=args.host, port=args.port)
 
 
@@ -180,8 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
         "lege (if no users exist); their passwords are printed once.",
     )
     seed.set_defaults(run=cmd_demo_seed)
-    from lab.demo_day import register as register_demo_day
-
     register_demo_day(demo_commands)
 
     catalog = commands.add_parser("catalog", help="test catalog", description="Test catalog.")

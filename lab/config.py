@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lab.errors import InvalidInput
+
 NODE_ROLES = frozenset({"web", "hl7", "instruments"})
 
 
@@ -50,8 +52,6 @@ class Settings(BaseSettings):
         chosen = frozenset(part.strip() for part in self.roles.split(",") if part.strip())
         unknown = chosen - NODE_ROLES
         if unknown or not chosen:
-            from lab.errors import InvalidInput
-
             raise InvalidInput.field(
                 "LAB_ROLES",
                 f"a comma-separated subset of {', '.join(sorted(NODE_ROLES))}, not {self.roles!r}",

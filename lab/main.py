@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,17 +21,23 @@ from lab.config import Settings, get_settings
 from lab.db import database_url, make_engine, make_session_factory
 from lab.errors import AuthenticationRequired, LabError
 from lab.hl7.api import router as hl7_messages_router
+from lab.lifespan import Starter
 from lab.orders.api import router as orders_router
+from lab.orders.views import router as orders_views
 from lab.patients.api import router as patients_router
 from lab.results.api import router as results_router
+from lab.results.views import router as results_views
 from lab.specimens.api import router as specimens_router
+from lab.specimens.views import router as specimens_views
 from lab.turnaround.api import router as reports_router
 from lab.users.api import router as users_router
+from lab.users.views import router as users_views
+from lab.web.auth import router as auth_views
+from lab.web.overview import router as overview_views
+from lab.web.pages import SignInNeeded, sign_in_redirect
+from lab.web.templating import STATIC_DIR
 
 log = logging.getLogger(__name__)
-
-# Parts that run beside the web app (listeners, analyser links, dispatcher) plug in here.
-Starter = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def create_app(
@@ -82,9 +89,7 @@ def create_app(
     app.include_router(hl7_messages_router)
     app.include_router(instruments_router)
     app.include_router(reports_router)
-    from lab.web import include_views
-
-    include_views(app)
+    _include_pages(app)
 
     app.add_exception_handler(LabError, _lab_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -130,3 +135,25 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         "problems": problems,
     }
     return JSONResponse(body, status_code=422)
+
+
+def _include_pages(app: FastAPI) -> None:
+    """Mount the pages and their static files on the app (after the JSON routers)."""
+    for router in (
+        auth_views,
+        overview_views,
+        specimens_views,
+        orders_views,
+        results_views,
+        users_views,
+    ):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    async def _sign_in(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SignInNeeded)
+        return sign_in_redirect(request, exc)
+
+    # Page routes turn this into a redirect themselves; this covers any other route using
+    # `CurrentUserPage`.
+    app.add_exception_handler(SignInNeeded, _sign_in)

@@ -23,7 +23,8 @@ import lab.turnaround.runtime
 from lab.config import Settings
 from lab.db import database_url, make_engine, make_session_factory, transaction
 from lab.demo import DEMO_USERS, seed
-from lab.main import Starter, create_app
+from lab.lifespan import Starter
+from lab.main import create_app
 from lab.migrate import upgrade
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ from sqlalchemy.orm import Session
 
 from lab.audit import Actor
 from lab.orders import service as orders
-from lab.orders.models import Order
 from lab.patients.identifiers import check_digits
 from lab.patients.service import Demographics, IdentifierInput
+from lab.tables import Order
 
 
 def national_number(born: date, individual: int, *, d_number: bool = False) -> str:

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from instruments.astm.frames import checksum
 from lab.demo_day import LabProcess, ack_code, demo_patients, free_port, make_token, oml_o21
-from lab.hl7.mllp import MllpDecoder, frame
+from lab.hl7.codec.mllp import MllpDecoder, frame
 from tests.conftest import TestDatabase
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from lab.db import make_engine
 from lab.migrate import alembic_config
-from lab.models import Base
+from lab.tables import Base
 from tests.conftest import TestDatabase
 
 

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from lab.catalog import service
 from lab.catalog.schemas import LabTestIn, LabTestOut, PanelOut
 from lab.deps import ManageCatalog, ReadCatalog, SessionDep
+from lab.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v1/catalog", tags=["catalog"])
 
@@ -25,8 +26,6 @@ def get_test(code: str, session: SessionDep, actor: ReadCatalog) -> LabTestOut:
 def save_test(code: str, data: LabTestIn, session: SessionDep, actor: ManageCatalog) -> LabTestOut:
     """Create or replace a test definition (admin)."""
     if data.code != code.upper():
-        from lab.errors import InvalidInput
-
         raise InvalidInput.field("code", "the code in the body must match the URL")
     test = service.save_test(session, actor=actor, data=data)
     session.commit()

@@ -19,8 +19,8 @@ from decimal import Decimal
 from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
-from lab.catalog.models import LabTest, Panel
 from lab.errors import NotFound
+from lab.tables import LabTest, Panel
 
 
 @dataclass(frozen=True, slots=True)

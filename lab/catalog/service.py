@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 
 from lab import audit
 from lab.audit import Actor
-from lab.catalog.models import LabTest, Panel, PanelMember, ReferenceInterval
 from lab.catalog.rules import TestRule, bump_version, snapshot
 from lab.catalog.schemas import LabTestIn, ReferenceIntervalIn
 from lab.errors import InvalidInput, NotFound
+from lab.tables import LabTest, Panel, PanelMember, ReferenceInterval
 
 DEMO_CATALOG = Path(__file__).with_name("demo_catalog.toml")
 DAYS_PER_YEAR = Decimal("365.25")

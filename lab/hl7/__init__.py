@@ -1,57 +1,7 @@
-"""HL7 v2.5.1 protocol core of the lab module: ER7 codec, MLLP framing, ACKs, message mapping.
+"""The HL7 v2.5.1 interface with the record.
 
-Pure code: bytes in, typed values and bytes out; the listener, dispatcher and outbox that do
-the I/O live beside it and call these.
+`codec/` is the pure protocol code (ER7, MLLP framing, ACKs, message mapping): bytes in, typed
+values and bytes out, no I/O. Beside it: the listener, inbox and handlers of inbound messages,
+the message log, and the dispatcher that delivers what the outbox holds. This package imports
+nothing here on purpose: the codec sits on a lower floor than the rest (docs/architecture.md).
 """
-
-from lab.hl7.ack import (
-    AckCode,
-    AckRequest,
-    Outcome,
-    build_ack,
-    outcome_of,
-    requested_acknowledgements,
-)
-from lab.hl7.er7 import NULL, Delimiters, Message, Segment, build_message, parse_message
-from lab.hl7.errors import (
-    ErrorCode,
-    Hl7Error,
-    LocalProtocolError,
-    MessageStructureError,
-    MllpFramingError,
-    Problem,
-    RemoteProtocolError,
-    Severity,
-)
-from lab.hl7.inbound import map_inbound
-from lab.hl7.mllp import CLOSED, NEED_DATA, MllpDecoder, frame
-from lab.hl7.oru import build_oru
-
-__all__ = [
-    "CLOSED",
-    "NEED_DATA",
-    "NULL",
-    "AckCode",
-    "AckRequest",
-    "Delimiters",
-    "ErrorCode",
-    "Hl7Error",
-    "LocalProtocolError",
-    "Message",
-    "MessageStructureError",
-    "MllpDecoder",
-    "MllpFramingError",
-    "Outcome",
-    "Problem",
-    "RemoteProtocolError",
-    "Segment",
-    "Severity",
-    "build_ack",
-    "build_message",
-    "build_oru",
-    "frame",
-    "map_inbound",
-    "outcome_of",
-    "parse_message",
-    "requested_acknowledgements",
-]

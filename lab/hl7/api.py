@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query
 
 from lab.deps import CurrentActor, SessionDep
 from lab.hl7 import messagelog
-from lab.hl7.models import Hl7Message
 from lab.hl7.schemas import MessageDetailOut, MessageOut
+from lab.tables import Hl7Message
 
 router = APIRouter(prefix="/api/v1/messages", tags=["hl7"])
 

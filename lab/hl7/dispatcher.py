@@ -29,11 +29,11 @@ from urllib.parse import urlsplit
 from sqlalchemy import text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from lab.hl7.ack import AckCode
-from lab.hl7.er7 import parse_message
-from lab.hl7.errors import Hl7Error
-from lab.hl7.mllp import MllpDecoder, frame
-from lab.hl7.models import Hl7Message
+from lab.hl7.codec.ack import AckCode
+from lab.hl7.codec.er7 import parse_message
+from lab.hl7.codec.errors import Hl7Error
+from lab.hl7.codec.mllp import MllpDecoder, frame
+from lab.tables import Hl7Message
 from lab.timeutil import utcnow
 
 log = logging.getLogger(__name__)

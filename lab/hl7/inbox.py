@@ -29,16 +29,17 @@ from datetime import datetime
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from lab.hl7.ack import AckCode, Outcome, build_ack, outcome_of, requested_acknowledgements
-from lab.hl7.charsets import encode_message_text
-from lab.hl7.er7 import Message, build_message, parse_message, parse_text
-from lab.hl7.errors import ErrorCode, Hl7Error, MessageStructureError, Problem, Severity
-from lab.hl7.inbound import map_inbound
-from lab.hl7.models import INBOUND, Hl7Message
+from lab.hl7.codec.ack import AckCode, Outcome, build_ack, outcome_of, requested_acknowledgements
+from lab.hl7.codec.charsets import encode_message_text
+from lab.hl7.codec.er7 import Message, build_message, parse_message, parse_text
+from lab.hl7.codec.errors import ErrorCode, Hl7Error, MessageStructureError, Problem, Severity
+from lab.hl7.codec.inbound import map_inbound
+from lab.hl7.codec.timestamps import format_timestamp
 from lab.hl7.service import MessageRefused, handle, interface_actor
-from lab.hl7.timestamps import format_timestamp
+from lab.tables import INBOUND, Hl7Message
 from lab.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -241,8 +242,6 @@ class Inbox:
             internal = _internal_problem(str(exc))
             return Outcome.ERROR, (*problems, internal), None, internal.message
         except Exception as exc:
-            from sqlalchemy.exc import SQLAlchemyError
-
             savepoint.rollback()
             if isinstance(exc, SQLAlchemyError):
                 raise  # the database is in trouble: no answer, the sender will resend

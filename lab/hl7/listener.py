@@ -22,9 +22,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lab.hl7.errors import MllpFramingError
+from lab.hl7.codec.errors import MllpFramingError
+from lab.hl7.codec.mllp import DEFAULT_MAX_MESSAGE_SIZE, MllpDecoder, frame
 from lab.hl7.inbox import Inbox
-from lab.hl7.mllp import DEFAULT_MAX_MESSAGE_SIZE, MllpDecoder, frame
 from lab.timeutil import utcnow
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,8 @@ from sqlalchemy.orm import Session
 from lab import audit
 from lab.audit import Actor
 from lab.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from lab.hl7.charsets import charset_codec
-from lab.hl7.models import INBOUND, OUTBOUND, Hl7Message
-from lab.patients.service import audit_read
+from lab.hl7.codec.charsets import charset_codec
+from lab.tables import INBOUND, OUTBOUND, Hl7Message
 from lab.timeutil import utcnow
 
 LOG_ROLES = frozenset({"physician", "admin", "interface"})
@@ -69,7 +68,7 @@ def read(session: Session, message_id: int, *, actor: Actor) -> Hl7Message:
     if message is None:
         raise NotFound(f"no HL7 message {message_id}")
     if may_read_content(actor) and message.patient_id is not None:
-        audit_read(
+        audit.record_read(
             session,
             actor=actor,
             patient_id=message.patient_id,

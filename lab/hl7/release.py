@@ -13,9 +13,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from lab.hl7.models import PendingRelease
-from lab.hl7.outbox import release_order
-from lab.orders.models import Order
+from lab.results.outbox import release_order
+from lab.tables import Order, PendingRelease
 from lab.timeutil import utcnow
 
 log = logging.getLogger(__name__)

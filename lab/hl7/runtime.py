@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +26,11 @@ from lab.config import Settings
 from lab.hl7.dispatcher import DeliveryPolicy, Dispatcher, Endpoint, MllpClient
 from lab.hl7.inbox import Inbox
 from lab.hl7.listener import Hl7Listener, server_tls_context
-from lab.hl7.models import OUTBOUND, Hl7Message
 from lab.hl7.release import release_due
+from lab.lifespan import Starter
+from lab.tables import OUTBOUND, Hl7Message
 
 log = logging.getLogger(__name__)
-Starter = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

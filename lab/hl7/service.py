@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session
 from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.errors import Conflict, FieldProblem, LabError, NotFound
-from lab.hl7.er7 import Message
-from lab.hl7.errors import ErrorCode, Problem
-from lab.hl7.escapes import NULL
-from lab.hl7.types import (
+from lab.hl7.codec.er7 import Message
+from lab.hl7.codec.errors import ErrorCode, Problem
+from lab.hl7.codec.escapes import NULL
+from lab.hl7.codec.types import (
     InboundContent,
     OrderControl,
     OrderedTest,
@@ -33,10 +33,10 @@ from lab.hl7.types import (
     Sex,
 )
 from lab.orders import service as orders
-from lab.orders.models import Order
 from lab.patients import service as patients
 from lab.patients.identifiers import IdentifierKind, kind_for
-from lab.patients.models import Patient as StoredPatient
+from lab.tables import Order, Priority
+from lab.tables import Patient as StoredPatient
 
 # HL7 table 0001 to the sexes the patients service keeps (F, M, O, U).
 _SEX = {
@@ -47,7 +47,7 @@ _SEX = {
     Sex.UNKNOWN: "U",
     Sex.NOT_APPLICABLE: "U",
 }
-_PRIORITY_RANK = {orders.Priority.ROUTINE: 0, orders.Priority.URGENT: 1, orders.Priority.STAT: 2}
+_PRIORITY_RANK = {Priority.ROUTINE: 0, Priority.URGENT: 1, Priority.STAT: 2}
 
 
 def interface_actor(sending_application: str) -> Actor:
@@ -170,7 +170,7 @@ def _identifier_repetitions(message: Message, segment: str = "PID", position: in
 def _test_locations(message: Message) -> list[tuple[int, int | None]]:
     """(ORC occurrence, OBR occurrence or None) of each ordered test, in message order.
 
-    The same walk as `lab.hl7.inbound`: each OBR belongs to the ORC before it, and an ORC
+    The same walk as `lab.hl7.codec.inbound`: each OBR belongs to the ORC before it, and an ORC
     without OBR (a cancel naming the order by ORC-2 alone) is one test without OBR.
     """
     locations: list[tuple[int, int | None]] = []
@@ -393,7 +393,7 @@ def _place(
     where: _Locations,
 ) -> Order:
     first = group.tests[0][0]
-    priority = orders.Priority.ROUTINE
+    priority = Priority.ROUTINE
     notes: list[str] = []
     for test, _ in group.tests:
         if test.priority is not None:

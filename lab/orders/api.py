@@ -7,7 +7,6 @@ from sqlalchemy.orm import Session
 
 from lab.deps import CancelOrders, PlaceOrders, ReadPatientData, SessionDep
 from lab.orders import service
-from lab.orders.models import Order
 from lab.orders.schemas import (
     AddTestIn,
     CancelTestsIn,
@@ -17,7 +16,7 @@ from lab.orders.schemas import (
     SpecimenBrief,
 )
 from lab.patients.api import demographics
-from lab.specimens.models import Specimen
+from lab.tables import Order, Specimen
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -18,29 +17,19 @@ from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.catalog.rules import TestRule
 from lab.errors import Conflict, FieldProblem, InvalidInput, NotFound
-from lab.orders.models import Order, OrderedTest
 from lab.patients import service as patients
-from lab.patients.models import Patient
 from lab.specimens import service as specimens
-from lab.specimens.models import Specimen
+from lab.tables import (
+    OPEN_TEST_STATUSES,
+    Order,
+    OrderedTest,
+    Patient,
+    Priority,
+    Specimen,
+    TestStatus,
+)
 from lab.timeutil import utcnow
 
-
-class Priority(StrEnum):
-    ROUTINE = "routine"
-    URGENT = "urgent"
-    STAT = "stat"
-
-
-class TestStatus(StrEnum):
-    ORDERED = "ordered"
-    IN_PROGRESS = "in_progress"
-    RESULTED = "resulted"
-    VERIFIED = "verified"
-    CANCELLED = "cancelled"
-
-
-OPEN_TEST_STATUSES = frozenset({TestStatus.ORDERED, TestStatus.IN_PROGRESS})
 # HL7 priority codes (OBR-27.6 / TQ1-9: S stat, A asap, R routine) to ours.
 HL7_PRIORITY = {"S": Priority.STAT, "A": Priority.URGENT, "R": Priority.ROUTINE}
 
@@ -171,7 +160,7 @@ def get_by_filler(session: Session, filler: str) -> Order:
 
 def read(session: Session, filler: str, *, actor: Actor) -> Order:
     order = get_by_filler(session, filler)
-    patients.audit_read(
+    audit.record_read(
         session, actor=actor, patient_id=order.patient_id, what="order", entity_id=filler
     )
     return order
@@ -184,7 +173,7 @@ def search_by_placer(session: Session, placer: str, *, actor: Actor) -> list[Ord
         )
     )
     for order in orders:
-        patients.audit_read(
+        audit.record_read(
             session,
             actor=actor,
             patient_id=order.patient_id,

@@ -17,13 +17,12 @@ from lab.catalog import service as catalog
 from lab.deps import SessionDep
 from lab.errors import InvalidInput, LabError, NotFound
 from lab.orders import service as orders
-from lab.orders.models import Order
 from lab.patients import service as patients
-from lab.patients.models import Patient
 from lab.reports import DEFAULT_STOCK, render_labels, render_result_report
 from lab.results import queries as result_queries
 from lab.specimens import accession
 from lab.specimens import service as specimens
+from lab.tables import OPEN_TEST_STATUSES, Order, Patient
 from lab.timeutil import utcnow
 from lab.web.auth import CancelOrdersForm, PlaceOrdersForm, ReadPatientDataPage
 from lab.web.pages import PostedForm, notice_of, page_router, redirect_after_post
@@ -125,7 +124,7 @@ def order_context(session: Session, order: Order, actor: Actor) -> dict[str, Any
         "results_by_test": by_test,
         "timeline": timeline,
         "addable": [t for t in catalog.list_tests(session) if t.code not in ordered_codes],
-        "open_tests": [t for t in order.tests if t.status in orders.OPEN_TEST_STATUSES],
+        "open_tests": [t for t in order.tests if t.status in OPEN_TEST_STATUSES],
         "add_error": None,
         "cancel_error": None,
         "cancel_values": {"codes": [], "reason": ""},

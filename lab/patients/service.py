@@ -17,7 +17,7 @@ from lab.patients.identifiers import (
     kind_for,
     parse_national_identifier,
 )
-from lab.patients.models import Patient, PatientIdentifier, PatientMerge
+from lab.tables import Order, Patient, PatientIdentifier, PatientMerge, Result, Specimen
 
 VALID_SEX = {"F", "M", "O", "U"}
 
@@ -215,7 +215,9 @@ def get(session: Session, patient_id: int, *, actor: Actor) -> Patient:
     patient = session.get(Patient, patient_id)
     if patient is None:
         raise NotFound(f"no patient {patient_id}")
-    audit_read(session, actor=actor, patient_id=patient.id, what="patient", entity_id=patient.id)
+    audit.record_read(
+        session, actor=actor, patient_id=patient.id, what="patient", entity_id=patient.id
+    )
     return patient
 
 
@@ -241,7 +243,7 @@ def search(session: Session, *, actor: Actor, text: str, limit: int = 50) -> lis
     )
     found = list(session.scalars(query))
     for patient in found:
-        audit_read(
+        audit.record_read(
             session,
             actor=actor,
             patient_id=patient.id,
@@ -261,10 +263,6 @@ def merge(
     reason: str = "",
 ) -> PatientMerge:
     """Move every order, specimen and result of one patient to another, and say who did it."""
-    from lab.orders.models import Order
-    from lab.results.models import Result
-    from lab.specimens.models import Specimen
-
     if surviving_patient_id == merged_patient_id:
         raise InvalidInput.field("merged_patient_id", "a patient cannot be merged with itself")
     keep = session.get(Patient, surviving_patient_id, with_for_update=True)
@@ -318,26 +316,6 @@ def merge(
             detail=reason,
         )
     return record
-
-
-def audit_read(
-    session: Session,
-    *,
-    actor: Actor,
-    patient_id: int,
-    what: str,
-    entity_id: object,
-    detail: str = "",
-) -> None:
-    audit.record(
-        session,
-        actor=actor,
-        action=f"read.{what}",
-        entity_type=what.split(".")[0],
-        entity_id=entity_id,
-        patient_id=patient_id,
-        detail=detail,
-    )
 
 
 def snapshot(patient: Patient) -> dict[str, object]:

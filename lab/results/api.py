@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
-from lab.catalog.models import LabTest
 from lab.catalog.service import ReferenceRange
 from lab.deps import (
     CorrectResults,
@@ -15,7 +14,6 @@ from lab.deps import (
     VerifyResults,
 )
 from lab.results import queries, service
-from lab.results.models import Result
 from lab.results.schemas import (
     CancelIn,
     CorrectIn,
@@ -24,7 +22,7 @@ from lab.results.schemas import (
     ResultVersionOut,
     VerifyIn,
 )
-from lab.specimens.models import Specimen
+from lab.tables import LabTest, Result, Specimen
 
 router = APIRouter(prefix="/api/v1/results", tags=["results"])
 

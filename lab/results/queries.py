@@ -17,20 +17,16 @@ from lab import audit
 from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.errors import NotFound
-from lab.orders.models import Order
-from lab.patients.models import Patient
-from lab.patients.service import audit_read
-from lab.results.models import Result, ResultVersion
-from lab.results.statuses import RELEASED, R
 from lab.specimens import service as specimens
-from lab.specimens.models import Specimen
+from lab.tables import Order, Patient, Result, ResultVersion, Specimen
+from lab.tables.results import RELEASED, R
 
 
 def read(session: Session, result_id: int, *, actor: Actor) -> Result:
     result = session.get(Result, result_id)
     if result is None:
         raise NotFound(f"no result {result_id}")
-    audit_read(
+    audit.record_read(
         session, actor=actor, patient_id=result.patient_id, what="result", entity_id=result.id
     )
     return result
@@ -40,7 +36,7 @@ def for_specimen(session: Session, accession_number: str, *, actor: Actor) -> li
     """Results of the specimen's tests, whichever tube (primary or aliquot) they were run on."""
     specimen = specimens.get_by_accession(session, accession_number)
     found = results_of_tube(session, specimen)
-    audit_read(
+    audit.record_read(
         session,
         actor=actor,
         patient_id=specimen.patient_id,
@@ -121,7 +117,7 @@ def cumulative(
         .order_by(Result.observed_at.desc().nulls_last(), Result.id.desc())
         .limit(limit)
     ).all()
-    audit_read(
+    audit.record_read(
         session, actor=actor, patient_id=patient_id, what="result.cumulative", entity_id=test.code
     )
     return [

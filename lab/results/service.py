@@ -18,22 +18,28 @@ from sqlalchemy.orm import Session
 from lab import audit
 from lab.audit import Actor
 from lab.catalog import service as catalog
-from lab.catalog.models import LabTest
 from lab.catalog.rules import TestRule, rules_by_code
 from lab.catalog.service import ReferenceRange
 from lab.errors import Conflict, InvalidInput, NotFound
-from lab.hl7 import outbox as hl7_outbox
 from lab.orders import service as orders
-from lab.orders.models import Order, OrderedTest
 from lab.patients import service as patients
-from lab.patients.models import Patient
 from lab.results import flags as result_flags
-from lab.results.models import Result, ResultVersion
+from lab.results import outbox as hl7_outbox
 from lab.results.queries import is_unremarkable, results_of_tube, value_text
-from lab.results.statuses import RELEASED, R, ResultStatus
 from lab.specimens import accession
 from lab.specimens import service as specimens
-from lab.specimens.models import Specimen
+from lab.tables import (
+    OPEN_TEST_STATUSES,
+    LabTest,
+    Order,
+    OrderedTest,
+    Patient,
+    Result,
+    ResultVersion,
+    Specimen,
+    TestStatus,
+)
+from lab.tables.results import RELEASED, R, ResultStatus
 from lab.timeutil import OSLO, as_utc, utcnow
 
 
@@ -137,7 +143,7 @@ def record_tube(
         ordered = ordered_by_test.get(test.id)
         if ordered is None:
             raise NotFound(f"{test.code} is not ordered on {specimen.accession_number}")
-        if ordered.status == orders.TestStatus.CANCELLED:
+        if ordered.status == TestStatus.CANCELLED:
             raise Conflict(f"{test.code} on {specimen.accession_number} was cancelled")
         value = _parse_value(test, measurement.value)
         unit = measurement.unit.strip() if measurement.unit else test.unit
@@ -180,9 +186,7 @@ def record_tube(
             "comment": measurement.comment,
             "critical_notification": "",
         }
-        ordered.status = (
-            orders.TestStatus.IN_PROGRESS if measurement.preliminary else orders.TestStatus.RESULTED
-        )
+        ordered.status = TestStatus.IN_PROGRESS if measurement.preliminary else TestStatus.RESULTED
         if result is not None:
             before = _snapshot(result)
             _apply(result, ResultVersion(**version_fields))
@@ -231,9 +235,7 @@ def record_tube(
             )
     if audits:
         audit.record_rows(session, audits)
-        open_tests = sum(
-            1 for t in ordered_by_test.values() if t.status in orders.OPEN_TEST_STATUSES
-        )
+        open_tests = sum(1 for t in ordered_by_test.values() if t.status in OPEN_TEST_STATUSES)
         specimens.note_result(session, actor=actor, specimen=root, open_tests=open_tests)
     return [outcome for outcome in outcomes if outcome is not None]
 
@@ -314,7 +316,7 @@ def verify(
     _apply(result, version)
     result.verified_at = utcnow()
     result.verified_by = actor.username
-    _mark_ordered_test(session, result, orders.TestStatus.VERIFIED)
+    _mark_ordered_test(session, result, TestStatus.VERIFIED)
     _audit_change(
         session, actor, "result.verify", result, before, detail=version.critical_notification
     )
@@ -382,7 +384,7 @@ def cancel(session: Session, *, actor: Actor, result_id: int, reason: str) -> Re
     version = _copy(result.versions[-1], status=R.CANCELLED, author=actor.username, comment="")
     version.reason = reason
     _apply(result, version)
-    _mark_ordered_test(session, result, orders.TestStatus.CANCELLED)
+    _mark_ordered_test(session, result, TestStatus.CANCELLED)
     _audit_change(session, actor, "result.cancel", result, before, detail=reason)
     hl7_outbox.on_result_released(session, result, event="cancel")  # same transaction
     return result

@@ -15,19 +15,15 @@ from sqlalchemy.orm import Session
 
 from lab.audit import Actor
 from lab.catalog import service as catalog
-from lab.catalog.models import LabTest
 from lab.deps import SessionDep
 from lab.errors import InvalidInput, LabError, NotFound
-from lab.orders.models import Order, OrderedTest
-from lab.patients.models import Patient
 from lab.reports import render_cumulative_report
 from lab.results import flags as result_flags
 from lab.results import queries as result_queries
 from lab.results import service as results
-from lab.results.models import Result
 from lab.specimens import queries as work_lists
 from lab.specimens import service as specimens
-from lab.specimens.models import Specimen
+from lab.tables import LabTest, Order, OrderedTest, Patient, Result, Specimen
 from lab.timeutil import OSLO, as_utc, utcnow
 from lab.web.auth import (
     CorrectResultsForm,

@@ -7,11 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lab.deps import HandleSpecimens, ReadPatientData, SessionDep
-from lab.orders.models import Order
-from lab.results.models import Result
 from lab.results.queries import value_text
 from lab.specimens import service
-from lab.specimens.models import Specimen
 from lab.specimens.schemas import (
     AliquotIn,
     CollectIn,
@@ -20,6 +17,7 @@ from lab.specimens.schemas import (
     SpecimenOut,
     SpecimenTestOut,
 )
+from lab.tables import Order, Result, Specimen
 
 router = APIRouter(prefix="/api/v1/specimens", tags=["specimens"])
 

@@ -13,8 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lab.catalog.rules import snapshot
-from lab.orders.models import Order, OrderedTest
-from lab.specimens.models import Specimen
+from lab.tables import Order, OrderedTest, Specimen
 
 NOT_YET_IN_LAB = ("expected", "collected")
 IN_LAB = ("received", "in_progress")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
@@ -17,22 +16,9 @@ from lab import audit
 from lab.audit import Actor
 from lab.catalog.rules import rule_by_id
 from lab.errors import Conflict, InvalidInput, NotFound
-from lab.orders.models import Order, OrderedTest
-from lab.patients.service import audit_read
 from lab.specimens import accession
-from lab.specimens.models import Specimen, SpecimenEvent
+from lab.tables import Order, OrderedTest, Specimen, SpecimenEvent, SpecimenStatus
 from lab.timeutil import as_utc, oslo_text, utcnow
-
-
-class SpecimenStatus(StrEnum):
-    EXPECTED = "expected"
-    COLLECTED = "collected"
-    RECEIVED = "received"
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-    REJECTED = "rejected"
-    DISPOSED = "disposed"
-
 
 S = SpecimenStatus
 TRANSITIONS: dict[SpecimenStatus, frozenset[SpecimenStatus]] = {
@@ -132,7 +118,7 @@ def get_by_accession(session: Session, number: str) -> Specimen:
 
 def read(session: Session, number: str, *, actor: Actor) -> Specimen:
     specimen = get_by_accession(session, number)
-    audit_read(
+    audit.record_read(
         session,
         actor=actor,
         patient_id=specimen.patient_id,

@@ -20,14 +20,12 @@ from sqlalchemy.orm import Session
 from lab.audit import Actor
 from lab.deps import SESSION_COOKIE, SessionDep
 from lab.errors import Conflict, InvalidInput, LabError, NotFound
-from lab.orders.models import Order
 from lab.patients import service as patients
-from lab.patients.models import Patient
 from lab.reports import DEFAULT_STOCK, render_labels
 from lab.results import queries as result_queries
 from lab.specimens import accession
 from lab.specimens import service as specimens
-from lab.specimens.models import Specimen
+from lab.tables import Order, Patient, Specimen
 from lab.web.auth import HandleSpecimensForm, HandleSpecimensPage, ReadPatientDataPage
 from lab.web.pages import notice_of, page_router, redirect_after_post
 from lab.web.printouts import patient_details, pdf_response, specimen_label

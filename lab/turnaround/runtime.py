@@ -11,17 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
 from lab.config import Settings
+from lab.lifespan import Starter
 from lab.turnaround.service import ArchiveIndexer
 
 log = logging.getLogger(__name__)
-Starter = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def starter(settings: Settings, *, every: float = 2.0) -> Starter:

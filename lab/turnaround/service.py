@@ -30,8 +30,8 @@ from instruments.astm.link import Role
 from instruments.astm.transcript import TranscriptEntry, decode_payload
 from lab.audit import Actor
 from lab.errors import InvalidInput, PermissionDenied
+from lab.tables import AnalyserMessageTiming, ArchiveCursor
 from lab.turnaround.archive_scan import ArchiveScanner, MessageTiming, as_datetime
-from lab.turnaround.models import AnalyserMessageTiming, ArchiveCursor
 
 log = logging.getLogger(__name__)
 _WRITERS = {">": Role.INSTRUMENT, "<": Role.HOST}

@@ -22,8 +22,8 @@ from lab.errors import (
     NotFound,
     PermissionDenied,
 )
+from lab.tables import ApiToken, User, WebSession
 from lab.timeutil import utcnow
-from lab.users.models import ApiToken, User, WebSession
 from lab.users.roles import Permission, Role, permissions_of
 
 _hasher = PasswordHasher()

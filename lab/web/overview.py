@@ -11,12 +11,11 @@ from typing import Any
 
 from fastapi import Request, Response
 
-from lab.catalog.models import LabTest
 from lab.deps import SessionDep
 from lab.results import queries as result_queries
 from lab.specimens import queries as work_lists
 from lab.specimens import service as specimens
-from lab.specimens.models import Specimen
+from lab.tables import LabTest, Specimen
 from lab.timeutil import utcnow
 from lab.users.roles import Permission, permissions_of
 from lab.web.auth import CurrentUserPage

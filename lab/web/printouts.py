@@ -12,11 +12,8 @@ from decimal import Decimal
 
 from fastapi.responses import Response
 
-from lab.catalog.models import LabTest
 from lab.errors import InvalidInput
-from lab.orders.models import Order, OrderedTest
 from lab.patients.identifiers import IdentifierKind
-from lab.patients.models import Patient
 from lab.reports import (
     CumulativeReport,
     CumulativeSample,
@@ -32,9 +29,8 @@ from lab.reports import (
     Verification,
 )
 from lab.reports.types import AbnormalFlag, Comparator, Language, Priority, ResultStatus, Sex
-from lab.results.models import Result
 from lab.results.queries import CumulativePoint
-from lab.specimens.models import Specimen
+from lab.tables import LabTest, Order, OrderedTest, Patient, Result, Specimen
 
 NATIONAL_KINDS = (IdentifierKind.FNR.value, IdentifierKind.DNR.value, IdentifierKind.HNR.value)
 # Order priorities (lab/orders/service.py) to the report's words (ASTM O-6 / HL7 TQ1-9).

@@ -20,6 +20,7 @@ from lab.users.roles import Permission, permissions_of
 from lab.web.i18n import LANGUAGES, Language, translate
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+STATIC_DIR = Path(__file__).with_name("static")
 LANGUAGE_COOKIE = "lab_lang"
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
-from lab.catalog.models import LabTest
 from lab.catalog.rules import bump_version, snapshot
+from lab.tables import LabTest
 
 
 def test_an_uncommitted_change_is_seen_only_by_its_own_transaction(

@@ -22,11 +22,11 @@ from sqlalchemy import Engine, delete, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from lab.db import make_engine, make_session_factory
-from lab.hl7.er7 import parse_message
+from lab.hl7.codec.er7 import parse_message
+from lab.hl7.codec.mllp import MllpDecoder, frame
 from lab.hl7.inbox import Inbox
 from lab.hl7.listener import Hl7Listener
-from lab.hl7.mllp import MllpDecoder, frame
-from lab.hl7.models import OUTBOUND, Hl7Message, ReportedResult
+from lab.tables import OUTBOUND, Hl7Message, ReportedResult
 from tests.conftest import TestDatabase
 from tests.factories import national_number
 

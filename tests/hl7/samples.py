@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
-from lab.hl7.er7 import Message, parse_message
-from lab.hl7.types import (
+from lab.hl7.codec.er7 import Message, parse_message
+from lab.hl7.codec.types import (
     AbnormalFlag,
     CodedValue,
     EntityId,

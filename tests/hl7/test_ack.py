@@ -6,17 +6,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lab.hl7.ack import (
+from lab.hl7.codec.ack import (
     AckCode,
     Outcome,
     build_ack,
     outcome_of,
     requested_acknowledgements,
 )
-from lab.hl7.er7 import Message, parse_message, parse_text
-from lab.hl7.errors import ErrorCode, Problem, Severity
-from lab.hl7.inbound import map_inbound
-from lab.hl7.validation import validate_strict
+from lab.hl7.codec.er7 import Message, parse_message, parse_text
+from lab.hl7.codec.errors import ErrorCode, Problem, Severity
+from lab.hl7.codec.inbound import map_inbound
+from lab.hl7.codec.validation import validate_strict
 from tests.hl7.samples import sample, sample_bytes
 
 NOW = datetime(2026, 11, 27, 8, 15, 3, tzinfo=UTC)

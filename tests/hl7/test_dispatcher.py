@@ -14,11 +14,11 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from lab.config import Settings
+from lab.hl7.codec.oru import build_oru
+from lab.hl7.codec.validation import validate_strict
 from lab.hl7.dispatcher import DeliveryPolicy, Dispatcher, Endpoint, MllpClient
-from lab.hl7.models import OUTBOUND, Hl7Message
-from lab.hl7.oru import build_oru
-from lab.hl7.validation import validate_strict
 from lab.main import create_app
+from lab.tables import OUTBOUND, Hl7Message
 from tests.hl7.conftest import Receiver, unique
 from tests.hl7.samples import ten_results
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lab.hl7.er7 import (
+from lab.hl7.codec.er7 import (
     NULL,
     Delimiters,
     FieldValue,
@@ -19,7 +19,7 @@ from lab.hl7.er7 import (
     parse_message,
     parse_text,
 )
-from lab.hl7.errors import (
+from lab.hl7.codec.errors import (
     ErrorCode,
     Hl7Error,
     LocalProtocolError,

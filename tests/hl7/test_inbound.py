@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from lab.hl7.er7 import NULL, parse_message, parse_text
-from lab.hl7.errors import ErrorCode, Severity
-from lab.hl7.inbound import map_inbound
-from lab.hl7.types import (
+from lab.hl7.codec.er7 import NULL, parse_message, parse_text
+from lab.hl7.codec.errors import ErrorCode, Severity
+from lab.hl7.codec.inbound import map_inbound
+from lab.hl7.codec.types import (
     OrderControl,
     OrderMessage,
     PatientMerge,
@@ -20,7 +20,7 @@ from lab.hl7.types import (
     Priority,
     Sex,
 )
-from lab.hl7.validation import StrictValidationError, validate_strict
+from lab.hl7.codec.validation import StrictValidationError, validate_strict
 from tests.hl7.samples import DATA, fnr_is_valid, sample, sample_bytes
 
 CET = timezone(timedelta(hours=1))

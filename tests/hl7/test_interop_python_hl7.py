@@ -11,9 +11,9 @@ from __future__ import annotations
 import hl7
 import pytest
 
-from lab.hl7.er7 import parse_message, parse_text
-from lab.hl7.errors import MessageStructureError
-from lab.hl7.oru import build_oru
+from lab.hl7.codec.er7 import parse_message, parse_text
+from lab.hl7.codec.errors import MessageStructureError
+from lab.hl7.codec.oru import build_oru
 from tests.hl7.samples import sample_bytes, ten_results
 
 

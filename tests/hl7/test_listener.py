@@ -14,14 +14,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from lab.hl7.er7 import Message
+from lab.hl7.codec.er7 import Message
 from lab.hl7.inbox import Inbox
 from lab.hl7.listener import Hl7Listener, server_tls_context
-from lab.hl7.models import INBOUND, Hl7Message
 from lab.orders import service as orders
-from lab.orders.models import Order
 from lab.patients import service as patients
-from lab.specimens.models import Specimen
+from lab.tables import INBOUND, Hl7Message, Order, Specimen
 from tests.hl7.conftest import (
     LoopThread,
     RunningListener,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.hl7.er7 import parse_message
-from lab.hl7.errors import Hl7Error, LocalProtocolError, MllpFramingError
-from lab.hl7.mllp import CLOSED, NEED_DATA, MllpDecoder, frame
+from lab.hl7.codec.er7 import parse_message
+from lab.hl7.codec.errors import Hl7Error, LocalProtocolError, MllpFramingError
+from lab.hl7.codec.mllp import CLOSED, NEED_DATA, MllpDecoder, frame
 
 MESSAGE = "MSH|^~\\&|EPIC|HMN|LAB|STOLAV|20261127||ADT^A08|{n}|P|2.5.1\rPID|1||{n}||Sætre\r"
 

@@ -8,17 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.hl7.er7 import parse_message
-from lab.hl7.errors import LocalProtocolError
-from lab.hl7.oru import build_oru
-from lab.hl7.types import (
+from lab.hl7.codec.er7 import parse_message
+from lab.hl7.codec.errors import LocalProtocolError
+from lab.hl7.codec.oru import build_oru
+from lab.hl7.codec.types import (
     AbnormalFlag,
     CodedValue,
     ObservationStatus,
     ResultStatus,
     ValueType,
 )
-from lab.hl7.validation import validate_strict
+from lab.hl7.codec.validation import validate_strict
 from tests.hl7.samples import AANTE, observation, report, ten_results
 
 TABLE_0085 = set("CDFINOPRSUWX")

@@ -8,14 +8,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from lab.hl7 import outbox
-from lab.hl7.er7 import Message, parse_message
-from lab.hl7.models import OUTBOUND, Hl7Message, PendingRelease
+from lab.hl7.codec.er7 import Message, parse_message
+from lab.hl7.codec.validation import validate_strict
 from lab.hl7.release import release_due
-from lab.hl7.validation import validate_strict
+from lab.results import outbox
 from lab.results import service as results
 from lab.results.service import Measurement
 from lab.specimens import service as specimens
+from lab.tables import OUTBOUND, Hl7Message, PendingRelease
 from lab.users.roles import Role
 from tests.conftest import actor
 from tests.factories import place

@@ -11,13 +11,13 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from lab.config import Settings
-from lab.hl7 import outbox
+from lab.hl7.codec.er7 import parse_message
+from lab.hl7.codec.validation import validate_strict
 from lab.hl7.dispatcher import DeliveryPolicy
-from lab.hl7.er7 import parse_message
 from lab.hl7.runtime import Timing, starter
-from lab.hl7.validation import validate_strict
 from lab.main import create_app
 from lab.orders import service as orders
+from lab.results import outbox
 from lab.results import service as results
 from lab.results.service import Measurement
 from lab.specimens import service as specimens

@@ -22,9 +22,8 @@ from instruments.profiles import SpecimenOrder, get_profile
 from instruments.simulator import SpecimenRun, VirtualAnalyser
 from instruments.transports import serial as serial_transport
 from instruments.transports import tcp
-from lab.catalog.models import LabTest
-from lab.results.models import Result
 from lab.specimens import service as specimens
+from lab.tables import LabTest, Result
 
 from .conftest import new_specimens, running, tcp_instrument
 

@@ -13,13 +13,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from instruments.models import QcResult, UnmatchedResult
 from instruments.profiles import get_profile
 from instruments.simulator import SpecimenRun, VirtualAnalyser
 from instruments.transports import tcp
 from lab.config import Settings
 from lab.main import create_app
 from lab.specimens import accession
+from lab.tables import QcResult, UnmatchedResult
 from tests.conftest import TestDatabase, auth
 
 from .conftest import new_specimens, running, tcp_instrument

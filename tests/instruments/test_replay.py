@@ -19,10 +19,10 @@ from instruments.astm.link import Role
 from instruments.astm.record_codec import build_records
 from instruments.astm.transcript import TranscriptEntry, format_transcript
 from instruments.cli import replay_file
-from instruments.models import UnmatchedResult
 from instruments.profiles import MeasuredResult, SpecimenOrder, get_profile
 from instruments.simulator import VirtualAnalyser
 from instruments.transports import tcp
+from lab.tables import UnmatchedResult
 
 from .conftest import new_specimens, running, tcp_instrument
 from .test_conversation import results_of

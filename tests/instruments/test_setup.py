@@ -26,12 +26,12 @@ from instruments.config import (
     load_instruments,
     parse_config,
 )
-from instruments.models import OrderDownload
 from instruments.profiles import PROFILES, MeasuredResult, SpecimenOrder, get_profile
 from instruments.simulator import VirtualAnalyser
 from instruments.transports import tcp
 from lab.config import Settings
 from lab.main import create_app
+from lab.tables import OrderDownload
 from tests.conftest import TestDatabase, auth
 
 from .conftest import new_specimens, running, tcp_instrument

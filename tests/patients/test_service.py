@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 from lab import audit
 from lab.errors import Conflict, InvalidInput
 from lab.patients import service as patients
-from lab.patients.models import PatientMerge
 from lab.patients.service import Demographics, IdentifierInput
 from lab.results import service as results
 from lab.specimens import service as specimens
+from lab.tables import PatientMerge
 from lab.users.roles import Role
 from tests.conftest import actor
 from tests.factories import KARI_FNR, OLA_FNR, h_number, kari, national_number, place

@@ -7,7 +7,7 @@ import re
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from lab.orders.models import Order
+from lab.tables import Order
 from tests.conftest import PASSWORD, actor
 from tests.factories import place
 

@@ -8,11 +8,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from lab.audit import AuditEvent
-from lab.catalog.models import LabTest
 from lab.catalog.rules import bump_version
-from lab.orders.models import OrderedTest
-from lab.specimens.models import Specimen
+from lab.tables import AuditEvent, LabTest, OrderedTest, Specimen
 from lab.timeutil import utcnow
 from tests.factories import KARI_FNR
 from tests.web.support import accession_for, order, sign_in

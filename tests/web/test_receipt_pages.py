@@ -11,8 +11,8 @@ from pypdf import PdfReader
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lab.audit import AuditEvent
 from lab.specimens import accession
+from lab.tables import AuditEvent
 from tests.web.support import accession_for, order, sign_in
 
 PARTIAL = {"X-Lab-Partial": "receipt"}

@@ -11,8 +11,7 @@ from pypdf import PdfReader
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lab.audit import AuditEvent
-from lab.results.models import Result
+from lab.tables import AuditEvent, Result
 from tests.web.support import accession_for, order, sign_in
 
 
@@ -32,8 +31,7 @@ def enter(client: TestClient, token: str, number: str, **values: str) -> httpx.R
 
 
 def result_ids(db: Session, number: str) -> dict[str, int]:
-    from lab.catalog.models import LabTest
-    from lab.specimens.models import Specimen
+    from lab.tables import LabTest, Specimen
 
     rows = db.execute(
         select(LabTest.code, Result.id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 
 from sqlalchemy import (
     ARRAY,
@@ -28,6 +29,20 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from lab.db import Base
+
+
+# preliminary -> awaiting_review -> verified -> corrected; cancelled
+class ResultStatus(StrEnum):
+    PRELIMINARY = "preliminary"
+    AWAITING_REVIEW = "awaiting_review"
+    VERIFIED = "verified"
+    CORRECTED = "corrected"
+    CANCELLED = "cancelled"
+
+
+R = ResultStatus
+# Released to the record: what clinicians may read.
+RELEASED = frozenset({R.VERIFIED, R.CORRECTED})
 
 
 class Result(Base):

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from lab.hl7.er7 import Field, FieldValue, Message, Repeated, build_message
-from lab.hl7.errors import ErrorCode, Problem, Severity
-from lab.hl7.timestamps import format_timestamp
+from lab.hl7.codec.er7 import Field, FieldValue, Message, Repeated, build_message
+from lab.hl7.codec.errors import ErrorCode, Problem, Severity
+from lab.hl7.codec.timestamps import format_timestamp
 
 
 class AckCode(Enum):

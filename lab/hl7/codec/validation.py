@@ -5,13 +5,13 @@ message. Used by the tests on everything we emit and optionally at run time. It 
 segment order and grouping, required fields and data types; it does not check table values
 (an OBX-8 `Q` passes), so tests check those separately. Known fault: a v2.5.1 OML^O21 with
 several ORC+OBR groups fails because hl7apy files the second ORC under PRIOR_RESULT (hl7apy
-issue #148), so inbound orders are checked by `lab.hl7.inbound`, not here.
+issue #148), so inbound orders are checked by `lab.hl7.codec.inbound`, not here.
 """
 
 from __future__ import annotations
 
-from lab.hl7.er7 import Message
-from lab.hl7.errors import Hl7Error
+from lab.hl7.codec.er7 import Message
+from lab.hl7.codec.errors import Hl7Error
 
 
 class StrictValidationError(Hl7Error):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from lab.hl7.errors import ErrorCode, LocalProtocolError, MessageStructureError, Problem
-from lab.hl7.escapes import Delimiters, EscapeError, unescape
+from lab.hl7.codec.errors import ErrorCode, LocalProtocolError, MessageStructureError, Problem
+from lab.hl7.codec.escapes import Delimiters, EscapeError, unescape
 
 # Table 0211 names we accept, and the Python codec for each. UTF-8 and ISO-8859-1 are the ones
 # the contract names; ASCII and 8859/15 cost nothing and occur in Norwegian traffic.

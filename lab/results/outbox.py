@@ -25,13 +25,11 @@ from sqlalchemy import delete, exists, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from lab.catalog.models import LabTest
 from lab.catalog.service import ReferenceRange
 from lab.config import get_settings
-from lab.hl7.charsets import UTF_8
-from lab.hl7.models import OUTBOUND, Hl7Message, PendingRelease, ReportedResult
-from lab.hl7.oru import build_oru
-from lab.hl7.types import (
+from lab.hl7.codec.charsets import UTF_8
+from lab.hl7.codec.oru import build_oru
+from lab.hl7.codec.types import (
     AbnormalFlag,
     CodedValue,
     EntityId,
@@ -46,11 +44,19 @@ from lab.hl7.types import (
     Sex,
     ValueType,
 )
-from lab.orders.models import Order
 from lab.patients.identifiers import IdentifierKind
-from lab.patients.models import Patient as StoredPatient
-from lab.results.models import Result
-from lab.specimens.models import Specimen
+from lab.tables import (
+    OUTBOUND,
+    Hl7Message,
+    LabTest,
+    Order,
+    OrderedTest,
+    PendingRelease,
+    ReportedResult,
+    Result,
+    Specimen,
+)
+from lab.tables import Patient as StoredPatient
 from lab.timeutil import utcnow
 
 QUEUED = "queued"
@@ -182,8 +188,6 @@ def enqueue(
 
 
 def _locked_order(session: Session, result: Result) -> Order:
-    from lab.orders.models import OrderedTest
-
     order_id = session.scalar(
         select(OrderedTest.order_id).where(OrderedTest.id == result.ordered_test_id)
     )
@@ -197,7 +201,7 @@ def _was_reported(session: Session, result_id: int) -> bool:
     return bool(session.scalar(select(exists().where(ReportedResult.result_id == result_id))))
 
 
-# --- from the lab's rows to the HL7 values of `lab.hl7.types` -----------------------------
+# --- from the lab's rows to the HL7 values of `lab.hl7.codec.types` -----------------------------
 
 
 def build_report(

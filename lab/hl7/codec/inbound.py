@@ -17,10 +17,10 @@ from datetime import datetime, tzinfo
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from lab.hl7.er7 import NULL, Message, Segment
-from lab.hl7.errors import ErrorCode, Severity
-from lab.hl7.escapes import Null
-from lab.hl7.fields import (
+from lab.hl7.codec.er7 import NULL, Message, Segment
+from lab.hl7.codec.errors import ErrorCode, Severity
+from lab.hl7.codec.escapes import Null
+from lab.hl7.codec.fields import (
     ProblemLog,
     coded,
     entity_id,
@@ -30,7 +30,7 @@ from lab.hl7.fields import (
     update_date,
     update_text,
 )
-from lab.hl7.types import (
+from lab.hl7.codec.types import (
     InboundContent,
     InboundOutcome,
     MessageHeader,

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 
-from lab.hl7.er7 import NULL, Field, Segment
-from lab.hl7.errors import ErrorCode, Problem, Severity
-from lab.hl7.escapes import Null
-from lab.hl7.timestamps import parse_date, parse_timestamp
-from lab.hl7.types import CodedValue, EntityId, PatientIdentifier, Provider
+from lab.hl7.codec.er7 import NULL, Field, Segment
+from lab.hl7.codec.errors import ErrorCode, Problem, Severity
+from lab.hl7.codec.escapes import Null
+from lab.hl7.codec.timestamps import parse_date, parse_timestamp
+from lab.hl7.codec.types import CodedValue, EntityId, PatientIdentifier, Provider
 
 
 @dataclass(slots=True)

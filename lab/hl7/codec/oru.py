@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from lab.hl7.charsets import UTF_8
-from lab.hl7.er7 import FieldValue, Message, Repeated, build_message
-from lab.hl7.errors import LocalProtocolError
-from lab.hl7.escapes import NULL
-from lab.hl7.timestamps import format_date, format_timestamp
-from lab.hl7.types import (
+from lab.hl7.codec.charsets import UTF_8
+from lab.hl7.codec.er7 import FieldValue, Message, Repeated, build_message
+from lab.hl7.codec.errors import LocalProtocolError
+from lab.hl7.codec.escapes import NULL
+from lab.hl7.codec.timestamps import format_date, format_timestamp
+from lab.hl7.codec.types import (
     CodedValue,
     EntityId,
     Observation,

@@ -6,7 +6,7 @@ import re
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Final
 
-from lab.hl7.errors import LocalProtocolError
+from lab.hl7.codec.errors import LocalProtocolError
 
 # YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]
 _DTM: Final = re.compile(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -18,8 +19,33 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from lab.catalog.models import LabTest
 from lab.db import Base
+from lab.tables.catalog import LabTest
+
+
+class Priority(StrEnum):
+    ROUTINE = "routine"
+    URGENT = "urgent"
+    STAT = "stat"
+
+
+class TestStatus(StrEnum):
+    ORDERED = "ordered"
+    IN_PROGRESS = "in_progress"
+    RESULTED = "resulted"
+    VERIFIED = "verified"
+    CANCELLED = "cancelled"
+
+
+class OrderStatus(StrEnum):
+    """An order is active until every test is verified or cancelled (`orders.service`)."""
+
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+OPEN_TEST_STATUSES = frozenset({TestStatus.ORDERED, TestStatus.IN_PROGRESS})
 
 
 class Order(Base):
@@ -36,7 +62,7 @@ class Order(Base):
     ordering_location: Mapped[str] = mapped_column(String(200), default="")
     priority: Mapped[str] = mapped_column(String(8), default="routine")  # routine | urgent | stat
     clinical_info: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    status: Mapped[str] = mapped_column(String(16), default=OrderStatus.ACTIVE.value)
     source: Mapped[str] = mapped_column(String(16), default="api")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Final
 
-from lab.hl7.errors import LocalProtocolError, MllpFramingError
+from lab.hl7.codec.errors import LocalProtocolError, MllpFramingError
 
 START_BLOCK: Final = b"\x0b"
 END_BLOCK: Final = b"\x1c"

@@ -12,8 +12,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 
-from lab.hl7.errors import Problem
-from lab.hl7.escapes import Null
+from lab.hl7.codec.errors import Problem
+from lab.hl7.codec.escapes import Null
 
 # --- shared pieces -------------------------------------------------------------------------
 

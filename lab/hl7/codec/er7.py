@@ -16,9 +16,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, cast
 
-from lab.hl7.charsets import charset_codec, charset_of, decode_message_bytes, encode_message_text
-from lab.hl7.errors import ErrorCode, LocalProtocolError, MessageStructureError, Problem
-from lab.hl7.escapes import (
+from lab.hl7.codec.charsets import (
+    charset_codec,
+    charset_of,
+    decode_message_bytes,
+    encode_message_text,
+)
+from lab.hl7.codec.errors import ErrorCode, LocalProtocolError, MessageStructureError, Problem
+from lab.hl7.codec.escapes import (
     NULL,
     STANDARD_DELIMITERS,
     Delimiters,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -18,6 +19,16 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from lab.db import Base
+
+
+class SpecimenStatus(StrEnum):
+    EXPECTED = "expected"
+    COLLECTED = "collected"
+    RECEIVED = "received"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    DISPOSED = "disposed"
 
 
 class Specimen(Base):
