@@ -8,10 +8,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck pytest bench drill system-deps clean
 
+# The .pth line puts the checkout on the venv's path, so its folders outside the wheel (testkit/
+# above all) import from anywhere: `lab demo run` plays its day with the test kit.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -c 'import pathlib, sys, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "lab-checkout.pth").write_text(sys.argv[1] + "\n")' "$(CURDIR)"
 	touch $(STAMP)
 
 # Debian packages the tests use: chromium (browser tests through Playwright's executable_path),
@@ -34,8 +37,8 @@ run: $(STAMP)
 	LAB_DEMO=$${LAB_DEMO:-1} $(BIN)/lab serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check lab instruments tests migrations bench drills
-	$(BIN)/ruff format --check lab instruments tests migrations bench drills
+	$(BIN)/ruff check lab instruments testkit tests migrations bench drills
+	$(BIN)/ruff format --check lab instruments testkit tests migrations bench drills
 	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)

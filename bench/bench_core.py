@@ -17,14 +17,8 @@ import psycopg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from bench.core_seed import (
-    SCALE,
-    bulk_orders,
-    bulk_patients,
-    create_database,
-    drop_database,
-    fix_sequences,
-)
+from bench import SCALE, bench_database
+from bench.core_seed import bulk_orders, bulk_patients, fix_sequences
 from lab.audit import Actor
 from lab.db import make_engine, make_session_factory
 from lab.results import queries as result_queries
@@ -64,11 +58,8 @@ def main() -> None:
     present = int(1_000_000 * SCALE)
     recorded = int(100_000 * SCALE)
     heavy = min(10_000, present // 10)
-    database = create_database()
-    try:
-        run(database.url, present=present, recorded=recorded, heavy=heavy)
-    finally:
-        drop_database(database)
+    with bench_database("core") as url:
+        run(url, present=present, recorded=recorded, heavy=heavy)
 
 
 def run(url: str, *, present: int, recorded: int, heavy: int) -> None:

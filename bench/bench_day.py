@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import tempfile
 import time
@@ -30,30 +29,21 @@ from urllib.parse import quote
 
 from sqlalchemy import text
 
-from bench import bench_hl7_flow, bench_instruments
+from bench import bench_database, bench_hl7_flow, bench_instruments, scaled
 from instruments.profiles import SpecimenOrder, get_profile
 from instruments.simulator import VirtualAnalyser
 from instruments.transports import tcp
 from lab.db import make_engine, make_session_factory
-from lab.demo_day import (
-    ApiClient,
-    LabProcess,
-    RecordReceiver,
-    demo_patients,
-    free_port,
-    make_token,
-    oml_o21,
-)
-from lab.hl7.codec.mllp import MllpDecoder, frame
+from testkit.api import ApiClient
+from testkit.mllp import MllpConnection
+from testkit.orders import oml_o21
+from testkit.patients import synthetic_patients
+from testkit.process import Analyser, running_lab
+from testkit.record import FakeRecord
 
-SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 ANALYSERS = 3
 PROFILE = get_profile("generic")
 STAGES: dict[str, list[float]] = {}  # seconds each step of an order took, in the last run
-
-
-def scaled(n: int, least: int) -> int:
-    return max(int(n * SCALE), least)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -67,22 +57,13 @@ class Mllp:
     def __init__(self, port: int) -> None:
         self.port = port
         self.lock = asyncio.Lock()
-        self.decoder = MllpDecoder()
-        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.connection: MllpConnection | None = None
 
     async def exchange(self, message: bytes) -> bytes:
         async with self.lock:
-            if self.streams is None:
-                self.streams = await asyncio.open_connection("127.0.0.1", self.port)
-            reader, writer = self.streams
-            writer.write(frame(message))
-            await writer.drain()
-            while not isinstance(block := self.decoder.next_message(), bytes):
-                chunk = await reader.read(65536)
-                if not chunk:
-                    raise ConnectionError("listener closed")
-                self.decoder.receive_data(chunk)
-            return block
+            if self.connection is None:
+                self.connection = await MllpConnection.open("127.0.0.1", self.port)
+            return await self.connection.exchange(message)
 
 
 class MllpPool:
@@ -126,11 +107,11 @@ async def one_order(
     lines: list[Line],
     lege: ApiClient,
     accession_of: Any,
-    receiver: RecordReceiver,
+    receiver: FakeRecord,
 ) -> float | None:
     """The whole flow of one order; seconds from the order sent to the record's ACK of its ORU."""
     placer = f"{run}{number:06d}"
-    patient = demo_patients(1, seed=number)[0]
+    patient = synthetic_patients(1, seed=number)[0]
     started = mark = time.time()
 
     def stage(name: str) -> None:
@@ -165,7 +146,7 @@ async def play(
     lines: list[Line],
     lege: ApiClient,
     accession_of: Any,
-    receiver: RecordReceiver,
+    receiver: FakeRecord,
 ) -> tuple[list[float], float]:
     run = f"B{uuid.uuid4().hex[:5].upper()}"
     gate = asyncio.Semaphore(concurrency)
@@ -194,12 +175,9 @@ async def play(
 
 
 def main() -> None:
-    url, name = bench_hl7_flow.make_database()
-    try:
+    with bench_database("day") as url:
         asyncio.run(_flow(url))
         _ceilings(url)
-    finally:
-        bench_hl7_flow.drop_database(name)
 
 
 async def _flow(url: str) -> None:
@@ -220,80 +198,62 @@ async def _flow(url: str) -> None:
                 ).scalar_one()
             )
 
-    receiver = RecordReceiver()
-    record_port = await receiver.start()
-    ports = [free_port() for _ in range(ANALYSERS)]
-    with tempfile.TemporaryDirectory() as folder:
-        instruments = Path(folder) / "instruments.toml"
-        instruments.write_text(
-            "".join(
-                f'[[instrument]]\nname = "bench-{n}"\nprofile = "generic"\nlocal_codes = true\n'
-                f'[instrument.tcp]\nmode = "server"\nport = {port}\n\n'
-                for n, port in enumerate(ports)
+    receiver = FakeRecord()
+    analysers = [Analyser(name=f"bench-{n}") for n in range(ANALYSERS)]
+    stack = contextlib.AsyncExitStack()
+    try:
+        lab = await stack.enter_async_context(
+            running_lab(
+                url,
+                Path(stack.enter_context(tempfile.TemporaryDirectory())),
+                analysers=analysers,
+                record=receiver,
             )
         )
-        mllp_port = free_port()
-        lab = LabProcess(
-            env={
-                "LAB_DATABASE_URL": url,
-                "LAB_DATA_DIR": str(Path(folder) / "var"),
-                "LAB_MLLP_PORT": str(mllp_port),
-                "LAB_INSTRUMENTS_FILE": str(instruments),
-                "LAB_EHR_MLLP_URL": f"mllp://127.0.0.1:{record_port}",
-            },
-            http_port=free_port(),
-            log_path=Path(folder) / "lab-serve.log",
+        lege = ApiClient(lab.base, lab.token("lege"))
+        mllp = MllpPool([Mllp(lab.mllp_port) for _ in range(4)])
+        lines = [Line(port, number) for number, port in enumerate(lab.astm_ports.values())]
+        for line in lines:
+            channel = await tcp.open_channel("127.0.0.1", line.port)
+            await stack.enter_async_context(line.analyser.on_line(channel))
+        common: dict[str, Any] = {
+            "mllp": mllp,
+            "lines": lines,
+            "lege": lege,
+            "accession_of": accession_of,
+            "receiver": receiver,
+        }
+        await play(count=20, pace=None, concurrency=4, **common)  # warm up
+        paced_orders = scaled(400, 60)
+        since = datetime.now(UTC)
+        spans, took = await play(count=paced_orders, pace=0.1, concurrency=1000, **common)
+        until = datetime.now(UTC)
+        await asyncio.sleep(3)  # the archive indexer runs every 2 s
+        report = await asyncio.to_thread(
+            lege.call,
+            "GET",
+            f"/api/v1/reports/turnaround?since={quote(since.isoformat())}"
+            f"&until={quote(until.isoformat())}",
         )
-        await asyncio.to_thread(lab.start)
-        stack = contextlib.AsyncExitStack()
-        try:
-            lege = ApiClient(lab.base, make_token(url, "lege"))
-            mllp = MllpPool([Mllp(mllp_port) for _ in range(4)])
-            lines = [Line(port, number) for number, port in enumerate(ports)]
-            for line in lines:
-                channel = await tcp.open_channel("127.0.0.1", line.port)
-                await stack.enter_async_context(line.analyser.on_line(channel))
-            common: dict[str, Any] = {
-                "mllp": mllp,
-                "lines": lines,
-                "lege": lege,
-                "accession_of": accession_of,
-                "receiver": receiver,
-            }
-            await play(count=20, pace=None, concurrency=4, **common)  # warm up
-            paced_orders = scaled(400, 60)
-            since = datetime.now(UTC)
-            spans, took = await play(count=paced_orders, pace=0.1, concurrency=1000, **common)
-            until = datetime.now(UTC)
-            await asyncio.sleep(3)  # the archive indexer runs every 2 s
-            report = await asyncio.to_thread(
-                lege.call,
-                "GET",
-                f"/api/v1/reports/turnaround?since={quote(since.isoformat())}"
-                f"&until={quote(until.isoformat())}",
+        _print_paced(report, spans, paced_orders, took)
+        loaded_orders = scaled(600, 60)
+        spans, took = await play(count=loaded_orders, pace=None, concurrency=32, **common)
+        print(
+            f"sustained   {3 * len(spans) / took:7.0f} results/s  order in -> ORU ACKed by "
+            f"the record, 32 orders in flight on 4 MLLP connections, 3 analysers "
+            f"({len(spans)} orders, {took:.1f} s; end to end "
+            f"p50 {percentile(spans, 0.5) * 1000:.0f} ms, "
+            f"p99 {percentile(spans, 0.99) * 1000:.0f} ms)"
+        )
+        print(
+            "  where the time of an order went under load (p50): "
+            + ", ".join(
+                f"{name} {percentile(values, 0.5) * 1000:.0f} ms" for name, values in STAGES.items()
             )
-            _print_paced(report, spans, paced_orders, took)
-            loaded_orders = scaled(600, 60)
-            spans, took = await play(count=loaded_orders, pace=None, concurrency=32, **common)
-            print(
-                f"sustained   {3 * len(spans) / took:7.0f} results/s  order in -> ORU ACKed by "
-                f"the record, 32 orders in flight on 4 MLLP connections, 3 analysers "
-                f"({len(spans)} orders, {took:.1f} s; end to end "
-                f"p50 {percentile(spans, 0.5) * 1000:.0f} ms, "
-                f"p99 {percentile(spans, 0.99) * 1000:.0f} ms)"
-            )
-            print(
-                "  where the time of an order went under load (p50): "
-                + ", ".join(
-                    f"{name} {percentile(values, 0.5) * 1000:.0f} ms"
-                    for name, values in STAGES.items()
-                )
-            )
-        finally:
-            await stack.aclose()
-            await asyncio.to_thread(lab.stop)
-            await receiver.stop()
-            engine.dispose()
+        )
+    finally:
+        await stack.aclose()
+        engine.dispose()
 
 
 def _print_paced(report: dict[str, Any], spans: list[float], orders: int, took: float) -> None:

@@ -21,7 +21,7 @@ from hl7apy.parser import parse_message as hapy_parse
 
 from lab.hl7.codec.er7 import Message, parse_message
 from lab.hl7.codec.oru import build_oru
-from tests.hl7.samples import ten_results
+from testkit.results import ten_results
 
 OML = Path(__file__).parent.parent / "tests" / "data" / "hl7" / "oml_o21_three_tests.hl7"
 

@@ -9,84 +9,48 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import resource
-import secrets
 import time
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import create_engine, insert, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import insert, text
 from sqlalchemy.orm import Session
 
-from lab.db import make_engine, make_session_factory, to_psycopg_url
-from lab.demo import seed
+from bench import bench_database, scaled
+from lab.db import make_engine, make_session_factory
 from lab.hl7.codec.ack import AckCode, build_ack
 from lab.hl7.codec.er7 import parse_message
-from lab.hl7.codec.mllp import MllpDecoder, frame
+from lab.hl7.codec.oru import build_oru
 from lab.hl7.dispatcher import DeliveryPolicy, Dispatcher, Endpoint, MllpClient
 from lab.hl7.inbox import Inbox
 from lab.hl7.listener import Hl7Listener
-from lab.migrate import upgrade
-from lab.patients.identifiers import check_digits
 from lab.tables import Hl7Message
+from testkit.mllp import MllpConnection, ack_code
+from testkit.orders import oml_o21
+from testkit.patients import SyntheticPatient, national_number
+from testkit.record import FakeRecord
+from testkit.results import ten_results
 
-SERVER = to_psycopg_url(
-    os.environ.get("LAB_BENCH_DATABASE_URL")
-    or os.environ.get("LAB_TEST_DATABASE_URL")
-    or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-SCALE = float(os.environ.get("BENCH_SCALE", "1"))
-
-
-def scaled(n: int, least: int = 10) -> int:
-    return max(int(n * SCALE), least)
-
-
-def fnr(n: int) -> str:
-    born = date(1930 + n % 70, 1 + n % 12, 1 + n % 28)
-    for individual in range(n % 400, n % 400 + 40):
-        first = f"{born.day:02d}{born.month:02d}{born.year % 100:02d}{individual:03d}"
-        digits = check_digits(first)
-        if digits is not None:
-            return first + f"{digits[0]}{digits[1]}"
-    raise ValueError("no number")
+OSLO_WINTER = timezone(timedelta(hours=1))
+SENT = datetime(2026, 11, 27, 8, 15, 2, tzinfo=OSLO_WINTER)
+COLLECTED = datetime(2026, 11, 27, 8, 0, tzinfo=OSLO_WINTER)
 
 
 def order_message(n: int, run: str) -> bytes:
-    control_id = f"{run}{n}"
-    return (
-        f"MSH|^~\\&|EPIC|HMN|LAB|STOLAV|20261127081502+0100||OML^O21^OML_O21|{control_id}"
-        "|P|2.5.1||||||UNICODE UTF-8\r"
-        f"PID|1||{fnr(n)}^^^NOR&2.16.578.1.12.4.1.4.1&ISO^FNR||Østbø^Kari|||F\r"
-        f"ORC|NW|{control_id}^EPIC||||||||||9144889^Lien^Lise^^^^^^HPR\r"
-        f"OBR|1|{control_id}^EPIC||HB^Hemoglobin^L|||20261127080000+0100\r"
-    ).encode()
-
-
-def make_database() -> tuple[str, str]:
-    name = f"lab_bench_hl7_{secrets.token_hex(3)}"
-    admin = create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = make_url(SERVER).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    engine = make_engine(url, pool_size=1)
-    with Session(engine) as session:
-        seed(session, password="bench password")
-        session.commit()
-    engine.dispose()
-    return url, name
-
-
-def drop_database(name: str) -> None:
-    admin = create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    """Order `n` of a run: haemoglobin for one of many patients (fixed times: same bytes)."""
+    born = date(1930 + n % 70, 1 + n % 12, 1 + n % 28)
+    patient = SyntheticPatient(fnr=national_number(born, n % 400), family="Østbø", given="Kari")
+    return oml_o21(
+        control_id=f"{run}{n}",
+        placer=f"{run}{n}",
+        patient=patient,
+        tests=["HB"],
+        location=None,
+        sent_at=SENT,
+        collected_at=COLLECTED,
+    )
 
 
 # --- the listener in its own process -------------------------------------------------------
@@ -107,29 +71,19 @@ def _serve(url: str, ready: Any, stop: Any) -> None:
 
 
 async def _send(port: int, messages: list[bytes], pace: float = 0.0) -> list[float]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    decoder = MllpDecoder()
+    connection = await MllpConnection.open("127.0.0.1", port)
     latencies = []
     try:
         for message in messages:
             started = time.perf_counter()
-            writer.write(frame(message))
-            await writer.drain()
-            while True:
-                block = decoder.next_message()
-                if isinstance(block, bytes):
-                    if b"MSA|AA|" not in block:
-                        raise RuntimeError(f"not accepted: {block!r}")
-                    break
-                chunk = await reader.read(65536)
-                if not chunk:
-                    raise RuntimeError("listener closed the connection")
-                decoder.receive_data(chunk)
+            ack = await connection.exchange(message)
+            if ack_code(ack) != "AA":
+                raise RuntimeError(f"not accepted: {ack!r}")
             latencies.append(time.perf_counter() - started)
             if pace:
                 await asyncio.sleep(max(pace - latencies[-1], 0))
     finally:
-        writer.close()
+        await connection.close()
     return latencies
 
 
@@ -181,32 +135,8 @@ def ceiling(url: str, messages: list[bytes]) -> float:
 # --- the outbound side ----------------------------------------------------------------------
 
 
-async def _receiver() -> tuple[asyncio.Server, list[int]]:
-    count = [0]
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        decoder = MllpDecoder()
-        while chunk := await reader.read(65536):
-            decoder.receive_data(chunk)
-            while isinstance(block := decoder.next_message(), bytes):
-                control_id = parse_message(block).control_id
-                count[0] += 1
-                writer.write(
-                    frame(
-                        f"MSH|^~\\&|EHR||LAB||20261127||ACK|A{count[0]}|P|2.5.1\rMSA|AA|{control_id}\r".encode()
-                    )
-                )
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    return server, count
-
-
 def queue_results(url: str, count: int, patients: int) -> None:
     """`count` queued ORU rows (a 10-OBX result report each) by INSERT ... SELECT."""
-    from lab.hl7.codec.oru import build_oru
-    from tests.hl7.samples import ten_results
-
     raw = build_oru(ten_results()).encode().replace(b"LAB-000001", b"LAB-CONTROLID")
     engine = make_engine(url, pool_size=1)
     with engine.begin() as connection:
@@ -230,8 +160,8 @@ def queue_results(url: str, count: int, patients: int) -> None:
 
 def drain(url: str) -> tuple[float, int]:
     async def main() -> int:
-        server, count = await _receiver()
-        port = int(server.sockets[0].getsockname()[1])
+        record = FakeRecord(keep=False)
+        port = await record.start()
         engine = make_engine(url, pool_size=2)
         policy = DeliveryPolicy(batch_size=500)
         dispatcher = Dispatcher(
@@ -242,9 +172,9 @@ def drain(url: str) -> tuple[float, int]:
         while await dispatcher.drain(budget=3600):
             pass
         await dispatcher.close()
-        server.close()
+        await record.stop()
         engine.dispose()
-        return count[0]
+        return record.count
 
     started = time.perf_counter()
     delivered = asyncio.run(main())
@@ -252,8 +182,7 @@ def drain(url: str) -> tuple[float, int]:
 
 
 def main() -> None:
-    url, name = make_database()
-    try:
+    with bench_database("hl7") as url:
         run = uuid.uuid4().hex[:6]
         n = scaled(2000, 40)
         messages = [order_message(i, run) for i in range(n)]
@@ -308,5 +237,3 @@ def main() -> None:
             f"backlog      {delivered} queued results drained in {took:.1f} s "
             f"({delivered / took:.0f}/s), peak RSS {rss:.0f} MB (aims: < 10 min, < 500 MB)"
         )
-    finally:
-        drop_database(name)

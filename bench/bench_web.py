@@ -15,14 +15,8 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from bench.core_seed import (
-    SCALE,
-    bulk_orders,
-    bulk_patients,
-    create_database,
-    drop_database,
-    fix_sequences,
-)
+from bench import SCALE, bench_database
+from bench.core_seed import bulk_orders, bulk_patients, fix_sequences
 from lab.config import Settings
 from lab.db import make_engine, make_session_factory
 from lab.deps import SESSION_COOKIE
@@ -38,11 +32,8 @@ def p95(samples: list[float]) -> float:
 
 
 def main() -> None:
-    database = create_database()
-    try:
-        run(database.url)
-    finally:
-        drop_database(database)
+    with bench_database("web") as url:
+        run(url)
 
 
 def run(url: str) -> None:

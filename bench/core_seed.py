@@ -7,54 +7,7 @@ can never clash with real ones (which are all digits).
 
 from __future__ import annotations
 
-import os
-import secrets
-from dataclasses import dataclass
-
-from sqlalchemy import Connection, create_engine, text
-from sqlalchemy.engine import make_url
-
-from lab.db import make_engine, to_psycopg_url
-from lab.demo import seed
-from lab.migrate import upgrade
-
-SERVER = to_psycopg_url(
-    os.environ.get("LAB_BENCH_DATABASE_URL")
-    or os.environ.get("LAB_TEST_DATABASE_URL")
-    or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-SCALE = float(os.environ.get("BENCH_SCALE", "1"))
-
-
-@dataclass(frozen=True, slots=True)
-class BenchDatabase:
-    url: str
-    name: str
-
-
-def create_database() -> BenchDatabase:
-    name = f"lab_bench_{secrets.token_hex(3)}"
-    admin = create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = make_url(SERVER).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    engine = make_engine(url, pool_size=1)
-    from sqlalchemy.orm import Session
-
-    with Session(engine) as session:
-        seed(session, password="bench password")
-        session.commit()
-    engine.dispose()
-    return BenchDatabase(url=url, name=name)
-
-
-def drop_database(database: BenchDatabase) -> None:
-    admin = create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)'))
-    admin.dispose()
+from sqlalchemy import Connection, text
 
 
 def bulk_orders(

@@ -1,55 +1,38 @@
-"""What every drill needs: its own database, a `lab serve` child with chosen settings, and
-senders that keep count of what was acknowledged.
+"""What every drill needs beyond the test kit: a summary line, and senders that keep count of
+what was acknowledged.
 
 Everything is on loopback. A drill's database is made fresh on the machine's PostgreSQL
 (`LAB_DRILL_DATABASE_URL`, `LAB_TEST_DATABASE_URL` or postgres@127.0.0.1:5432, as the
 benchmarks do) and dropped afterwards, except the PostgreSQL-restart drill, which owns an
-embedded server (never restart the machine's shared PostgreSQL).
+embedded server (never restart the machine's shared PostgreSQL). The database, the `lab serve`
+child, the fake record and the serial line come from `testkit`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import secrets
-import signal
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
 
 from instruments.astm.records import Record
 from instruments.profiles import MeasuredResult, SpecimenOrder, get_profile
 from instruments.simulator import VirtualAnalyser
 from instruments.transports import tcp
-from lab.db import make_engine, to_psycopg_url
-from lab.demo import seed
-from lab.demo_day import (
-    LabProcess,
-    PtyLine,
-    RecordReceiver,
-    ack_code,
-    demo_patients,
-    free_port,
-    make_token,
-    oml_o21,
-)
-from lab.hl7.codec.mllp import MllpDecoder, frame
-from lab.migrate import upgrade
+from testkit.database import scratch_database, server_url
+from testkit.mllp import MllpConnection, ack_code
+from testkit.orders import oml_o21
+from testkit.patients import synthetic_patients
+from testkit.process import Analyser
 
-SERVER = to_psycopg_url(
-    os.environ.get("LAB_DRILL_DATABASE_URL")
-    or os.environ.get("LAB_TEST_DATABASE_URL")
-    or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-PASSWORD = "drill password"  # noqa: S105 - the demo users of a throwaway database
+SERVER = server_url("LAB_DRILL_DATABASE_URL")
 GENERIC = get_profile("generic")
+# The analysers of a drill's `lab serve`: one on TCP, and one on a serial line where asked.
+TCP = Analyser(name="drill-tcp")
+SERIAL = Analyser(name="drill-serial", line="serial")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,36 +45,8 @@ class DrillResult:
 @contextmanager
 def fresh_database(label: str, server: str = SERVER) -> Iterator[str]:
     """A new database on `server`, migrated and seeded (demo catalog and users); dropped after."""
-    name = f"lab_drill_{label}_{secrets.token_hex(3)}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    try:
-        prepare(url)
-        yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def prepare(url: str) -> None:
-    upgrade(url)
-    engine = make_engine(url, pool_size=1)
-    with Session(engine) as session:
-        seed(session, password=PASSWORD)
-        session.commit()
-    engine.dispose()
-
-
-def scalar(url: str, sql: str, **params: object) -> object:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return connection.execute(text(sql), params).scalar()
-    finally:
-        engine.dispose()
+    with scratch_database(server, f"drill_{label}") as database:
+        yield database.url
 
 
 def rows(url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
@@ -101,86 +56,6 @@ def rows(url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
             return [tuple(row) for row in connection.execute(text(sql), params).all()]
     finally:
         engine.dispose()
-
-
-@dataclass(slots=True, kw_only=True)
-class Lab:
-    """A running `lab serve` of a drill, with its ports and helpers."""
-
-    process: LabProcess
-    url: str
-    mllp_port: int
-    astm_port: int
-    pty: PtyLine | None
-    receiver: RecordReceiver | None
-    folder: Path
-
-    def restart(self, how: signal.Signals = signal.SIGINT) -> int | None:
-        status = self.process.stop(how)
-        self.process.start()
-        return status
-
-    def token(self, username: str) -> str:
-        return make_token(self.url, username)
-
-
-def instruments_file(folder: Path, *, astm_port: int, pty: PtyLine | None) -> Path:
-    text_ = (
-        '[[instrument]]\nname = "drill-tcp"\nprofile = "generic"\nlocal_codes = true\n'
-        f'[instrument.tcp]\nmode = "server"\nhost = "127.0.0.1"\nport = {astm_port}\n'
-    )
-    if pty is not None:
-        text_ += (
-            '\n[[instrument]]\nname = "drill-serial"\nprofile = "generic"\nlocal_codes = true\n'
-            f'[instrument.serial]\nport = "{pty.path}"\nbaudrate = 9600\n'
-        )
-    path = folder / "instruments.toml"
-    path.write_text(text_)
-    return path
-
-
-@asynccontextmanager
-async def running_lab(
-    url: str,
-    folder: Path,
-    *,
-    serial: bool = False,
-    record: bool = False,
-    extra_env: dict[str, str] | None = None,
-) -> AsyncIterator[Lab]:
-    folder.mkdir(parents=True, exist_ok=True)
-    pty = PtyLine() if serial else None
-    receiver = RecordReceiver(log_path=folder / "record.log") if record else None
-    record_port = await receiver.start() if receiver is not None else 0
-    mllp_port, astm_port = free_port(), free_port()
-    env = {
-        "LAB_DATABASE_URL": url,
-        "LAB_DATA_DIR": str(folder / "var"),
-        "LAB_MLLP_PORT": str(mllp_port),
-        "LAB_INSTRUMENTS_FILE": str(instruments_file(folder, astm_port=astm_port, pty=pty)),
-    }
-    if receiver is not None:
-        env["LAB_EHR_MLLP_URL"] = f"mllp://127.0.0.1:{record_port}"
-    env.update(extra_env or {})
-    process = LabProcess(env=env, http_port=free_port(), log_path=folder / "lab-serve.log")
-    lab = Lab(
-        process=process,
-        url=url,
-        mllp_port=mllp_port,
-        astm_port=astm_port,
-        pty=pty,
-        receiver=receiver,
-        folder=folder,
-    )
-    try:
-        await asyncio.to_thread(process.start)
-        yield lab
-    finally:
-        await asyncio.to_thread(lab.process.stop)
-        if receiver is not None:
-            await receiver.stop()
-        if pty is not None:
-            pty.close()
 
 
 # --------------------------------------------------------------------------- the senders
@@ -196,7 +71,7 @@ class OrderLoad:
 
     def make(self, count: int, *, tests: Sequence[str] = ("HB",)) -> list[str]:
         start = len(self.messages)
-        patients = demo_patients(count, seed=hash(self.label) % 10_000 + start)
+        patients = synthetic_patients(count, seed=hash(self.label) % 10_000 + start)
         made = []
         for number, patient in enumerate(patients, start=start):
             placer = f"{self.label}{number:05d}"
@@ -214,31 +89,22 @@ class OrderLoad:
         pending = [c for c in control_ids if c not in self.acked]
         while pending:
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
+                connection = await MllpConnection.open("127.0.0.1", port)
+            except (OSError, TimeoutError):
                 if loop.time() > give_up:
                     break
                 await asyncio.sleep(0.3)
                 continue
-            decoder = MllpDecoder()
             try:
                 while pending:
-                    writer.write(frame(self.messages[pending[0]]))
-                    await writer.drain()
-                    while not isinstance(block := decoder.next_message(), bytes):
-                        chunk = await asyncio.wait_for(reader.read(65536), 30)
-                        if not chunk:
-                            raise ConnectionError("closed without an ACK")
-                        decoder.receive_data(chunk)
-                    self.acked[pending.pop(0)] = ack_code(block)
+                    ack = await connection.exchange(self.messages[pending[0]])
+                    self.acked[pending.pop(0)] = ack_code(ack)
             except (OSError, TimeoutError):
                 if loop.time() > give_up:
                     break
                 await asyncio.sleep(0.3)
             finally:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+                await connection.close()
         return sum(1 for c in control_ids if c in self.acked)
 
 

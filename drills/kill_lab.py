@@ -15,20 +15,21 @@ import time
 from pathlib import Path
 
 from drills.common import (
+    TCP,
     DrillResult,
     OrderLoad,
     ResultLoad,
     accessions_of,
     counts,
     fresh_database,
-    running_lab,
 )
+from testkit.process import running_lab
 
 
 async def _drill(url: str, folder: Path, *, seconds: float) -> DrillResult:
     orders = OrderLoad(label=f"K{int(time.time()) % 100000}")
     results = ResultLoad()
-    async with running_lab(url, folder) as lab:
+    async with running_lab(url, folder, analysers=[TCP]) as lab:
         placers = orders.make(800)
         first = placers[:300]
         await orders.send(lab.mllp_port, first)  # some specimens to send results for

@@ -14,16 +14,10 @@ import os
 import time
 from pathlib import Path
 
-from drills.common import (
-    DrillResult,
-    OrderLoad,
-    ResultLoad,
-    accessions_of,
-    counts,
-    prepare,
-    running_lab,
-)
+from drills.common import TCP, DrillResult, OrderLoad, ResultLoad, accessions_of, counts
 from lab.db import start_embedded_postgres
+from testkit.database import prepare
+from testkit.process import running_lab
 
 
 def _pg_ctl(pgdata: Path, *args: str) -> None:
@@ -37,7 +31,7 @@ async def _drill(url: str, folder: Path, pgdata: Path, *, outage: float) -> Dril
     orders = OrderLoad(label=f"P{int(time.time()) % 100000}")
     results = ResultLoad()
     socket_dir = (pgdata / "postmaster.pid").read_text().splitlines()[4]
-    async with running_lab(url, folder) as lab:
+    async with running_lab(url, folder, analysers=[TCP]) as lab:
         placers = orders.make(600)
         await orders.send(lab.mllp_port, placers[:150])
         accessions = list(accessions_of(url, placers[:150]).values())

@@ -15,15 +15,19 @@ from collections import defaultdict
 from pathlib import Path
 
 from drills.common import (
+    TCP,
     DrillResult,
     OrderLoad,
     ResultLoad,
     accessions_of,
     fresh_database,
     rows,
-    running_lab,
 )
-from lab.demo_day import ApiClient, demo_patients, oml_o21
+from testkit.api import ApiClient
+from testkit.orders import oml_o21
+from testkit.patients import synthetic_patients
+from testkit.process import running_lab
+from testkit.record import FakeRecord
 
 # This drill's outbound messages: those of its own orders.
 _MINE = (
@@ -36,7 +40,7 @@ async def _drill(
     url: str, folder: Path, *, patients: int, per_patient: int, down: float
 ) -> DrillResult:
     orders = OrderLoad(label=f"R{int(time.time()) % 100000}")
-    people = demo_patients(patients, seed=7)
+    people = synthetic_patients(patients, seed=7)
     placers: list[str] = []
     for round_ in range(per_patient):
         for number, person in enumerate(people):
@@ -46,11 +50,14 @@ async def _drill(
             )
             placers.append(placer)
     results = ResultLoad()
+    receiver = FakeRecord(log_path=folder / "record.log")
     async with running_lab(
-        url, folder, record=True, extra_env={"LAB_RELEASE_HOLD_MINUTES": "0"}
+        url,
+        folder,
+        analysers=[TCP],
+        record=receiver,
+        extra_env={"LAB_RELEASE_HOLD_MINUTES": "0"},
     ) as lab:
-        receiver = lab.receiver
-        assert receiver is not None
         port = receiver.port
         await receiver.stop()  # the record goes away before any result is verified
         went_down = time.monotonic()

@@ -13,14 +13,23 @@ import random
 import time
 from pathlib import Path
 
-from drills.common import DrillResult, OrderLoad, accessions_of, fresh_database, rows, running_lab
+from drills.common import (
+    SERIAL,
+    TCP,
+    DrillResult,
+    OrderLoad,
+    accessions_of,
+    fresh_database,
+    rows,
+)
 from instruments.profiles import get_profile
 from instruments.simulator import VirtualAnalyser
+from testkit.process import running_lab
 
 
 async def _drill(url: str, folder: Path, *, specimens: int, noise: float, seed: int) -> DrillResult:
     orders = OrderLoad(label=f"N{int(time.time()) % 100000}")
-    async with running_lab(url, folder, serial=True) as lab:
+    async with running_lab(url, folder, analysers=[TCP, SERIAL]) as lab:
         assert lab.pty is not None
         placers = orders.make(specimens, tests=("ELKREA",))
         await orders.send(lab.mllp_port, placers)

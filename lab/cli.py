@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.util
 import logging
 import secrets
 import sys
@@ -18,11 +19,16 @@ from lab.catalog.service import load_catalog_file
 from lab.config import Settings, get_settings
 from lab.db import database_url, make_engine, make_session_factory, transaction
 from lab.demo import seed
-from lab.demo_day import register as register_demo_day
 from lab.errors import LabError
 from lab.migrate import upgrade
 from lab.serve import serve
 from lab.users import service as users
+
+# `demo run` plays its day with the test kit (testkit/), which is in a checkout but not in the
+# wheel: an installed lab module has `demo seed` only.
+DEMO_DAY = importlib.util.find_spec("testkit") is not None
+if DEMO_DAY:
+    from lab.demo_day import register as register_demo_day
 
 
 def _factory(settings: Settings) -> sessionmaker[Session]:
@@ -171,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         "lege (if no users exist); their passwords are printed once.",
     )
     seed.set_defaults(run=cmd_demo_seed)
-    register_demo_day(demo_commands)
+    if DEMO_DAY:
+        register_demo_day(demo_commands)
 
     catalog = commands.add_parser("catalog", help="test catalog", description="Test catalog.")
     catalog_commands = catalog.add_subparsers(

@@ -24,8 +24,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from instruments.astm.frames import checksum
-from lab.demo_day import LabProcess, ack_code, demo_patients, free_port, make_token, oml_o21
 from lab.hl7.codec.mllp import MllpDecoder, frame
+from testkit.api import make_token
+from testkit.mllp import ack_code
+from testkit.orders import oml_o21
+from testkit.patients import synthetic_patients
+from testkit.process import Analyser, LabProcess, free_port, lab_env
 from tests.conftest import TestDatabase
 
 pytestmark = pytest.mark.slow
@@ -60,17 +64,14 @@ def server(
     folder = tmp_path_factory.mktemp("hostile")
     mllp_port, astm_port = free_port(), free_port()
     instruments = folder / "instruments.toml"
-    instruments.write_text(
-        f'[[instrument]]\nname = "fuzz"\nprofile = "generic"\nlocal_codes = true\n'
-        f'[instrument.tcp]\nmode = "server"\nhost = "127.0.0.1"\nport = {astm_port}\n'
-    )
+    instruments.write_text(Analyser(name="fuzz").toml(port=astm_port))
     lab = LabProcess(
-        env={
-            "LAB_DATABASE_URL": committed_database.url,
-            "LAB_DATA_DIR": str(folder / "var"),
-            "LAB_MLLP_PORT": str(mllp_port),
-            "LAB_INSTRUMENTS_FILE": str(instruments),
-        },
+        env=lab_env(
+            database_url=committed_database.url,
+            data_dir=folder / "var",
+            mllp_port=mllp_port,
+            instruments_file=instruments,
+        ),
         http_port=free_port(),
         log_path=folder / "lab-serve.log",
     )
@@ -110,7 +111,7 @@ def mllp_exchange(port: int, payload: bytes, timeout: float = 10.0) -> list[byte
 
 
 _valid_order = oml_o21(
-    control_id="HOSTILE-TEMPLATE", placer="HOSTILE", patient=demo_patients(1)[0], tests=["CRP"]
+    control_id="HOSTILE-TEMPLATE", placer="HOSTILE", patient=synthetic_patients(1)[0], tests=["CRP"]
 )
 _no_framing_bytes = st.binary(max_size=1500).map(
     lambda data: data.replace(b"\x0b", b"").replace(b"\x1c", b"")

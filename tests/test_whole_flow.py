@@ -21,23 +21,21 @@ from sqlalchemy.engine import Engine
 from instruments.profiles import get_profile
 from instruments.simulator import SpecimenRun, VirtualAnalyser
 from instruments.transports import tcp
-from lab.demo_day import (
-    ApiClient,
-    LabProcess,
-    PtyLine,
-    RecordReceiver,
-    ack_code,
-    demo_patients,
-    free_port,
-    instruments_toml,
-    make_token,
-    oml_o21,
-    send_hl7,
-)
+from testkit.api import ApiClient
+from testkit.mllp import ack_code, send_hl7
+from testkit.orders import oml_o21
+from testkit.patients import synthetic_patients
+from testkit.process import COBAS_TESTS as COBAS
+from testkit.process import Analyser, LabProcess, free_port, running_lab
+from testkit.record import FakeRecord
 from tests.conftest import TestDatabase
 
 pytestmark = pytest.mark.slow
-COBAS = {"989": "NA", "990": "K", "767": "KREA", "685": "CRP", "690": "GLUK"}
+# The demo day's analysers: blood counts over TCP, chemistry over a serial line.
+ANALYSERS = [
+    Analyser(name="demo"),
+    Analyser(name="c311-serial", profile="cobas", line="serial", tests=COBAS),
+]
 
 
 @pytest.fixture
@@ -64,30 +62,14 @@ def test_order_to_record_ack(
     url = committed_database.url
     engine = flow_engine
     placer = f"WF{secrets.token_hex(4).upper()}"
-    patient = demo_patients(1, seed=random.randrange(10**6))[0]
+    patient = synthetic_patients(1, seed=random.randrange(10**6))[0]
 
     async def scenario() -> dict[str, Any]:
-        receiver = RecordReceiver()
-        record_port = await receiver.start()
-        pty = PtyLine()
-        mllp_port, astm_port, http_port = free_port(), free_port(), free_port()
-        instruments = tmp_path / "instruments.toml"
-        instruments.write_text(instruments_toml(tcp_port=astm_port, serial_port=pty.path))
-        lab = LabProcess(
-            env={
-                "LAB_DATABASE_URL": url,
-                "LAB_DATA_DIR": str(tmp_path / "var"),
-                "LAB_MLLP_PORT": str(mllp_port),
-                "LAB_INSTRUMENTS_FILE": str(instruments),
-                "LAB_EHR_MLLP_URL": f"mllp://127.0.0.1:{record_port}",
-            },
-            http_port=http_port,
-            log_path=tmp_path / "lab-serve.log",
-        )
-        try:
-            await asyncio.to_thread(lab.start)
-            bio = ApiClient(lab.base, make_token(url, "bio"))
-            lege = ApiClient(lab.base, make_token(url, "lege"))
+        receiver = FakeRecord()
+        async with running_lab(url, tmp_path, analysers=ANALYSERS, record=receiver) as lab:
+            assert lab.pty is not None
+            bio = ApiClient(lab.base, lab.token("bio"))
+            lege = ApiClient(lab.base, lab.token("lege"))
 
             # 1. the record orders a blood count and electrolytes/creatinine
             order = oml_o21(
@@ -96,7 +78,7 @@ def test_order_to_record_ack(
                 patient=patient,
                 tests=["BLODSTATUS", "ELKREA"],
             )
-            (ack,) = await send_hl7("127.0.0.1", mllp_port, [order])
+            (ack,) = await send_hl7("127.0.0.1", lab.mllp_port, [order])
             assert ack_code(ack) == "AA"
 
             # 2. the technician receives both tubes
@@ -112,9 +94,9 @@ def test_order_to_record_ack(
             chemistry = VirtualAnalyser(
                 profile=get_profile("cobas"), to_local=COBAS.get, rng=random.Random(2)
             )
-            channel = await tcp.open_channel("127.0.0.1", astm_port)
+            channel = await tcp.open_channel("127.0.0.1", lab.astm_port)
             runs: list[list[SpecimenRun]] = await asyncio.gather(
-                blood.run(channel, [edta]), chemistry.run(pty.channel(), [serum])
+                blood.run(channel, [edta]), chemistry.run(lab.pty.channel(), [serum])
             )
             (blood_run,), (chemistry_run,) = runs
             assert (blood_run.outcome, chemistry_run.outcome) == ("accepted", "accepted")
@@ -182,7 +164,7 @@ def test_order_to_record_ack(
                 technician_status = 200
             except Exception as error:
                 technician_status = getattr(error, "code", 0)
-            health = await asyncio.to_thread(lab.wait_healthy, 5)
+            health = await asyncio.to_thread(lab.process.wait_healthy, 5)
             return {
                 "steps": _steps(engine, placer, edta, serum),
                 "queued_at": queued_at,
@@ -192,10 +174,6 @@ def test_order_to_record_ack(
                 "technician_status": technician_status,
                 "health": health,
             }
-        finally:
-            await asyncio.to_thread(lab.stop)
-            await receiver.stop()
-            pty.close()
 
     found = asyncio.run(scenario())
     steps = found["steps"]

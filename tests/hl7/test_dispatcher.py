@@ -19,8 +19,8 @@ from lab.hl7.codec.validation import validate_strict
 from lab.hl7.dispatcher import DeliveryPolicy, Dispatcher, Endpoint, MllpClient
 from lab.main import create_app
 from lab.tables import OUTBOUND, Hl7Message
+from testkit.results import ten_results
 from tests.hl7.conftest import Receiver, unique
-from tests.hl7.samples import ten_results
 
 POLICY = DeliveryPolicy(
     connect_timeout=2, ack_timeout=0.5, max_attempts=3, backoff_base=0.01, backoff_max=0.05

@@ -14,7 +14,8 @@ import pytest
 from lab.hl7.codec.er7 import parse_message, parse_text
 from lab.hl7.codec.errors import MessageStructureError
 from lab.hl7.codec.oru import build_oru
-from tests.hl7.samples import sample_bytes, ten_results
+from testkit.results import ten_results
+from tests.hl7.samples import sample_bytes
 
 
 def test_python_hl7_reads_our_oru() -> None:

@@ -19,7 +19,7 @@ from lab.hl7.codec.types import (
     ValueType,
 )
 from lab.hl7.codec.validation import validate_strict
-from tests.hl7.samples import AANTE, observation, report, ten_results
+from testkit.results import AANTE, observation, report, ten_results
 
 TABLE_0085 = set("CDFINOPRSUWX")
 TABLE_0078 = {
