@@ -15,6 +15,10 @@ from lab.hl7.codec.er7 import parse_message
 from lab.hl7.codec.mllp import MllpDecoder, frame
 
 
+class ClosedBeforeAnswer(ConnectionError):
+    """The listener closed the connection before a whole answer came."""
+
+
 def ack_code(ack: bytes) -> str:
     """MSA-1 of an acknowledgement (AA, AE, AR, CA ...); empty when it has no MSA."""
     msa = parse_message(ack).segment("MSA")
@@ -48,11 +52,11 @@ class MllpConnection:
         await self._writer.drain()
 
     async def answer(self, *, timeout: float = 30.0) -> bytes:
-        """The next whole block from the listener; ConnectionError when it closes first."""
+        """The next whole block from the listener; ClosedBeforeAnswer when it closes first."""
         while not isinstance(block := self._decoder.next_message(), bytes):
             chunk = await asyncio.wait_for(self._reader.read(65536), timeout)
             if not chunk:
-                raise ConnectionError("the lab module closed the connection before the ACK")
+                raise ClosedBeforeAnswer("the peer closed the connection before the ACK")
             self._decoder.receive_data(chunk)
         return block
 
