@@ -49,6 +49,15 @@ def fresh_database(label: str, server: str = SERVER) -> Iterator[str]:
         yield database.url
 
 
+def scalar(url: str, sql: str, **params: object) -> object:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text(sql), params).scalar()
+    finally:
+        engine.dispose()
+
+
 def rows(url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
     engine = create_engine(url)
     try:

@@ -21,22 +21,22 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from drills.common import (
+    TCP,
     DrillResult,
     OrderLoad,
     ResultLoad,
     accessions_of,
     counts,
-    prepare,
-    running_lab,
     scalar,
 )
+from testkit.database import prepare
+from testkit.process import free_port, running_lab
 
 STANDBY_NAME = "lab_standby"
 
@@ -78,12 +78,6 @@ def _let_server_user_in(folder: Path) -> None:
             parent.chmod(parent.stat().st_mode | 0o111)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _settings(port: int, folder: Path, *, primary: bool) -> str:
     lines = [
         "listen_addresses = '127.0.0.1'",
@@ -109,8 +103,8 @@ class Pair:
         self.folder = folder
         self.primary = folder / "primary"
         self.standby = folder / "standby"
-        self.primary_port = _free_port()
-        self.standby_port = _free_port()
+        self.primary_port = free_port()
+        self.standby_port = free_port()
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -192,7 +186,7 @@ async def _drill(pair: Pair, folder: Path) -> DrillResult:
     url = pair.service_url("lab")
     orders = OrderLoad(label=f"F{int(time.time()) % 100000}")
     results = ResultLoad()
-    async with running_lab(url, folder) as lab:
+    async with running_lab(url, folder, analysers=[TCP]) as lab:
         placers = orders.make(600)
         await orders.send(lab.mllp_port, placers[:150])
         accessions = list(accessions_of(url, placers[:150]).values())
