@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import TestDatabase
+from testkit.database import ScratchDatabase
 
 COMMANDS = [
     [],
@@ -47,7 +47,7 @@ def test_help_says_what_each_command_does(command: list[str]) -> None:
     assert len(done.stdout.splitlines()) >= 3
 
 
-def test_user_and_token(test_database: TestDatabase) -> None:
+def test_user_and_token(test_database: ScratchDatabase) -> None:
     url = test_database.url
     added = lab("user", "add", "cli-bio", "--role", "technician", database_url=url)
     assert added.returncode == 0, added.stderr
@@ -63,7 +63,7 @@ def test_user_and_token(test_database: TestDatabase) -> None:
     assert unknown.returncode == 2
 
 
-def test_db_upgrade_is_idempotent(test_database: TestDatabase) -> None:
+def test_db_upgrade_is_idempotent(test_database: ScratchDatabase) -> None:
     done = lab("db", "upgrade", database_url=test_database.url)
     assert done.returncode == 0, done.stderr
     assert "heads" in done.stdout

@@ -26,11 +26,11 @@ from hypothesis import strategies as st
 from instruments.astm.frames import checksum
 from lab.hl7.codec.mllp import MllpDecoder, frame
 from testkit.api import make_token
+from testkit.database import ScratchDatabase
 from testkit.mllp import ack_code
 from testkit.orders import oml_o21
 from testkit.patients import synthetic_patients
 from testkit.process import Analyser, LabProcess, free_port, lab_env
-from tests.conftest import TestDatabase
 
 pytestmark = pytest.mark.slow
 STX, ETX, EOT, ENQ, ACK, NAK = b"\x02", b"\x03", b"\x04", b"\x05", b"\x06", b"\x15"
@@ -59,7 +59,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(
-    committed_database: TestDatabase, tmp_path_factory: pytest.TempPathFactory
+    committed_database: ScratchDatabase, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("hostile")
     mllp_port, astm_port = free_port(), free_port()

@@ -2,36 +2,28 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from lab.db import make_engine
 from lab.migrate import alembic_config
 from lab.tables import Base
-from tests.conftest import TestDatabase
+from testkit.database import ScratchDatabase, scratch_database
 
 
 @pytest.fixture
-def scratch_url(test_database: TestDatabase) -> Iterator[str]:
-    server = make_url(test_database.url)
-    name = f"lab_migrate_{secrets.token_hex(4)}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield server.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+def scratch_url(database_server: str) -> Iterator[str]:
+    """An empty database: the migrations make its schema in the test."""
+    with scratch_database(database_server, "migrate", migrate=False) as database:
+        yield database.url
 
 
-def test_models_match_the_migrations(test_database: TestDatabase) -> None:
+def test_models_match_the_migrations(test_database: ScratchDatabase) -> None:
     engine = make_engine(test_database.url, pool_size=1)
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)

@@ -28,7 +28,7 @@ from instruments.profiles import MeasuredResult, SpecimenOrder, get_profile
 from lab.db import make_engine, make_session_factory
 from lab.turnaround.archive_scan import ArchiveScanner, MessageTiming
 from lab.turnaround.service import ArchiveIndexer
-from tests.conftest import TestDatabase
+from testkit.database import ScratchDatabase
 
 PROFILE = get_profile("generic")
 NOW = datetime(2026, 11, 27, 9, 30)
@@ -119,7 +119,7 @@ def test_no_timing_without_our_ack() -> None:
 
 
 @pytest.fixture(scope="module")
-def committing(committed_database: TestDatabase) -> Iterator[sessionmaker[Session]]:
+def committing(committed_database: ScratchDatabase) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(committed_database.url, pool_size=2)
     yield make_session_factory(engine)
     engine.dispose()
@@ -164,7 +164,7 @@ def test_indexer_reads_appended_lines_and_survives_a_restart(
 
 
 def test_indexer_passes_over_a_damaged_line(
-    committing: sessionmaker[Session], tmp_path: Path, committed_database: TestDatabase
+    committing: sessionmaker[Session], tmp_path: Path, committed_database: ScratchDatabase
 ) -> None:
     folder = tmp_path / "bad"
     folder.mkdir()
@@ -198,7 +198,7 @@ def test_report_roles_and_window(client: object, as_role: dict[str, dict[str, st
 
 
 def test_report_percentiles(
-    committing: sessionmaker[Session], committed_database: TestDatabase
+    committing: sessionmaker[Session], committed_database: ScratchDatabase
 ) -> None:
     """Known spans in, their percentiles out (PostgreSQL's percentile_cont, interpolated)."""
     from lab.audit import Actor

@@ -22,13 +22,13 @@ from instruments.profiles import get_profile
 from instruments.simulator import SpecimenRun, VirtualAnalyser
 from instruments.transports import tcp
 from testkit.api import ApiClient
+from testkit.database import ScratchDatabase
 from testkit.mllp import ack_code, send_hl7
 from testkit.orders import oml_o21
 from testkit.patients import synthetic_patients
 from testkit.process import COBAS_TESTS as COBAS
 from testkit.process import Analyser, LabProcess, free_port, running_lab
 from testkit.record import FakeRecord
-from tests.conftest import TestDatabase
 
 pytestmark = pytest.mark.slow
 # The demo day's analysers: blood counts over TCP, chemistry over a serial line.
@@ -39,7 +39,7 @@ ANALYSERS = [
 
 
 @pytest.fixture
-def flow_engine(committed_database: TestDatabase) -> Any:
+def flow_engine(committed_database: ScratchDatabase) -> Any:
     engine = create_engine(committed_database.url)
     yield engine
     engine.dispose()
@@ -57,7 +57,7 @@ async def _wait_for(check: Any, what: str, seconds: float = 20.0) -> Any:
 
 
 def test_order_to_record_ack(
-    committed_database: TestDatabase, flow_engine: Engine, tmp_path: Path
+    committed_database: ScratchDatabase, flow_engine: Engine, tmp_path: Path
 ) -> None:
     url = committed_database.url
     engine = flow_engine
@@ -228,7 +228,7 @@ def _steps(engine: Engine, placer: str, edta: str, serum: str) -> dict[str, date
     }
 
 
-def test_roles_split_the_parts(committed_database: TestDatabase, tmp_path: Path) -> None:
+def test_roles_split_the_parts(committed_database: ScratchDatabase, tmp_path: Path) -> None:
     """LAB_ROLES=web opens no MLLP or analyser port; a node without web serves only /healthz."""
     import socket
     import urllib.error

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from tests.factories import KARI_FNR
+from testkit.patients import KARI_FNR
 
 ORDER = {
     "placer_order_number": "HP-1001",

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from drills import receiver_down, serial_noise
-from tests.conftest import TestDatabase
+from testkit.database import ScratchDatabase
 
 pytestmark = pytest.mark.slow
 
 
 def test_results_reach_a_record_that_was_down_once_each_in_order(
-    committed_database: TestDatabase, tmp_path: Path
+    committed_database: ScratchDatabase, tmp_path: Path
 ) -> None:
     result = asyncio.run(
         receiver_down._drill(committed_database.url, tmp_path, patients=3, per_patient=2, down=3)
@@ -25,7 +25,7 @@ def test_results_reach_a_record_that_was_down_once_each_in_order(
 
 
 def test_a_noisy_serial_line_stores_only_what_was_sent(
-    committed_database: TestDatabase, tmp_path: Path
+    committed_database: ScratchDatabase, tmp_path: Path
 ) -> None:
     result = asyncio.run(
         serial_noise._drill(committed_database.url, tmp_path, specimens=12, noise=0.01, seed=11)

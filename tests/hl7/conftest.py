@@ -1,5 +1,5 @@
-"""Fixtures of the HL7 socket tests: a committing database, a listener on a real port, and a
-small MLLP receiver that plays the record (with faults on demand).
+"""Fixtures of the HL7 socket tests: a committing database, a listener on a real port, and the
+messages the record sends (the record's receiving side is testkit.record.FakeRecord).
 
 Socket tests commit from other threads, so they use their own engine on the test database
 rather than the rolled-back `db` session, and unique placer numbers, control IDs and patients
@@ -9,12 +9,11 @@ so that tests never see each other's rows.
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
-from datetime import date
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import pytest
@@ -23,14 +22,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from lab.db import make_engine, make_session_factory
 from lab.hl7.codec.er7 import parse_message
-from lab.hl7.codec.mllp import MllpDecoder, frame
 from lab.hl7.inbox import Inbox
 from lab.hl7.listener import Hl7Listener
 from lab.tables import OUTBOUND, Hl7Message, ReportedResult
-from tests.conftest import TestDatabase
-from tests.factories import national_number
+from testkit.database import ScratchDatabase
+from testkit.mllp import send_hl7
+from testkit.orders import oml_o21
+from testkit.patients import SyntheticPatient
 
 T = TypeVar("T")
+OSLO_WINTER = timezone(timedelta(hours=1))
 
 
 class LoopThread:
@@ -51,7 +52,7 @@ class LoopThread:
 
 
 @pytest.fixture(scope="session")
-def hl7_engine(committed_database: TestDatabase) -> Iterator[Engine]:
+def hl7_engine(committed_database: ScratchDatabase) -> Iterator[Engine]:
     engine = make_engine(committed_database.url, pool_size=10)
     yield engine
     engine.dispose()
@@ -107,11 +108,6 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def random_fnr() -> str:
-    born = date(random.randint(1930, 1999), random.randint(1, 12), random.randint(1, 28))
-    return national_number(born, random.randint(0, 450))
-
-
 def oml(
     *,
     control_id: str,
@@ -123,21 +119,22 @@ def oml(
     extra_pid3: str = "",
     family: str = "Østbø",
 ) -> str:
-    """An OML^O21 (one ORC+OBR group per test, all under one placer number)."""
+    """An OML^O21 of the HL7 tests: Kari Åse, at HEMPOL, sent and collected at fixed times;
+    `ack_modes` is MSH-15|MSH-16 (`AL|NE`)."""
     accept, application = ([*ack_modes.split("|"), "", ""])[:2] if ack_modes else ("", "")
-    pid3 = f"{fnr}^^^NOR&2.16.578.1.12.4.1.4.1&ISO^FNR{extra_pid3}"
-    segments = [
-        f"MSH|^~\\&|EPIC|HMN|LAB|STOLAV|20261127081502+0100||OML^O21^OML_O21|{control_id}|P|2.5.1"
-        f"|||{accept}|{application}||UNICODE UTF-8",
-        f"PID|1||{pid3}||{family}^Kari^Åse|||F",
-        "PV1|1|O|HEMPOL^^^STOLAV",
-    ]
-    for number, (code, system) in enumerate(tests, start=1):
-        segments += [
-            f"ORC|{control}|{placer}^EPIC||||||||||9144889^Lien^Lise^^^^^^HPR",
-            f"OBR|{number}|{placer}^EPIC||{code}^{code}^{system}|||20261127080000+0100",
-        ]
-    return "\r".join(segments) + "\r"
+    patient = SyntheticPatient(fnr=fnr, family=family, given="Kari", middle="Åse", sex="F")
+    return oml_o21(
+        control_id=control_id,
+        placer=placer,
+        patient=patient,
+        tests=tests,
+        control=control,
+        ack_modes=(accept, application),
+        extra_pid3=extra_pid3,
+        location="HEMPOL",
+        sent_at=datetime(2026, 11, 27, 8, 15, 2, tzinfo=OSLO_WINTER),
+        collected_at=datetime(2026, 11, 27, 8, 0, tzinfo=OSLO_WINTER),
+    ).decode("utf-8")
 
 
 def adt(*, control_id: str, event: str, pid3: str, family: str = "Nordmann", mrg: str = "") -> str:
@@ -160,27 +157,16 @@ def fnr_cx(fnr: str) -> str:
 async def exchange(
     port: int, messages: list[str], *, ssl: Any = None, acks_each: int = 1
 ) -> list[str]:
-    """Send messages on one connection with our own framing; read `acks_each` ACKs per message."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ssl)
-    decoder = MllpDecoder()
-    answers: list[str] = []
-    try:
-        for message in messages:
-            writer.write(frame(message.encode("utf-8")))
-            await writer.drain()
-            for _ in range(acks_each):
-                while True:
-                    block = decoder.next_message()
-                    if isinstance(block, bytes):
-                        answers.append(block.decode("utf-8"))
-                        break
-                    chunk = await asyncio.wait_for(reader.read(65536), 20)
-                    if not chunk:
-                        raise EOFError("listener closed the connection")
-                    decoder.receive_data(chunk)
-    finally:
-        writer.close()
-    return answers
+    """Send messages on one connection; read `acks_each` ACKs per message (as text)."""
+    answers = await send_hl7(
+        "127.0.0.1",
+        port,
+        [message.encode("utf-8") for message in messages],
+        ssl=ssl,
+        answers_each=acks_each,
+        timeout=20,
+    )
+    return [answer.decode("utf-8") for answer in answers]
 
 
 def msa(ack: str) -> tuple[str, str]:
@@ -198,68 +184,7 @@ def err_locations(ack: str) -> list[str]:
     ]
 
 
-# --- a record that receives results ---------------------------------------------------------
-
-
-@dataclass
-class Receiver:
-    """Answers each message as `behaviour(control_id, try_number)` says:
-    `AA`, `AE`, `AR`, `slow` (AA after `slow_seconds`), `cut` (half an ACK, then close)."""
-
-    behaviour: Callable[[str, int], str] = lambda control_id, attempt: "AA"
-    slow_seconds: float = 1.0
-    received: list[str] = field(default_factory=list)
-    filed: list[str] = field(default_factory=list)
-    server: asyncio.Server | None = None
-    port: int = 0
-
-    async def start(self, port: int = 0) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", port)
-        self.port = int(self.server.sockets[0].getsockname()[1])
-        return self.port
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        decoder = MllpDecoder()
-        try:
-            while True:
-                chunk = await reader.read(65536)
-                decoder.receive_data(chunk)
-                while isinstance(block := decoder.next_message(), bytes):
-                    message = parse_message(block)
-                    control_id = message.control_id
-                    self.received.append(control_id)
-                    attempt = self.received.count(control_id)
-                    action = self.behaviour(control_id, attempt)
-                    code = "AA" if action == "slow" else action
-                    ack = (
-                        f"MSH|^~\\&|EHR|HMN|LAB|STOLAV|20261127100000||ACK^R01^ACK|A{attempt}{control_id}"
-                        f"|P|2.5.1\rMSA|{code}|{control_id}\r"
-                    ).encode()
-                    if action == "slow":
-                        await asyncio.sleep(self.slow_seconds)
-                    if action == "cut":
-                        writer.write(b"\x0b" + ack[:20])
-                        await writer.drain()
-                        writer.close()
-                        return
-                    if code == "AA" and control_id not in self.filed:
-                        self.filed.append(control_id)  # a record files a message once (MSH-10)
-                    writer.write(frame(ack))
-                    await writer.drain()
-                if not chunk:
-                    return
-        except (ConnectionError, OSError):
-            return
-        finally:
-            writer.close()
-
-
 @pytest.fixture
-def tokens(committed_database: TestDatabase) -> dict[str, str]:
+def tokens(committed_database: ScratchDatabase) -> dict[str, str]:
     """Tokens of the committed database, where these tests' servers run."""
     return committed_database.tokens

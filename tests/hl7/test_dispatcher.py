@@ -19,8 +19,9 @@ from lab.hl7.codec.validation import validate_strict
 from lab.hl7.dispatcher import DeliveryPolicy, Dispatcher, Endpoint, MllpClient
 from lab.main import create_app
 from lab.tables import OUTBOUND, Hl7Message
+from testkit.record import FakeRecord
 from testkit.results import ten_results
-from tests.hl7.conftest import Receiver, unique
+from tests.hl7.conftest import unique
 
 POLICY = DeliveryPolicy(
     connect_timeout=2, ack_timeout=0.5, max_attempts=3, backoff_base=0.01, backoff_max=0.05
@@ -73,7 +74,7 @@ def dispatcher_for(factory: sessionmaker[Session], port: int) -> Dispatcher:
     return Dispatcher(factory, client, policy=POLICY)
 
 
-def run_with(receiver: Receiver, body: Callable[[int], object]) -> None:
+def run_with(receiver: FakeRecord, body: Callable[[int], object]) -> None:
     async def main() -> None:
         port = await receiver.start()
         try:
@@ -88,7 +89,7 @@ def test_receiver_down_then_up_delivers_all_once_in_patient_order(
     committing: sessionmaker[Session],
 ) -> None:
     ids = queue(committing, [1, 2, 1, 2, 1])
-    receiver = Receiver()
+    receiver = FakeRecord()
 
     async def body(_: int) -> None:
         port = receiver.port
@@ -104,14 +105,14 @@ def test_receiver_down_then_up_delivers_all_once_in_patient_order(
     assert set(statuses(committing).values()) == {"acknowledged"}
     assert sorted(receiver.filed) == sorted(ids)
     for patient in ([ids[0], ids[2], ids[4]], [ids[1], ids[3]]):
-        assert [c for c in receiver.received if c in patient] == patient  # never overtaken
+        assert [c for c in receiver.received_ids if c in patient] == patient  # never overtaken
 
 
 def test_slow_receiver_times_out_then_the_retry_is_acknowledged(
     committing: sessionmaker[Session],
 ) -> None:
     [control_id] = queue(committing, [11])
-    receiver = Receiver(behaviour=lambda c, attempt: "slow" if attempt == 1 else "AA")
+    receiver = FakeRecord(behaviour=lambda c, attempt: "slow" if attempt == 1 else "AA")
 
     async def body(port: int) -> None:
         dispatcher = dispatcher_for(committing, port)
@@ -120,12 +121,12 @@ def test_slow_receiver_times_out_then_the_retry_is_acknowledged(
 
     run_with(receiver, body)
     assert statuses(committing) == {control_id: "acknowledged"}
-    assert receiver.filed == [control_id]  # the record files it once (same MSH-10)
+    assert receiver.filed_ids == [control_id]  # the record files it once (same MSH-10)
 
 
 def test_a_receiver_closing_mid_ack_is_retried(committing: sessionmaker[Session]) -> None:
     [control_id] = queue(committing, [21])
-    receiver = Receiver(behaviour=lambda c, attempt: "cut" if attempt == 1 else "AA")
+    receiver = FakeRecord(behaviour=lambda c, attempt: "cut" if attempt == 1 else "AA")
 
     async def body(port: int) -> None:
         dispatcher = dispatcher_for(committing, port)
@@ -134,7 +135,7 @@ def test_a_receiver_closing_mid_ack_is_retried(committing: sessionmaker[Session]
 
     run_with(receiver, body)
     assert statuses(committing) == {control_id: "acknowledged"}
-    assert receiver.received == [control_id, control_id]
+    assert receiver.received_ids == [control_id, control_id]
 
 
 def test_ae_retries_then_dead_without_blocking_others_and_resend_delivers(
@@ -142,7 +143,7 @@ def test_ae_retries_then_dead_without_blocking_others_and_resend_delivers(
 ) -> None:
     poison, later, other = queue(committing, [31, 31, 32])
     answers = {"mode": "AE"}
-    receiver = Receiver(behaviour=lambda c, a: answers["mode"] if c == poison else "AA")
+    receiver = FakeRecord(behaviour=lambda c, a: answers["mode"] if c == poison else "AA")
 
     async def body(port: int) -> None:
         dispatcher = dispatcher_for(committing, port)
@@ -175,12 +176,12 @@ def test_ae_retries_then_dead_without_blocking_others_and_resend_delivers(
 
     run_with(receiver, body)
     assert set(statuses(committing).values()) == {"acknowledged"}
-    assert receiver.filed.index(poison) < receiver.filed.index(later)
+    assert receiver.filed_ids.index(poison) < receiver.filed_ids.index(later)
 
 
 def test_ar_parks_at_once(committing: sessionmaker[Session]) -> None:
     [control_id] = queue(committing, [41])
-    receiver = Receiver(behaviour=lambda c, a: "AR")
+    receiver = FakeRecord(behaviour=lambda c, a: "AR")
 
     async def body(port: int) -> None:
         dispatcher = dispatcher_for(committing, port)
@@ -189,14 +190,14 @@ def test_ar_parks_at_once(committing: sessionmaker[Session]) -> None:
 
     run_with(receiver, body)
     assert statuses(committing) == {control_id: "dead"}
-    assert receiver.received == [control_id]
+    assert receiver.received_ids == [control_id]
 
 
 def test_two_dispatchers_never_deliver_the_same_message_twice(
     committing: sessionmaker[Session],
 ) -> None:
     ids = queue(committing, [50 + n % 7 for n in range(40)])
-    receiver = Receiver()
+    receiver = FakeRecord()
 
     async def body(port: int) -> None:
         first, second = dispatcher_for(committing, port), dispatcher_for(committing, port)
@@ -206,7 +207,7 @@ def test_two_dispatchers_never_deliver_the_same_message_twice(
         await second.close()
 
     run_with(receiver, body)
-    assert sorted(receiver.received) == sorted(ids)  # each exactly once
+    assert sorted(receiver.received_ids) == sorted(ids)  # each exactly once
     assert set(statuses(committing).values()) == {"acknowledged"}
 
 

@@ -17,8 +17,8 @@ from lab.results.service import Measurement
 from lab.specimens import service as specimens
 from lab.tables import OUTBOUND, Hl7Message, PendingRelease
 from lab.users.roles import Role
+from testkit.orders import place
 from tests.conftest import actor
-from tests.factories import place
 from tests.hl7.conftest import unique
 
 BIO = actor(Role.TECHNICIAN)

@@ -22,8 +22,10 @@ from lab.results import service as results
 from lab.results.service import Measurement
 from lab.specimens import service as specimens
 from lab.users.roles import Role
+from testkit.patients import random_national_number
+from testkit.record import FakeRecord
 from tests.conftest import actor
-from tests.hl7.conftest import LoopThread, Receiver, exchange, msa, oml, random_fnr, unique
+from tests.hl7.conftest import LoopThread, exchange, msa, oml, unique
 
 pytestmark = pytest.mark.usefixtures("empty_outbox")
 
@@ -36,7 +38,7 @@ def test_order_in_result_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(outbox, "hold_time", lambda: __import__("datetime").timedelta(0))
-    receiver = Receiver()
+    receiver = FakeRecord()
     ehr_port = loop_thread.run(receiver.start())
     settings = Settings(mllp_port=0, ehr_mllp_url=f"mllp://127.0.0.1:{ehr_port}")
     run = starter(
@@ -52,7 +54,9 @@ def test_order_in_result_out(
         port = int(health["hl7_listener"]["address"].rsplit(":", 1)[1])
         control_id = unique("C")
         [ack] = asyncio.run(
-            exchange(port, [oml(control_id=control_id, placer=placer, fnr=random_fnr())])
+            exchange(
+                port, [oml(control_id=control_id, placer=placer, fnr=random_national_number())]
+            )
         )
         assert msa(ack) == ("AA", control_id)
         with committing() as session:

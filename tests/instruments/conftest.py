@@ -21,15 +21,15 @@ from instruments.archive import TrafficArchive
 from instruments.config import InstrumentConfig, TcpSettings
 from instruments.runner import InstrumentRunner, LabGateway
 from lab.db import make_engine, make_session_factory, transaction
-from lab.specimens import service as specimens
-from tests.conftest import TestDatabase, actor
-from tests.factories import place
+from testkit.database import ScratchDatabase
+from testkit.orders import place_and_receive
+from tests.conftest import actor
 
 TECHNICIAN = actor("technician")
 
 
 @pytest.fixture(scope="session")
-def committing_engine(committed_database: TestDatabase) -> Iterator[Engine]:
+def committing_engine(committed_database: ScratchDatabase) -> Iterator[Engine]:
     engine = make_engine(committed_database.url, pool_size=8)
     yield engine
     engine.dispose()
@@ -45,14 +45,9 @@ def new_specimens(
 ) -> dict[str, str]:
     """Place an order for `tests` and receive its tubes; {test code: accession number}."""
     with transaction(factory) as session:
-        order = place(session, TECHNICIAN, placer=f"INS{secrets.token_hex(5)}", tests=tests)
-        by_test: dict[str, str] = {}
-        for specimen in specimens.tubes_of_order(session, order.id):
-            if receive:
-                specimens.receive(session, actor=TECHNICIAN, number=specimen.accession_number)
-            for ordered in specimens.tests_of(session, specimen):
-                by_test[ordered.test.code] = specimen.accession_number
-    return by_test
+        return place_and_receive(
+            session, TECHNICIAN, placer=f"INS{secrets.token_hex(5)}", tests=tests, receive=receive
+        )
 
 
 def tcp_instrument(name: str, **changes: object) -> InstrumentConfig:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
 import socket
-import subprocess
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from instruments.transports import serial as serial_transport
 from instruments.transports import tcp
 from lab.specimens import service as specimens
 from lab.tables import LabTest, Result
+from testkit.serial import socat_available, socat_pair
 
 from .conftest import new_specimens, running, tcp_instrument
 
@@ -140,26 +138,13 @@ def test_tcp_client_mode_connects_out_and_reconnects(
     assert status["results_recorded"] == 2
 
 
-@pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
+@pytest.mark.skipif(not socat_available(), reason="socat is not installed")
 def test_serial_line_over_a_pseudo_terminal_pair(
     committing_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
     tubes = new_specimens(committing_factory, ["NA", "K", "KREA"])
     serum = tubes["NA"]
-    host_end, analyser_end = tmp_path / "lis", tmp_path / "analyser"
-    socat = subprocess.Popen(
-        [
-            "socat",
-            f"pty,raw,echo=0,link={host_end}",
-            f"pty,raw,echo=0,link={analyser_end}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while not (host_end.exists() and analyser_end.exists()) and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with socat_pair(tmp_path) as (host_end, analyser_end):
         config = tcp_instrument(
             "serial-1",
             profile="cobas",
@@ -182,9 +167,6 @@ def test_serial_line_over_a_pseudo_terminal_pair(
                 return runs, runner.status.as_dict()
 
         runs, status = asyncio.run(scenario())
-    finally:
-        socat.terminate()
-        socat.wait(5)
     assert runs[0].outcome == "accepted"
     assert set(runs[0].ordered) == {"989", "990", "767"}
     stored = results_of(committing_factory, serum)

@@ -20,7 +20,8 @@ from lab.config import Settings
 from lab.main import create_app
 from lab.specimens import accession
 from lab.tables import QcResult, UnmatchedResult
-from tests.conftest import TestDatabase, auth
+from testkit.database import ScratchDatabase
+from tests.conftest import auth
 
 from .conftest import new_specimens, running, tcp_instrument
 
@@ -63,7 +64,7 @@ def unmatched_rows(factory: sessionmaker[Session], instrument: str) -> list[Unma
 
 
 def test_unknown_specimen_and_unmapped_test_are_kept_and_resolved(
-    committing_factory: sessionmaker[Session], committed_database: TestDatabase, tmp_path: Path
+    committing_factory: sessionmaker[Session], committed_database: ScratchDatabase, tmp_path: Path
 ) -> None:
     name = f"unm-{secrets.token_hex(3)}"
     unknown = accession.make(99, 9_999_999)  # well-formed, but no specimen has it
@@ -134,7 +135,7 @@ def test_unknown_specimen_and_unmapped_test_are_kept_and_resolved(
 
 
 def test_control_material_goes_to_the_qc_table(
-    committing_factory: sessionmaker[Session], committed_database: TestDatabase, tmp_path: Path
+    committing_factory: sessionmaker[Session], committed_database: ScratchDatabase, tmp_path: Path
 ) -> None:
     name = f"qc-{secrets.token_hex(3)}"
     play(committing_factory, name, "QC-LOT42", ["HB", "LPK"])  # by prefix

@@ -32,7 +32,8 @@ from instruments.transports import tcp
 from lab.config import Settings
 from lab.main import create_app
 from lab.tables import OrderDownload
-from tests.conftest import TestDatabase, auth
+from testkit.database import ScratchDatabase
+from tests.conftest import auth
 
 from .conftest import new_specimens, running, tcp_instrument
 
@@ -184,7 +185,7 @@ def test_orders_are_pushed_to_an_analyser_that_wants_them(
 
 
 def test_the_runtime_starts_the_lines_and_reports_them(
-    committed_database: TestDatabase, committing_factory: sessionmaker[Session], tmp_path: Path
+    committed_database: ScratchDatabase, committing_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
     import instruments.runtime
 

@@ -15,14 +15,14 @@ from lab.patients.identifiers import (
     kind_for,
     parse_national_identifier,
 )
+from testkit.patients import with_check_digits
 
 births = st.dates(min_value=date(1900, 1, 1), max_value=date(1999, 12, 31))
 
 
 def build(day: int, month: int, year2: int, individual: int) -> str | None:
-    first = f"{day:02d}{month:02d}{year2:02d}{individual:03d}"
-    digits = check_digits(first)
-    return None if digits is None else first + f"{digits[0]}{digits[1]}"
+    """The number with exactly this date part and individual number, if it has check digits."""
+    return with_check_digits(f"{day:02d}{month:02d}{year2:02d}{individual:03d}")
 
 
 def test_a_published_style_example() -> None:
@@ -116,11 +116,9 @@ def test_kind_from_authority_or_type() -> None:
 @given(body=st.integers(min_value=0, max_value=99_999_999), first=st.sampled_from("89"))
 def test_felles_hjelpenummer(body: int, first: str) -> None:
     """FH-numbers (Norsk Helsenett): first digit 8 or 9, fnr check digits, no date or sex."""
-    first_nine = f"{first}{body:08d}"
-    digits = check_digits(first_nine)
-    if digits is None:
+    number = with_check_digits(f"{first}{body:08d}")
+    if number is None:
         return
-    number = first_nine + f"{digits[0]}{digits[1]}"
     parsed = parse_national_identifier(number)
     assert parsed.kind is IdentifierKind.FHN and parsed.birth_date is None and parsed.sex is None
     wrong = number[:-1] + str((int(number[-1]) + 1) % 10)

@@ -16,8 +16,9 @@ from lab.results import service as results
 from lab.specimens import service as specimens
 from lab.tables import PatientMerge
 from lab.users.roles import Role
+from testkit.orders import place
+from testkit.patients import KARI_FNR, OLA_FNR, kari, national_number
 from tests.conftest import actor
-from tests.factories import KARI_FNR, OLA_FNR, h_number, kari, national_number, place
 
 IFACE = actor(Role.INTERFACE)
 LEGE = actor(Role.PHYSICIAN)
@@ -83,7 +84,9 @@ def test_invalid_numbers_are_refused_with_the_field(db: Session) -> None:
         data=Demographics(
             identifiers=[
                 IdentifierInput(value=d_number, authority="DNR"),
-                IdentifierInput(value=h_number(date(2001, 5, 2), 700), authority="HNR"),
+                IdentifierInput(
+                    value=national_number(date(2001, 5, 2), 700, h_number=True), authority="HNR"
+                ),
             ],
             family_name="Gjest",
         ),

@@ -16,8 +16,9 @@ from lab.results import service as results
 from lab.results.service import Measurement
 from lab.specimens import service as specimens
 from lab.users.roles import Role
+from testkit.orders import place
+from testkit.patients import OLA_FNR, kari
 from tests.conftest import actor
-from tests.factories import OLA_FNR, kari, place
 
 BIO = actor(Role.TECHNICIAN)
 ANALYSER = actor(Role.INSTRUMENT, "XN-1")

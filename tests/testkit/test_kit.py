@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lab.hl7.er7 import parse_message
-from lab.hl7.inbound import map_inbound
-from lab.hl7.oru import build_oru
-from lab.hl7.types import OrderMessage
+from lab.hl7.codec.er7 import parse_message
+from lab.hl7.codec.inbound import map_inbound
+from lab.hl7.codec.oru import build_oru
+from lab.hl7.codec.types import OrderMessage
 from lab.patients.identifiers import IdentifierKind, parse_national_identifier
 from testkit.mllp import ClosedBeforeAnswer, ack_code, send_hl7
 from testkit.orders import oml_o21

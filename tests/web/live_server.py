@@ -1,14 +1,13 @@
 """A running lab module for browser tests: its own fresh database and a uvicorn thread.
 
 The per-test rolled-back transaction of tests/conftest.py cannot be shared with a server
-thread, so browser tests get a database of their own, made the way conftest makes one
-(created, migrated by Alembic, seeded), and dropped afterwards.
+thread, so browser tests get a scratch database of their own (testkit.database: created,
+migrated by Alembic, seeded with the demo catalog and the demo users admin, bio and lege), and
+dropped afterwards.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import socket
 import threading
 import time
@@ -17,16 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from lab.config import Settings
 from lab.db import make_engine, make_session_factory
-from lab.demo import seed
 from lab.main import create_app
-from lab.migrate import upgrade
-from tests.conftest import PASSWORD, _server_url
+from testkit.database import create_database, drop_database, server_url
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -54,25 +50,17 @@ def _free_socket() -> socket.socket:
 
 
 def run_live_server(tmp_root: Path) -> Iterator[LiveServer]:
-    server_url = _server_url(tmp_root / "pg")
-    name = f"lab_browser_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    database = create_database(server_url(embedded_root=tmp_root / "pg"), "browser")
     engine: Engine | None = None
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None
     try:
-        upgrade(url)
-        engine = make_engine(url, pool_size=4)
+        engine = make_engine(database.url, pool_size=4)
         factory = make_session_factory(engine)
-        with factory() as session:
-            # The demo catalog and the demo users of CONTRACT.md: admin, bio, lege.
-            seed(session, password=PASSWORD)
-            session.commit()
         app = create_app(
-            Settings(database_url=url, data_dir=tmp_root), engine=engine, session_factory=factory
+            Settings(database_url=database.url, data_dir=tmp_root),
+            engine=engine,
+            session_factory=factory,
         )
         sock = _free_socket()
         port = sock.getsockname()[1]
@@ -92,6 +80,4 @@ def run_live_server(tmp_root: Path) -> Iterator[LiveServer]:
             thread.join(timeout=10)
         if engine is not None:
             engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(database)

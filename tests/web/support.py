@@ -8,8 +8,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from lab.tables import Order
-from tests.conftest import PASSWORD, actor
-from tests.factories import place
+from testkit.database import PASSWORD
+from testkit.orders import place
+from tests.conftest import actor
 
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 

@@ -15,8 +15,9 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from pypdf import PdfReader
 
 from lab.orders import service as orders
-from tests.conftest import PASSWORD, actor
-from tests.factories import place
+from testkit.database import PASSWORD
+from testkit.orders import place
+from tests.conftest import actor
 from tests.web.live_server import CHROMIUM, CHROMIUM_ARGS, LiveServer, run_live_server
 
 pytestmark = pytest.mark.browser

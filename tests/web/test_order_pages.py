@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from lab.catalog.rules import bump_version
 from lab.tables import AuditEvent, LabTest, OrderedTest, Specimen
 from lab.timeutil import utcnow
-from tests.factories import KARI_FNR
+from testkit.patients import KARI_FNR
 from tests.web.support import accession_for, order, sign_in
 
 
