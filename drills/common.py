@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import create_engine, text
 
@@ -175,3 +176,49 @@ def accessions_of(url: str, placers: Sequence[str]) -> dict[str, str]:
         p=list(placers),
     )
     return {str(p): str(a) for p, a in found}
+
+
+def orders_stored(url: str, placers: Sequence[str]) -> dict[str, int]:
+    """placer number -> how many orders carry it (1 for each, or an order was lost or doubled)."""
+    return counts(
+        url,
+        "SELECT placer_order_number, count(*) FROM lab_order "
+        "WHERE placer_order_number = ANY(:p) GROUP BY 1",
+        p=list(placers),
+    )
+
+
+def result_versions(url: str, accessions: Sequence[str]) -> dict[str, int]:
+    """accession number -> how many result versions its specimen holds."""
+    return counts(
+        url,
+        "SELECT s.accession_number, count(v.id) FROM specimen s JOIN result r ON "
+        "r.specimen_id = s.id JOIN result_version v ON v.result_id = r.id "
+        "WHERE s.accession_number = ANY(:a) GROUP BY 1",
+        a=list(accessions),
+    )
+
+
+def recovery_problems(
+    *,
+    placers: Sequence[str],
+    stored: dict[str, int],
+    accessions: Sequence[str],
+    versions: dict[str, int],
+    orders: OrderLoad,
+    health: dict[str, Any],
+    same_process: bool,
+) -> list[str]:
+    """What a drill that took the database away under load must not find afterwards: an order
+    or a result missing or stored twice, an order not accepted, a lab module that did not
+    recover by itself."""
+    problems: list[str] = []
+    if len(stored) != len(placers) or any(n != 1 for n in stored.values()):
+        problems.append(f"orders stored: {len(stored)}/{len(placers)}, some twice or missing")
+    if set(orders.acked.values()) != {"AA"}:
+        problems.append(f"ACK codes {sorted(set(orders.acked.values()))}")
+    if len(versions) != len(accessions) or any(n != 1 for n in versions.values()):
+        problems.append(f"results stored: {len(versions)}/{len(accessions)}")
+    if health.get("database", {}).get("state") != "up" or not same_process:
+        problems.append(f"not recovered: {health}")
+    return problems

@@ -32,7 +32,9 @@ from drills.common import (
     OrderLoad,
     ResultLoad,
     accessions_of,
-    counts,
+    orders_stored,
+    recovery_problems,
+    result_versions,
     scalar,
 )
 from testkit.database import prepare
@@ -220,28 +222,17 @@ async def _drill(pair: Pair, folder: Path) -> DrillResult:
         pid_alive = lab.process.process is not None and lab.process.process.poll() is None
 
     new_primary = pair.url(pair.standby_port, "lab")
-    problems: list[str] = []
-    stored = counts(
-        new_primary,
-        "SELECT placer_order_number, count(*) FROM lab_order "
-        "WHERE placer_order_number = ANY(:p) GROUP BY 1",
-        p=placers,
+    stored = orders_stored(new_primary, placers)
+    versions = result_versions(new_primary, accessions)
+    problems = recovery_problems(
+        placers=placers,
+        stored=stored,
+        accessions=accessions,
+        versions=versions,
+        orders=orders,
+        health=health,
+        same_process=pid_alive,
     )
-    versions = counts(
-        new_primary,
-        "SELECT s.accession_number, count(v.id) FROM specimen s JOIN result r ON "
-        "r.specimen_id = s.id JOIN result_version v ON v.result_id = r.id "
-        "WHERE s.accession_number = ANY(:a) GROUP BY 1",
-        a=accessions,
-    )
-    if len(stored) != len(placers) or any(n != 1 for n in stored.values()):
-        problems.append(f"orders stored: {len(stored)}/{len(placers)}, some twice or missing")
-    if set(orders.acked.values()) != {"AA"}:
-        problems.append(f"ACK codes {sorted(set(orders.acked.values()))}")
-    if len(versions) != len(accessions) or any(n != 1 for n in versions.values()):
-        problems.append(f"results stored: {len(versions)}/{len(accessions)}")
-    if health.get("database", {}).get("state") != "up" or not pid_alive:
-        problems.append(f"not recovered: {health}")
     summary = (
         f"primary killed under load ({before} messages acknowledged before), standby promoted "
         f"{promoted_after:.1f} s later, first acknowledgement on it "

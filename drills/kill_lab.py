@@ -22,6 +22,8 @@ from drills.common import (
     accessions_of,
     counts,
     fresh_database,
+    orders_stored,
+    result_versions,
 )
 from testkit.process import running_lab
 
@@ -56,12 +58,7 @@ async def _drill(url: str, folder: Path, *, seconds: float) -> DrillResult:
         await results.send(lab.astm_port, accessions + more, retry_for=30)
 
     problems: list[str] = []
-    stored_orders = counts(
-        url,
-        "SELECT placer_order_number, count(*) FROM lab_order "
-        "WHERE placer_order_number = ANY(:p) GROUP BY 1",
-        p=placers,
-    )
+    stored_orders = orders_stored(url, placers)
     logged = counts(
         url,
         "SELECT control_id, count(*) FROM hl7_message WHERE direction = 'in' "
@@ -80,13 +77,7 @@ async def _drill(url: str, folder: Path, *, seconds: float) -> DrillResult:
         problems.append(
             f"only {len(orders.acked)} of {len(placers)} orders acknowledged in the end"
         )
-    versions = counts(
-        url,
-        "SELECT s.accession_number, count(v.id) FROM specimen s "
-        "JOIN result r ON r.specimen_id = s.id JOIN result_version v ON v.result_id = r.id "
-        "WHERE s.accession_number = ANY(:a) GROUP BY 1",
-        a=list(results.tried),
-    )
+    versions = result_versions(url, list(results.tried))
     lost_results = [a for a in accepted_before if a not in versions]
     double = [a for a, n in versions.items() if n != 1]
     if lost_results:

@@ -14,7 +14,16 @@ import os
 import time
 from pathlib import Path
 
-from drills.common import TCP, DrillResult, OrderLoad, ResultLoad, accessions_of, counts
+from drills.common import (
+    TCP,
+    DrillResult,
+    OrderLoad,
+    ResultLoad,
+    accessions_of,
+    orders_stored,
+    recovery_problems,
+    result_versions,
+)
 from lab.db import start_embedded_postgres
 from testkit.database import prepare
 from testkit.process import running_lab
@@ -63,28 +72,17 @@ async def _drill(url: str, folder: Path, pgdata: Path, *, outage: float) -> Dril
         health = await asyncio.to_thread(lab.process.wait_healthy, 10)
         pid_alive = lab.process.process is not None and lab.process.process.poll() is None
 
-    problems: list[str] = []
-    stored = counts(
-        url,
-        "SELECT placer_order_number, count(*) FROM lab_order "
-        "WHERE placer_order_number = ANY(:p) GROUP BY 1",
-        p=placers,
+    stored = orders_stored(url, placers)
+    versions = result_versions(url, accessions)
+    problems = recovery_problems(
+        placers=placers,
+        stored=stored,
+        accessions=accessions,
+        versions=versions,
+        orders=orders,
+        health=health,
+        same_process=pid_alive,
     )
-    versions = counts(
-        url,
-        "SELECT s.accession_number, count(v.id) FROM specimen s JOIN result r ON "
-        "r.specimen_id = s.id JOIN result_version v ON v.result_id = r.id "
-        "WHERE s.accession_number = ANY(:a) GROUP BY 1",
-        a=accessions,
-    )
-    if len(stored) != len(placers) or any(n != 1 for n in stored.values()):
-        problems.append(f"orders stored: {len(stored)}/{len(placers)}, some twice or missing")
-    if set(orders.acked.values()) != {"AA"}:
-        problems.append(f"ACK codes {sorted(set(orders.acked.values()))}")
-    if len(versions) != len(accessions) or any(n != 1 for n in versions.values()):
-        problems.append(f"results stored: {len(versions)}/{len(accessions)}")
-    if health.get("database", {}).get("state") != "up" or not pid_alive:
-        problems.append(f"not recovered: {health}")
     summary = (
         f"PostgreSQL down {outage:.0f} s mid-load ({before} messages acknowledged before): "
         f"{len(stored)}/{len(placers)} orders and {len(versions)}/{len(accessions)} results "
