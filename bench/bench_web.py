@@ -22,6 +22,7 @@ from lab.db import make_engine, make_session_factory
 from lab.deps import SESSION_COOKIE
 from lab.main import create_app
 from lab.users import service as users
+from testkit.database import PASSWORD
 
 ALL_TESTS = ["HB", "LPK", "TPK", "NA", "K", "KREA", "CRP", "GLUK"]
 RUNS = 40
@@ -86,7 +87,7 @@ def run(url: str) -> None:
         signed = users.sign_in(
             session,
             username="lege",
-            password="bench password",
+            password=PASSWORD,
             timeout=timedelta(hours=1),
             max_failures=5,
             lockout=timedelta(minutes=1),
