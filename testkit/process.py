@@ -203,37 +203,41 @@ async def running_lab(
     TCP port or a new pseudo-terminal, results to `record` (started here) when given."""
     folder.mkdir(parents=True, exist_ok=True)
     astm_ports = {a.name: free_port() for a in analysers if a.line == "tcp"}
-    ptys = {a.name: PtyLine() for a in analysers if a.line == "serial"}
-    instruments = folder / "instruments.toml"
-    instruments.write_text(
-        "\n".join(
-            a.toml(port=astm_ports.get(a.name, 0), path=ptys[a.name].path if a.name in ptys else "")
-            for a in analysers
-        )
-    )
-    record_port = await record.start() if record is not None else None
-    env = lab_env(
-        database_url=url,
-        data_dir=folder / "var",
-        mllp_port=free_port(),
-        instruments_file=instruments,
-        record_port=record_port,
-    )
-    env.update(extra_env or {})
-    lab = Lab(
-        process=LabProcess(env=env, http_port=free_port(), log_path=folder / "lab-serve.log"),
-        url=url,
-        mllp_port=int(env["LAB_MLLP_PORT"]),
-        astm_ports=astm_ports,
-        ptys=ptys,
-        record=record,
-        folder=folder,
-    )
+    ptys: dict[str, PtyLine] = {}
+    process: LabProcess | None = None
     try:
-        await asyncio.to_thread(lab.process.start)
-        yield lab
+        ptys.update((a.name, PtyLine()) for a in analysers if a.line == "serial")
+        instruments = folder / "instruments.toml"
+        instruments.write_text(
+            "\n".join(
+                a.toml(
+                    port=astm_ports.get(a.name, 0), path=ptys[a.name].path if a.name in ptys else ""
+                )
+                for a in analysers
+            )
+        )
+        env = lab_env(
+            database_url=url,
+            data_dir=folder / "var",
+            mllp_port=free_port(),
+            instruments_file=instruments,
+            record_port=await record.start() if record is not None else None,
+        )
+        env.update(extra_env or {})
+        process = LabProcess(env=env, http_port=free_port(), log_path=folder / "lab-serve.log")
+        await asyncio.to_thread(process.start)
+        yield Lab(
+            process=process,
+            url=url,
+            mllp_port=int(env["LAB_MLLP_PORT"]),
+            astm_ports=astm_ports,
+            ptys=ptys,
+            record=record,
+            folder=folder,
+        )
     finally:
-        await asyncio.to_thread(lab.process.stop)
+        if process is not None:
+            await asyncio.to_thread(process.stop)
         if record is not None:
             await record.stop()
         for pty in ptys.values():
