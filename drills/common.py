@@ -199,19 +199,27 @@ def result_versions(url: str, accessions: Sequence[str]) -> dict[str, int]:
     )
 
 
-def recovery_problems(
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    stored: dict[str, int]  # placer number -> orders stored
+    versions: dict[str, int]  # accession number -> result versions
+    problems: list[str]
+
+
+def check_recovery(
+    url: str,
     *,
     placers: Sequence[str],
-    stored: dict[str, int],
     accessions: Sequence[str],
-    versions: dict[str, int],
     orders: OrderLoad,
     health: dict[str, Any],
     same_process: bool,
-) -> list[str]:
+) -> Recovery:
     """What a drill that took the database away under load must not find afterwards: an order
     or a result missing or stored twice, an order not accepted, a lab module that did not
     recover by itself."""
+    stored = orders_stored(url, placers)
+    versions = result_versions(url, accessions)
     problems: list[str] = []
     if len(stored) != len(placers) or any(n != 1 for n in stored.values()):
         problems.append(f"orders stored: {len(stored)}/{len(placers)}, some twice or missing")
@@ -221,4 +229,4 @@ def recovery_problems(
         problems.append(f"results stored: {len(versions)}/{len(accessions)}")
     if health.get("database", {}).get("state") != "up" or not same_process:
         problems.append(f"not recovered: {health}")
-    return problems
+    return Recovery(stored=stored, versions=versions, problems=problems)

@@ -32,9 +32,7 @@ from drills.common import (
     OrderLoad,
     ResultLoad,
     accessions_of,
-    orders_stored,
-    recovery_problems,
-    result_versions,
+    check_recovery,
     scalar,
 )
 from testkit.database import prepare
@@ -222,17 +220,15 @@ async def _drill(pair: Pair, folder: Path) -> DrillResult:
         pid_alive = lab.process.process is not None and lab.process.process.poll() is None
 
     new_primary = pair.url(pair.standby_port, "lab")
-    stored = orders_stored(new_primary, placers)
-    versions = result_versions(new_primary, accessions)
-    problems = recovery_problems(
+    recovery = check_recovery(
+        new_primary,
         placers=placers,
-        stored=stored,
         accessions=accessions,
-        versions=versions,
         orders=orders,
         health=health,
         same_process=pid_alive,
     )
+    stored, versions, problems = recovery.stored, recovery.versions, recovery.problems
     summary = (
         f"primary killed under load ({before} messages acknowledged before), standby promoted "
         f"{promoted_after:.1f} s later, first acknowledgement on it "

@@ -20,9 +20,7 @@ from drills.common import (
     OrderLoad,
     ResultLoad,
     accessions_of,
-    orders_stored,
-    recovery_problems,
-    result_versions,
+    check_recovery,
 )
 from lab.db import start_embedded_postgres
 from testkit.database import prepare
@@ -72,17 +70,15 @@ async def _drill(url: str, folder: Path, pgdata: Path, *, outage: float) -> Dril
         health = await asyncio.to_thread(lab.process.wait_healthy, 10)
         pid_alive = lab.process.process is not None and lab.process.process.poll() is None
 
-    stored = orders_stored(url, placers)
-    versions = result_versions(url, accessions)
-    problems = recovery_problems(
+    recovery = check_recovery(
+        url,
         placers=placers,
-        stored=stored,
         accessions=accessions,
-        versions=versions,
         orders=orders,
         health=health,
         same_process=pid_alive,
     )
+    stored, versions, problems = recovery.stored, recovery.versions, recovery.problems
     summary = (
         f"PostgreSQL down {outage:.0f} s mid-load ({before} messages acknowledged before): "
         f"{len(stored)}/{len(placers)} orders and {len(versions)}/{len(accessions)} results "
