@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ COMMANDS = [
     ["user", "password"],
     ["token", "create"],
     ["demo", "seed"],
+    ["demo", "run"],  # in a checkout: the test kit is there
     ["catalog", "load"],
 ]
 
@@ -67,3 +69,23 @@ def test_db_upgrade_is_idempotent(test_database: ScratchDatabase) -> None:
     done = lab("db", "upgrade", database_url=test_database.url)
     assert done.returncode == 0, done.stderr
     assert "heads" in done.stdout
+
+
+def test_without_the_test_kit_demo_offers_seed_only(tmp_path: Path) -> None:
+    """As installed from the wheel (no testkit/): `lab demo` has `seed`, and no `run`."""
+    checkout = str(Path(__file__).resolve().parent.parent)
+    script = (
+        "import sys; sys.path[:] = [p for p in sys.path if p not in ('', sys.argv[1])]; "
+        "import importlib.util; assert importlib.util.find_spec('testkit') is None; "
+        "import lab.cli; lab.cli.main(['demo', '--help'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, checkout],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "seed" in done.stdout and "run" not in done.stdout.split("COMMAND", 1)[1]
