@@ -1,6 +1,8 @@
 """Core benchmark: record results through `results.service` into a database that already holds
 a million results, beside plain psycopg inserts of the same rows, and time the review queue and
-one patient's cumulative results.
+one patient's cumulative results. Every other tube is judged by the demo autoverification rule
+set (and the results it releases are queued for the record), the others by none: the
+difference is the judgement's share of the recording path.
 
 Scale with BENCH_SCALE (1 = the issue's sizes: 1,000,000 results present, 100,000 recorded).
 """
@@ -23,6 +25,9 @@ from lab.audit import Actor
 from lab.db import make_engine, make_session_factory
 from lab.results import queries as result_queries
 from lab.results import service as results
+from lab.results.judging import NO_RULES, ActiveRules
+from lab.rules import RuleSet, parse_ruleset
+from lab.rules.demo import DEMO_AUTOVERIFICATION
 
 ALL_TESTS = ["HB", "LPK", "TPK", "NA", "K", "KREA", "CRP", "GLUK"]
 VALUES = {
@@ -101,10 +106,15 @@ def run(url: str, *, present: int, recorded: int, heavy: int) -> None:
     tubes = tubes_of(engine, service_first, pending_orders)
     rng = random.Random(7)
     observed = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+    judged = ActiveRules(autoverification=demo_ruleset(factory))
 
-    started = time.perf_counter()
-    done = 0
-    for accession, codes in tubes:
+    # Every other tube is judged by the demo rule set, the others by none, so the machine's
+    # load falls on both alike: the difference is what the judgement costs (with the
+    # autoverified results released to the outbox, as in production).
+    spent = {"without": 0.0, "with": 0.0}
+    counted = {"without": 0, "with": 0}
+    autoverified = 0
+    for index, (accession, codes) in enumerate(tubes):
         measurements = [
             results.Measurement(
                 accession_number=accession,
@@ -112,14 +122,28 @@ def run(url: str, *, present: int, recorded: int, heavy: int) -> None:
                 value=f"{rng.uniform(*VALUES[code]):.1f}",
                 observed_at=observed,
                 instrument="bench-analyser",
+                instrument_flags="N",
+                flag_profile="generic",
             )
             for code in codes
         ]
+        kind = "with" if index % 2 else "without"
+        started = time.perf_counter()
         with factory() as session:
-            results.record_tube(session, actor=ANALYSER, measurements=measurements)
+            outcomes = results.record_tube(
+                session,
+                actor=ANALYSER,
+                measurements=measurements,
+                rules=judged if kind == "with" else NO_RULES,
+            )
             session.commit()
-        done += len(measurements)
-    service_rate = done / (time.perf_counter() - started)
+        spent[kind] += time.perf_counter() - started
+        counted[kind] += len(measurements)
+        autoverified += sum(1 for o in outcomes if o.status == "verified")
+    done = counted["with"] + counted["without"]
+    service_rate = done / (spent["with"] + spent["without"])
+    rate_without = counted["without"] / spent["without"]
+    rate_with = counted["with"] / spent["with"]
 
     ceiling_rate = plain_inserts(url, tubes_of(engine, ceiling_first, pending_orders), rng)
     print(
@@ -131,6 +155,13 @@ def run(url: str, *, present: int, recorded: int, heavy: int) -> None:
         "(same rows: result + version + audit, one transaction per tube; the ceiling)"
     )
     print(f"service / ceiling      : {service_rate / ceiling_rate:8.0%}   (aim: at least 40%)")
+    share = 1 - rate_with / rate_without
+    print(
+        f"without a rule set     : {rate_without:8.0f} results/s\n"
+        f"with the demo rule set : {rate_with:8.0f} results/s "
+        f"({autoverified:,} of {counted['with']:,} autoverified and queued for the record)\n"
+        f"judgement's share      : {share:8.0%}   (aim: under 20% of the recording path)"
+    )
 
     def review_queue() -> None:
         with factory() as session:
@@ -154,6 +185,15 @@ def run(url: str, *, present: int, recorded: int, heavy: int) -> None:
         "(aim < 100 ms)"
     )
     engine.dispose()
+
+
+def demo_ruleset(factory) -> RuleSet:  # type: ignore[no-untyped-def]
+    """The demo autoverification rule set, checked against the seeded catalog."""
+    with factory() as session:
+        units = dict(session.execute(text("SELECT code, unit FROM lab_test")).tuples().all())
+    return parse_ruleset(
+        DEMO_AUTOVERIFICATION.read_text(encoding="utf-8"), version=1, known_tests=units
+    )
 
 
 def tubes_of(engine, first: int, count: int) -> list[tuple[str, list[str]]]:  # type: ignore[no-untyped-def]

@@ -135,6 +135,17 @@ def bulk_patients(connection: Connection, count: int) -> None:
         ),
         {"count": count},
     )
+    # A local identifier each (PID-3 of the ORU the autoverified results go out in).
+    connection.execute(
+        text(
+            """
+            INSERT INTO patient_identifier (patient_id, value, authority, kind)
+            SELECT g, 'BENCH' || g, 'BENCH', 'OTHER'
+            FROM generate_series(1, CAST(:count AS bigint)) AS g
+            """
+        ),
+        {"count": count},
+    )
 
 
 def fix_sequences(connection: Connection) -> None:

@@ -13,6 +13,7 @@ from instruments.config import InstrumentConfig, load_instruments
 from instruments.profiles import PROFILES
 from lab.deps import ReadPatientData, ReadWorklist, ResolveUnmatched, SessionDep, ViewAnalysers
 from lab.errors import NotFound
+from lab.results import queries as result_queries
 
 router = APIRouter(prefix="/api/v1/instruments", tags=["instruments"])
 
@@ -146,7 +147,7 @@ def resolve_unmatched(
     session.commit()
     return ResolvedOut(
         unmatched=UnmatchedOut.model_validate(service.get_unmatched(session, unmatched_id)),
-        result_id=outcome.result.id,
+        result_id=result_queries.stored(session, outcome).id,
         changed=outcome.changed,
     )
 

@@ -229,28 +229,13 @@ def _record(
     ready: list[tuple[ResultGroup, results.Measurement]],
     zone: ZoneInfo,
 ) -> None:
-    """Record a specimen's results as one tube (the fast path); should the rules refuse any of
-    them, record one by one, so each refused result goes to the unmatched queue with its reason.
-    """
+    """Record a specimen's results as one tube; each one the rules refuse goes to the
+    unmatched queue with its reason, and the others are stored."""
     if not ready:
         return
-    try:
-        with session.begin_nested():
-            recorded = results.record_tube(session, actor=actor, measurements=[m for _, m in ready])
-    except LabError:
-        pass
-    else:
-        for one in recorded:
-            if one.changed:
-                outcome.recorded += 1
-            else:
-                outcome.repeated += 1
-        return
-    for group, measurement in ready:
-        try:
-            with session.begin_nested():
-                single = results.record(session, actor=actor, measurement=measurement)
-        except LabError as error:
+    recorded = results.record_tube(session, actor=actor, measurements=[m for _, m in ready])
+    for (group, _), one in zip(ready, recorded, strict=True):
+        if one.refusal is not None:
             _unmatched(
                 session,
                 outcome,
@@ -258,11 +243,10 @@ def _record(
                 profile=profile,
                 specimen_id=specimen_id,
                 group=group,
-                reason=error.message,
+                reason=one.refusal.message,
                 zone=zone,
             )
-            continue
-        if single.changed:
+        elif one.changed:
             outcome.recorded += 1
         else:
             outcome.repeated += 1

@@ -17,6 +17,7 @@ from instruments.profiles import SpecimenOrder
 from lab import audit
 from lab.audit import Actor
 from lab.errors import Conflict, InvalidInput, NotFound
+from lab.results import queries as result_queries
 from lab.results import service as results
 from lab.specimens import queries as work_lists
 from lab.tables import OrderDownload, QcResult, Specimen, UnmatchedResult
@@ -78,20 +79,21 @@ def resolve(
         comment=note,
     )
     outcome = results.record(session, actor=actor, measurement=measurement)
+    result = result_queries.stored(session, outcome)
     row.status = RESOLVED
     row.handled_at = utcnow()
     row.handled_by = actor.username
     row.handling_note = note or f"assigned to {accession_number} {test_code.upper()}"
-    row.result_id = outcome.result.id
+    row.result_id = result.id
     audit.record(
         session,
         actor=actor,
         action="instrument.unmatched.resolve",
         entity_type="unmatched_result",
         entity_id=row.id,
-        patient_id=outcome.result.patient_id,
+        patient_id=result.patient_id,
         before={"status": OPEN, "specimen_id": row.specimen_id, "reason": row.reason},
-        after={"status": RESOLVED, "result_id": outcome.result.id},
+        after={"status": RESOLVED, "result_id": result.id},
         detail=row.handling_note,
     )
     return outcome

@@ -16,10 +16,14 @@ from lab.deps import (
 from lab.results import queries, service
 from lab.results.schemas import (
     CancelIn,
+    ChooseIn,
     CorrectIn,
+    HoldOut,
+    MeasurementOut,
     ResultIn,
     ResultOut,
     ResultVersionOut,
+    SetAsideIn,
     VerifyIn,
 )
 from lab.tables import LabTest, Result, Specimen
@@ -46,6 +50,8 @@ def result_out(session: Session, result: Result, *, with_versions: bool = False)
         observed_at=result.observed_at,
         verified_at=result.verified_at,
         verified_by=result.verified_by,
+        holds=[HoldOut(code=hold["code"], text=hold["text"]) for hold in result.holds],
+        ruleset_version=result.ruleset_version,
         versions=[
             ResultVersionOut(
                 version=v.version,
@@ -62,6 +68,28 @@ def result_out(session: Session, result: Result, *, with_versions: bool = False)
                 created_at=v.created_at,
             )
             for v in result.versions
+        ]
+        if with_versions
+        else None,
+        measurements=[
+            MeasurementOut(
+                id=m.id,
+                number=m.number,
+                origin=m.origin,
+                reported=m.id == current.measurement_id,
+                value=queries.value_text(m),
+                unit=m.unit,
+                original_value=m.original_value,
+                original_unit=m.original_unit,
+                dilution=m.dilution,
+                preliminary=m.preliminary,
+                instrument=m.instrument,
+                instrument_flags=m.instrument_flags,
+                observed_at=m.observed_at,
+                recorded_at=m.recorded_at,
+                waiting_for_review=m.after_release and m.reviewed_at is None,
+            )
+            for m in result.measurements
         ]
         if with_versions
         else None,
@@ -104,7 +132,7 @@ def enter_result(data: ResultIn, session: SessionDep, actor: EnterResults) -> Re
         ),
     )
     session.commit()
-    return result_out(session, outcome.result)
+    return result_out(session, queries.stored(session, outcome))
 
 
 @router.get("/{result_id}", response_model=ResultOut)
@@ -149,6 +177,31 @@ def correct(
         reason=data.reason,
         comment=data.comment,
     )
+    session.commit()
+    return result_out(session, result, with_versions=True)
+
+
+@router.post("/{result_id}/choose", response_model=ResultOut)
+def choose(result_id: int, data: ChooseIn, session: SessionDep, actor: VerifyResults) -> ResultOut:
+    """Report another of the test's measurements (of a released result: a correction, which
+    needs the right to correct and a reason)."""
+    result = service.choose(
+        session,
+        actor=actor,
+        result_id=result_id,
+        measurement_id=data.measurement_id,
+        reason=data.reason,
+    )
+    session.commit()
+    return result_out(session, result, with_versions=True)
+
+
+@router.post("/{result_id}/set-aside", response_model=ResultOut)
+def set_aside(
+    result_id: int, data: SetAsideIn, session: SessionDep, actor: VerifyResults
+) -> ResultOut:
+    """Keep what a released result reports: its further measurements have been looked at."""
+    result = service.set_aside(session, actor=actor, result_id=result_id, reason=data.reason)
     session.commit()
     return result_out(session, result, with_versions=True)
 

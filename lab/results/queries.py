@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import any_, func, or_, select, true
 from sqlalchemy.orm import Session, aliased, lazyload, selectinload
@@ -18,8 +18,13 @@ from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.errors import NotFound
 from lab.specimens import service as specimens
-from lab.tables import Order, Patient, Result, ResultVersion, Specimen
+from lab.tables import Order, Patient, Result, ResultVersion, Specimen, StoredMeasurement
 from lab.tables.results import RELEASED, R
+
+
+class HasResultId(Protocol):
+    @property
+    def result_id(self) -> int | None: ...
 
 
 def read(session: Session, result_id: int, *, actor: Actor) -> Result:
@@ -29,6 +34,17 @@ def read(session: Session, result_id: int, *, actor: Actor) -> Result:
     audit.record_read(
         session, actor=actor, patient_id=result.patient_id, what="result", entity_id=result.id
     )
+    return result
+
+
+def stored(session: Session, outcome: HasResultId) -> Result:
+    """The result a recorded measurement was stored as (not a read of patient data by anyone:
+    the caller has just written it)."""
+    if outcome.result_id is None:
+        raise NotFound("the measurement was not stored")
+    result = session.get(Result, outcome.result_id)
+    if result is None:
+        raise NotFound(f"no result {outcome.result_id}")
     return result
 
 
@@ -281,13 +297,33 @@ def previous_released(session: Session, result: Result) -> Result | None:
     )
 
 
+def further_measurements(
+    session: Session, *, limit: int = 100
+) -> list[tuple[Result, StoredMeasurement]]:
+    """Measurements that arrived after their result was released and wait for a look, oldest
+    first (no patient data: the page that shows them audits its read)."""
+    rows = session.execute(
+        select(Result, StoredMeasurement)
+        .join(StoredMeasurement, StoredMeasurement.result_id == Result.id)
+        .where(StoredMeasurement.after_release, StoredMeasurement.reviewed_at.is_(None))
+        .order_by(StoredMeasurement.recorded_at, StoredMeasurement.id)
+        .limit(limit)
+    ).all()
+    return [(result, measurement) for result, measurement in rows]
+
+
 def is_unremarkable(result: Result) -> bool:
-    """No flag of ours, and no analyser flag other than N (normal, LIS2-A2 R-7)."""
+    """No hold at all (a result no reference interval applies to is held), no flag of ours, and
+    no analyser flag other than N (normal, LIS2-A2 R-7)."""
     analyser_flags = result.versions[-1].instrument_flags.replace(",", " ").split()
-    return not result.flags and all(flag.upper() == "N" for flag in analyser_flags)
+    return (
+        not result.holds
+        and not result.flags
+        and all(flag.upper() == "N" for flag in analyser_flags)
+    )
 
 
-def value_text(result: Result | ResultVersion) -> str:
+def value_text(result: Result | ResultVersion | StoredMeasurement) -> str:
     if result.value_numeric is not None:
         return f"{result.comparator or ''}{result.value_numeric}"
     return result.value_text or ""

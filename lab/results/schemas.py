@@ -33,6 +33,17 @@ class CorrectIn(BaseModel):
     comment: str = Field(default="", max_length=2000)
 
 
+class ChooseIn(BaseModel):
+    measurement_id: int
+    reason: str = Field(
+        default="", max_length=1000, description="required when the result is released already"
+    )
+
+
+class SetAsideIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=1000)
+
+
 class CancelIn(BaseModel):
     reason: str = Field(min_length=1, max_length=1000)
 
@@ -52,6 +63,30 @@ class ResultVersionOut(BaseModel):
     created_at: datetime
 
 
+class MeasurementOut(BaseModel):
+    id: int
+    number: int
+    origin: str  # first, rerun, dilution, repeat
+    reported: bool  # the one the result reports now
+    value: str
+    unit: str | None
+    original_value: str
+    original_unit: str
+    dilution: str
+    preliminary: bool
+    instrument: str
+    instrument_flags: str
+    observed_at: datetime | None
+    recorded_at: datetime
+    waiting_for_review: bool  # came after release and nobody has looked at it yet
+
+
+class HoldOut(BaseModel):
+    # plausibility, critical, delta, instrument_flag, no_reference_interval, interference, qc, rule
+    code: str
+    text: str
+
+
 class ResultOut(BaseModel):
     id: int
     accession_number: str
@@ -65,5 +100,12 @@ class ResultOut(BaseModel):
     version: int
     observed_at: datetime | None
     verified_at: datetime | None
-    verified_by: str | None
+    verified_by: str | None = Field(
+        description='who verified it: a user name, or "autoverification v<N>" (rule set version)'
+    )
+    holds: list[HoldOut] = Field(description="why it waits for a person; empty when none")
+    ruleset_version: int | None = Field(
+        default=None, description="the autoverification rule set version that judged it"
+    )
     versions: list[ResultVersionOut] | None = None
+    measurements: list[MeasurementOut] | None = None

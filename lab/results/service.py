@@ -2,6 +2,10 @@
 
 Statuses: preliminary -> awaiting_review -> verified -> corrected, and cancelled. Each change
 adds an immutable `ResultVersion`; `Result` keeps the current state for the work queues.
+
+Every change is made in three steps kept apart: load (the tube or the result, locked), judge
+(`lab.results.judging`, pure: a new `ResultState` or a `Refusal`), and write
+(`lab.results.writing.write_versions`, the one function that appends versions).
 """
 
 from __future__ import annotations
@@ -9,23 +13,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lab import audit
 from lab.audit import Actor
 from lab.catalog import service as catalog
-from lab.catalog.rules import TestRule, rules_by_code
+from lab.catalog.rules import TestRule, rule_by_id, snapshot
 from lab.catalog.service import ReferenceRange
-from lab.errors import Conflict, InvalidInput, NotFound
+from lab.errors import Conflict, InvalidInput, LabError, NotFound
 from lab.orders import service as orders
 from lab.patients import service as patients
-from lab.results import flags as result_flags
+from lab.results import judging
 from lab.results import outbox as hl7_outbox
-from lab.results.queries import is_unremarkable, results_of_tube, value_text
+from lab.results.judging import ActiveRules, PatientFacts, Refusal, TubeFacts, active_rules
+from lab.results.judging import Measurement as Measurement
+from lab.results.queries import is_unremarkable, results_of_tube
+from lab.results.state import Change, NewMeasurement, NewResult, ResultState
+from lab.results.writing import Write, write_versions
+from lab.rules import Hold, HoldCode, PreviousResult, RuleSet
 from lab.specimens import accession
 from lab.specimens import service as specimens
 from lab.tables import (
@@ -35,28 +42,14 @@ from lab.tables import (
     OrderedTest,
     Patient,
     Result,
-    ResultVersion,
     Specimen,
+    StoredMeasurement,
     TestStatus,
 )
-from lab.tables.results import RELEASED, R, ResultStatus
+from lab.tables.results import RELEASED, MeasurementOrigin, R
 from lab.timeutil import OSLO, as_utc, utcnow
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Measurement:
-    """A result as it arrives, before the rules have looked at it."""
-
-    accession_number: str
-    test_code: str
-    value: str
-    unit: str | None = None
-    observed_at: datetime | None = None
-    preliminary: bool = False
-    instrument: str = ""
-    operator: str = ""
-    instrument_flags: str = ""
-    comment: str = ""
+from lab.users import service as users
+from lab.users.roles import Permission
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,209 +69,429 @@ class CriticalNotification:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
-    """What became of one measurement; the ORM row is read only when someone asks for it."""
+    """What became of one measurement: stored (`changed`), a repeat, or refused with a reason."""
 
-    result_id: int
-    changed: bool  # False when the same result arrived again
+    result_id: int | None  # None when refused
+    changed: bool  # False when the same result arrived again, or when it was refused
     status: str
-    flags: list[str]
-    session: Session = field(repr=False, compare=False)
+    flags: tuple[str, ...]
+    refusal: Refusal | None = None
 
     @property
-    def result(self) -> Result:
-        result = self.session.get(Result, self.result_id)
-        if result is None:
-            raise NotFound(f"no result {self.result_id}")
-        return result
+    def refused(self) -> bool:
+        return self.refusal is not None
 
 
-def record(session: Session, *, actor: Actor, measurement: Measurement) -> Outcome:
-    """Store a measured result against the specimen's ordered test, flagged for review."""
-    return record_tube(session, actor=actor, measurements=[measurement])[0]
+def record(
+    session: Session,
+    *,
+    actor: Actor,
+    measurement: Measurement,
+    rules: ActiveRules | None = None,
+) -> Outcome:
+    """Store one measured result; a refusal is raised as the project's error (keyboard, API)."""
+    (outcome,) = record_tube(session, actor=actor, measurements=[measurement], rules=rules)
+    if outcome.refusal is not None:
+        raise outcome.refusal.error()
+    return outcome
+
+
+@dataclass(slots=True)
+class _Tube:
+    """One tube as the result path needs it, loaded once and locked."""
+
+    specimen: Specimen  # the tube measured (an aliquot or the primary)
+    root: Specimen  # the primary tube, whose ordered tests the results belong to
+    patient: PatientFacts
+    ordered: dict[int, OrderedTest]  # by test id, locked FOR UPDATE
+    results: dict[int, Result]  # by ordered test id
+
+
+def _load_tube(session: Session, accession_number: str) -> _Tube | Refusal:
+    try:
+        specimen = specimens.get_by_accession(session, accession_number)
+    except LabError as error:
+        return Refusal(field="accession_number", message=error.message, kind="not_found")
+    if specimen.status in ("rejected", "disposed"):
+        return Refusal(
+            field="accession_number",
+            message=f"{specimen.accession_number} is {specimen.status}; no results can be added",
+            kind="conflict",
+        )
+    root = specimens.root_of(session, specimen)
+    # Locked, so two connections cannot record the same test at once.
+    ordered = {
+        t.test_id: t
+        for t in session.scalars(
+            select(OrderedTest).where(OrderedTest.specimen_id == root.id).with_for_update()
+        )
+    }
+    stored = {
+        r.ordered_test_id: r
+        for r in session.scalars(
+            select(Result)
+            .where(Result.ordered_test_id.in_([t.id for t in ordered.values()]))
+            # Locked too: a verification committed meanwhile must not be written over.
+            .with_for_update()
+        )
+    }
+    patient = session.get(Patient, specimen.patient_id)
+    if patient is None:
+        raise NotFound(f"the patient of {specimen.accession_number} is missing")
+    return _Tube(
+        specimen=specimen,
+        root=root,
+        patient=_patient_facts(patient, root),
+        ordered=ordered,
+        results=stored,
+    )
+
+
+def _tube_facts(
+    session: Session,
+    tube: _Tube,
+    tests: Sequence[TestRule],
+    ruleset: RuleSet | None,
+    measured_at: datetime,
+) -> TubeFacts:
+    """What the judgement needs beyond the results: the previous result of each test that has a
+    delta rule (one query for the tube), the QC locks of the analyser, the specimen's values."""
+    previous: dict[int, PreviousResult] = {}
+    with_delta = [
+        t.id
+        for t in tests
+        if ruleset is not None and (rules := ruleset.for_test(t.code)) is not None and rules.delta
+    ]
+    if with_delta:
+        measured = func.coalesce(Result.observed_at, Result.recorded_at)
+        rows = session.execute(
+            select(Result.test_id, Result.value_numeric, Result.comparator, measured)
+            .where(
+                Result.patient_id == tube.specimen.patient_id,
+                Result.test_id.in_(with_delta),
+                Result.status != R.CANCELLED,
+                Result.value_numeric.is_not(None),
+                Result.ordered_test_id.not_in([t.id for t in tube.ordered.values()]),
+                measured < measured_at,
+            )
+            .order_by(Result.test_id, measured.desc(), Result.id.desc())
+            .distinct(Result.test_id)
+        ).all()
+        previous = {
+            test_id: PreviousResult(value=value, comparator=comparator, measured_at=at)
+            for test_id, value, comparator, at in rows
+        }
+    codes = {test.id: test.code for test in tests}
+    values = {
+        codes[r.test_id]: r.value_numeric
+        for r in tube.results.values()
+        if r.value_numeric is not None and r.test_id in codes and r.status != R.CANCELLED
+    }
+    return TubeFacts(patient=tube.patient, previous=previous, specimen_results=values)
+
+
+def _patient_facts(patient: Patient, specimen: Specimen) -> PatientFacts:
+    """Sex, and age on the (Oslo) day the specimen was collected, or today when not known."""
+    on = (specimen.collected_at or utcnow()).astimezone(OSLO).date()
+    return PatientFacts(sex=patient.sex, age_days=patients.age_in_days(patient, on))
+
+
+@dataclass(slots=True)
+class _Pending:
+    """What the measurements of one message do to one result, before it is written."""
+
+    target: Result | NewResult
+    before: ResultState | None
+    measured: list[NewMeasurement | StoredMeasurement]  # every measurement, stored and new
+    measured_before: int
+    changes: list[Change] = field(default_factory=list)
+    further: list[NewMeasurement] = field(default_factory=list)
+
+    @property
+    def current(self) -> ResultState | None:
+        return self.changes[-1].state if self.changes else self.before
+
+    def write(self) -> Write:
+        return Write(
+            result=self.target,
+            before=self.before,
+            changes=tuple(self.changes),
+            further=tuple(self.further),
+            measured_before=self.measured_before,
+        )
 
 
 def record_tube(
-    session: Session, *, actor: Actor, measurements: Sequence[Measurement]
+    session: Session,
+    *,
+    actor: Actor,
+    measurements: Sequence[Measurement],
+    rules: ActiveRules | None = None,
 ) -> list[Outcome]:
     """Store the results of one tube (what an analyser sends for one specimen) in one go.
 
-    All or nothing: the first measurement the rules refuse raises, and the caller rolls back.
-    The tube, its ordered tests (locked, so two connections cannot record the same test at
-    once), their current results and the patient are read once, and new results are written
-    with one INSERT per table: this is the analysers' hot path.
+    Returns one outcome per measurement, in order. A measurement the rules refuse is answered
+    with its refusal and the others are stored: the caller keeps the refused ones (the
+    analyser path puts them in the unmatched queue) and needs no retry. A second, different
+    measurement of a test (in this message or a later one) is stored beside the first: the
+    result reports the newest until a reviewer chooses another, and a result already
+    released keeps what it reports while the new one waits for a look.
+
+    Each result is judged in the same transaction by the active rule set (`rules`, read from
+    the database when not given): a result with no hold is verified by autoverification, with
+    the rule set version on it and in the audit, and goes to the record like any verified
+    result. The tube, its ordered tests and their results are read once; the writing is one
+    INSERT per table.
     """
     if not measurements:
         return []
     numbers = {accession.normalise(m.accession_number) for m in measurements}
     if len(numbers) != 1:
         raise InvalidInput.field("accession_number", "one tube at a time")
-    specimen = specimens.get_by_accession(session, measurements[0].accession_number)
-    tests = rules_by_code(session, [m.test_code for m in measurements])
-    if specimen.status in ("rejected", "disposed"):
-        raise Conflict(f"{specimen.accession_number} is {specimen.status}; no results can be added")
-    root = specimens.root_of(session, specimen)
-    ordered_by_test = {
-        t.test_id: t
-        for t in session.scalars(
-            select(OrderedTest).where(OrderedTest.specimen_id == root.id).with_for_update()
-        )
-    }
-    existing = {
-        r.ordered_test_id: r
-        for r in session.scalars(
-            select(Result).where(
-                Result.ordered_test_id.in_([t.id for t in ordered_by_test.values()])
-            )
-        )
-    }
-    patient = session.get(Patient, specimen.patient_id)
-    if patient is None:
-        raise NotFound(f"the patient of {specimen.accession_number} is missing")
+    loaded = _load_tube(session, measurements[0].accession_number)
+    if isinstance(loaded, Refusal):
+        return [_refused(loaded) for _ in measurements]
+    tube = loaded
+    rules = rules if rules is not None else active_rules(session)
+    catalog_now = snapshot(session)
     now = utcnow()
-    outcomes: list[Outcome | None] = []
-    fresh: list[tuple[int, dict[str, Any], dict[str, Any]]] = []  # (index, result, version)
-    audits: list[dict[str, Any]] = []
-    for measurement in measurements:
-        test = tests[measurement.test_code.strip().upper()]
-        ordered = ordered_by_test.get(test.id)
-        if ordered is None:
-            raise NotFound(f"{test.code} is not ordered on {specimen.accession_number}")
-        if ordered.status == TestStatus.CANCELLED:
-            raise Conflict(f"{test.code} on {specimen.accession_number} was cancelled")
-        value = _parse_value(test, measurement.value)
-        unit = measurement.unit.strip() if measurement.unit else test.unit
-        if test.result_type == "numeric" and unit != test.unit:
-            raise InvalidInput.field(
-                "unit", f"{test.code} is reported in {test.unit}, not {unit}; no conversion is made"
-            )
-        status = R.PRELIMINARY if measurement.preliminary else R.AWAITING_REVIEW
-        observed_at = as_utc(measurement.observed_at) if measurement.observed_at else None
-        result = existing.get(ordered.id)
-        if result is not None:
-            if result.status in RELEASED:
-                raise Conflict(
-                    f"{test.code} on {specimen.accession_number} is verified; correct it instead"
-                )
-            if result.status == R.CANCELLED:
-                raise Conflict(f"{test.code} on {specimen.accession_number} is cancelled")
-            if _same_measurement(
-                result.versions[-1], value, unit, observed_at, measurement, status
-            ):
-                outcomes.append(_outcome(session, result, changed=False))
-                continue
-        low, high, flags = _judge(test, patient, root, value)
-        numeric = value if isinstance(value, result_flags.NumericValue) else None
-        version_fields: dict[str, Any] = {
-            "status": status,
-            "value_numeric": numeric.value if numeric else None,
-            "value_text": None if numeric else value,
-            "comparator": numeric.comparator if numeric else None,
-            "unit": unit,
-            "flags": flags,
-            "reference_low": low,
-            "reference_high": high,
-            "instrument_flags": measurement.instrument_flags,
-            "instrument": measurement.instrument,
-            "operator": measurement.operator,
-            "observed_at": observed_at,
-            "author": actor.username,
-            "reason": "rerun" if result is not None else "",
-            "comment": measurement.comment,
-            "critical_notification": "",
-        }
-        ordered.status = TestStatus.IN_PROGRESS if measurement.preliminary else TestStatus.RESULTED
-        if result is not None:
-            before = _snapshot(result)
-            _apply(result, ResultVersion(**version_fields))
-            result.recorded_at = now
-            audits.append(_audit_row(actor, result.id, result.patient_id, before, result))
-            outcomes.append(_outcome(session, result, changed=True))
-            continue
-        row = {
-            "ordered_test_id": ordered.id,
-            "specimen_id": specimen.id,
-            "test_id": test.id,
-            "patient_id": specimen.patient_id,
-            "urgency": root.urgency,
-            "version": 1,
-            "status": status,
-            "value_numeric": version_fields["value_numeric"],
-            "value_text": version_fields["value_text"],
-            "comparator": version_fields["comparator"],
-            "unit": unit,
-            "flags": flags,
-            "observed_at": observed_at,
-            "recorded_at": now,
-        }
-        fresh.append((len(outcomes), row, version_fields))
-        outcomes.append(None)
-    if fresh:
-        ids = session.scalars(
-            insert(Result).returning(Result.id, sort_by_parameter_order=True),
-            [row for _, row, _ in fresh],
-        ).all()
-        session.execute(
-            insert(ResultVersion),
-            [
-                {**fields, "result_id": result_id, "version": 1, "created_at": now}
-                for result_id, (_, _, fields) in zip(ids, fresh, strict=True)
-            ],
-        )
-        for result_id, (index, row, _) in zip(ids, fresh, strict=True):
-            audits.append(_audit_row(actor, result_id, row["patient_id"], None, row))
-            outcomes[index] = Outcome(
-                result_id=result_id,
-                changed=True,
-                status=row["status"],
-                flags=row["flags"],
-                session=session,
-            )
-    if audits:
-        audit.record_rows(session, audits)
-        open_tests = sum(1 for t in ordered_by_test.values() if t.status in OPEN_TEST_STATUSES)
-        specimens.note_result(session, actor=actor, specimen=root, open_tests=open_tests)
-    return [outcome for outcome in outcomes if outcome is not None]
-
-
-def _outcome(session: Session, result: Result, *, changed: bool) -> Outcome:
-    return Outcome(
-        result_id=result.id,
-        changed=changed,
-        status=result.status,
-        flags=list(result.flags),
-        session=session,
-    )
-
-
-def _audit_row(
-    actor: Actor,
-    result_id: int,
-    patient_id: int,
-    before: dict[str, object] | None,
-    after: Result | dict[str, Any],
-) -> dict[str, Any]:
-    state = _snapshot(after) if isinstance(after, Result) else _row_snapshot(after)
-    return audit.row(
-        actor=actor,
-        action="result.record",
-        entity_type="result",
-        entity_id=result_id,
-        patient_id=patient_id,
-        before=before,
-        after=state,
-    )
-
-
-def _row_snapshot(row: dict[str, Any]) -> dict[str, object]:
-    numeric = row["value_numeric"]
-    value = f"{row['comparator'] or ''}{numeric}" if numeric is not None else row["value_text"]
-    return {
-        "version": row["version"],
-        "status": row["status"],
-        "value": value or "",
-        "unit": row["unit"],
-        "flags": list(row["flags"]),
+    found = {
+        code: catalog_now.by_code.get(code)
+        for code in {m.test_code.strip().upper() for m in measurements}
     }
+    facts = _tube_facts(
+        session,
+        tube,
+        [t for t in found.values() if t is not None],
+        rules.autoverification,
+        max((as_utc(m.observed_at) for m in measurements if m.observed_at), default=now),
+    )
+    decided: list[Outcome | tuple[bool, int]] = []  # (changed, ordered test id) once written
+    pending: dict[int, _Pending] = {}
+    released = False
+    for measurement in measurements:
+        code = measurement.test_code.strip().upper()
+        test = found[code]
+        if test is None:
+            refusal = Refusal(
+                field="test_code", message=f"unknown test code {code!r}", kind="not_found"
+            )
+            decided.append(_refused(refusal))
+            continue
+        decision = _decide(
+            tube, test, measurement, pending, facts, rules, author=actor.username, now=now
+        )
+        if isinstance(decision, Outcome):
+            decided.append(decision)
+            continue
+        ordered, changed = decision
+        decided.append((changed, ordered.id))
+        work = pending.get(ordered.id)
+        if changed and work is not None and work.changes:
+            state = work.changes[-1].state
+            if state.status in RELEASED:
+                ordered.status = TestStatus.VERIFIED
+                released = True
+            elif state.status == R.PRELIMINARY:
+                ordered.status = TestStatus.IN_PROGRESS
+            else:
+                ordered.status = TestStatus.RESULTED
+    ids: dict[int, int] = {}
+    if pending:
+        written = write_versions(
+            session, actor=actor, writes=[p.write() for p in pending.values()], now=now
+        )
+        ids = dict(zip(pending, written, strict=True))
+        open_tests = sum(1 for t in tube.ordered.values() if t.status in OPEN_TEST_STATUSES)
+        specimens.note_result(session, actor=actor, specimen=tube.root, open_tests=open_tests)
+        if released:
+            _released_by_rules(session, tube, pending, ids, now=now)
+    return [
+        one if isinstance(one, Outcome) else _outcome_of(tube, pending, ids, *one)
+        for one in decided
+    ]
+
+
+def _outcome_of(
+    tube: _Tube, pending: dict[int, _Pending], ids: dict[int, int], changed: bool, ordered_id: int
+) -> Outcome:
+    if ordered_id in pending:
+        state = pending[ordered_id].current
+        assert state is not None  # a new result has a change
+        return Outcome(
+            result_id=ids[ordered_id], changed=changed, status=state.status, flags=state.flags
+        )
+    result = tube.results[ordered_id]  # a repeat of a stored measurement: nothing written
+    return Outcome(
+        result_id=result.id, changed=False, status=result.status, flags=tuple(result.flags)
+    )
+
+
+def _decide(
+    tube: _Tube,
+    test: TestRule,
+    measurement: Measurement,
+    pending: dict[int, _Pending],
+    facts: TubeFacts,
+    rules: ActiveRules,
+    *,
+    author: str,
+    now: datetime,
+) -> Outcome | tuple[OrderedTest, bool]:
+    """What one measurement does to its result: a refusal, a repeat, a new version, or a
+    further measurement of a released result (added to `pending`). Returns the ordered test
+    and whether anything changed."""
+    ordered = tube.ordered.get(test.id)
+    number = tube.specimen.accession_number
+    if ordered is None:
+        return _refused(
+            Refusal(
+                field="test_code",
+                message=f"{test.code} is not ordered on {number}",
+                kind="not_found",
+            )
+        )
+    if ordered.status == TestStatus.CANCELLED:
+        return _refused(
+            Refusal(
+                field="test_code", message=f"{test.code} on {number} was cancelled", kind="conflict"
+            )
+        )
+    new = judging.measured_state(test, measurement, tube.patient)
+    if isinstance(new, Refusal):
+        return _refused(new)
+    work = pending.get(ordered.id)
+    if work is None:
+        stored = tube.results.get(ordered.id)
+        if stored is not None:
+            work = _Pending(
+                target=stored,
+                before=ResultState.of(stored),
+                measured=list(stored.measurements),
+                measured_before=len(stored.measurements),
+            )
+        else:
+            work = _Pending(
+                target=NewResult(
+                    ordered_test_id=ordered.id,
+                    specimen_id=tube.specimen.id,
+                    test_id=test.id,
+                    patient_id=tube.specimen.patient_id,
+                    urgency=tube.root.urgency,
+                ),
+                before=None,
+                measured=[],
+                measured_before=0,
+            )
+    current = work.current
+    if current is not None and current.status == R.CANCELLED:
+        return _refused(
+            Refusal(field="value", message=f"{test.code} on {number} is cancelled", kind="conflict")
+        )
+    taken = judging.new_measurement(
+        new, measurement, specimen_id=tube.specimen.id, earlier=work.measured
+    )
+    if any(taken.same_as(earlier) for earlier in work.measured):
+        return ordered, False  # the same result sent again
+    pending[ordered.id] = work
+    work.measured.append(taken)
+    if current is not None and current.status in RELEASED:
+        work.further.append(taken)  # kept for review; the record keeps what it was given
+        return ordered, True
+    state, release = judging.judged(
+        new,
+        test,
+        facts,
+        rules.autoverification,
+        flag_profile=measurement.flag_profile,
+        indices=measurement.indices,
+        measured_at=now,
+    )
+    differing = {(m.value_numeric, m.comparator, m.value_text) for m in work.measured}
+    if len(differing) > 1:
+        # Two measurements that disagree: a person chooses the one to report.
+        state = state.but(
+            holds=(
+                *state.holds,
+                Hold(
+                    code=HoldCode.RULE,
+                    text=f"measured {len(work.measured)} times with different values: "
+                    "choose the one to report",
+                ),
+            )
+        )
+        release = False
+    work.changes.append(
+        Change(
+            state=state,
+            action="result.record",
+            author=author,
+            reason="" if taken.origin == MeasurementOrigin.FIRST else taken.origin.value,
+            measurement=taken,
+        )
+    )
+    if release:
+        machine = autoverifier(state.ruleset_version)
+        work.changes.append(
+            Change(
+                state=state.but(status=R.VERIFIED, verified_at=now, verified_by=machine.username),
+                action="result.autoverify",
+                author=machine.username,
+                detail=f"no hold in autoverification rule set v{state.ruleset_version}",
+                by=machine,
+            )
+        )
+    return ordered, True
+
+
+def autoverifier(version: int | None) -> Actor:
+    """Who verifies a result no rule holds: the rule set, by its version."""
+    return Actor(
+        user_id=None,
+        username=f"autoverification v{version}",
+        roles=frozenset({"autoverification"}),
+        channel="job",
+    )
+
+
+def _released_by_rules(
+    session: Session,
+    tube: _Tube,
+    pending: dict[int, _Pending],
+    ids: dict[int, int],
+    *,
+    now: datetime,
+) -> None:
+    """Results verified by autoverification go to the record like any verified result: the
+    order's outbox entry is made (or held by the release policy) in this transaction."""
+    first = next(
+        ids[ordered_id]
+        for ordered_id, work in pending.items()
+        if work.changes and work.changes[-1].state.status in RELEASED
+    )
+    order = session.get(Order, tube.root.order_id)
+    if order is not None:
+        orders.refresh_status(order)
+    result = session.get(Result, first)
+    assert result is not None  # just written
+    hl7_outbox.on_result_released(session, result, event="verify", now=now)
+
+
+def _refused(refusal: Refusal) -> Outcome:
+    return Outcome(result_id=None, changed=False, status="", flags=(), refusal=refusal)
+
+
+# --- changes of one stored result -----------------------------------------------------------
+
+
+def _change_one(session: Session, *, actor: Actor, result: Result, change: Change) -> Result:
+    write_versions(
+        session,
+        actor=actor,
+        writes=[Write(result=result, before=ResultState.of(result), changes=(change,))],
+        now=utcnow(),
+    )
+    return result
 
 
 def verify(
@@ -297,7 +510,7 @@ def verify(
         raise Conflict(f"result {result.id} is preliminary; wait for the final result")
     if result.status == R.CANCELLED:
         raise Conflict(f"result {result.id} is cancelled")
-    if result_flags.is_critical(result.flags):
+    if ResultState.of(result).critical:
         if critical is None:
             raise InvalidInput.field(
                 "critical",
@@ -308,18 +521,18 @@ def verify(
             raise InvalidInput.field(
                 "critical", "the person told must be named and the value read back"
             )
-    current = result.versions[-1]
-    before = _snapshot(result)
-    version = _copy(current, status=R.VERIFIED, author=actor.username, comment=comment)
-    if critical is not None:
-        version.critical_notification = critical.text()
-    _apply(result, version)
-    result.verified_at = utcnow()
-    result.verified_by = actor.username
-    _mark_ordered_test(session, result, TestStatus.VERIFIED)
-    _audit_change(
-        session, actor, "result.verify", result, before, detail=version.critical_notification
+    current = ResultState.of(result)
+    call = critical.text() if critical is not None else current.critical_notification
+    state = current.but(
+        status=R.VERIFIED,
+        comment=comment or current.comment,
+        critical_notification=call,
+        verified_at=utcnow(),
+        verified_by=actor.username,
     )
+    change = Change(state=state, action="result.verify", author=actor.username, detail=call)
+    _change_one(session, actor=actor, result=result, change=change)
+    _mark_ordered_test(session, result, TestStatus.VERIFIED)
     hl7_outbox.on_result_released(session, result, event="verify")  # same transaction
     return result
 
@@ -348,27 +561,30 @@ def correct(
         raise Conflict(
             f"result {result.id} is {result.status}; only released results are corrected"
         )
-    test = session.get(LabTest, result.test_id)
+    test = rule_by_id(session, result.test_id)
     specimen = session.get(Specimen, result.specimen_id)
     patient = session.get(Patient, result.patient_id)
-    assert test is not None and specimen is not None and patient is not None  # foreign keys
-    rule = TestRule.of(test)
-    parsed = _parse_value(rule, value)
-    low, high, flags = _judge(rule, patient, specimen, parsed)
-    before = _snapshot(result)
-    version = _copy(result.versions[-1], status=R.CORRECTED, author=actor.username, comment=comment)
-    version.reason = reason
-    version.value_numeric = parsed.value if isinstance(parsed, result_flags.NumericValue) else None
-    version.comparator = (
-        parsed.comparator if isinstance(parsed, result_flags.NumericValue) else None
+    assert specimen is not None and patient is not None  # foreign keys
+    parsed = judging.parse_value(test, value)
+    if isinstance(parsed, Refusal):
+        raise parsed.error()
+    current = ResultState.of(result)
+    state = judging.with_value(
+        current.but(
+            status=R.CORRECTED,
+            comment=comment or current.comment,
+            critical_notification="",
+            verified_at=utcnow(),
+            verified_by=actor.username,
+        ),
+        test,
+        _patient_facts(patient, specimens.root_of(session, specimen)),
+        parsed,
     )
-    version.value_text = parsed if isinstance(parsed, str) else None
-    version.flags, version.reference_low, version.reference_high = flags, low, high
-    version.critical_notification = ""
-    _apply(result, version)
-    result.verified_at = utcnow()
-    result.verified_by = actor.username
-    _audit_change(session, actor, "result.correct", result, before, detail=reason)
+    change = Change(
+        state=state, action="result.correct", author=actor.username, reason=reason, detail=reason
+    )
+    _change_one(session, actor=actor, result=result, change=change)
     hl7_outbox.on_result_released(session, result, event="correct")  # same transaction
     return result
 
@@ -380,35 +596,103 @@ def cancel(session: Session, *, actor: Actor, result_id: int, reason: str) -> Re
     result = _locked(session, result_id)
     if result.status == R.CANCELLED:
         raise Conflict(f"result {result.id} is cancelled already")
-    before = _snapshot(result)
-    version = _copy(result.versions[-1], status=R.CANCELLED, author=actor.username, comment="")
-    version.reason = reason
-    _apply(result, version)
+    state = ResultState.of(result).but(status=R.CANCELLED)
+    change = Change(
+        state=state, action="result.cancel", author=actor.username, reason=reason, detail=reason
+    )
+    _change_one(session, actor=actor, result=result, change=change)
     _mark_ordered_test(session, result, TestStatus.CANCELLED)
-    _audit_change(session, actor, "result.cancel", result, before, detail=reason)
     hl7_outbox.on_result_released(session, result, event="cancel")  # same transaction
     return result
 
 
-def _parse_value(test: TestRule, text: str) -> result_flags.NumericValue | str:
-    if not text.strip():
-        raise InvalidInput.field("value", "the value is empty")
-    if test.result_type == "numeric":
-        try:
-            return result_flags.parse_numeric(text)
-        except ValueError:
-            raise InvalidInput.field(
-                "value", f"{test.code} takes a number (e.g. 5,2 or <5), not {text!r}"
-            ) from None
-    if (
-        test.result_type == "coded"
-        and test.allowed_codes
-        and text.strip() not in test.allowed_codes
-    ):
+def choose(
+    session: Session, *, actor: Actor, result_id: int, measurement_id: int, reason: str = ""
+) -> Result:
+    """Report another of the test's measurements. Before release it becomes the value to
+    verify; after release it is a correction (with its reason) and the record gets it as `C`."""
+    result = _locked(session, result_id)
+    measurement = session.get(StoredMeasurement, measurement_id, with_for_update=True)
+    if measurement is None or measurement.result_id != result.id:
+        raise NotFound(f"result {result.id} has no measurement {measurement_id}")
+    current = ResultState.of(result)
+    if current.status == R.CANCELLED:
+        raise Conflict(f"result {result.id} is cancelled")
+    if current.measurement_id == measurement.id:
+        raise Conflict(f"measurement {measurement.number} is the one reported already")
+    released = current.status in RELEASED
+    if released:
+        users.require(actor, Permission.CORRECT_RESULTS)  # it is a correction
+    if released and not reason.strip():
         raise InvalidInput.field(
-            "value", f"{test.code} takes one of {', '.join(test.allowed_codes)}"
+            "reason", "reporting another measurement of a released result needs a reason"
         )
-    return text.strip()
+    test = rule_by_id(session, result.test_id)
+    specimen = session.get(Specimen, result.specimen_id)
+    patient = session.get(Patient, result.patient_id)
+    assert specimen is not None and patient is not None  # foreign keys
+    value = judging.value_of(measurement)
+    now = utcnow()
+    base = current.but(
+        unit=measurement.unit,
+        instrument_flags=measurement.instrument_flags,
+        instrument=measurement.instrument,
+        operator=measurement.operator,
+        observed_at=measurement.observed_at,
+        comment=measurement.comment,
+        critical_notification="",
+        measurement_id=measurement.id,
+    )
+    if released:
+        base = base.but(status=R.CORRECTED, verified_at=now, verified_by=actor.username)
+    else:
+        base = base.but(status=R.PRELIMINARY if measurement.preliminary else R.AWAITING_REVIEW)
+    state = judging.with_value(
+        base, test, _patient_facts(patient, specimens.root_of(session, specimen)), value
+    )
+    why = reason.strip() or f"measurement {measurement.number} ({measurement.origin}) chosen"
+    change = Change(
+        state=state,
+        action="result.correct" if released else "result.choose",
+        author=actor.username,
+        reason=why,
+        detail=f"measurement {measurement.number} reported: {why}",
+    )
+    _change_one(session, actor=actor, result=result, change=change)
+    _mark_reviewed(session, actor=actor, result=result, now=now)
+    if released:
+        hl7_outbox.on_result_released(session, result, event="correct")  # same transaction
+    return result
+
+
+def set_aside(session: Session, *, actor: Actor, result_id: int, reason: str) -> Result:
+    """Keep what a released result reports: its further measurements have been looked at."""
+    if not reason.strip():
+        raise InvalidInput.field("reason", "say why the released value stands")
+    result = _locked(session, result_id)
+    looked_at = _mark_reviewed(session, actor=actor, result=result, now=utcnow())
+    if not looked_at:
+        raise Conflict(f"result {result.id} has no further measurement waiting for a look")
+    audit.record(
+        session,
+        actor=actor,
+        action="result.measurements_reviewed",
+        entity_type="result",
+        entity_id=result.id,
+        patient_id=result.patient_id,
+        after={"measurements": looked_at},
+        detail=reason.strip(),
+    )
+    return result
+
+
+def _mark_reviewed(session: Session, *, actor: Actor, result: Result, now: datetime) -> list[int]:
+    """Mark the result's measurements that waited for a look; returns their numbers."""
+    waiting = [m for m in result.measurements if m.after_release and m.reviewed_at is None]
+    for measurement in waiting:
+        measurement.reviewed_at = now
+        measurement.reviewed_by = actor.username
+    return [m.number for m in waiting]
 
 
 def reference_for(
@@ -416,46 +700,8 @@ def reference_for(
 ) -> ReferenceRange | None:
     """The reference interval that applies: the patient's sex and age on the (Oslo) day the
     specimen was collected, or today when that is not known."""
-    on = (specimen.collected_at or utcnow()).astimezone(OSLO).date()
-    return catalog.reference_range(
-        test, sex=patient.sex, age_days=patients.age_in_days(patient, on)
-    )
-
-
-def _judge(
-    test: TestRule, patient: Patient, specimen: Specimen, value: result_flags.NumericValue | str
-) -> tuple[Decimal | None, Decimal | None, list[str]]:
-    if not isinstance(value, result_flags.NumericValue):
-        return None, None, []
-    interval = reference_for(test, patient, specimen)
-    low = interval.low if interval else None
-    high = interval.high if interval else None
-    flags = result_flags.compute(
-        value, low=low, high=high, critical_low=test.critical_low, critical_high=test.critical_high
-    )
-    return low, high, flags
-
-
-def _same_measurement(
-    current: ResultVersion,
-    value: result_flags.NumericValue | str,
-    unit: str | None,
-    observed_at: datetime | None,
-    measurement: Measurement,
-    status: ResultStatus,
-) -> bool:
-    """A repeated transmission of the same result (same value, time and analyser)."""
-    if isinstance(value, result_flags.NumericValue):
-        same_value = current.value_numeric == value.value and current.comparator == value.comparator
-    else:
-        same_value = current.value_text == value
-    return (
-        same_value
-        and current.unit == unit
-        and current.observed_at == observed_at
-        and current.instrument == measurement.instrument
-        and current.status == status
-    )
+    facts = _patient_facts(patient, specimen)
+    return catalog.reference_range(test, sex=facts.sex, age_days=facts.age_days)
 
 
 def _locked(session: Session, result_id: int) -> Result:
@@ -463,47 +709,6 @@ def _locked(session: Session, result_id: int) -> Result:
     if result is None:
         raise NotFound(f"no result {result_id}")
     return result
-
-
-def _copy(
-    current: ResultVersion, *, status: ResultStatus, author: str, comment: str
-) -> ResultVersion:
-    return ResultVersion(
-        status=status,
-        value_numeric=current.value_numeric,
-        value_text=current.value_text,
-        comparator=current.comparator,
-        unit=current.unit,
-        flags=list(current.flags),
-        reference_low=current.reference_low,
-        reference_high=current.reference_high,
-        instrument_flags=current.instrument_flags,
-        instrument=current.instrument,
-        operator=current.operator,
-        observed_at=current.observed_at,
-        author=author,
-        reason="",
-        comment=comment or current.comment,
-        critical_notification=current.critical_notification,
-    )
-
-
-def _apply(result: Result, version: ResultVersion) -> None:
-    """Append the version and copy its state onto the result row.
-
-    `recorded_at` stays the time of the latest measurement: the review queue and the previous
-    result are ordered by it, so a verification or correction must not move it.
-    """
-    result.version += 1
-    version.version = result.version
-    result.versions.append(version)
-    result.status = version.status
-    result.value_numeric = version.value_numeric
-    result.value_text = version.value_text
-    result.comparator = version.comparator
-    result.unit = version.unit
-    result.flags = list(version.flags)
-    result.observed_at = version.observed_at
 
 
 def _mark_ordered_test(session: Session, result: Result, status: str) -> None:
@@ -514,35 +719,3 @@ def _mark_ordered_test(session: Session, result: Result, status: str) -> None:
     order = session.get(Order, ordered.order_id)
     if order is not None:
         orders.refresh_status(order)
-
-
-def _audit_change(
-    session: Session,
-    actor: Actor,
-    action: str,
-    result: Result,
-    before: dict[str, object],
-    *,
-    detail: str,
-) -> None:
-    audit.record(
-        session,
-        actor=actor,
-        action=action,
-        entity_type="result",
-        entity_id=result.id,
-        patient_id=result.patient_id,
-        before=before,
-        after=_snapshot(result),
-        detail=detail,
-    )
-
-
-def _snapshot(result: Result) -> dict[str, object]:
-    return {
-        "version": result.version,
-        "status": result.status,
-        "value": value_text(result),
-        "unit": result.unit,
-        "flags": list(result.flags),
-    }

@@ -18,9 +18,9 @@ from lab.catalog import service as catalog
 from lab.deps import SessionDep
 from lab.errors import InvalidInput, LabError, NotFound
 from lab.reports import render_cumulative_report
-from lab.results import flags as result_flags
 from lab.results import queries as result_queries
 from lab.results import service as results
+from lab.results.state import ResultState
 from lab.specimens import queries as work_lists
 from lab.specimens import service as specimens
 from lab.tables import LabTest, Order, OrderedTest, Patient, Result, Specimen
@@ -193,14 +193,18 @@ def review_line(
     assert previous is not True
     change, percent = _delta(result, previous)
     current = result.versions[-1]
+    judgement = current.judgement or {}
     return {
+        "delta": judgement.get("delta"),
+        "implausible": bool(judgement.get("implausible")),
+        "measurements": len(result.measurements),
         "result": result,
         "test": session.get(LabTest, result.test_id),
         "current": current,
         "previous": previous,
         "change": change,
         "percent": percent,
-        "critical": result_flags.is_critical(result.flags),
+        "critical": ResultState.of(result).critical,
         "unremarkable": result_queries.is_unremarkable(result),
     }
 
@@ -233,7 +237,12 @@ def _review_context(
             groups[result.specimen_id] = group
         group["lines"].append(review_line(session, result, previous[result.id]))
     shown = {result.id for result in queue.results}
+    further = [
+        {"result": result, "measurement": measurement, "test": session.get(LabTest, result.test_id)}
+        for result, measurement in result_queries.further_measurements(session)
+    ]
     return {
+        "further": further,
         "groups": list(groups.values()),
         # A refusal for a result no longer in the queue (verified meanwhile) still shows.
         "stray_errors": [text for rid, text in (errors or {}).items() if rid not in shown],
@@ -330,6 +339,12 @@ def _result_context(session: Session, result: Result) -> dict[str, Any]:
         "patient": session.get(Patient, result.patient_id),
         "order": session.get(Order, ordered.order_id) if ordered else None,
         "versions": list(reversed(result.versions)),
+        "measurements": [
+            {"measurement": m, "reported": m.id == result.versions[-1].measurement_id}
+            for m in result.measurements
+        ],
+        "waiting": any(m.after_release and m.reviewed_at is None for m in result.measurements),
+        "choose_error": "",
         "correct_errors": {},
         "correct_values": {"value": "", "reason": "", "comment": ""},
     }
@@ -379,6 +394,58 @@ def correct(
         return render(request, "results/result.html", context, status_code=exc.http_status)
     session.commit()
     return redirect_after_post(f"/results/{result_id}", "corrected")
+
+
+@router.post("/results/{result_id}/choose")
+def choose(
+    request: Request,
+    result_id: int,
+    session: SessionDep,
+    actor: VerifyResultsForm,
+    measurement_id: Annotated[int, Form()],
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    """Report another measurement of the test (of a released result: a correction)."""
+    try:
+        results.choose(
+            session,
+            actor=actor,
+            result_id=result_id,
+            measurement_id=measurement_id,
+            reason=reason.strip(),
+        )
+    except LabError as exc:
+        return _result_again(request, session, actor, result_id, exc)
+    session.commit()
+    return redirect_after_post(f"/results/{result_id}", "measurement_chosen")
+
+
+@router.post("/results/{result_id}/set-aside")
+def set_aside(
+    request: Request,
+    result_id: int,
+    session: SessionDep,
+    actor: VerifyResultsForm,
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    """Keep the released value: the further measurements have been looked at."""
+    try:
+        results.set_aside(session, actor=actor, result_id=result_id, reason=reason.strip())
+    except LabError as exc:
+        return _result_again(request, session, actor, result_id, exc)
+    session.commit()
+    return redirect_after_post(f"/results/{result_id}", "measurements_reviewed")
+
+
+def _result_again(
+    request: Request, session: Session, actor: Actor, result_id: int, exc: LabError
+) -> Response:
+    session.rollback()
+    result = result_queries.read(session, result_id, actor=actor)
+    context = _result_context(session, result)
+    session.commit()
+    context.update(notice=None, choose_error=_problem_text(exc))
+    return render(request, "results/result.html", context, status_code=exc.http_status)
 
 
 # --- cumulative report ----------------------------------------------------------------------

@@ -20,7 +20,14 @@ from lab.tables.orders import (
     TestStatus,
 )
 from lab.tables.patients import Patient, PatientIdentifier, PatientMerge
-from lab.tables.results import RELEASED, Result, ResultStatus, ResultVersion
+from lab.tables.results import (
+    RELEASED,
+    MeasurementOrigin,
+    Result,
+    ResultStatus,
+    ResultVersion,
+    StoredMeasurement,
+)
 from lab.tables.specimens import Specimen, SpecimenEvent, SpecimenStatus
 from lab.tables.turnaround import AnalyserMessageTiming, ArchiveCursor
 from lab.tables.users import ApiToken, User, WebSession
@@ -38,6 +45,7 @@ __all__ = [
     "CatalogVersion",
     "Hl7Message",
     "LabTest",
+    "MeasurementOrigin",
     "Order",
     "OrderDownload",
     "OrderStatus",
@@ -58,6 +66,7 @@ __all__ = [
     "Specimen",
     "SpecimenEvent",
     "SpecimenStatus",
+    "StoredMeasurement",
     "TestStatus",
     "UnmatchedResult",
     "User",

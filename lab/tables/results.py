@@ -10,10 +10,12 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -26,6 +28,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from lab.db import Base
@@ -80,9 +83,20 @@ class Result(Base):
     )
     verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     verified_by: Mapped[str | None] = mapped_column(String(64))
+    # Why it waits for a person: [{"code": "delta", "text": "..."}], empty when nothing holds it.
+    holds: Mapped[list[dict[str, str]]] = mapped_column(
+        JSONB, default=list, server_default=text("'[]'::jsonb")
+    )
+    # The autoverification rule set version that judged it (None: no rule set was active).
+    ruleset_version: Mapped[int | None] = mapped_column(Integer)
 
     versions: Mapped[list[ResultVersion]] = relationship(
         order_by="ResultVersion.version", lazy="selectin", back_populates="result"
+    )
+    measurements: Mapped[list[StoredMeasurement]] = relationship(
+        order_by="StoredMeasurement.number",
+        lazy="selectin",
+        back_populates="result",
     )
 
 
@@ -101,10 +115,19 @@ class ResultVersion(Base):
     flags: Mapped[list[str]] = mapped_column(ARRAY(String(4)), default=list)
     reference_low: Mapped[Decimal | None] = mapped_column(Numeric)
     reference_high: Mapped[Decimal | None] = mapped_column(Numeric)
-    instrument_flags: Mapped[str] = mapped_column(String(64), default="")
+    instrument_flags: Mapped[str] = mapped_column(String(200), default="")
     instrument: Mapped[str] = mapped_column(String(64), default="")
     operator: Mapped[str] = mapped_column(String(64), default="")
     observed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The measurement this version reports (the newest, or the one a reviewer chose).
+    measurement_id: Mapped[int | None] = mapped_column(ForeignKey("measurement.id"))
+    # The judgement kept with the version: every hold, the rule set version that made it, and
+    # what the reviewer is shown of it (the delta with its limit, implausible, critical, rerun).
+    holds: Mapped[list[dict[str, str]]] = mapped_column(
+        JSONB, default=list, server_default=text("'[]'::jsonb")
+    )
+    ruleset_version: Mapped[int | None] = mapped_column(Integer)
+    judgement: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     author: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text, default="")
     comment: Mapped[str] = mapped_column(Text, default="")
@@ -112,3 +135,55 @@ class ResultVersion(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     result: Mapped[Result] = relationship(back_populates="versions")
+
+
+class MeasurementOrigin(StrEnum):
+    """How a measurement came about (shown to the reviewer who chooses the one to report)."""
+
+    FIRST = "first"  # the first measurement of the test
+    RERUN = "rerun"  # measured again on the same analyser
+    DILUTION = "dilution"  # measured on a dilution (the analyser's dilution qualifier)
+    REPEAT = "repeat"  # measured again on another analyser or by hand
+
+
+class StoredMeasurement(Base):
+    """One measurement of an ordered test, as it arrived: a test may have several (a rerun, a
+    dilution, a repeat on another analyser). Never updated but for the review mark."""
+
+    __tablename__ = "measurement"
+    __table_args__ = (
+        UniqueConstraint("result_id", "number"),
+        Index(
+            "ix_measurement_waiting",
+            "recorded_at",
+            postgresql_where=text("after_release AND reviewed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("result.id"))
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per result, in arrival order
+    specimen_id: Mapped[int] = mapped_column(ForeignKey("specimen.id"))  # the tube measured
+    origin: Mapped[str] = mapped_column(String(16))
+    preliminary: Mapped[bool] = mapped_column(Boolean, default=False)
+    value_numeric: Mapped[Decimal | None] = mapped_column(Numeric)
+    value_text: Mapped[str | None] = mapped_column(Text)
+    comparator: Mapped[str | None] = mapped_column(String(2))
+    unit: Mapped[str | None] = mapped_column(String(30))
+    # What the analyser sent, when a unit conversion changed the value or the unit.
+    original_value: Mapped[str] = mapped_column(Text, default="")
+    original_unit: Mapped[str] = mapped_column(String(40), default="")
+    dilution: Mapped[str] = mapped_column(String(20), default="")
+    instrument: Mapped[str] = mapped_column(String(64), default="")
+    operator: Mapped[str] = mapped_column(String(64), default="")
+    instrument_flags: Mapped[str] = mapped_column(String(200), default="")
+    comment: Mapped[str] = mapped_column(Text, default="")
+    observed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    # A measurement that arrived after its result was released waits for a look.
+    after_release: Mapped[bool] = mapped_column(Boolean, default=False)
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reviewed_by: Mapped[str | None] = mapped_column(String(64))
+
+    result: Mapped[Result] = relationship(back_populates="measurements")

@@ -28,6 +28,8 @@ NOTICES = frozenset(
         "verified_many",
         "verified_none",
         "corrected",
+        "measurement_chosen",
+        "measurements_reviewed",
         "results_saved",
         "test_added",
         "tests_cancelled",

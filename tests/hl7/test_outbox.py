@@ -44,7 +44,7 @@ def resulted(db: Session, codes: list[str], values: list[str]) -> list[int]:
                 value=value,
                 observed_at=datetime(2026, 11, 27, 8, 0, tzinfo=UTC),
             ),
-        ).result.id
+        ).result_id
         for code, value in zip(codes, values, strict=True)
     ]
 

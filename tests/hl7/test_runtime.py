@@ -73,7 +73,7 @@ def test_order_in_result_out(
             )
             session.commit()
         verified = client.post(
-            f"/api/v1/results/{outcome.result.id}/verify",
+            f"/api/v1/results/{outcome.result_id}/verify",
             headers={"Authorization": f"Bearer {tokens['physician']}"},
             json={},
         )

@@ -13,6 +13,7 @@ from lab.errors import Conflict, InvalidInput
 from lab.patients import service as patients
 from lab.patients.service import Demographics, IdentifierInput
 from lab.results import service as results
+from lab.results.queries import stored
 from lab.specimens import service as specimens
 from lab.tables import PatientMerge
 from lab.users.roles import Role
@@ -115,8 +116,8 @@ def test_merge_keeps_every_order_and_result(db: Session) -> None:
     )
     assert merged.moved_orders == 1 and merged.merged_by == "t-physician"
     db.refresh(second)
-    db.refresh(outcome.result)
-    assert second.patient_id == keep and outcome.result.patient_id == keep
+    db.refresh(stored(db, outcome))
+    assert second.patient_id == keep and stored(db, outcome).patient_id == keep
     # The merged patient's number now finds the surviving patient.
     found = patients.find_by_identifier(db, OLA_FNR, "FNR")
     assert found is not None and found.id == keep

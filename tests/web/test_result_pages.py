@@ -240,3 +240,80 @@ def test_lang_switch_to_english_is_remembered(client: TestClient) -> None:
     assert "Worklist" in client.get("/worklist").text  # the cookie keeps the choice
     assert "Arbeidsliste" in client.get("/worklist?lang=nb").text
     assert re.search(r'<html lang="nb">', client.get("/worklist").text)
+
+
+def test_review_page_shows_every_reason_and_the_delta_with_its_limit(
+    client: TestClient, db: Session
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from lab.results import service as results
+    from lab.results.judging import ActiveRules
+    from tests.conftest import actor
+    from tests.rules.helpers import demo_ruleset
+
+    rules = ActiveRules(autoverification=demo_ruleset())
+    at = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+    first, second = order(db, "HP-H1", ["KREA"]), order(db, "HP-H2", ["KREA"])
+    for placed, value, when in ((first, "84", at), (second, "160", at + timedelta(hours=20))):
+        number = accession_for(db, placed, "SERUM")
+        results.record(
+            db,
+            actor=actor("instrument", "cobas"),
+            measurement=results.Measurement(
+                accession_number=number,
+                test_code="KREA",
+                value=value,
+                observed_at=when,
+                instrument="cobas-c311",
+                instrument_flags="CLOT",
+                flag_profile="cobas",
+            ),
+            rules=rules,
+        )
+    db.commit()
+    sign_in(client, "t-reviewer")
+    review = client.get("/review").text
+    later = accession_for(db, second, "SERUM")
+    row = review.split(f'id="result-{result_ids(db, later)["KREA"]}"')[1].split("</tr>")[0]
+    assert "Deltasjekk" in row and "±26.5" in row and "84 to 160" in row
+    assert "Instrumentflagg</strong>: analyser flag CLOT" in row
+
+
+def test_a_further_measurement_is_chosen_on_the_result_page(
+    client: TestClient, db: Session
+) -> None:
+    from lab.results import service as results
+    from tests.conftest import actor
+
+    placed = order(db, "HP-M1", ["NA"])
+    number = accession_for(db, placed, "SERUM")
+    for value in ("150", "141"):
+        results.record(
+            db,
+            actor=actor("instrument", "cobas"),
+            measurement=results.Measurement(
+                accession_number=number, test_code="NA", value=value, instrument="cobas-c311"
+            ),
+        )
+    db.commit()
+    token = sign_in(client, "t-reviewer")
+    result_id = result_ids(db, number)["NA"]
+    page = client.get(f"/results/{result_id}").text
+    assert 'id="measurements"' in page and "omkjøring" in page
+    first = db.get(Result, result_id)
+    assert first is not None
+    first_measurement = first.measurements[0].id
+    chosen = client.post(
+        f"/results/{result_id}/choose",
+        data={"csrf_token": token, "measurement_id": str(first_measurement)},
+        follow_redirects=False,
+    )
+    assert chosen.status_code == 303
+    db.expire_all()
+    assert str(db.get(Result, result_id).value_numeric) == "150"  # type: ignore[union-attr]
+    again = client.post(
+        f"/results/{result_id}/choose",
+        data={"csrf_token": token, "measurement_id": str(first_measurement)},
+    )
+    assert again.status_code == 409 and "reported already" in again.text

@@ -1,0 +1,359 @@
+"""The pure step of the result path: from what was loaded and what arrived to the state to write.
+
+No session and no clock here: `service` loads the tube, calls these functions, and hands what
+they decide to `writing`. A measurement that cannot be stored is answered with a `Refusal`
+(a value, not an exception), so one refused result never costs the others of its tube.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from functools import cache
+from typing import Any, Literal
+
+from lab.catalog import service as catalog
+from lab.catalog.rules import TestRule
+from lab.errors import Conflict, InvalidInput, LabError, NotFound
+from lab.results import flags as result_flags
+from lab.results.state import NewMeasurement, ResultState
+from lab.rules import (
+    Hold,
+    HoldCode,
+    Interval,
+    JudgementContext,
+    PreviousResult,
+    ResultToJudge,
+    RuleSet,
+    SerumIndices,
+    TestFacts,
+    check_value,
+    judge,
+)
+from lab.tables.results import MeasurementOrigin, R, StoredMeasurement
+from lab.timeutil import as_utc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Measurement:
+    """A result as it arrives, before the rules have looked at it."""
+
+    accession_number: str
+    test_code: str
+    value: str
+    unit: str | None = None
+    observed_at: datetime | None = None
+    preliminary: bool = False
+    instrument: str = ""
+    operator: str = ""
+    instrument_flags: str = ""
+    comment: str = ""
+    # The analyser's rerun or dilution qualifier (cobas `685/5` -> "5"); "" for a first run.
+    dilution: str = ""
+    # As the analyser sent them, when a unit conversion changed `value` and `unit`.
+    original_value: str = ""
+    original_unit: str = ""
+    # The analyser profile whose flag mapping applies to `instrument_flags` ("" = keyboard).
+    flag_profile: str = ""
+    indices: SerumIndices | None = (
+        None  # haemolysis, icterus, lipaemia, when the analyser sends them
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refusal:
+    """Why a measurement or a change cannot be stored, and which field it concerns."""
+
+    field: str
+    message: str
+    kind: Literal["invalid", "not_found", "conflict"] = "invalid"
+
+    def error(self) -> LabError:
+        if self.kind == "not_found":
+            return NotFound(self.message)
+        if self.kind == "conflict":
+            return Conflict(self.message)
+        return InvalidInput.field(self.field, self.message)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PatientFacts:
+    """What the rules need of the patient: sex, and age in days on the day of collection."""
+
+    sex: str
+    age_days: int | None
+
+
+def parse_value(test: TestRule, text: str) -> result_flags.NumericValue | str | Refusal:
+    if not text.strip():
+        return Refusal(field="value", message="the value is empty")
+    if test.result_type == "numeric":
+        # The one check of every entry point (analyser, keyboard, API): not a number, NaN,
+        # infinity, out of any sane range, or a negative concentration is refused with why.
+        checked = check_value(text)
+        if not checked.ok or checked.value is None:
+            return Refusal(field="value", message=f"{test.code} takes a number: {checked.reason}")
+        return result_flags.NumericValue(value=checked.value, comparator=checked.comparator)
+    if (
+        test.result_type == "coded"
+        and test.allowed_codes
+        and text.strip() not in test.allowed_codes
+    ):
+        return Refusal(
+            field="value", message=f"{test.code} takes one of {', '.join(test.allowed_codes)}"
+        )
+    return text.strip()
+
+
+def value_of(measurement: StoredMeasurement) -> result_flags.NumericValue | str:
+    """A stored measurement's value as the rules take it."""
+    if measurement.value_numeric is not None:
+        return result_flags.NumericValue(
+            value=measurement.value_numeric, comparator=measurement.comparator
+        )
+    return measurement.value_text or ""
+
+
+def with_value(
+    state: ResultState,
+    test: TestRule,
+    patient: PatientFacts,
+    value: result_flags.NumericValue | str,
+) -> ResultState:
+    """The state with this value, flagged against the interval and limits that apply."""
+    if not isinstance(value, result_flags.NumericValue):
+        return state.but(
+            value_numeric=None,
+            comparator=None,
+            value_text=value,
+            flags=(),
+            reference_low=None,
+            reference_high=None,
+        )
+    interval = catalog.reference_range(test, sex=patient.sex, age_days=patient.age_days)
+    low = interval.low if interval else None
+    high = interval.high if interval else None
+    flags = result_flags.compute(
+        value, low=low, high=high, critical_low=test.critical_low, critical_high=test.critical_high
+    )
+    return state.but(
+        value_numeric=value.value,
+        comparator=value.comparator,
+        value_text=None,
+        flags=tuple(flags),
+        reference_low=low,
+        reference_high=high,
+    )
+
+
+def measured_state(
+    test: TestRule, measurement: Measurement, patient: PatientFacts
+) -> ResultState | Refusal:
+    """The state a measurement gives its result, or why it cannot be stored."""
+    value = parse_value(test, measurement.value)
+    if isinstance(value, Refusal):
+        return value
+    unit = measurement.unit.strip() if measurement.unit else test.unit
+    if test.result_type == "numeric" and unit != test.unit:
+        return Refusal(
+            field="unit",
+            message=f"{test.code} is reported in {test.unit}, not {unit}; no conversion is made",
+        )
+    state = ResultState(
+        status=R.PRELIMINARY if measurement.preliminary else R.AWAITING_REVIEW,
+        unit=unit,
+        instrument_flags=measurement.instrument_flags,
+        instrument=measurement.instrument,
+        operator=measurement.operator,
+        observed_at=as_utc(measurement.observed_at) if measurement.observed_at else None,
+        comment=measurement.comment,
+    )
+    return with_value(state, test, patient, value)
+
+
+def new_measurement(
+    state: ResultState,
+    measurement: Measurement,
+    *,
+    specimen_id: int,
+    earlier: Sequence[NewMeasurement | StoredMeasurement],
+) -> NewMeasurement:
+    """The measurement as it is kept, with its origin among the test's earlier measurements."""
+    if measurement.dilution.strip():
+        origin = MeasurementOrigin.DILUTION
+    elif not earlier:
+        origin = MeasurementOrigin.FIRST
+    elif all(_analyser(m.instrument) == _analyser(measurement.instrument) for m in earlier):
+        origin = MeasurementOrigin.RERUN
+    else:
+        origin = MeasurementOrigin.REPEAT
+    return NewMeasurement(
+        specimen_id=specimen_id,
+        origin=origin,
+        preliminary=state.status == R.PRELIMINARY,
+        value_numeric=state.value_numeric,
+        value_text=state.value_text,
+        comparator=state.comparator,
+        unit=state.unit,
+        original_value=measurement.original_value,
+        original_unit=measurement.original_unit,
+        dilution=measurement.dilution.strip(),
+        instrument=state.instrument,
+        operator=state.operator,
+        instrument_flags=state.instrument_flags,
+        comment=state.comment,
+        observed_at=state.observed_at,
+    )
+
+
+def _analyser(instrument: str) -> str:
+    """`cobas-1/P1` and `cobas-1/ISE1` are modules of one analyser."""
+    return instrument.split("/", 1)[0]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActiveRules:
+    """The rule documents in force (None: no active version of that kind)."""
+
+    autoverification: RuleSet | None = None
+
+
+NO_RULES = ActiveRules()
+
+
+def active_rules(session: object) -> ActiveRules:
+    """The active rule documents. The versioned rule store (`lab.rulesets`) is not in the
+    house yet: until it is, no rule set is active and nothing is released without a person."""
+    return NO_RULES
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TubeFacts:
+    """What the judgement needs of the tube beyond the result itself, read once per tube."""
+
+    patient: PatientFacts
+    previous: Mapping[int, PreviousResult]  # by test id: measured before, not cancelled
+    qc_locked: frozenset[str] = frozenset()  # test codes QC has locked on this analyser
+    specimen_results: Mapping[str, Decimal] = field(default_factory=dict)
+
+
+def judged(
+    state: ResultState,
+    test: TestRule,
+    facts: TubeFacts,
+    ruleset: RuleSet | None,
+    *,
+    flag_profile: str = "",
+    indices: SerumIndices | None = None,
+    measured_at: datetime,
+) -> tuple[ResultState, bool]:
+    """The state with its flag, holds and the rule set version; and whether it may be released
+    without a person (never a preliminary result, never with a hold)."""
+    if ruleset is None:
+        return _judged_without_rules(state, test, facts), False
+    subject = ResultToJudge(
+        test_code=test.code,
+        value=state.value_numeric,
+        comparator=state.comparator,
+        text=state.value_text or "",
+        unit=state.unit,
+        measured_at=state.observed_at or measured_at,
+        instrument=_analyser(state.instrument),
+        flag_profile=flag_profile,
+        instrument_flags=tuple(state.instrument_flags.replace(",", " ").split()),
+        indices=indices,
+    )
+    context = JudgementContext(
+        test=test_facts(test),
+        age_days=facts.patient.age_days,
+        sex=facts.patient.sex,
+        previous=facts.previous.get(test.id),
+        qc_locked=test.code in facts.qc_locked,
+        specimen_results=facts.specimen_results,
+    )
+    judgement = judge(subject, context, ruleset)
+    rules = ruleset.for_test(test.code)
+    enabled = rules is not None and rules.autoverify
+    holds = tuple(
+        hold
+        for hold in judgement.holds
+        # The test not being enabled for autoverification is why no machine releases it, not a
+        # reason for a person to look closer: it is kept in `judgement`, not among the holds.
+        if enabled or not (hold.code is HoldCode.RULE and _NOT_ENABLED in hold.text)
+    )
+    shown: dict[str, Any] = {
+        "implausible": judgement.implausible,
+        "critical": judgement.critical,
+        "rerun": judgement.rerun,
+        "autoverify": judgement.autoverify and enabled,
+    }
+    if not enabled:
+        shown["not_autoverified"] = f"{test.code} is not enabled for autoverification"
+    if judgement.delta is not None:
+        delta = judgement.delta
+        shown["delta"] = {
+            "previous": str(delta.previous),
+            "previous_at": delta.previous_at.isoformat(),
+            "change": str(delta.change),
+            "relative_change": delta.relative_change,
+            "limit": delta.limit_text,
+            "beyond_limit": delta.beyond_limit,
+        }
+    if judgement.comments:
+        shown["comments"] = [{"code": c.code, "text": c.text} for c in judgement.comments]
+    new = state.but(
+        flags=(judgement.flag,) if judgement.flag else (),
+        reference_low=judgement.reference_low,
+        reference_high=judgement.reference_high,
+        holds=holds,
+        ruleset_version=judgement.ruleset_version,
+        judgement=shown,
+    )
+    release = judgement.autoverify and enabled and not holds and state.status == R.AWAITING_REVIEW
+    return new, release
+
+
+_NOT_ENABLED = "is not released without a person"
+
+
+def _judged_without_rules(state: ResultState, test: TestRule, facts: TubeFacts) -> ResultState:
+    """No active rule set: the flag from the catalog, and the holds the contract asks of every
+    result (no interval applies; beyond a critical limit)."""
+    holds: list[Hold] = []
+    if (
+        state.value_numeric is not None
+        and state.reference_low is None
+        and state.reference_high is None
+    ):
+        holds.append(
+            Hold(
+                code=HoldCode.NO_REFERENCE_INTERVAL,
+                text="no reference interval applies to this patient",
+            )
+        )
+    if any(flag in ("LL", "HH") for flag in state.flags):
+        holds.append(Hold(code=HoldCode.CRITICAL, text="beyond the critical limit"))
+    return state.but(holds=tuple(holds), ruleset_version=None, judgement=None)
+
+
+@cache
+def test_facts(test: TestRule) -> TestFacts:
+    """The catalog's test as the judgement layer takes it (TestRule is frozen: cached)."""
+    return TestFacts(
+        code=test.code,
+        unit=test.unit,
+        reference_intervals=tuple(
+            Interval(
+                sex=ri.sex,
+                age_min_days=ri.age_min_days,
+                age_max_days=ri.age_max_days,
+                low=ri.low,
+                high=ri.high,
+            )
+            for ri in test.reference_intervals
+        ),
+        critical_low=test.critical_low,
+        critical_high=test.critical_high,
+    )
