@@ -100,6 +100,21 @@ def on_result_released(
         return enqueue(session, order, [(result, C)], ResultStatus.CORRECTED, now=now)
     if event == "cancel" and _was_reported(session, result.id):
         return enqueue(session, order, [(result, D)], ResultStatus.CORRECTED, now=now)
+    return _release_or_hold(session, order, now=now, hold=hold)
+
+
+def on_order_verified(
+    session: Session, order: Order, *, now: datetime, hold: timedelta | None = None
+) -> Hl7Message | None:
+    """Results of `order` were verified (by autoverification, for a whole tube at once): queue
+    the order's ORU, or hold it by the release policy, as for one verification. The caller
+    holds the order's row lock (as `_locked_order` takes it)."""
+    return _release_or_hold(session, order, now=now, hold=hold_time() if hold is None else hold)
+
+
+def _release_or_hold(
+    session: Session, order: Order, *, now: datetime, hold: timedelta
+) -> Hl7Message | None:
     if hold > timedelta(0) and order.status not in ("completed", "cancelled"):
         session.execute(
             insert(PendingRelease)
@@ -216,7 +231,13 @@ def build_report(
     patient = session.get(StoredPatient, order.patient_id)
     if patient is None:
         raise LookupError(f"order {order.id} has no patient")
-    tests = {test.test_id: test.test for test in order.tests}
+    # The order's tests in one query (not one per ordered test).
+    tests = {
+        test.id: test
+        for test in session.scalars(
+            select(LabTest).where(LabTest.id.in_({ordered.test_id for ordered in order.tests}))
+        )
+    }
     tubes = list(session.scalars(select(Specimen).where(Specimen.order_id == order.id)))
     collected = [tube.collected_at for tube in tubes if tube.collected_at is not None]
     observations = tuple(

@@ -305,7 +305,7 @@ def record_tube(
         open_tests = sum(1 for t in tube.ordered.values() if t.status in OPEN_TEST_STATUSES)
         specimens.note_result(session, actor=actor, specimen=tube.root, open_tests=open_tests)
         if released:
-            _released_by_rules(session, tube, pending, ids, now=now)
+            _released_by_rules(session, tube, now=now)
     return [
         one if isinstance(one, Outcome) else _outcome_of(tube, pending, ids, *one)
         for one in decided
@@ -454,27 +454,13 @@ def autoverifier(version: int | None) -> Actor:
     )
 
 
-def _released_by_rules(
-    session: Session,
-    tube: _Tube,
-    pending: dict[int, _Pending],
-    ids: dict[int, int],
-    *,
-    now: datetime,
-) -> None:
+def _released_by_rules(session: Session, tube: _Tube, *, now: datetime) -> None:
     """Results verified by autoverification go to the record like any verified result: the
     order's outbox entry is made (or held by the release policy) in this transaction."""
-    first = next(
-        ids[ordered_id]
-        for ordered_id, work in pending.items()
-        if work.changes and work.changes[-1].state.status in RELEASED
-    )
-    order = session.get(Order, tube.root.order_id)
-    if order is not None:
-        orders.refresh_status(order)
-    result = session.get(Result, first)
-    assert result is not None  # just written
-    hl7_outbox.on_result_released(session, result, event="verify", now=now)
+    order = session.get(Order, tube.root.order_id, with_for_update=True)
+    assert order is not None  # foreign key
+    orders.refresh_status(order)
+    hl7_outbox.on_order_verified(session, order, now=now)
 
 
 def _refused(refusal: Refusal) -> Outcome:
