@@ -42,6 +42,15 @@ class DrillResult:
     ok: bool
     summary: str
 
+    @classmethod
+    def judged(
+        cls, name: str, summary: str, problems: Sequence[str], *, shown: int | None = None
+    ) -> DrillResult:
+        """Passed when no problem was found; the problems (the first `shown`) end the summary."""
+        if problems:
+            summary += "; PROBLEMS: " + "; ".join(problems[:shown])
+        return cls(name=name, ok=not problems, summary=summary)
+
 
 @contextmanager
 def fresh_database(label: str, server: str = SERVER) -> Iterator[str]:

@@ -217,7 +217,7 @@ async def _drill(pair: Pair, folder: Path) -> DrillResult:
         await asyncio.wait_for(loading, 180)
         recovered_after = time.monotonic() - killed_at
         health = await asyncio.to_thread(lab.process.wait_healthy, 10)
-        pid_alive = lab.process.process is not None and lab.process.process.poll() is None
+        pid_alive = lab.process.running
 
     new_primary = pair.url(pair.standby_port, "lab")
     recovery = check_recovery(
@@ -236,9 +236,7 @@ async def _drill(pair: Pair, folder: Path) -> DrillResult:
         f"{len(stored)}/{len(placers)} orders and {len(versions)}/{len(accessions)} results "
         "stored once each on the new primary, same lab process"
     )
-    if problems:
-        summary += "; PROBLEMS: " + "; ".join(problems)
-    return DrillResult(name="failover", ok=not problems, summary=summary)
+    return DrillResult.judged("failover", summary, problems)
 
 
 def run(folder: Path) -> DrillResult:

@@ -92,9 +92,7 @@ async def _drill(url: str, folder: Path, *, seconds: float) -> DrillResult:
         f"{len(stored_orders)}/{len(placers)} orders and {len(versions)}/{len(results.tried)} "
         "results stored, each once"
     )
-    if problems:
-        summary += "; PROBLEMS: " + "; ".join(problems)
-    return DrillResult(name="kill", ok=not problems, summary=summary)
+    return DrillResult.judged("kill", summary, problems)
 
 
 def run(folder: Path, *, seconds: float = 4.0) -> DrillResult:

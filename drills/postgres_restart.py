@@ -68,7 +68,7 @@ async def _drill(url: str, folder: Path, pgdata: Path, *, outage: float) -> Dril
         )
         await asyncio.wait_for(loading, 120)
         health = await asyncio.to_thread(lab.process.wait_healthy, 10)
-        pid_alive = lab.process.process is not None and lab.process.process.poll() is None
+        pid_alive = lab.process.running
 
     recovery = check_recovery(
         url,
@@ -85,9 +85,7 @@ async def _drill(url: str, folder: Path, pgdata: Path, *, outage: float) -> Dril
         f"stored once each, database {health.get('database', {}).get('state')}, "
         "same lab process"
     )
-    if problems:
-        summary += "; PROBLEMS: " + "; ".join(problems)
-    return DrillResult(name="postgres", ok=not problems, summary=summary)
+    return DrillResult.judged("postgres", summary, problems)
 
 
 def run(folder: Path, *, outage: float = 5.0) -> DrillResult:

@@ -116,9 +116,7 @@ async def _drill(
         f"{len(placers)} ORUs for {patients} patients filed once each, in order per patient, "
         f"all in by {waited:.0f} s"
     )
-    if problems:
-        summary += "; PROBLEMS: " + "; ".join(problems)
-    return DrillResult(name="receiver-down", ok=not problems, summary=summary)
+    return DrillResult.judged("receiver-down", summary, problems)
 
 
 def run(

@@ -75,9 +75,7 @@ async def _drill(url: str, folder: Path, *, specimens: int, noise: float, seed: 
         f"{lost} ACKs lost; {len(accepted)} accepted and stored as sent, {len(refused)} "
         f"visibly not accepted, 0 wrong values stored, {elapsed:.0f} s; line {line.get('state')}"
     )
-    if problems:
-        summary += "; PROBLEMS: " + "; ".join(problems[:5])
-    return DrillResult(name="serial-noise", ok=not problems, summary=summary)
+    return DrillResult.judged("serial-noise", summary, problems, shown=5)
 
 
 def run(folder: Path, *, specimens: int = 100, noise: float = 0.01, seed: int = 4) -> DrillResult:

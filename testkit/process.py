@@ -86,6 +86,11 @@ class LabProcess:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    @property
+    def running(self) -> bool:
+        """Started and not ended (the same process all along, when it was never restarted)."""
+        return self.process is not None and self.process.poll() is None
+
     def start(self, *, wait: float = 90.0) -> None:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
         environment.update(self.env, LAB_HTTP_PORT=str(self.http_port))
