@@ -13,8 +13,8 @@ from lab.results import queries as result_queries
 from lab.specimens import service as specimens
 from lab.tables import UnmatchedResult
 from lab.users.roles import Role
+from testkit.orders import place
 from tests.conftest import actor
-from tests.factories import place
 
 BIO = actor(Role.TECHNICIAN)
 LEGE = actor(Role.PHYSICIAN)

@@ -20,8 +20,8 @@ from lab.results.service import Measurement
 from lab.specimens import service as specimens
 from lab.tables import AuditEvent, Hl7Message, ReportedResult, ResultVersion
 from lab.users.roles import Role
+from testkit.orders import place
 from tests.conftest import actor
-from tests.factories import place
 from tests.rules.helpers import demo_ruleset
 
 BIO = actor(Role.TECHNICIAN)
