@@ -102,9 +102,19 @@ def _configs(request: Request) -> tuple[list[InstrumentConfig], dict[str, Any]]:
 def list_instruments(request: Request, actor: ViewAnalysers) -> list[InstrumentOut]:
     """Every configured analyser and the state of its line."""
     configs, runners = _configs(request)
+    workers = getattr(request.app.state, "intake_workers", None)
     out = []
     for config in configs:
         runner = runners.get(config.name)
+        # An analyser run by an intake child (lab/intake.py): its state as the child reports it.
+        elsewhere = workers.instrument_status(config.name) if workers is not None else None
+        status = (
+            runner.status.as_dict()
+            if runner is not None
+            else elsewhere
+            if elsewhere is not None
+            else {"state": "not running"}
+        )
         out.append(
             InstrumentOut(
                 name=config.name,
@@ -112,8 +122,8 @@ def list_instruments(request: Request, actor: ViewAnalysers) -> list[InstrumentO
                 profile_document=PROFILES[config.profile].document,
                 transport=config.transport.describe(),
                 order_download=config.order_download,
-                running=runner is not None,
-                status=runner.status.as_dict() if runner is not None else {"state": "not running"},
+                running=runner is not None or elsewhere is not None,
+                status=status,
             )
         )
     return out

@@ -25,29 +25,42 @@ log = logging.getLogger(__name__)
 class Instruments:
     """The running analysers of one app, by name."""
 
-    def __init__(self, runners: list[InstrumentRunner]) -> None:
+    def __init__(
+        self, runners: list[InstrumentRunner], configs: list[InstrumentConfig] | None = None
+    ) -> None:
         self.runners = {runner.instrument.name: runner for runner in runners}
+        # Every configured analyser, also those an intake child runs (lab/intake.py).
+        self._configs = configs if configs is not None else [r.instrument for r in runners]
 
     def configs(self) -> list[InstrumentConfig]:
-        return [runner.instrument for runner in self.runners.values()]
+        return list(self._configs)
 
 
-def starter(settings: Settings) -> Starter:
+def starter(settings: Settings, *, share: tuple[int, int] = (0, 1)) -> Starter:
+    """Runs the configured analysers; with `share=(k, n)` only those of intake worker k of n
+    (analyser i of the instruments file runs in worker i mod n, see lab/intake.py)."""
+
     def start(app: FastAPI) -> AbstractAsyncContextManager[None]:
-        return run_instruments(app, settings)
+        return run_instruments(app, settings, share=share)
 
     return start
 
 
 @asynccontextmanager
 async def run_instruments(
-    app: FastAPI, settings: Settings, configs: list[InstrumentConfig] | None = None
+    app: FastAPI,
+    settings: Settings,
+    configs: list[InstrumentConfig] | None = None,
+    *,
+    share: tuple[int, int] = (0, 1),
 ) -> AsyncIterator[None]:
     configs = load_instruments(settings) if configs is None else configs
+    index, count = share
+    mine = [config for place, config in enumerate(configs) if place % count == index]
     archive = TrafficArchive(settings.data_dir / "archive")
     gateway = LabGateway(app.state.session_factory)
-    runners = [InstrumentRunner(config, gateway=gateway, archive=archive) for config in configs]
-    app.state.instruments = Instruments(runners)
+    runners = [InstrumentRunner(config, gateway=gateway, archive=archive) for config in mine]
+    app.state.instruments = Instruments(runners, configs)
     components = app.state.components
     for runner in runners:
         components.register(f"instrument:{runner.instrument.name}", runner.status.health)

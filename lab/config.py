@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -46,6 +47,17 @@ class Settings(BaseSettings):
         default="web,hl7,instruments",
         description="What this node runs: a comma-separated subset of web, hl7, instruments.",
     )
+
+    workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Intake processes (HL7 listener, analyser lines); 0: one per CPU core.",
+    )
+
+    def worker_count(self) -> int:
+        """How many intake processes this node runs (lab/intake.py)."""
+        return self.workers or max(1, len(os.sched_getaffinity(0)))
 
     def role_set(self) -> frozenset[str]:
         """The roles of this node; an unknown name is refused (a typo must not start nothing)."""

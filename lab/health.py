@@ -18,11 +18,13 @@ from lab.db import ping
 router = APIRouter(tags=["health"])
 
 StatusCallback = Callable[[], dict[str, Any]]
+GroupCallback = Callable[[], dict[str, dict[str, Any]]]
 
 
 class Components:
     def __init__(self) -> None:
         self._callbacks: dict[str, StatusCallback] = {}
+        self._groups: dict[str, GroupCallback] = {}
 
     def register(self, name: str, callback: StatusCallback) -> None:
         self._callbacks[name] = callback
@@ -30,8 +32,20 @@ class Components:
     def unregister(self, name: str) -> None:
         self._callbacks.pop(name, None)
 
+    def register_group(self, name: str, callback: GroupCallback) -> None:
+        """Several components reported by one callback (the intake workers' own components)."""
+        self._groups[name] = callback
+
+    def unregister_group(self, name: str) -> None:
+        self._groups.pop(name, None)
+
     def report(self) -> dict[str, dict[str, Any]]:
         report: dict[str, dict[str, Any]] = {}
+        for name, group in sorted(self._groups.items()):
+            try:
+                report.update(group())
+            except Exception as exc:  # as below: one broken report must not hide the others
+                report[name] = {"state": "error", "error": type(exc).__name__}
         for name, callback in sorted(self._callbacks.items()):
             try:
                 report[name] = callback()

@@ -23,6 +23,7 @@ import lab.turnaround.runtime
 from lab.config import Settings
 from lab.db import database_url, make_engine, make_session_factory, transaction
 from lab.demo import DEMO_USERS, seed
+from lab.intake import supervisor_starter
 from lab.lifespan import Starter
 from lab.main import create_app
 from lab.migrate import upgrade
@@ -45,21 +46,30 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
             shown = "(LAB_DEMO_PASSWORD)" if settings.demo_password else password
             print(f"demo user {username:6s} password: {shown}", flush=True)
     starters: list[Starter] = []
+    # Intake on every core (lab/intake.py): this process is worker 0 of `workers`.
+    workers = settings.worker_count() if roles & {"hl7", "instruments"} else 1
     if "instruments" in roles:
         starters += [
-            instruments.runtime.starter(settings),
+            instruments.runtime.starter(settings, share=(0, workers)),
             lab.turnaround.runtime.starter(settings),
         ]
     if "hl7" in roles:
         # Poll the outbox often: a verified result should reach the record within a second.
         starters.append(
-            lab.hl7.runtime.starter(settings, timing=lab.hl7.runtime.Timing(dispatch_every=0.2))
+            lab.hl7.runtime.starter(
+                settings,
+                timing=lab.hl7.runtime.Timing(dispatch_every=0.2),
+                reuse_port=workers > 1,
+            )
         )
+    if workers > 1:
+        starters.append(supervisor_starter(settings, database_url=url, count=workers))
     app = create_app(settings, engine=engine, session_factory=factory, starters=starters)
     bind_host = host or settings.http_host
     bind_port = port or settings.http_port
     print(
-        f"lab module ({', '.join(sorted(roles))}) listening on http://{bind_host}:{bind_port}/"
+        f"lab module ({', '.join(sorted(roles))}; {workers} intake process"
+        f"{'es' if workers > 1 else ''}) listening on http://{bind_host}:{bind_port}/"
         + (" (API docs at /docs)" if "web" in roles else " (health check only)"),
         flush=True,
     )

@@ -62,6 +62,7 @@ class Hl7Listener:
         tls: ssl.SSLContext | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         idle_timeout: float = 600.0,
+        reuse_port: bool = False,
     ) -> None:
         self.inbox = inbox
         self.host = host
@@ -69,6 +70,9 @@ class Hl7Listener:
         self.tls = tls
         self.max_message_size = max_message_size
         self.idle_timeout = idle_timeout
+        # SO_REUSEPORT: several intake processes listen on one port and the kernel spreads the
+        # connections over them (lab/intake.py).
+        self.reuse_port = reuse_port
         self.stats = ListenerStats()
         self._server: asyncio.Server | None = None
 
@@ -81,7 +85,12 @@ class Hl7Listener:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._connection, self.host, self.port, ssl=self.tls, limit=READ_SIZE
+            self._connection,
+            self.host,
+            self.port,
+            ssl=self.tls,
+            limit=READ_SIZE,
+            reuse_port=self.reuse_port or None,
         )
         log.info(
             "hl7 listener on %s:%s%s", self.host, self.bound_port, " (TLS)" if self.tls else ""

@@ -52,23 +52,52 @@ def outbox_counts(session_factory: sessionmaker[Session]) -> dict[str, int]:
     return {str(status): int(count) for status, count in rows}
 
 
+def _listener(
+    settings: Settings, factory: sessionmaker[Session], *, reuse_port: bool
+) -> Hl7Listener:
+    tls = None
+    if settings.mllp_tls_cert and settings.mllp_tls_key:
+        tls = server_tls_context(settings.mllp_tls_cert, settings.mllp_tls_key)
+    return Hl7Listener(
+        Inbox(factory),
+        host=settings.mllp_host,
+        port=settings.mllp_port,
+        tls=tls,
+        reuse_port=reuse_port,
+    )
+
+
+def listener_starter(settings: Settings, *, reuse_port: bool) -> Starter:
+    """Only the MLLP listener: what an intake child runs (lab/intake.py); the dispatcher and
+    the release job run in worker 0."""
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        listener = _listener(settings, app.state.session_factory, reuse_port=reuse_port)
+        await listener.start()
+        app.state.components.register("hl7_listener", listener.status)
+        try:
+            yield
+        finally:
+            app.state.components.unregister("hl7_listener")
+            await listener.stop()
+
+    return run
+
+
 def starter(
     settings: Settings,
     *,
     policy: DeliveryPolicy | None = None,
     timing: Timing | None = None,
+    reuse_port: bool = False,
 ) -> Starter:
     timing = timing or Timing()
 
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
         factory: sessionmaker[Session] = app.state.session_factory
-        tls = None
-        if settings.mllp_tls_cert and settings.mllp_tls_key:
-            tls = server_tls_context(settings.mllp_tls_cert, settings.mllp_tls_key)
-        listener = Hl7Listener(
-            Inbox(factory), host=settings.mllp_host, port=settings.mllp_port, tls=tls
-        )
+        listener = _listener(settings, factory, reuse_port=reuse_port)
         await listener.start()
         dispatcher: Dispatcher | None = None
         if settings.ehr_mllp_url:
