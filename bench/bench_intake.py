@@ -1,0 +1,314 @@
+"""Intake measured from outside, as the record and the analysers see it, with 1 intake process
+and with `LAB_WORKERS` at its default (one per core), beside the naive loop in the same run.
+
+A real `lab serve` (its own fresh database on the machine's PostgreSQL, made here and dropped at
+the end) with four analysers configured as TCP servers. Ordinary clients:
+- orders: 4 MLLP connections sending IHE LTW OML^O21 with five ORC/OBR pairs each (NA, K, KREA,
+  CRP, GLUK: one serum tube), as fast as the ACKs come back; counted when ACKed AA;
+- ACK latency: 1 connection paced at 30 orders/s; p50/p99 from send to ACK;
+- results: 4 virtual analysers over TCP, each sending H, P, O, five R, L per specimen (commit
+  before the ACK), for tubes placed by the orders above and received.
+The naive loop is a bare asyncio MLLP server in its own process that parses each message,
+inserts it with one commit and answers an ACK: the ceiling of "MLLP + parse + insert + ACK".
+`BENCH_SCALE` (default 1) shrinks the counts for a quick run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import random
+import secrets
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, insert, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from bench.bench_hl7_flow import SERVER, scaled
+from instruments.profiles import get_profile
+from instruments.simulator import VirtualAnalyser
+from instruments.transports import tcp
+from lab.audit import Actor
+from lab.db import make_engine, make_session_factory, transaction
+from lab.demo import seed
+from lab.demo_day import LabProcess, ack_code, demo_patients, free_port, oml_o21
+from lab.hl7.codec.ack import AckCode, build_ack
+from lab.hl7.codec.er7 import parse_message
+from lab.hl7.codec.mllp import MllpDecoder, frame
+from lab.migrate import upgrade
+from lab.specimens import service as specimens
+from lab.tables import Hl7Message
+
+TESTS = ["NA", "K", "KREA", "CRP", "GLUK"]
+CONNECTIONS = 4
+ANALYSERS = 4
+ACTOR = Actor(user_id=None, username="bench", roles=frozenset({"technician"}), channel="cli")
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    name = f"lab_bench_intake_{secrets.token_hex(3)}"
+    admin = create_engine(SERVER, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(SERVER).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        engine = make_engine(url, pool_size=1)
+        with transaction(make_session_factory(engine)) as session:
+            seed(session, password="bench password")
+        engine.dispose()
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def orders(label: str, count: int) -> list[bytes]:
+    patients = demo_patients(count, seed=abs(hash(label)) % 100_000)
+    return [
+        oml_o21(control_id=f"{label}{n}", placer=f"{label}{n}", patient=p, tests=TESTS)
+        for n, p in enumerate(patients)
+    ]
+
+
+async def _one_connection(
+    port: int, messages: list[bytes], *, pace: float = 0.0
+) -> tuple[int, list[float]]:
+    """Send on one connection, each after the previous ACK (and `pace` s apart at least)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    decoder = MllpDecoder()
+    accepted, latencies = 0, []
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
+    try:
+        for message in messages:
+            if pace:
+                await asyncio.sleep(max(0.0, next_at - loop.time()))
+                next_at += pace
+            sent = time.perf_counter()
+            writer.write(frame(message))
+            await writer.drain()
+            while not isinstance(block := decoder.next_message(), bytes):
+                chunk = await asyncio.wait_for(reader.read(65536), 60)
+                if not chunk:
+                    raise ConnectionError("closed before the ACK")
+                decoder.receive_data(chunk)
+            latencies.append(time.perf_counter() - sent)
+            accepted += ack_code(block) == "AA"
+    finally:
+        writer.close()
+    return accepted, latencies
+
+
+def send_orders(port: int, messages: list[bytes], connections: int) -> tuple[float, int]:
+    async def main() -> list[tuple[int, list[float]]]:
+        parts = [messages[i::connections] for i in range(connections)]
+        return await asyncio.gather(*(_one_connection(port, part) for part in parts))
+
+    started = time.perf_counter()
+    done = asyncio.run(main())
+    elapsed = time.perf_counter() - started
+    accepted = sum(a for a, _ in done)
+    return accepted / elapsed, accepted
+
+
+def paced_latency(port: int, messages: list[bytes], rate: float) -> tuple[float, float]:
+    _accepted, latencies = asyncio.run(_one_connection(port, messages, pace=1 / rate))
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return statistics.median(latencies) * 1000, p99 * 1000
+
+
+def receive_tubes(url: str, label: str) -> list[str]:
+    engine = make_engine(url, pool_size=1)
+    with engine.connect() as connection:
+        numbers = [
+            str(n)
+            for (n,) in connection.execute(
+                text(
+                    "SELECT s.accession_number FROM specimen s JOIN lab_order o "
+                    "ON o.id = s.order_id WHERE o.placer_order_number LIKE :p ORDER BY s.id"
+                ),
+                {"p": f"{label}%"},
+            )
+        ]
+    factory = make_session_factory(engine)
+    for start in range(0, len(numbers), 100):
+        with transaction(factory) as session:
+            for number in numbers[start : start + 100]:
+                specimens.receive(session, actor=ACTOR, number=number)
+    engine.dispose()
+    return numbers
+
+
+def send_results(ports: list[int], accessions: list[str]) -> tuple[float, int]:
+    async def one(number: int, port: int, tubes: list[str]) -> int:
+        analyser = VirtualAnalyser(
+            profile=get_profile("generic"), name=f"SIM-{number}", rng=random.Random(number)
+        )
+        channel = await tcp.open_channel("127.0.0.1", port)
+        runs = await analyser.run(channel, tubes, query=False, tests=TESTS)
+        return sum(len(run.sent) for run in runs if run.outcome == "accepted")
+
+    async def main() -> list[int]:
+        shares = [accessions[i :: len(ports)] for i in range(len(ports))]
+        pairs = enumerate(zip(ports, shares, strict=True))
+        return await asyncio.gather(*(one(n, port, share) for n, (port, share) in pairs))
+
+    started = time.perf_counter()
+    sent = asyncio.run(main())
+    elapsed = time.perf_counter() - started
+    return sum(sent) / elapsed, sum(sent)
+
+
+def _instruments_file(folder: Path, ports: list[int]) -> Path:
+    path = folder / "instruments.toml"
+    path.write_text(
+        "".join(
+            f'[[instrument]]\nname = "an{n}"\nprofile = "generic"\nlocal_codes = true\n'
+            f'[instrument.tcp]\nmode = "server"\nhost = "127.0.0.1"\nport = {port}\n'
+            for n, port in enumerate(ports)
+        )
+    )
+    return path
+
+
+def measure_lab(url: str, workers: int, folder: Path) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    mllp, ports = free_port(), [free_port() for _ in range(ANALYSERS)]
+    lab = LabProcess(
+        env={
+            "LAB_DATABASE_URL": url,
+            "LAB_DATA_DIR": str(folder / "var"),
+            "LAB_MLLP_PORT": str(mllp),
+            "LAB_WORKERS": str(workers),
+            "LAB_INSTRUMENTS_FILE": str(_instruments_file(folder, ports)),
+        },
+        http_port=free_port(),
+        log_path=folder / "lab-serve.log",
+    )
+    label = f"W{workers}X{secrets.token_hex(2).upper()}"
+    lab.start(wait=180)
+    try:
+        send_orders(mllp, orders(label + "WARM", 20), CONNECTIONS)  # connections, caches
+        rate, accepted = send_orders(mllp, orders(label, scaled(1200)), CONNECTIONS)
+        p50, p99 = paced_latency(mllp, orders(label + "P", scaled(300)), 30.0)
+        tubes = receive_tubes(url, label)
+        results_rate, results = send_results(ports, tubes)
+    finally:
+        lab.stop()
+    return {
+        "orders_per_s": rate,
+        "orders": accepted,
+        "ack_p50_ms": p50,
+        "ack_p99_ms": p99,
+        "results_per_s": results_rate,
+        "results": results,
+    }
+
+
+# --- the naive loop ---------------------------------------------------------------------------
+
+
+def _naive_server(url: str, port: int, ready: Any) -> None:
+    engine = make_engine(url, pool_size=CONNECTIONS)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = MllpDecoder()
+        while chunk := await reader.read(65536):
+            decoder.receive_data(chunk)
+            while isinstance(raw := decoder.next_message(), bytes):
+                message = parse_message(raw)
+                with Session(engine) as session:
+                    session.execute(
+                        insert(Hl7Message).values(
+                            direction="in",
+                            status="processed",
+                            partner="",
+                            raw=raw,
+                            error="",
+                            sending_application="NAIVE",
+                            sending_facility="",
+                            attempts=0,
+                            control_id=message.control_id,
+                            message_type="OML^O21",
+                            charset="UNICODE UTF-8",
+                        )
+                    )
+                    session.commit()
+                ack = build_ack(
+                    message,
+                    code=AckCode.APPLICATION_ACCEPT,
+                    control_id=secrets.token_hex(4),
+                    now=datetime.now(UTC),
+                )
+                writer.write(frame(ack.encode()))
+                await writer.drain()
+
+    async def main() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", port)
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def naive_loop(url: str) -> float:
+    port = free_port()
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    child = context.Process(target=_naive_server, args=(url, port, ready), daemon=True)
+    child.start()
+    try:
+        ready.wait(60)
+        rate, _ = send_orders(port, orders("NAIVE", scaled(1200)), CONNECTIONS)
+    finally:
+        child.terminate()
+        child.join(10)
+    return rate
+
+
+def main() -> None:
+    default = max(1, len(os.sched_getaffinity(0)))
+    counts = sorted({1, default})
+    with fresh_database() as url, tempfile.TemporaryDirectory() as folder:
+        ceiling = naive_loop(url)
+        print(
+            f"naive loop (MLLP + parse + insert + ACK, 1 process, {CONNECTIONS} connections): "
+            f"{ceiling:.0f} messages/s"
+        )
+        for workers in counts:
+            figures = measure_lab(url, workers, Path(folder) / f"w{workers}")
+            print(
+                f"lab serve, LAB_WORKERS={workers}:\n"
+                f"  orders ACKed over {CONNECTIONS} connections: {figures['orders_per_s']:.0f}/s "
+                f"({figures['orders']} orders of 5 ORC/OBR pairs; "
+                f"{figures['orders_per_s'] / ceiling:.0%} of the naive loop; aim >= 300/s "
+                "and >= 50 %)\n"
+                f"  ACK at 30 orders/s on 1 connection: p50 {figures['ack_p50_ms']:.1f} ms, "
+                f"p99 {figures['ack_p99_ms']:.1f} ms (aim p99 < 50 ms)\n"
+                f"  results committed from {ANALYSERS} analysers: "
+                f"{figures['results_per_s']:.0f}/s ({figures['results']} results; aim >= 1,000/s)",
+                flush=True,
+            )
+    print(
+        "The figures are what outside clients see: parse, validation, order placement, audit, "
+        "commit and ACK. With one process the intake uses one core; the machine has "
+        f"{default} core(s), shared with PostgreSQL and the clients of this benchmark."
+    )
+
+
+if __name__ == "__main__":
+    main()
