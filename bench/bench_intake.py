@@ -16,7 +16,6 @@ inserts it with one commit and answers an ACK: the ceiling of "MLLP + parse + in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import os
 import random
@@ -24,29 +23,28 @@ import secrets
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, insert, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import insert, text
 from sqlalchemy.orm import Session
 
-from bench.bench_hl7_flow import SERVER, scaled
+from bench import bench_database, scaled
 from instruments.profiles import get_profile
 from instruments.simulator import VirtualAnalyser
 from instruments.transports import tcp
 from lab.audit import Actor
 from lab.db import make_engine, make_session_factory, transaction
-from lab.demo import seed
-from lab.demo_day import LabProcess, ack_code, demo_patients, free_port, oml_o21
 from lab.hl7.codec.ack import AckCode, build_ack
 from lab.hl7.codec.er7 import parse_message
 from lab.hl7.codec.mllp import MllpDecoder, frame
-from lab.migrate import upgrade
 from lab.specimens import service as specimens
 from lab.tables import Hl7Message
+from testkit.mllp import ack_code
+from testkit.orders import oml_o21
+from testkit.patients import synthetic_patients
+from testkit.process import LabProcess, free_port
 
 TESTS = ["NA", "K", "KREA", "CRP", "GLUK"]
 CONNECTIONS = 4
@@ -54,28 +52,8 @@ ANALYSERS = 4
 ACTOR = Actor(user_id=None, username="bench", roles=frozenset({"technician"}), channel="cli")
 
 
-@contextlib.contextmanager
-def fresh_database() -> Iterator[str]:
-    name = f"lab_bench_intake_{secrets.token_hex(3)}"
-    admin = create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(SERVER).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        engine = make_engine(url, pool_size=1)
-        with transaction(make_session_factory(engine)) as session:
-            seed(session, password="bench password")
-        engine.dispose()
-        yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def orders(label: str, count: int) -> list[bytes]:
-    patients = demo_patients(count, seed=abs(hash(label)) % 100_000)
+    patients = synthetic_patients(count, seed=abs(hash(label)) % 100_000)
     return [
         oml_o21(control_id=f"{label}{n}", placer=f"{label}{n}", patient=p, tests=TESTS)
         for n, p in enumerate(patients)
@@ -202,8 +180,8 @@ def measure_lab(url: str, workers: int, folder: Path) -> dict[str, Any]:
     lab.start(wait=180)
     try:
         send_orders(mllp, orders(label + "WARM", 20), CONNECTIONS)  # connections, caches
-        rate, accepted = send_orders(mllp, orders(label, scaled(1200)), CONNECTIONS)
-        p50, p99 = paced_latency(mllp, orders(label + "P", scaled(300)), 30.0)
+        rate, accepted = send_orders(mllp, orders(label, scaled(1200, 40)), CONNECTIONS)
+        p50, p99 = paced_latency(mllp, orders(label + "P", scaled(300, 30)), 30.0)
         tubes = receive_tubes(url, label)
         results_rate, results = send_results(ports, tubes)
     finally:
@@ -273,7 +251,7 @@ def naive_loop(url: str) -> float:
     child.start()
     try:
         ready.wait(60)
-        rate, _ = send_orders(port, orders("NAIVE", scaled(1200)), CONNECTIONS)
+        rate, _ = send_orders(port, orders("NAIVE", scaled(1200, 40)), CONNECTIONS)
     finally:
         child.terminate()
         child.join(10)
@@ -283,7 +261,7 @@ def naive_loop(url: str) -> float:
 def main() -> None:
     default = max(1, len(os.sched_getaffinity(0)))
     counts = sorted({1, default})
-    with fresh_database() as url, tempfile.TemporaryDirectory() as folder:
+    with bench_database("intake") as url, tempfile.TemporaryDirectory() as folder:
         ceiling = naive_loop(url)
         print(
             f"naive loop (MLLP + parse + insert + ACK, 1 process, {CONNECTIONS} connections): "

@@ -16,8 +16,11 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from lab.demo_day import LabProcess, ack_code, demo_patients, free_port, oml_o21, send_hl7
-from tests.conftest import TestDatabase, create_test_database, drop_test_database
+from testkit.database import ScratchDatabase, create_database, drop_database
+from testkit.mllp import ack_code, send_hl7
+from testkit.orders import oml_o21
+from testkit.patients import synthetic_patients
+from testkit.process import LabProcess, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -25,10 +28,10 @@ CONNECTIONS = 24  # all on one process by chance: 2 in 2**24
 
 
 @pytest.fixture(scope="module")
-def database(database_server: str) -> Iterator[TestDatabase]:
-    made = create_test_database(database_server, "intake")
+def database(database_server: str) -> Iterator[ScratchDatabase]:
+    made = create_database(database_server, "intake", role_users=True)
     yield made
-    drop_test_database(made)
+    drop_database(made)
 
 
 def _instruments(folder: Path, ports: list[int]) -> Path:
@@ -58,7 +61,7 @@ def _child_up(components: dict[str, Any]) -> bool:
 
 
 async def _send_orders(port: int, label: str, count: int) -> dict[str, str]:
-    patients = demo_patients(count, seed=abs(hash(label)) % 10_000)
+    patients = synthetic_patients(count, seed=abs(hash(label)) % 10_000)
     messages = {
         f"{label}{n:04d}": oml_o21(
             control_id=f"{label}{n:04d}", placer=f"{label}{n:04d}", patient=p, tests=["HB"]
@@ -91,7 +94,7 @@ def _stored(url: str, label: str) -> dict[str, int]:
 
 
 def test_two_intake_processes_share_the_listener_and_survive_a_killed_child(
-    database: TestDatabase, tmp_path: Path
+    database: ScratchDatabase, tmp_path: Path
 ) -> None:
     mllp = free_port()
     lab = LabProcess(
