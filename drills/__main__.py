@@ -1,8 +1,8 @@
 """`python -m drills [NAME ...]`: run the fault drills, one summary line each.
 
-Names: kill, postgres, receiver-down, serial-noise, hostile-input, failover (default: all, in
-that order). Exit status 1 when any drill fails. Work files go to a temporary folder (kept, and
-named, when a drill fails).
+Names: kill, postgres, receiver-down, serial-noise, hostile-input, failover, node-loss
+(default: all, in that order). Exit status 1 when any drill fails. Work files go to a temporary
+folder (kept, and named, when a drill fails).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from drills import (
     failover,
     hostile_input,
     kill_lab,
+    node_loss,
     postgres_restart,
     receiver_down,
     serial_noise,
@@ -32,6 +33,7 @@ DRILLS: dict[str, Callable[[Path], DrillResult]] = {
     "serial-noise": serial_noise.run,
     "hostile-input": hostile_input.run,
     "failover": failover.run,
+    "node-loss": node_loss.run,
 }
 
 

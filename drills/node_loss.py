@@ -1,0 +1,113 @@
+"""Drill: one of two lab nodes on one PostgreSQL is lost under load; the other carries on.
+
+Two `lab serve` nodes share one database, both with every role, as docs/install.md describes
+for several machines. Node A has the analyser. Results are verified while the record is down, so
+their ORUs wait in the outbox; then, with orders still arriving, node A is SIGKILLed (its whole
+process group: the node is gone) and the record comes back. The record's sender does what a
+record's interface engine does: it sends to A, and when A stops answering it sends what was not
+acknowledged to B. Afterwards every order is stored once, every ACK was AA, and node B alone
+has delivered every waiting ORU (the dispatcher is safe to run on both nodes: rows are claimed
+with FOR UPDATE SKIP LOCKED, so there is nothing to hand over, only work B keeps doing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from drills.common import (
+    TCP,
+    DrillResult,
+    OrderLoad,
+    ResultLoad,
+    accessions_of,
+    fresh_database,
+    orders_stored,
+    rows,
+)
+from testkit.api import ApiClient
+from testkit.process import running_lab
+from testkit.record import FakeRecord
+
+_QUEUED = (
+    "SELECT m.control_id FROM hl7_message m JOIN lab_order o ON o.id = m.order_id "
+    "WHERE m.direction = 'out' AND o.placer_order_number = ANY(:p)"
+)
+
+
+async def _send_with_failover(
+    orders: OrderLoad, ports: tuple[int, int], placers: list[str]
+) -> None:
+    """To node A while it answers, then what is left (unacknowledged) to node B."""
+    first, second = ports
+    await orders.send(first, placers)
+    await orders.send(second, placers, retry_for=120)
+
+
+async def _drill(url: str, folder: Path, *, verified: int, streaming: int) -> DrillResult:
+    orders = OrderLoad(label=f"N{int(time.time()) % 100000}")
+    results = ResultLoad()
+    record = FakeRecord()
+    record_port = await record.start()
+    await record.stop()  # down while results are verified: their ORUs wait in the outbox
+    env = {"LAB_EHR_MLLP_URL": f"mllp://127.0.0.1:{record_port}", "LAB_RELEASE_HOLD_MINUTES": "0"}
+    async with (
+        running_lab(url, folder / "a", analysers=[TCP], extra_env=env) as node_a,
+        running_lab(url, folder / "b", analysers=[], extra_env=env) as node_b,
+    ):
+        first = orders.make(verified)
+        await orders.send(node_a.mllp_port, first)
+        by_placer = accessions_of(url, first)
+        await results.send(node_a.astm_port, list(by_placer.values()))
+        lege = ApiClient(node_b.base, node_b.token("lege"))
+        for accession in by_placer.values():
+            await asyncio.to_thread(lege.verify_specimen, accession)
+        waiting = {str(c) for (c,) in rows(url, _QUEUED, p=first)}
+
+        more = orders.make(streaming)
+        loading = asyncio.create_task(
+            _send_with_failover(orders, (node_a.mllp_port, node_b.mllp_port), more)
+        )
+        await asyncio.sleep(2.0)
+        before = len(orders.acked)
+        await asyncio.to_thread(node_a.process.kill)
+        killed_at = time.monotonic()
+        await record.start(record_port)
+        deadline = killed_at + 120
+        while not waiting <= set(record.filed) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        delivered_after = time.monotonic() - killed_at
+        await asyncio.wait_for(loading, 180)
+        health = await asyncio.to_thread(node_b.process.wait_healthy, 10)
+        b_alive = node_b.process.running
+    await record.stop()
+
+    problems: list[str] = []
+    placers = first + more
+    stored = orders_stored(url, placers)
+    if len(stored) != len(placers) or any(n != 1 for n in stored.values()):
+        problems.append(f"orders stored: {len(stored)}/{len(placers)}, some twice or missing")
+    if set(orders.acked.values()) != {"AA"} or len(orders.acked) != len(placers):
+        problems.append(f"{len(orders.acked)} of {len(placers)} acknowledged")
+    if not waiting:
+        problems.append("no ORU was waiting when node A was killed: nothing was taken over")
+    missing = waiting - set(record.filed)
+    if missing:
+        problems.append(f"{len(missing)} of {len(waiting)} waiting ORUs never arrived")
+    if health.get("status") != "ok" or not b_alive:
+        problems.append(f"node B not healthy: {health.get('status')}")
+    repeats = sum(1 for m in record.received if m.control_id in waiting) - len(waiting)
+    summary = (
+        f"node A SIGKILLed with {before} orders acknowledged and {len(waiting)} ORUs waiting: "
+        f"node B took the rest of the orders ({len(stored)}/{len(placers)} stored once each) "
+        f"and delivered every waiting ORU {delivered_after:.1f} s after the kill (the record "
+        "came back at the kill; the dispatcher's backoff from its outage is in that time) "
+        f"({max(0, repeats)} delivered twice, filed once by the record)"
+    )
+    return DrillResult.judged("node-loss", summary, problems)
+
+
+def run(folder: Path, *, verified: int = 40, streaming: int = 400) -> DrillResult:
+    with fresh_database("nodes") as url:
+        return asyncio.run(_drill(url, folder, verified=verified, streaming=streaming))
