@@ -154,7 +154,6 @@ def resolve_unmatched(
         test_code=data.test_code,
         note=data.note,
     )
-    session.commit()
     return ResolvedOut(
         unmatched=UnmatchedOut.model_validate(service.get_unmatched(session, unmatched_id)),
         result_id=result_queries.stored(session, outcome).id,
@@ -167,7 +166,6 @@ def discard_unmatched(
     unmatched_id: int, data: DiscardIn, session: SessionDep, actor: ResolveUnmatched
 ) -> Any:
     row = service.discard(session, actor=actor, unmatched_id=unmatched_id, reason=data.reason)
-    session.commit()
     return row
 
 

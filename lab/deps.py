@@ -1,6 +1,6 @@
 """Request dependencies shared by every router: the database session and who is asking.
 
-`Annotated` aliases keep route signatures short (STYLE.md). Every route but `/healthz` and the
+`Annotated` aliases keep route signatures short. Every route but `/healthz` and the
 sign-in page depends on `CurrentActor` or `require(...)`, so nothing is reachable unauthenticated.
 """
 
@@ -22,15 +22,24 @@ SESSION_COOKIE = "lab_session"
 
 
 def get_session(request: Request) -> Iterator[Session]:
+    """The one place where a request's transaction ends.
+
+    A route that returns an answer has its work committed; one that raises (a `LabError` the
+    one handler in `lab.main` maps to 4xx, or a bug) has it rolled back. Routes never commit.
+    The dependency is function-scoped, so the commit happens before the answer is sent: a
+    commit that fails is the client's error answer, never a success the database lost.
+    """
     factory = request.app.state.session_factory
     with factory() as session:
         try:
             yield session
-        finally:
-            session.rollback()  # whatever the route did not commit is not kept
+        except BaseException:
+            session.rollback()
+            raise
+        session.commit()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def current_actor(request: Request, session: SessionDep) -> Actor:
@@ -55,7 +64,9 @@ def current_actor(request: Request, session: SessionDep) -> Actor:
         if unsafe and api_call and request.headers.get("x-csrf-token") != web.csrf_token:
             raise PermissionDenied("missing or wrong X-CSRF-Token header")
         actor = users.actor_for(user, "ui")
-    session.commit()  # keep token/session bookkeeping even if the route fails later
+    # Token and web-session bookkeeping (last use, expiry) is kept even if the route then
+    # fails and its own work is rolled back: this is the only commit outside `get_session`.
+    session.commit()
     request.state.actor = actor
     return actor
 

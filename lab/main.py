@@ -34,7 +34,7 @@ from lab.users.api import router as users_router
 from lab.users.views import router as users_views
 from lab.web.auth import router as auth_views
 from lab.web.overview import router as overview_views
-from lab.web.pages import SignInNeeded, sign_in_redirect
+from lab.web.pages import SignInNeeded, answer_for_page, is_page, sign_in_redirect
 from lab.web.templating import STATIC_DIR
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,14 @@ async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=422)
 
 
-async def _lab_error(request: Request, exc: Exception) -> JSONResponse:
+async def _lab_error(request: Request, exc: Exception) -> Response:
+    """The one mapping of the project's errors to answers: a page for a page, JSON otherwise.
+
+    The error reaches this handler after the session dependency rolled back the route's work.
+    """
     assert isinstance(exc, LabError)
+    if is_page(request):
+        return answer_for_page(request, exc)
     body = {
         "error": type(exc).__name__,
         "message": exc.message,

@@ -28,7 +28,6 @@ def save_test(code: str, data: LabTestIn, session: SessionDep, actor: ManageCata
     if data.code != code.upper():
         raise InvalidInput.field("code", "the code in the body must match the URL")
     test = service.save_test(session, actor=actor, data=data)
-    session.commit()
     return LabTestOut.model_validate(test)
 
 

@@ -63,12 +63,10 @@ def read_message(message_id: int, session: SessionDep, actor: CurrentActor) -> M
             "order_id": message.order_id if content else None,
         }
     )
-    session.commit()  # the audited read
     return out
 
 
 @router.post("/{message_id}/resend", response_model=MessageOut)
 def resend_message(message_id: int, session: SessionDep, actor: CurrentActor) -> MessageOut:
     message = messagelog.resend(session, message_id, actor=actor)
-    session.commit()
     return MessageOut.model_validate(_summary(message))

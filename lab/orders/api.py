@@ -75,7 +75,6 @@ def place_order(data: OrderIn, session: SessionDep, actor: PlaceOrders) -> Order
         source="api",
     )
     order = service.place(session, actor=actor, request=request)
-    session.commit()
     return order_out(session, order)
 
 
@@ -84,14 +83,12 @@ def find_orders(
     placer_order_number: str, session: SessionDep, actor: ReadPatientData
 ) -> list[OrderOut]:
     found = service.search_by_placer(session, placer_order_number, actor=actor)
-    session.commit()
     return [order_out(session, o) for o in found]
 
 
 @router.get("/{filler_order_number}", response_model=OrderOut)
 def get_order(filler_order_number: str, session: SessionDep, actor: ReadPatientData) -> OrderOut:
     order = service.read(session, filler_order_number, actor=actor)
-    session.commit()
     return order_out(session, order)
 
 
@@ -103,7 +100,6 @@ def add_test(
     service.add_test(
         session, actor=actor, filler=filler_order_number, code=data.code, system=data.system
     )
-    session.commit()
     return order_out(session, service.get_by_filler(session, filler_order_number))
 
 
@@ -115,5 +111,4 @@ def cancel_tests(
     service.cancel_tests(
         session, actor=actor, filler=filler_order_number, codes=data.codes, reason=data.reason
     )
-    session.commit()
     return order_out(session, service.get_by_filler(session, filler_order_number))

@@ -25,7 +25,7 @@ from lab.specimens import service as specimens
 from lab.tables import OPEN_TEST_STATUSES, Order, Patient
 from lab.timeutil import utcnow
 from lab.web.auth import CancelOrdersForm, PlaceOrdersForm, ReadPatientDataPage
-from lab.web.pages import PostedForm, notice_of, page_router, redirect_after_post
+from lab.web.pages import PostedForm, notice_of, page_router, redirect_after_post, show_form_again
 from lab.web.printouts import patient_details, pdf_response, result_report, specimen_label
 from lab.web.templating import language_of, render
 
@@ -59,7 +59,6 @@ def search(
         return RedirectResponse(f"/orders/{order.filler_order_number}", status_code=303)
     by_placer = orders.search_by_placer(session, term, actor=actor)
     if len(by_placer) == 1:
-        session.commit()
         return RedirectResponse(f"/orders/{by_placer[0].filler_order_number}", status_code=303)
     try:
         found = patients.search(session, actor=actor, text=term)
@@ -68,7 +67,6 @@ def search(
         context["error"] = exc.message
     context["orders"] = by_placer
     context["patients"] = [(p, orders.for_patient(session, p.id)) for p in found]
-    session.commit()
     return render(request, "orders/search.html", context)
 
 
@@ -137,7 +135,6 @@ def order_page(
 ) -> Response:
     order = orders.read(session, filler_order_number, actor=actor)
     context = order_context(session, order, actor)
-    session.commit()
     context["notice"] = notice_of(request)
     return render(request, "orders/order.html", context)
 
@@ -145,12 +142,14 @@ def order_page(
 def _order_with_error(
     request: Request, session: SessionDep, filler: str, actor: Actor, exc: LabError, **extra: Any
 ) -> Response:
-    session.rollback()
-    order = orders.read(session, filler, actor=actor)
-    context = order_context(session, order, actor)
-    session.commit()
-    context.update(notice=None, **extra)
-    return render(request, "orders/order.html", context, status_code=exc.http_status)
+    return show_form_again(
+        request,
+        session,
+        template="orders/order.html",
+        read=lambda: order_context(session, orders.read(session, filler, actor=actor), actor),
+        status_code=exc.http_status,
+        **extra,
+    )
 
 
 @router.post("/orders/{filler_order_number}/tests")
@@ -170,7 +169,6 @@ def add_test(
         return _order_with_error(
             request, session, filler_order_number, actor, exc, add_error=exc.message
         )
-    session.commit()
     return redirect_after_post(f"/orders/{filler_order_number}", "test_added")
 
 
@@ -202,7 +200,6 @@ def cancel_tests(
             cancel_error=exc.message,
             cancel_values={"codes": codes, "reason": reason},
         )
-    session.commit()
     return redirect_after_post(f"/orders/{filler_order_number}", "tests_cancelled")
 
 
@@ -221,7 +218,6 @@ def labels_pdf(
         for tube in orders.specimens_of(session, order)
         if tube.status not in ("rejected", "disposed")
     ]
-    session.commit()
     if not labels:
         raise NotFound(f"order {filler_order_number} has no tube to label")
     pdf = render_labels(labels, stock=DEFAULT_STOCK)
@@ -246,5 +242,4 @@ def report_pdf(
         printed_at=utcnow(),
         language=language_of(request),
     )
-    session.commit()
     return pdf_response(render_result_report(report), f"report-{order.filler_order_number}.pdf")

@@ -28,7 +28,6 @@ def demographics(data: PatientIn) -> service.Demographics:
 def register_patient(data: PatientIn, session: SessionDep, actor: ManagePatients) -> PatientOut:
     """Register a patient, or update the one that has any of these identifiers."""
     patient = service.upsert(session, actor=actor, data=demographics(data))
-    session.commit()
     return PatientOut.model_validate(patient)
 
 
@@ -36,14 +35,12 @@ def register_patient(data: PatientIn, session: SessionDep, actor: ManagePatients
 def search_patients(q: str, session: SessionDep, actor: ReadPatientData) -> list[PatientOut]:
     """By identifier or the start of a name."""
     found = service.search(session, actor=actor, text=q)
-    session.commit()
     return [PatientOut.model_validate(p) for p in found]
 
 
 @router.get("/{patient_id}", response_model=PatientOut)
 def get_patient(patient_id: int, session: SessionDep, actor: ReadPatientData) -> PatientOut:
     patient = service.get(session, patient_id, actor=actor)
-    session.commit()
     return PatientOut.model_validate(patient)
 
 
@@ -57,7 +54,6 @@ def merge_patients(data: MergeIn, session: SessionDep, actor: MergePatients) -> 
         merged_patient_id=data.merged_patient_id,
         reason=data.reason,
     )
-    session.commit()
     return MergeOut(
         surviving_patient_id=merged.surviving_patient_id,
         merged_patient_id=merged.merged_patient_id,

@@ -103,7 +103,6 @@ def results_for_specimen(
     accession: str = Query(description="Accession number of the specimen"),
 ) -> list[ResultOut]:
     found = queries.for_specimen(session, accession, actor=actor)
-    session.commit()
     return [result_out(session, r) for r in found]
 
 
@@ -131,7 +130,6 @@ def enter_result(data: ResultIn, session: SessionDep, actor: EnterResults) -> Re
             instrument="manual",
         ),
     )
-    session.commit()
     return result_out(session, queries.stored(session, outcome))
 
 
@@ -139,7 +137,6 @@ def enter_result(data: ResultIn, session: SessionDep, actor: EnterResults) -> Re
 def get_result(result_id: int, session: SessionDep, actor: ReadPatientData) -> ResultOut:
     """One result with every version."""
     result = queries.read(session, result_id, actor=actor)
-    session.commit()
     return result_out(session, result, with_versions=True)
 
 
@@ -161,7 +158,6 @@ def verify(
     result = service.verify(
         session, actor=actor, result_id=result_id, critical=critical, comment=data.comment
     )
-    session.commit()
     return result_out(session, result)
 
 
@@ -177,7 +173,6 @@ def correct(
         reason=data.reason,
         comment=data.comment,
     )
-    session.commit()
     return result_out(session, result, with_versions=True)
 
 
@@ -209,5 +204,4 @@ def set_aside(
 @router.post("/{result_id}/cancel", response_model=ResultOut)
 def cancel(result_id: int, data: CancelIn, session: SessionDep, actor: CorrectResults) -> ResultOut:
     result = service.cancel(session, actor=actor, result_id=result_id, reason=data.reason)
-    session.commit()
     return result_out(session, result)

@@ -32,7 +32,7 @@ from lab.web.auth import (
     ReadPatientDataPage,
     VerifyResultsForm,
 )
-from lab.web.pages import PostedForm, notice_of, page_router, redirect_after_post
+from lab.web.pages import PostedForm, notice_of, page_router, redirect_after_post, show_form_again
 from lab.web.printouts import cumulative_report, pdf_response
 from lab.web.templating import language_of, render
 
@@ -121,7 +121,6 @@ def entry_page(
 ) -> Response:
     specimen = specimens.read(session, accession_number, actor=actor)
     context = _entry_context(session, specimen, actor)
-    session.commit()
     context["notice"] = notice_of(request)
     return render(request, "results/entry.html", context)
 
@@ -160,13 +159,19 @@ def enter_results(
         except LabError as exc:
             errors[code] = _problem_text(exc)
     if errors:
-        session.rollback()
-        specimen = specimens.read(session, accession_number, actor=actor)
-        context = _entry_context(session, specimen, actor, values=values, errors=errors)
-        session.commit()
-        context["notice"] = None
-        return render(request, "results/entry.html", context, status_code=422)
-    session.commit()
+        return show_form_again(
+            request,
+            session,
+            template="results/entry.html",
+            read=lambda: _entry_context(
+                session,
+                specimens.read(session, accession_number, actor=actor),
+                actor,
+                values=values,
+                errors=errors,
+            ),
+            status_code=422,
+        )
     return redirect_after_post(f"/specimens/{specimen.accession_number}/results", "results_saved")
 
 
@@ -257,7 +262,6 @@ def _review_context(
 @router.get("/review")
 def review_page(request: Request, session: SessionDep, actor: ReadPatientDataPage) -> Response:
     context = _review_context(session, actor)
-    session.commit()
     context["notice"] = notice_of(request)
     context["verified_count"] = request.query_params.get("count", "")
     return render(request, "results/review.html", context)
@@ -297,20 +301,23 @@ def verify(
             session, actor=actor, result_id=result_id, critical=critical, comment=comment.strip()
         )
     except LabError as exc:
-        session.rollback()
         kept = {
             "comment": comment,
             "notified_person": notified_person,
             "notified_at": notified_at,
             "read_back": read_back,
         }
-        context = _review_context(
-            session, actor, errors={result_id: _problem_text(exc)}, values={result_id: kept}
+        problem = _problem_text(exc)
+        return show_form_again(
+            request,
+            session,
+            template="results/review.html",
+            read=lambda: _review_context(
+                session, actor, errors={result_id: problem}, values={result_id: kept}
+            ),
+            status_code=exc.http_status,
+            verified_count="",
         )
-        session.commit()
-        context.update(notice=None, verified_count="")
-        return render(request, "results/review.html", context, status_code=exc.http_status)
-    session.commit()
     return redirect_after_post("/review", "verified")
 
 
@@ -320,7 +327,6 @@ def verify_unremarkable(
 ) -> Response:
     """Verify every result of the specimen that has no flag of its own or of the analyser."""
     verified = results.verify_unremarkable(session, actor=actor, accession_number=accession_number)
-    session.commit()
     if not verified:
         return redirect_after_post("/review", "verified_none")
     return redirect_after_post("/review", "verified_many", count=str(len(verified)))
@@ -356,7 +362,6 @@ def result_page(
 ) -> Response:
     result = result_queries.read(session, result_id, actor=actor)
     context = _result_context(session, result)
-    session.commit()
     context["notice"] = notice_of(request)
     return render(request, "results/result.html", context)
 
@@ -381,18 +386,17 @@ def correct(
             comment=comment.strip(),
         )
     except LabError as exc:
-        session.rollback()
-        result = result_queries.read(session, result_id, actor=actor)
-        context = _result_context(session, result)
-        session.commit()
-        problems = {p.field: p.message for p in exc.problems} or {"_form": exc.message}
-        context.update(
-            notice=None,
-            correct_errors=problems,
+        return show_form_again(
+            request,
+            session,
+            template="results/result.html",
+            read=lambda: _result_context(
+                session, result_queries.read(session, result_id, actor=actor)
+            ),
+            status_code=exc.http_status,
+            correct_errors={p.field: p.message for p in exc.problems} or {"_form": exc.message},
             correct_values={"value": value, "reason": reason, "comment": comment},
         )
-        return render(request, "results/result.html", context, status_code=exc.http_status)
-    session.commit()
     return redirect_after_post(f"/results/{result_id}", "corrected")
 
 
@@ -473,5 +477,4 @@ def cumulative_pdf(
         printed_at=utcnow(),
         language=language_of(request),
     )
-    session.commit()
     return pdf_response(render_cumulative_report(report), f"cumulative-{lab_test.code}.pdf")

@@ -64,7 +64,6 @@ def specimen_out(session: Session, specimen: Specimen) -> SpecimenOut:
 def get_specimen(accession_number: str, session: SessionDep, actor: ReadPatientData) -> SpecimenOut:
     """The specimen with its status, tests, current results and timeline."""
     specimen = service.read(session, accession_number, actor=actor)
-    session.commit()
     return specimen_out(session, specimen)
 
 
@@ -73,7 +72,6 @@ def collect(
     accession_number: str, data: CollectIn, session: SessionDep, actor: HandleSpecimens
 ) -> SpecimenOut:
     specimen = service.collect(session, actor=actor, number=accession_number, at=data.collected_at)
-    session.commit()
     return specimen_out(session, specimen)
 
 
@@ -81,7 +79,6 @@ def collect(
 def receive(accession_number: str, session: SessionDep, actor: HandleSpecimens) -> SpecimenOut:
     """Mark the specimen received in the lab."""
     specimen = service.receive(session, actor=actor, number=accession_number)
-    session.commit()
     return specimen_out(session, specimen)
 
 
@@ -93,14 +90,12 @@ def reject(
     specimen = service.reject(
         session, actor=actor, number=accession_number, reason=data.reason, comment=data.comment
     )
-    session.commit()
     return specimen_out(session, specimen)
 
 
 @router.post("/{accession_number}/dispose", response_model=SpecimenOut)
 def dispose(accession_number: str, session: SessionDep, actor: HandleSpecimens) -> SpecimenOut:
     specimen = service.dispose(session, actor=actor, number=accession_number)
-    session.commit()
     return specimen_out(session, specimen)
 
 
@@ -111,5 +106,4 @@ def make_aliquot(
     child = service.make_aliquot(
         session, actor=actor, number=accession_number, container=data.container
     )
-    session.commit()
     return specimen_out(session, child)

@@ -27,7 +27,7 @@ from lab.specimens import accession
 from lab.specimens import service as specimens
 from lab.tables import Order, Patient, Specimen
 from lab.web.auth import HandleSpecimensForm, HandleSpecimensPage, ReadPatientDataPage
-from lab.web.pages import notice_of, page_router, redirect_after_post
+from lab.web.pages import notice_of, page_router, redirect_after_post, show_form_again
 from lab.web.printouts import patient_details, pdf_response, specimen_label
 from lab.web.templating import render, render_block
 
@@ -133,7 +133,6 @@ def receipt_page(
     if scanned:
         specimen = specimens.get_by_accession(session, scanned)
         context.update(outcome="received", received=_received_view(session, specimen, actor))
-        session.commit()
     return render(request, "specimens/receive.html", context)
 
 
@@ -151,23 +150,33 @@ def receive(
     try:
         specimen = specimens.receive(session, actor=actor, number=accession_number)
     except LabError as exc:
-        session.rollback()
-        outcome, known = _failed_scan(session, accession_number, exc)
-        context.update(outcome=outcome, scanned=number, message=exc.message, refused_specimen=known)
-        status = exc.http_status
-        scan = Scan(number=_SAFE_SCAN.sub("", number)[:20], outcome=outcome, at=time.time())
-        context["scans"] = [scan, *scans][:MAX_SCANS]
-        if partial:
-            response = render_block(
-                request, "specimens/receive.html", "receipt_panel", context, status_code=status
+        error, refused = exc, list[Scan]()
+
+        def read_refusal() -> dict[str, Any]:
+            outcome, known = _failed_scan(session, accession_number, error)
+            scan = Scan(number=_SAFE_SCAN.sub("", number)[:20], outcome=outcome, at=time.time())
+            refused.append(scan)
+            context.update(
+                outcome=outcome,
+                scanned=number,
+                message=error.message,
+                refused_specimen=known,
+                scans=[scan, *scans][:MAX_SCANS],
             )
-        else:
-            response = render(request, "specimens/receive.html", context, status_code=status)
-        _remember(request, response, scans, scan)
+            return context
+
+        response = show_form_again(
+            request,
+            session,
+            template="specimens/receive.html",
+            read=read_refusal,
+            status_code=exc.http_status,
+            block="receipt_panel" if partial else None,
+        )
+        _remember(request, response, scans, refused[0])
         return response
     scan = Scan(number=specimen.accession_number, outcome="received", at=time.time())
     if not partial:
-        session.commit()
         redirect = redirect_after_post(
             "/specimens/receive", "received", scanned=specimen.accession_number
         )
@@ -180,7 +189,6 @@ def receive(
         received=_received_view(session, specimen, actor),
         scans=[scan, *scans][:MAX_SCANS],
     )
-    session.commit()
     response = render_block(request, "specimens/receive.html", "receipt_panel", context)
     _remember(request, response, scans, scan)
     return response
@@ -231,7 +239,6 @@ def specimen_page(
 ) -> Response:
     specimen = specimens.read(session, accession_number, actor=actor)
     context = specimen_context(session, specimen, actor)
-    session.commit()
     context["notice"] = notice_of(request)
     return render(request, "specimens/specimen.html", context)
 
@@ -250,17 +257,17 @@ def reject(
             session, actor=actor, number=accession_number, reason=reason, comment=comment.strip()
         )
     except (InvalidInput, Conflict) as exc:
-        session.rollback()
-        specimen = specimens.read(session, accession_number, actor=actor)
-        context = specimen_context(session, specimen, actor)
-        session.commit()
-        context.update(
-            notice=None,
+        return show_form_again(
+            request,
+            session,
+            template="specimens/specimen.html",
+            read=lambda: specimen_context(
+                session, specimens.read(session, accession_number, actor=actor), actor
+            ),
+            status_code=exc.http_status,
             reject_error=exc.message,
             reject_values={"reason": reason, "comment": comment},
         )
-        return render(request, "specimens/specimen.html", context, status_code=exc.http_status)
-    session.commit()
     return redirect_after_post(f"/specimens/{specimen.accession_number}", "rejected")
 
 
@@ -275,6 +282,5 @@ def label_pdf(accession_number: str, session: SessionDep, actor: ReadPatientData
     label = specimen_label(
         specimen, order, patient_details(patient), specimens.tests_of(session, specimen)
     )
-    session.commit()
     pdf = render_labels([label], stock=DEFAULT_STOCK)
     return pdf_response(pdf, f"label-{specimen.accession_number}.pdf")

@@ -38,12 +38,10 @@ def create_user(data: UserIn, session: SessionDep, actor: ManageUsers) -> UserOu
         roles=data.roles,
         password=data.password,
     )
-    session.commit()
     return UserOut.model_validate(user)
 
 
 @router.post("/users/{username}/tokens", response_model=TokenOut, status_code=201)
 def create_token(username: str, data: TokenIn, session: SessionDep, actor: ManageUsers) -> TokenOut:
     token = service.create_token(session, actor=actor, username=username, label=data.label)
-    session.commit()
     return TokenOut(username=username, token=token)

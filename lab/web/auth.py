@@ -178,7 +178,6 @@ def login(
             lockout=timedelta(minutes=settings.lockout_minutes),
         )
     except AuthenticationRequired:
-        session.commit()  # the failed attempt counts towards the lockout, and is audited
         user = users.get_by_username(session, username.strip())
         locked = user is not None and user.locked_until is not None and user.locked_until > utcnow()
         return _login_page(
@@ -188,7 +187,6 @@ def login(
             error_key="login.locked" if locked else "login.wrong",
             status_code=400,
         )
-    session.commit()
     response = RedirectResponse(safe_next(next_path), status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -206,7 +204,6 @@ def logout(request: Request, session: SessionDep, actor: FormUser) -> Response:
     key = request.cookies.get(SESSION_COOKIE)
     if key:
         users.sign_out(session, key)
-        session.commit()
     response = redirect_after_post("/login", "signed_out")
     response.delete_cookie(SESSION_COOKIE)
     return response

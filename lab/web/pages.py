@@ -1,23 +1,25 @@
 """What every HTML route shares: errors as pages, sign-in redirects, flash notices, safe `next`.
 
 The JSON API answers errors with JSON (lab/main.py); a person in a browser gets a page in
-their language instead. `PageRoute` does that translation for every route of a page router,
-including errors raised by dependencies (no session: to the sign-in page; wrong role: 403).
+their language instead. The one error handler (`lab.main`) gives every route of a page router
+(`PageRoute`) a page, including for errors raised by dependencies (no session: to the sign-in
+page; wrong role: 403).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from lab.errors import AuthenticationRequired, LabError, NotFound, PermissionDenied
-from lab.web.templating import render
+from lab.web.templating import render, render_block
 
 # Notices shown once after a redirect (post/redirect/get): the key travels in `?done=`.
 NOTICES = frozenset(
@@ -98,24 +100,49 @@ PostedForm = Annotated[FormData, Depends(posted_form)]
 
 
 class PageRoute(APIRoute):
-    """A route whose errors become pages instead of JSON."""
+    """A route whose errors become pages instead of JSON (see `answer_for_page`)."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
 
-        async def page_handler(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except SignInNeeded as exc:
-                return sign_in_redirect(request, exc)
-            except AuthenticationRequired:
-                return sign_in_redirect(
-                    request, SignInNeeded(quote(request.url.path), expired=False)
-                )
-            except LabError as exc:
-                return error_page(request, exc)
+def is_page(request: Request) -> bool:
+    """Whether the request was routed to a page (its errors are answered with a page)."""
+    return isinstance(request.scope.get("route"), PageRoute)
 
-        return page_handler
+
+def answer_for_page(request: Request, exc: LabError) -> Response:
+    """A page's answer to an error, given by the one error handler (`lab.main`).
+
+    The error has passed through the session dependency on its way there, so whatever the
+    route had changed is rolled back; no sign-in: to the sign-in page; wrong role: 403.
+    """
+    if isinstance(exc, AuthenticationRequired):
+        return sign_in_redirect(request, SignInNeeded(quote(request.url.path), expired=False))
+    return error_page(request, exc)
+
+
+def show_form_again(
+    request: Request,
+    session: Session,
+    *,
+    template: str,
+    read: Callable[[], dict[str, Any]],
+    status_code: int,
+    block: str | None = None,
+    **shown: Any,
+) -> Response:
+    """A refused form, shown again with its errors next to the fields and the input kept.
+
+    Nothing of the refused change is kept: it is rolled back here. The page is then read
+    afresh by `read` (what is stored now, not what the refused change left in the session),
+    and the audit rows of that read are committed with the answer by the session dependency.
+    `shown` goes into the page as it is (the errors and the values typed).
+    """
+    session.rollback()
+    context = read()
+    context.update(notice=None)
+    context.update(shown)
+    if block is not None:
+        return render_block(request, template, block, context, status_code=status_code)
+    return render(request, template, context, status_code=status_code)
 
 
 def page_router() -> APIRouter:
