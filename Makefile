@@ -1,12 +1,14 @@
-# The lab module. `make run` and `make test` work on a fresh machine: they create .venv from
-# pyproject.toml when it is missing or older than pyproject.toml, then run.
+# The lab module. `make run`, `make check` and `make test` work on a fresh machine: they create
+# .venv from pyproject.toml when it is missing or older than pyproject.toml, then run.
+# `make system-deps` installs the Debian packages the browser, serial and PDF tests need; it is
+# the only target that calls apt-get, and only when it is asked for (CI does: .ci/run).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench drill system-deps clean
+.PHONY: run test check lint typecheck pytest pytest-fast bench drill system-deps clean
 
 # The .pth line puts the checkout on the venv's path, so its folders outside the wheel (testkit/
 # above all) import from anywhere: `lab demo run` plays its day with the test kit.
@@ -44,10 +46,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) system-deps
+pytest: $(STAMP)
 	$(BIN)/pytest -q
 
+# The inner loop: every test that needs no browser, no embedded PostgreSQL and no long run.
+pytest-fast: $(STAMP)
+	$(BIN)/pytest -q -m 'not browser and not embedded and not slow'
+
 test: lint typecheck pytest
+
+check: lint typecheck pytest-fast
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

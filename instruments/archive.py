@@ -4,7 +4,7 @@ Append-only files under `LAB_DATA_DIR/archive/<instrument>/<YYYY-MM-DD>.astm` (U
 transcript format of `instruments.astm.transcript` (``>`` from the analyser, ``<`` from us,
 ``@`` seconds since the epoch), so an archive file is itself a capture that
 `lab instrument replay` can feed through the decoder again. Each piece is written, flushed and
-fsynced before the caller feeds it to the link layer (ARCHITECTURE.md rule 7).
+fsynced before the caller feeds it to the link layer (docs/architecture.md, rule 7).
 
 Why files and not a table: the archive must keep working when the database does not (a database
 outage is exactly when the raw bytes matter, and the line is then NAKed so the analyser sends

@@ -3,7 +3,7 @@
 When the setting is unset the demo file next to this module is used: one analyser speaking
 ASTM over TCP, with the lab module as the server on 127.0.0.1:5001 (`LAB_DEMO_ASTM_PORT`
 overrides the port), profile `generic`, whose instrument test codes are the lab's own codes
-(CONTRACT.md). Everything binds to loopback unless the file says otherwise.
+(docs/analysers.md). Everything binds to loopback unless the file says otherwise.
 """
 
 from __future__ import annotations

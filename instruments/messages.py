@@ -3,7 +3,7 @@
 Results go through `lab.results.service.record_tube` (the one path for every result); what cannot be
 recorded is kept in `unmatched_result` with the reason; QC results go to `qc_result`; host
 queries are answered from the specimen's pending tests. The caller commits, then acknowledges
-the frame that completed the message (ARCHITECTURE.md rule 3).
+the frame that completed the message (docs/architecture.md, rule 3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Settings of the lab module, read from `LAB_*` environment variables (CONTRACT.md)."""
+"""Settings of the lab module, read from `LAB_*` environment variables (docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ NODE_ROLES = frozenset({"web", "hl7", "instruments"})
 
 
 class Settings(BaseSettings):
-    """Every setting an operator can give; defaults are those of CONTRACT.md."""
+    """Every setting an operator can give; defaults are those of docs/operations.md."""
 
     model_config = SettingsConfigDict(env_prefix="LAB_", extra="ignore")
 

@@ -20,7 +20,7 @@ from lab.config import Settings
 
 log = logging.getLogger(__name__)
 
-# Constraint names that Alembic can rely on (STYLE.md: naming convention on MetaData).
+# Constraint names that Alembic migrations can rely on: a naming convention on MetaData.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",

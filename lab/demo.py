@@ -1,4 +1,4 @@
-"""The demo: the demo catalog and the three demo users of CONTRACT.md on an empty database."""
+"""The demo: the demo catalog and the three demo users (README.md) on an empty database."""
 
 from __future__ import annotations
 

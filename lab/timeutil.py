@@ -1,4 +1,4 @@
-"""Time is stored timezone-aware in UTC and shown in Europe/Oslo (ARCHITECTURE.md, rule 8)."""
+"""Time is stored timezone-aware in UTC and shown in Europe/Oslo (docs/architecture.md, rule 8)."""
 
 from __future__ import annotations
 

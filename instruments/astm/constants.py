@@ -1,7 +1,7 @@
 """Control characters, limits and timers of ASTM E1381 (CLSI LIS1-A) and E1394 (CLSI LIS2-A2).
 
 Sources: CLSI LIS1-A (E1381-02) sections 6 (establishment, transfer, termination), 6.5 (timeouts)
-and 8.2 (restricted characters), as summarised in docs PROTOCOLS.md.
+and 8.2 (restricted characters).
 """
 
 from __future__ import annotations

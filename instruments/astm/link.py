@@ -18,7 +18,7 @@ their CRs) and returns its number; the machine bids with ENQ as soon as the line
 no wait is running, frames each record, retransmits refused frames and reports `MessageSent` or
 `TransferAborted` carrying that number. One message is sent per transfer phase.
 
-Receiving, and commit before acknowledge (ARCHITECTURE.md rule 3): frames are acknowledged as
+Receiving, and commit before acknowledge (docs/architecture.md, rule 3): frames are acknowledged as
 they arrive except the frame that completes an L (terminator) record. For that frame the
 connection emits ``MessageReceived(records=..., needs_confirmation=True)`` and pauses
 (`next_event()` returns `PAUSED`, later bytes stay buffered, no receiver timer runs). The

@@ -59,7 +59,7 @@ class Profile:
     title: ClassVar[str] = "Generic CLSI LIS2-A2 (ASTM E1394-97) analyser"
     document: ClassVar[str] = (
         "CLSI LIS2-A2, Specification for Transferring Information Between Clinical Laboratory "
-        "Instruments and Information Systems, 2nd ed. (2004), as summarised in PROTOCOLS.md"
+        "Instruments and Information Systems, 2nd ed. (2004)"
     )
     default_encoding: ClassVar[str] = "latin-1"  # LIS2-A2 default character set (ISO 8859-1)
     version: ClassVar[str] = "LIS2-A2"

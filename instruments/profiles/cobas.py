@@ -3,7 +3,7 @@
 Follows "cobas c 311 analyzer Host Interface Manual", Version 1.4 (Roche Diagnostics, July
 2013), whose revision history says it was built from the cobas e 411 host communication
 document (Version 1.0; its later revisions were not found). Points used here, as summarised in
-PROTOCOLS.md:
+docs/analysers.md:
 - test IDs `^^^685/` (application code, `/`, dilution; manual part E, test order record);
 - H-11 message type: `RSUPL^REAL` results upload, `TSREQ^REAL` query, answered `TSDWN^REPLY`;
   `TSDWN^BATCH` for orders pushed without a query (the batch download of the manual's

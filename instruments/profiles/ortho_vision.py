@@ -2,7 +2,8 @@
 
 Follows the "ORTHO VISION (BioVue) System LIS interface" guide of Ortho Clinical Diagnostics
 (copyright 2014-2021); its exact document number and revision could not be confirmed from
-public sources, so treat the points below as taken from PROTOCOLS.md and real traffic:
+public sources, so treat the points below as taken from public descriptions
+(docs/analysers.md) and real traffic:
 - plain test codes without the `^^^` prefix (`ABO`, `RH`), one component;
 - text in Windows-1252 (patient names with æ ø å and 0x80-0x9F punctuation).
 """

@@ -1,9 +1,10 @@
 """Sysmex XN series haematology analysers.
 
 Follows "Automated Hematology Analyzer XN series ASTM Host Interface Specifications",
-Revision 18 (Sysmex document R314185), as far as the facts in PROTOCOLS.md go: the document
-itself was not at hand in full, so its revision is the newest one found published, and the
-points below are those confirmed from public traffic and summaries:
+Revision 18 (Sysmex document R314185), as far as the public facts summarised in
+docs/analysers.md go: the document itself was not at hand in full, so its revision is the
+newest one found published, and the points below are those confirmed from public traffic
+and summaries:
 - the test ID carries the code in the 5th component with the dilution in the 6th:
   `^^^^WBC^1` (LIS2-A2 5.6.1 puts a local code in the 4th; Sysmex uses the 5th);
 - H-13 version `E1394-97`.

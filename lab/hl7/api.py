@@ -1,4 +1,4 @@
-"""JSON routes of the HL7 message log (CONTRACT.md: `GET /api/v1/messages`)."""
+"""JSON routes of the HL7 message log (docs/hl7-interface.md, "Message log")."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ One round (`run_once`):
 1. claim: in one short transaction, up to `batch_size` due messages are locked with
    `FOR UPDATE SKIP LOCKED` (a second process running the dispatcher skips them) and marked
    `sent`. Only a patient's oldest undelivered message is due: a later one waits while an
-   earlier one is queued, in flight, failing or dead (per-patient order, ARCHITECTURE.md rule 4).
+   earlier one is queued, in flight, failing or dead (per-patient order,
+   docs/architecture.md rule 4).
    A dead message holds back only its own patient's later messages, never other patients'.
 2. deliver each over one MLLP connection (`MllpClient`), waiting for the whole ACK;
 3. record: AA marks it `acknowledged`; AE, a wrong or missing ACK, a timeout or a dropped

@@ -1,11 +1,11 @@
 """One inbound message, from raw bytes to the acknowledgements that answer it (no sockets).
 
-Two transactions per message (ARCHITECTURE.md rules 3 and 7):
+Two transactions per message (docs/architecture.md, rules 3 and 7):
 
 1. `store`: the raw bytes go into `hl7_message` (status `received`) and are committed before
    anything is processed. MSH-10 with the sender (MSH-3/MSH-4) is unique there, so a repeat
    finds the first row: if that one was answered, its stored ACK is sent again, byte for byte,
-   and nothing is processed again (v2.5.1 section 2.9.2; PROTOCOLS.md "Duplicates"). In
+   and nothing is processed again (v2.5.1 section 2.9.2; docs/hl7-interface.md, duplicates). In
    enhanced mode the commit ACK (CA) is built here and sent as soon as this commit is done.
 2. `process`: locks the row, maps the message, calls the handlers inside a savepoint, and sets
    the status and the ACK text in the same transaction as the change. Only after this commit is

@@ -6,7 +6,7 @@ and its application ACK sent, before the next message of that connection is look
 connections are served at once; the database work runs in worker threads (`Inbox` is
 synchronous, SQLAlchemy sessions are).
 
-Nothing is acknowledged before it is committed (ARCHITECTURE.md rule 3). When the database
+Nothing is acknowledged before it is committed (docs/architecture.md, rule 3). When the database
 fails, the connection is closed without an ACK so the sender resends. A framing error that
 leaves the stream unusable (an endless block) closes the connection too.
 """
@@ -32,7 +32,7 @@ READ_SIZE = 65536
 
 
 def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    """TLS for MLLP, which has no security of its own (PROTOCOLS.md, HL7 part)."""
+    """TLS for MLLP, which has no security of its own (docs/install.md, "TLS for MLLP")."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)

@@ -1,6 +1,6 @@
 """Handlers: inbound messages from the record translated into calls of the core services.
 
-Thin on purpose (ARCHITECTURE.md rule 1): the rules live in `orders.service` and
+Thin on purpose (docs/architecture.md, rule 1): the rules live in `orders.service` and
 `patients.service`; this module only turns mapped HL7 values into their requests and turns the
 services' errors (`LabError` with field names such as `identifiers[1]` or `tests[0].code`)
 back into ERR locations (`PID-3` repetition 2, `OBR[1]-4`), so the sender learns which segment

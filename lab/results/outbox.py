@@ -1,7 +1,7 @@
 """The transactional outbox: ORU^R01 messages written in the same transaction as the change.
 
-`results.service.verify`, `correct` and `cancel` call `on_result_released` (ARCHITECTURE.md rule
-4). Nothing here touches a socket; `lab.hl7.dispatcher` delivers what is queued.
+`results.service.verify`, `correct` and `cancel` call `on_result_released` (docs/architecture.md,
+rule 4). Nothing here touches a socket; `lab.hl7.dispatcher` delivers what is queued.
 
 Release policy (docs/hl7-interface.md): a verified result is held, so the record does not get
 an order in single components, until the order is complete (every test verified or cancelled)

@@ -1,7 +1,7 @@
 """Tables of the HL7 interface: the message log (which is also the outbox) and held releases.
 
 `hl7_message` holds every inbound and outbound message raw, stored BEFORE it is processed or
-sent (ARCHITECTURE.md rules 3, 4 and 7). Inbound statuses: received -> processed | error |
+sent (docs/architecture.md, rules 3, 4 and 7). Inbound statuses: received -> processed | error |
 rejected. Outbound statuses: queued -> sent -> acknowledged, with failed (waiting for a retry)
 and dead (parked for an operator) on the way.
 

@@ -3,7 +3,7 @@
 The archive (`instruments.archive`) writes every piece of an analyser line, with its time, before
 the piece is read or sent. So a result message's last frame has the time it arrived, and our
 ACK of that frame, which the runner sends only after the message's transaction committed
-(ARCHITECTURE.md rule 3), has the time it was sent. `ArchiveScanner` plays the host's link
+(docs/architecture.md, rule 3), has the time it was sent. `ArchiveScanner` plays the host's link
 layer over the analyser's side of the archive, exactly as `lab instrument replay` does, and
 holds each completed message until the archive shows what the real host answered: ACK gives a
 timing, NAK (the commit failed) gives none and the analyser's resend is followed instead.

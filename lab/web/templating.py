@@ -1,7 +1,8 @@
 """The Jinja2 environment of the web pages: autoescaped, Norwegian formats, `t()` for text.
 
 One template per page; a partial update renders one named block of the same template
-(`render_block`), so the page and its fragment can never drift apart (STYLE.md, "Web pages").
+(`render_block`), so the page and its fragment can never drift apart (docs/architecture.md,
+"Pages").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Interop with the outside peer python-hl7 (`hl7==0.4.5`).
 
 python-hl7 reads what we build and we read what it builds, for ASCII and Latin-1 content.
-PROTOCOLS.md notes its known fault: it escapes `Ā` (U+0100) as `\\X100\\` (three hex digits) and
+Its known fault: it escapes `Ā` (U+0100) as `\\X100\\` (three hex digits) and
 reads that back as two control characters. We send such letters as UTF-8 and refuse `\\X100\\`
 with a structured error instead of inventing characters.
 """

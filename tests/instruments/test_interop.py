@@ -1,6 +1,6 @@
 """Interop with the outside peer astm-2025 (import `astm`) over real TCP.
 
-Its faults (PROTOCOLS.md): its client does not retransmit on NAK and sends a stray ENQ/EOT after
+Its known faults: its client does not retransmit on NAK and sends a stray ENQ/EOT after
 a session; its server cannot take a frame split across reads (we write each frame with one send).
 """
 

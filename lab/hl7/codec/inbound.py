@@ -1,6 +1,6 @@
 """Inbound messages from the record mapped to plain values, with every problem for ERR.
 
-Accepted (CONTRACT.md, HL7 section): `OML^O21` (IHE LTW LAB-1), `ORM^O01` (legacy, same
+Accepted (docs/hl7-interface.md, "Inbound"): `OML^O21` (IHE LTW LAB-1), `ORM^O01` (legacy, same
 meaning), `ADT^A01/A04/A08/A31` (demographics) and `ADT^A40` (merge). The segment walk is our
 own rather than hl7apy's grouping: real multi-test OML^O21 (one ORC+OBR group per test) fails
 hl7apy's STRICT grouping (hl7apy issue #148), and some senders put several OBRs under one ORC,

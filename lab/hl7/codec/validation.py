@@ -1,11 +1,11 @@
 """hl7apy STRICT validation of whole messages against the v2.5.1 structures.
 
-hl7apy is the structure authority (ARCHITECTURE.md), not a hot-path parser: about 30 ms a
-message. Used by the tests on everything we emit and optionally at run time. It checks
-segment order and grouping, required fields and data types; it does not check table values
-(an OBX-8 `Q` passes), so tests check those separately. Known fault: a v2.5.1 OML^O21 with
-several ORC+OBR groups fails because hl7apy files the second ORC under PRIOR_RESULT (hl7apy
-issue #148), so inbound orders are checked by `lab.hl7.codec.inbound`, not here.
+hl7apy is the structure authority (docs/architecture.md, dependencies), not a hot-path parser:
+about 30 ms a message. Used by the tests on everything we emit and optionally at run time. It
+checks segment order and grouping, required fields and data types; it does not check table
+values (an OBX-8 `Q` passes), so tests check those separately. Known fault: a v2.5.1 OML^O21
+with several ORC+OBR groups fails because hl7apy files the second ORC under PRIOR_RESULT
+(hl7apy issue #148), so inbound orders are checked by `lab.hl7.codec.inbound`, not here.
 """
 
 from __future__ import annotations
