@@ -34,7 +34,7 @@ from lab.audit import Actor
 from lab.errors import LabError
 from lab.results import service as results
 from lab.specimens import service as specimens
-from lab.tables import QcResult, UnmatchedResult
+from lab.tables import QcResult, UnmatchedResult, UnmatchedStatus
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ def _keep_unmatched(
         "observed_at": _aware(result.completed_at, zone) if result and zone else None,
         "reason": reason,
         "raw_record": raw,
-        "status": "open",
+        "status": UnmatchedStatus.OPEN,
         "handling_note": "",
     }
     return _insert_once(session, UnmatchedResult, values)

@@ -20,10 +20,21 @@ from lab.errors import Conflict, InvalidInput, NotFound
 from lab.results import queries as result_queries
 from lab.results import service as results
 from lab.specimens import queries as work_lists
-from lab.tables import OrderDownload, QcResult, Specimen, UnmatchedResult
+from lab.tables import (
+    DownloadStatus,
+    OrderDownload,
+    QcResult,
+    Specimen,
+    UnmatchedResult,
+    UnmatchedStatus,
+)
 from lab.timeutil import utcnow
 
-OPEN, RESOLVED, DISCARDED = "open", "resolved", "discarded"
+OPEN, RESOLVED, DISCARDED = (
+    UnmatchedStatus.OPEN,
+    UnmatchedStatus.RESOLVED,
+    UnmatchedStatus.DISCARDED,
+)
 
 
 def list_unmatched(
@@ -173,7 +184,7 @@ def orders_to_download(
     """Received specimens with tests this analyser runs that were not pushed to it yet (or
     whose push failed), claimed by a `queued` row in the same transaction."""
     done = select(OrderDownload.specimen_id).where(
-        OrderDownload.instrument == instrument.name, OrderDownload.status != "failed"
+        OrderDownload.instrument == instrument.name, OrderDownload.status != DownloadStatus.FAILED
     )
     found: list[SpecimenOrder] = []
     for entry in worklist(session, instrument=instrument, limit=limit * 4):
@@ -199,7 +210,7 @@ def orders_to_download(
                 attempts=0,
             )
             session.add(row)
-        row.status = "queued"
+        row.status = DownloadStatus.QUEUED
         row.test_codes = list(entry.test_codes)
         row.attempts += 1
         found.append(
@@ -226,5 +237,5 @@ def download_finished(
         )
     )
     for row in rows:
-        row.status = "sent" if delivered else "failed"
+        row.status = DownloadStatus.SENT if delivered else DownloadStatus.FAILED
         row.sent_at = utcnow() if delivered else None

@@ -34,11 +34,16 @@ from lab.hl7.codec.ack import AckCode
 from lab.hl7.codec.er7 import parse_message
 from lab.hl7.codec.errors import Hl7Error
 from lab.hl7.codec.mllp import MllpDecoder, frame
-from lab.tables import Hl7Message
+from lab.tables import HL7_UNDELIVERED, HL7_WAITING, Hl7Message, Hl7Status, sql_list
 from lab.timeutil import utcnow
 
 log = logging.getLogger(__name__)
-SENT, ACKNOWLEDGED, FAILED, DEAD = "sent", "acknowledged", "failed", "dead"
+SENT, ACKNOWLEDGED, FAILED, DEAD = (
+    Hl7Status.SENT,
+    Hl7Status.ACKNOWLEDGED,
+    Hl7Status.FAILED,
+    Hl7Status.DEAD,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,30 +204,30 @@ class Claimed:
 # patient's head over the partial index `ix_hl7_message_outbox`; `sent` heads older than the
 # stale limit belong to a process that died and are taken again.
 _HEADS = text(
-    """
+    f"""
     SELECT id FROM (
       SELECT DISTINCT ON (patient_id) id, status, next_attempt_at, last_attempt_at
       FROM hl7_message
-      WHERE direction = 'out' AND status IN ('queued', 'sent', 'failed', 'dead')
+      WHERE direction = 'out' AND status IN ({sql_list(HL7_UNDELIVERED)})
       ORDER BY patient_id, id
     ) AS heads
-    WHERE (status IN ('queued', 'failed') AND next_attempt_at <= :now)
-       OR (status = 'sent' AND last_attempt_at < :stale)
+    WHERE (status IN ({sql_list(HL7_WAITING)}) AND next_attempt_at <= :now)
+       OR (status = '{Hl7Status.SENT.value}' AND last_attempt_at < :stale)
     ORDER BY id
     LIMIT :limit
-    """
+    """  # noqa: S608 (the lists are our own constants, written in for the partial index)
 )
 # The heads found are locked with SKIP LOCKED (another dispatcher may hold some) and checked
 # again: one claimed meanwhile by another process is no longer due.
 _LOCK = text(
-    """
+    f"""
     SELECT id FROM hl7_message
     WHERE id = ANY(:ids)
-      AND ((status IN ('queued', 'failed') AND next_attempt_at <= :now)
-           OR (status = 'sent' AND last_attempt_at < :stale))
+      AND ((status IN ({sql_list(HL7_WAITING)}) AND next_attempt_at <= :now)
+           OR (status = '{Hl7Status.SENT.value}' AND last_attempt_at < :stale))
     ORDER BY id
     FOR UPDATE SKIP LOCKED
-    """
+    """  # noqa: S608
 )
 
 

@@ -39,15 +39,13 @@ from lab.hl7.codec.errors import ErrorCode, Hl7Error, MessageStructureError, Pro
 from lab.hl7.codec.inbound import map_inbound
 from lab.hl7.codec.timestamps import format_timestamp
 from lab.hl7.service import MessageRefused, handle, interface_actor
-from lab.tables import INBOUND, Hl7Message
+from lab.tables import INBOUND, Hl7Message, Hl7Status
 from lab.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-RECEIVED = "received"
-PROCESSED = "processed"
-ERROR = "error"
-REJECTED = "rejected"
+RECEIVED, PROCESSED = Hl7Status.RECEIVED, Hl7Status.PROCESSED
+ERROR, REJECTED = Hl7Status.ERROR, Hl7Status.REJECTED
 _STATUS = {Outcome.ACCEPTED: PROCESSED, Outcome.ERROR: ERROR, Outcome.REJECTED: REJECTED}
 
 

@@ -15,15 +15,23 @@ from lab import audit
 from lab.audit import Actor
 from lab.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from lab.hl7.codec.charsets import charset_codec
-from lab.tables import INBOUND, OUTBOUND, Hl7Message
+from lab.tables import (
+    HL7_INBOUND_STATUSES,
+    HL7_LIFECYCLE,
+    HL7_OUTBOUND_STATUSES,
+    INBOUND,
+    OUTBOUND,
+    Hl7Message,
+    Hl7Status,
+)
 from lab.timeutil import utcnow
 
 LOG_ROLES = frozenset({"physician", "admin", "interface"})
 CONTENT_ROLES = frozenset({"physician", "interface"})
 RESEND_ROLES = frozenset({"physician", "admin"})
 STATUSES = {
-    INBOUND: ("received", "processed", "error", "rejected"),
-    OUTBOUND: ("queued", "sent", "acknowledged", "failed", "dead"),
+    INBOUND: HL7_INBOUND_STATUSES,
+    OUTBOUND: HL7_OUTBOUND_STATUSES,
 }
 
 
@@ -89,13 +97,13 @@ def resend(session: Session, message_id: int, *, actor: Actor) -> Hl7Message:
     message = session.get(Hl7Message, message_id, with_for_update=True)
     if message is None:
         raise NotFound(f"no HL7 message {message_id}")
-    if message.direction != OUTBOUND or message.status != "dead":
+    if message.direction != OUTBOUND or message.status != Hl7Status.DEAD:
         raise Conflict(
             f"only dead outbound messages are resent; message {message_id} is "
             f"{message.direction} {message.status}"
         )
     before = {"status": message.status, "attempts": message.attempts, "error": message.error}
-    message.status = "queued"
+    message.status = HL7_LIFECYCLE.check(message.status, Hl7Status.QUEUED)
     message.attempts = 0
     message.next_attempt_at = utcnow()
     message.finished_at = None
@@ -107,6 +115,6 @@ def resend(session: Session, message_id: int, *, actor: Actor) -> Hl7Message:
         entity_id=message.id,
         patient_id=message.patient_id,
         before=before,
-        after={"status": "queued"},
+        after={"status": Hl7Status.QUEUED.value},
     )
     return message

@@ -28,7 +28,7 @@ from lab.hl7.inbox import Inbox
 from lab.hl7.listener import Hl7Listener, server_tls_context
 from lab.hl7.release import release_due
 from lab.lifespan import Starter
-from lab.tables import OUTBOUND, Hl7Message
+from lab.tables import HL7_UNDELIVERED, OUTBOUND, Hl7Message, Hl7Status
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def outbox_counts(session_factory: sessionmaker[Session]) -> dict[str, int]:
             select(Hl7Message.status, func.count())
             .where(
                 Hl7Message.direction == OUTBOUND,
-                Hl7Message.status.in_(("queued", "sent", "failed", "dead")),
+                Hl7Message.status.in_(HL7_UNDELIVERED),
             )
             .group_by(Hl7Message.status)
         ).all()
@@ -139,9 +139,9 @@ def starter(
             return {
                 "state": "up" if dispatcher is not None else "waiting",
                 "receiver": settings.ehr_mllp_url or None,
-                "queued": counts.get("queued", 0) + counts.get("failed", 0),
-                "in_flight": counts.get("sent", 0),
-                "dead": counts.get("dead", 0),
+                "queued": counts.get(Hl7Status.QUEUED, 0) + counts.get(Hl7Status.FAILED, 0),
+                "in_flight": counts.get(Hl7Status.SENT, 0),
+                "dead": counts.get(Hl7Status.DEAD, 0),
                 "last_delivery_at": last.isoformat() if last else None,
                 "last_error": stats.last_error if stats is not None else "",
             }

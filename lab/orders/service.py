@@ -20,12 +20,18 @@ from lab.errors import Conflict, FieldProblem, InvalidInput, NotFound
 from lab.patients import service as patients
 from lab.specimens import service as specimens
 from lab.tables import (
-    OPEN_TEST_STATUSES,
+    ORDER_LIFECYCLE,
+    SPECIMEN_FINISHED,
+    TEST_CLOSED,
+    TEST_LIFECYCLE,
+    TEST_PENDING,
     Order,
     OrderedTest,
+    OrderStatus,
     Patient,
     Priority,
     Specimen,
+    SpecimenStatus,
     TestStatus,
 )
 from lab.timeutil import utcnow
@@ -91,7 +97,7 @@ def place(session: Session, *, actor: Actor, request: OrderRequest) -> Order:
         priority=request.priority,
         clinical_info=request.clinical_info,
         source=request.source,
-        status="active",
+        status=OrderStatus.ACTIVE,
     )
     session.add(order)
     session.flush()
@@ -192,14 +198,14 @@ def add_test(
 ) -> OrderedTest:
     """An add-on test: run on a specimen already in the lab when one fits, else a new tube."""
     order = get_by_filler(session, filler)
-    if order.status == "cancelled":
+    if order.status == OrderStatus.CANCELLED:
         raise Conflict(f"order {filler} is cancelled")
     test = catalog.resolve_test(session, code=code, system=system)
     if any(t.test_id == test.id and t.status != TestStatus.CANCELLED for t in order.tests):
         raise Conflict(f"{test.code} is already ordered on {filler}")
     item = OrderedTest(test_id=test.id, status=TestStatus.ORDERED, add_on=True)
     order.tests.append(item)
-    order.status = "active"
+    order.status = ORDER_LIFECYCLE.check(order.status, OrderStatus.ACTIVE, name=f"order {filler}")
     session.flush()
     usable = [
         s
@@ -207,12 +213,12 @@ def add_test(
         if s.container == test.container
         and s.specimen_type == test.specimen_type
         and s.parent_id is None
-        and s.status not in ("rejected", "disposed")
+        and s.status not in SPECIMEN_FINISHED
     ]
     if usable:
         item.specimen_id = usable[0].id
         specimens.set_due_times(session, usable[0])
-        if usable[0].status == "completed":
+        if usable[0].status == SpecimenStatus.COMPLETED:
             specimens.note_result(session, actor=actor, specimen=usable[0])
     else:
         specimens.create_for_tests(session, actor=actor, order=order, tests=[item])
@@ -241,14 +247,14 @@ def cancel_tests(
         missing = wanted - {t.test.code for t in chosen}
         if missing:
             raise NotFound(f"{', '.join(sorted(missing))} not ordered on {filler}")
-    done = [t.test.code for t in chosen if t.status not in OPEN_TEST_STATUSES | {"cancelled"}]
+    done = [t.test.code for t in chosen if t.status not in TEST_PENDING | {TestStatus.CANCELLED}]
     if done:
         raise Conflict(
             f"{', '.join(done)} already has a result; cancel or correct the result instead"
         )
     cancelled = [t for t in chosen if t.status != TestStatus.CANCELLED]
     for item in cancelled:
-        item.status = TestStatus.CANCELLED
+        item.status = TEST_LIFECYCLE.check(item.status, TestStatus.CANCELLED)
         item.cancelled_at = utcnow()
         item.cancel_reason = reason
     refresh_status(order)
@@ -280,8 +286,11 @@ def refresh_status(order: Order) -> None:
     """active while anything is open; completed when every test is verified or cancelled."""
     statuses = {t.status for t in order.tests}
     if statuses and statuses <= {TestStatus.CANCELLED}:
-        order.status = "cancelled"
-    elif statuses <= {TestStatus.VERIFIED, TestStatus.CANCELLED}:
-        order.status = "completed"
+        target = OrderStatus.CANCELLED
+    elif statuses <= TEST_CLOSED:
+        target = OrderStatus.COMPLETED
     else:
-        order.status = "active"
+        target = OrderStatus.ACTIVE
+    order.status = ORDER_LIFECYCLE.check(
+        order.status, target, name=f"order {order.filler_order_number}"
+    )

@@ -22,7 +22,7 @@ from lab.reports import DEFAULT_STOCK, render_labels, render_result_report
 from lab.results import queries as result_queries
 from lab.specimens import accession
 from lab.specimens import service as specimens
-from lab.tables import OPEN_TEST_STATUSES, Order, Patient
+from lab.tables import SPECIMEN_FINISHED, TEST_PENDING, Order, Patient, TestStatus
 from lab.timeutil import utcnow
 from lab.web.auth import CancelOrdersForm, PlaceOrdersForm, ReadPatientDataPage
 from lab.web.pages import PostedForm, notice_of, page_router, redirect_after_post, show_form_again
@@ -113,7 +113,7 @@ def order_context(session: Session, order: Order, actor: Actor) -> dict[str, Any
                 }
             )
     timeline.sort(key=lambda line: line["at"])
-    ordered_codes = {t.test.code for t in order.tests if t.status != "cancelled"}
+    ordered_codes = {t.test.code for t in order.tests if t.status != TestStatus.CANCELLED}
     return {
         "order": order,
         "patient": patient,
@@ -122,7 +122,7 @@ def order_context(session: Session, order: Order, actor: Actor) -> dict[str, Any
         "results_by_test": by_test,
         "timeline": timeline,
         "addable": [t for t in catalog.list_tests(session) if t.code not in ordered_codes],
-        "open_tests": [t for t in order.tests if t.status in OPEN_TEST_STATUSES],
+        "open_tests": [t for t in order.tests if t.status in TEST_PENDING],
         "add_error": None,
         "cancel_error": None,
         "cancel_values": {"codes": [], "reason": ""},
@@ -216,7 +216,7 @@ def labels_pdf(
     labels = [
         specimen_label(tube, order, details, specimens.tests_of(session, tube))
         for tube in orders.specimens_of(session, order)
-        if tube.status not in ("rejected", "disposed")
+        if tube.status not in SPECIMEN_FINISHED
     ]
     if not labels:
         raise NotFound(f"order {filler_order_number} has no tube to label")

@@ -46,8 +46,11 @@ from lab.hl7.codec.types import (
 )
 from lab.patients.identifiers import IdentifierKind
 from lab.tables import (
+    ORDER_CLOSED,
     OUTBOUND,
+    REPORTABLE,
     Hl7Message,
+    Hl7Status,
     LabTest,
     Order,
     OrderedTest,
@@ -57,9 +60,9 @@ from lab.tables import (
     Specimen,
 )
 from lab.tables import Patient as StoredPatient
+from lab.tables.results import R
 from lab.timeutil import utcnow
 
-QUEUED = "queued"
 SENDING_APPLICATION = "LAB"
 # Volven OIDs of the Norwegian national identifiers, sent with namespace `NOR` (CX-4).
 _NATIONAL_OIDS = {
@@ -115,7 +118,7 @@ def on_order_verified(
 def _release_or_hold(
     session: Session, order: Order, *, now: datetime, hold: timedelta
 ) -> Hl7Message | None:
-    if hold > timedelta(0) and order.status not in ("completed", "cancelled"):
+    if hold > timedelta(0) and order.status not in ORDER_CLOSED:
         session.execute(
             insert(PendingRelease)
             .values(order_id=order.id, held_since=now, due_at=now + hold)
@@ -140,7 +143,7 @@ def release_order(session: Session, order: Order, *, now: datetime) -> Hl7Messag
             select(Result)
             .where(
                 Result.ordered_test_id.in_(ids),
-                Result.status.in_(("verified", "cancelled")),
+                Result.status.in_(REPORTABLE),
                 ~exists().where(ReportedResult.result_id == Result.id),
             )
             .order_by(Result.id)
@@ -148,7 +151,7 @@ def release_order(session: Session, order: Order, *, now: datetime) -> Hl7Messag
     )
     if not unreported:
         return None
-    parts = [(result, F if result.status == "verified" else X) for result in unreported]
+    parts = [(result, F if result.status == R.VERIFIED else X) for result in unreported]
     finals = any(status is F for _, status in parts)
     return enqueue(
         session,
@@ -170,7 +173,7 @@ def enqueue(
     """Build the ORU^R01 and add it to the outbox in the caller's transaction."""
     row = Hl7Message(
         direction=OUTBOUND,
-        status=QUEUED,
+        status=Hl7Status.QUEUED,
         partner="",
         sending_application=SENDING_APPLICATION,
         sending_facility=get_settings().lab_name[:100],

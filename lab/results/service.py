@@ -36,7 +36,8 @@ from lab.rules import Hold, HoldCode, PreviousResult, RuleSet
 from lab.specimens import accession
 from lab.specimens import service as specimens
 from lab.tables import (
-    OPEN_TEST_STATUSES,
+    SPECIMEN_FINISHED,
+    TEST_PENDING,
     LabTest,
     Order,
     OrderedTest,
@@ -112,7 +113,7 @@ def _load_tube(session: Session, accession_number: str) -> _Tube | Refusal:
         specimen = specimens.get_by_accession(session, accession_number)
     except LabError as error:
         return Refusal(field="accession_number", message=error.message, kind="not_found")
-    if specimen.status in ("rejected", "disposed"):
+    if specimen.status in SPECIMEN_FINISHED:
         return Refusal(
             field="accession_number",
             message=f"{specimen.accession_number} is {specimen.status}; no results can be added",
@@ -302,7 +303,7 @@ def record_tube(
             session, actor=actor, writes=[p.write() for p in pending.values()], now=now
         )
         ids = dict(zip(pending, written, strict=True))
-        open_tests = sum(1 for t in tube.ordered.values() if t.status in OPEN_TEST_STATUSES)
+        open_tests = sum(1 for t in tube.ordered.values() if t.status in TEST_PENDING)
         specimens.note_result(session, actor=actor, specimen=tube.root, open_tests=open_tests)
         if released:
             _released_by_rules(session, tube, now=now)

@@ -23,7 +23,17 @@ from lab.results import service as results
 from lab.results.state import ResultState
 from lab.specimens import queries as work_lists
 from lab.specimens import service as specimens
-from lab.tables import LabTest, Order, OrderedTest, Patient, Result, Specimen
+from lab.tables import (
+    SPECIMEN_FINISHED,
+    TEST_PENDING,
+    LabTest,
+    Order,
+    OrderedTest,
+    Patient,
+    Result,
+    Specimen,
+    TestStatus,
+)
 from lab.timeutil import OSLO, as_utc, utcnow
 from lab.web.auth import (
     CorrectResultsForm,
@@ -90,7 +100,7 @@ def _entry_context(
     }
     rows = []
     for ordered in specimens.tests_of(session, specimen):
-        if ordered.status == "cancelled":
+        if ordered.status == TestStatus.CANCELLED:
             continue
         interval = results.reference_for(ordered.test, patient, specimen)
         low, high = (interval.low, interval.high) if interval else (None, None)
@@ -101,7 +111,7 @@ def _entry_context(
                 "low": low,
                 "high": high,
                 "result": existing.get(ordered.id),
-                "pending": ordered.status in ("ordered", "in_progress"),
+                "pending": ordered.status in TEST_PENDING,
             }
         )
     return {
@@ -111,7 +121,7 @@ def _entry_context(
         "rows": rows,
         "values": values or {},
         "errors": errors or {},
-        "open_specimen": specimen.status not in ("rejected", "disposed"),
+        "open_specimen": specimen.status not in SPECIMEN_FINISHED,
     }
 
 

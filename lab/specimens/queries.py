@@ -13,12 +13,18 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lab.catalog.rules import snapshot
-from lab.tables import Order, OrderedTest, Specimen
+from lab.tables import (
+    SPECIMEN_FINISHED,
+    SPECIMEN_IN_LAB,
+    SPECIMEN_NOT_YET_IN_LAB,
+    TEST_OPEN,
+    TEST_PENDING,
+    Order,
+    OrderedTest,
+    OrderStatus,
+    Specimen,
+)
 
-NOT_YET_IN_LAB = ("expected", "collected")
-IN_LAB = ("received", "in_progress")
-PENDING_TESTS = ("ordered", "in_progress")
-OPEN_TESTS = ("ordered", "in_progress", "resulted")
 PRIORITY_OF_URGENCY = {0: "stat", 1: "urgent", 2: "routine"}
 
 
@@ -27,7 +33,7 @@ def awaiting_receipt(session: Session, *, limit: int = 50) -> list[tuple[Specime
     query = (
         select(Specimen, Order)
         .join(Order, Order.id == Specimen.order_id)
-        .where(Specimen.status.in_(NOT_YET_IN_LAB), Order.status == "active")
+        .where(Specimen.status.in_(SPECIMEN_NOT_YET_IN_LAB), Order.status == OrderStatus.ACTIVE)
         .order_by(Specimen.urgency, Specimen.created_at, Specimen.id)
         .limit(limit)
     )
@@ -38,7 +44,7 @@ def awaiting_receipt_counts(session: Session) -> dict[str, int]:
     """How many specimens are expected but not received, per priority."""
     query = (
         select(Specimen.urgency, func.count())
-        .where(Specimen.status.in_(NOT_YET_IN_LAB))
+        .where(Specimen.status.in_(SPECIMEN_NOT_YET_IN_LAB))
         .group_by(Specimen.urgency)
     )
     return {
@@ -52,7 +58,7 @@ def in_lab_unfinished(session: Session, *, limit: int = 50) -> list[tuple[Specim
     query = (
         select(Specimen, Order)
         .join(Order, Order.id == Specimen.order_id)
-        .where(Specimen.status.in_(IN_LAB))
+        .where(Specimen.status.in_(SPECIMEN_IN_LAB))
         .order_by(Specimen.urgency, Specimen.received_at, Specimen.id)
         .limit(limit)
     )
@@ -60,7 +66,7 @@ def in_lab_unfinished(session: Session, *, limit: int = 50) -> list[tuple[Specim
 
 
 def count_in_lab_unfinished(session: Session) -> int:
-    query = select(func.count()).select_from(Specimen).where(Specimen.status.in_(IN_LAB))
+    query = select(func.count()).select_from(Specimen).where(Specimen.status.in_(SPECIMEN_IN_LAB))
     return int(session.scalar(query) or 0)
 
 
@@ -75,7 +81,7 @@ def worklist(
     tubes = (
         select(Specimen, Order)
         .join(Order, Order.id == Specimen.order_id)
-        .where(Specimen.status.in_(IN_LAB))
+        .where(Specimen.status.in_(SPECIMEN_IN_LAB))
         .order_by(Specimen.urgency, Specimen.received_at, Specimen.id)
         .limit(limit)
     )
@@ -87,7 +93,7 @@ def worklist(
         select(OrderedTest)
         .where(
             OrderedTest.specimen_id.in_([specimen.id for specimen, _ in found]),
-            OrderedTest.status.in_(PENDING_TESTS),
+            OrderedTest.status.in_(TEST_PENDING),
         )
         .order_by(OrderedTest.id)
     ):
@@ -115,10 +121,10 @@ def overdue_tests(
         select(OrderedTest, Specimen)
         .join(Specimen, Specimen.id == OrderedTest.specimen_id)
         .where(
-            OrderedTest.status.in_(OPEN_TESTS),
+            OrderedTest.status.in_(TEST_OPEN),
             OrderedTest.due_at.is_not(None),
             OrderedTest.due_at < now,
-            Specimen.status.not_in(("rejected", "disposed")),
+            Specimen.status.not_in(SPECIMEN_FINISHED),
         )
         .order_by(OrderedTest.due_at, OrderedTest.id)
         .limit(limit)

@@ -17,19 +17,19 @@ from lab.audit import Actor
 from lab.catalog.rules import rule_by_id
 from lab.errors import Conflict, InvalidInput, NotFound
 from lab.specimens import accession
-from lab.tables import Order, OrderedTest, Specimen, SpecimenEvent, SpecimenStatus
+from lab.tables import (
+    SPECIMEN_FINISHED,
+    SPECIMEN_LIFECYCLE,
+    TEST_PENDING,
+    Order,
+    OrderedTest,
+    Specimen,
+    SpecimenEvent,
+    SpecimenStatus,
+)
 from lab.timeutil import as_utc, oslo_text, utcnow
 
 S = SpecimenStatus
-TRANSITIONS: dict[SpecimenStatus, frozenset[SpecimenStatus]] = {
-    S.EXPECTED: frozenset({S.COLLECTED, S.RECEIVED, S.REJECTED}),
-    S.COLLECTED: frozenset({S.RECEIVED, S.REJECTED}),
-    S.RECEIVED: frozenset({S.IN_PROGRESS, S.COMPLETED, S.REJECTED, S.DISPOSED}),
-    S.IN_PROGRESS: frozenset({S.COMPLETED, S.REJECTED, S.DISPOSED}),
-    S.COMPLETED: frozenset({S.IN_PROGRESS, S.DISPOSED}),
-    S.REJECTED: frozenset({S.DISPOSED}),
-    S.DISPOSED: frozenset(),
-}
 
 # Specimen reject reasons: HL7 v2.5.1 table 0490 (SPM-21), so the record understands them.
 REJECT_REASONS: dict[str, str] = {
@@ -220,9 +220,9 @@ def tests_of(session: Session, specimen: Specimen) -> list[OrderedTest]:
 
 def pending_tests(session: Session, specimen: Specimen) -> list[OrderedTest]:
     """Tests still to be run on this specimen (what a host query is answered with)."""
-    if specimen.status in (S.REJECTED, S.DISPOSED):
+    if specimen.status in SPECIMEN_FINISHED:
         return []
-    return [t for t in tests_of(session, specimen) if t.status in ("ordered", "in_progress")]
+    return [t for t in tests_of(session, specimen) if t.status in TEST_PENDING]
 
 
 # The order's priority as a number the work lists sort by (see Specimen.urgency).
@@ -236,7 +236,7 @@ def set_due_times(session: Session, specimen: Specimen) -> None:
         return
     for ordered in tests_of(session, specimen):
         minutes = rule_by_id(session, ordered.test_id).turnaround_minutes
-        if minutes and ordered.status in ("ordered", "in_progress") and ordered.due_at is None:
+        if minutes and ordered.status in TEST_PENDING and ordered.due_at is None:
             ordered.due_at = specimen.received_at + timedelta(minutes=minutes)
 
 
@@ -255,7 +255,7 @@ def note_result(
             .select_from(OrderedTest)
             .where(
                 OrderedTest.specimen_id == root.id,
-                OrderedTest.status.in_(("ordered", "in_progress")),
+                OrderedTest.status.in_(TEST_PENDING),
             )
         )
     target = S.COMPLETED if open_tests == 0 else S.IN_PROGRESS
@@ -264,7 +264,7 @@ def note_result(
         root.received_at = root.received_at or utcnow()
         _move(session, root, S.RECEIVED, actor, "received (first result arrived)")
         set_due_times(session, root)
-    if root.status != target and target in TRANSITIONS[SpecimenStatus(root.status)]:
+    if root.status != target and SPECIMEN_LIFECYCLE.allows(root.status, target):
         _move(session, root, target, actor, "")
 
 
@@ -272,12 +272,7 @@ def _move(
     session: Session, specimen: Specimen, target: SpecimenStatus, actor: Actor, detail: str
 ) -> None:
     current = SpecimenStatus(specimen.status)
-    if target not in TRANSITIONS[current]:
-        raise Conflict(
-            f"{specimen.accession_number} is {current.value.replace('_', ' ')} "
-            f"and cannot become {target.value.replace('_', ' ')}"
-        )
-    specimen.status = target
+    specimen.status = SPECIMEN_LIFECYCLE.check(current, target, name=specimen.accession_number)
     _event(session, specimen, actor, target.value, detail)
     audit.record(
         session,

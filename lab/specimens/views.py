@@ -25,7 +25,7 @@ from lab.reports import DEFAULT_STOCK, render_labels
 from lab.results import queries as result_queries
 from lab.specimens import accession
 from lab.specimens import service as specimens
-from lab.tables import Order, Patient, Specimen
+from lab.tables import SPECIMEN_FINISHED, Order, Patient, Specimen
 from lab.web.auth import HandleSpecimensForm, HandleSpecimensPage, ReadPatientDataPage
 from lab.web.pages import notice_of, page_router, redirect_after_post, show_form_again
 from lab.web.printouts import patient_details, pdf_response, specimen_label
@@ -105,7 +105,7 @@ def _failed_scan(session: Session, number: str, exc: LabError) -> tuple[str, Spe
             specimen = specimens.get_by_accession(session, number)
         except LabError:
             return "refused", None
-        if specimen.status in ("rejected", "disposed"):
+        if specimen.status in SPECIMEN_FINISHED:
             return "rejected", specimen
         if specimen.received_at is not None:
             return "already", specimen

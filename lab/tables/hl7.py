@@ -14,6 +14,7 @@ result is reported once and a correction is known to follow an earlier report.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -30,9 +31,51 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from lab.db import Base
+from lab.tables.lifecycle import Lifecycle, sql_list
 
 INBOUND = "in"
 OUTBOUND = "out"
+
+
+class Hl7Status(StrEnum):
+    # inbound
+    RECEIVED = "received"
+    PROCESSED = "processed"
+    ERROR = "error"
+    REJECTED = "rejected"
+    # outbound
+    QUEUED = "queued"
+    SENT = "sent"
+    ACKNOWLEDGED = "acknowledged"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+_H = Hl7Status
+# Inbound: stored (received), then answered once: AA processed, AE error, AR rejected.
+# Outbound: queued, claimed and sent, then acknowledged; a failed send waits for a retry (or a
+# sent one whose ACK never came is claimed again), and after the last retry it is parked dead
+# until an operator sends it again (queued).
+HL7_LIFECYCLE = Lifecycle(
+    "message",
+    {
+        _H.RECEIVED: {_H.PROCESSED, _H.ERROR, _H.REJECTED},
+        _H.PROCESSED: set(),
+        _H.ERROR: set(),
+        _H.REJECTED: set(),
+        _H.QUEUED: {_H.SENT},
+        _H.SENT: {_H.SENT, _H.ACKNOWLEDGED, _H.FAILED, _H.DEAD},
+        _H.FAILED: {_H.SENT},
+        _H.DEAD: {_H.QUEUED},
+        _H.ACKNOWLEDGED: set(),
+    },
+)
+HL7_INBOUND_STATUSES = (_H.RECEIVED, _H.PROCESSED, _H.ERROR, _H.REJECTED)
+HL7_OUTBOUND_STATUSES = (_H.QUEUED, _H.SENT, _H.ACKNOWLEDGED, _H.FAILED, _H.DEAD)
+# Outbound and not delivered yet: the dispatcher's work, per patient in order.
+HL7_UNDELIVERED = frozenset({_H.QUEUED, _H.SENT, _H.FAILED, _H.DEAD})
+# Due for a (first or further) attempt once `next_attempt_at` has come.
+HL7_WAITING = frozenset({_H.QUEUED, _H.FAILED})
 
 
 class Hl7Message(Base):
@@ -52,9 +95,7 @@ class Hl7Message(Base):
             "ix_hl7_message_outbox",
             "patient_id",
             "id",
-            postgresql_where=text(
-                "direction = 'out' AND status IN ('queued', 'sent', 'failed', 'dead')"
-            ),
+            postgresql_where=text(f"direction = 'out' AND status IN ({sql_list(HL7_UNDELIVERED)})"),
         ),
         Index("ix_hl7_message_direction_id", "direction", "id"),
     )

@@ -7,6 +7,7 @@ The raw traffic archive is not here: it is append-only files under `LAB_DATA_DIR
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     ARRAY,
@@ -23,6 +24,22 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from lab.db import Base
+
+
+class UnmatchedStatus(StrEnum):
+    """open until a person resolves it (assigns it, which records it) or discards it."""
+
+    OPEN = "open"
+    RESOLVED = "resolved"
+    DISCARDED = "discarded"
+
+
+class DownloadStatus(StrEnum):
+    """An order pushed to an analyser: queued, then sent; a failed send is tried again."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
 
 
 class UnmatchedResult(Base):
@@ -53,7 +70,7 @@ class UnmatchedResult(Base):
     observed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     reason: Mapped[str] = mapped_column(Text)
     raw_record: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open|resolved|discarded
+    status: Mapped[str] = mapped_column(String(16), default=UnmatchedStatus.OPEN.value)
     handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     handled_by: Mapped[str | None] = mapped_column(String(64))
     handling_note: Mapped[str] = mapped_column(Text, default="")
@@ -96,7 +113,7 @@ class OrderDownload(Base):
     specimen_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("specimen.id"))
     accession_number: Mapped[str] = mapped_column(String(20))
     test_codes: Mapped[list[str]] = mapped_column(ARRAY(String(80)))
-    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|sent|failed
+    status: Mapped[str] = mapped_column(String(16), default=DownloadStatus.QUEUED.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

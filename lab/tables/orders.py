@@ -21,6 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from lab.db import Base
 from lab.tables.catalog import LabTest
+from lab.tables.lifecycle import Lifecycle, sql_list
 
 
 class Priority(StrEnum):
@@ -45,7 +46,38 @@ class OrderStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-OPEN_TEST_STATUSES = frozenset({TestStatus.ORDERED, TestStatus.IN_PROGRESS})
+_T = TestStatus
+# The moves of one ordered test. A rerun may move a resulted test back to in_progress (a
+# preliminary value) or to resulted again; cancelling a result cancels its test, even verified.
+TEST_LIFECYCLE = Lifecycle(
+    "ordered test",
+    {
+        _T.ORDERED: {_T.IN_PROGRESS, _T.RESULTED, _T.CANCELLED},
+        _T.IN_PROGRESS: {_T.IN_PROGRESS, _T.RESULTED, _T.CANCELLED},
+        _T.RESULTED: {_T.IN_PROGRESS, _T.RESULTED, _T.VERIFIED, _T.CANCELLED},
+        _T.VERIFIED: {_T.CANCELLED},
+        _T.CANCELLED: set(),
+    },
+)
+# Waiting for a result from the bench or an analyser.
+TEST_PENDING = frozenset({_T.ORDERED, _T.IN_PROGRESS})
+# Not yet verified or cancelled: the order is still active because of it.
+TEST_OPEN = frozenset({_T.ORDERED, _T.IN_PROGRESS, _T.RESULTED})
+# Nothing more will happen to it.
+TEST_CLOSED = frozenset({_T.VERIFIED, _T.CANCELLED})
+
+_O = OrderStatus
+# An order's status follows from its tests (`orders.service.refresh_status`): an add-on test
+# makes a completed order active again; a cancelled order takes no new test.
+ORDER_LIFECYCLE = Lifecycle(
+    "order",
+    {
+        _O.ACTIVE: {_O.ACTIVE, _O.COMPLETED, _O.CANCELLED},
+        _O.COMPLETED: {_O.ACTIVE, _O.COMPLETED, _O.CANCELLED},
+        _O.CANCELLED: {_O.CANCELLED},
+    },
+)
+ORDER_CLOSED = frozenset({_O.COMPLETED, _O.CANCELLED})
 
 
 class Order(Base):
@@ -80,9 +112,7 @@ class OrderedTest(Base):
         Index(
             "ix_ordered_test_due",
             "due_at",
-            postgresql_where=text(
-                "status IN ('ordered', 'in_progress', 'resulted') AND due_at IS NOT NULL"
-            ),
+            postgresql_where=text(f"status IN ({sql_list(TEST_OPEN)}) AND due_at IS NOT NULL"),
         ),
     )
 
@@ -92,7 +122,7 @@ class OrderedTest(Base):
     specimen_id: Mapped[int | None] = mapped_column(ForeignKey("specimen.id"))
     panel_code: Mapped[str | None] = mapped_column(String(20))
     # ordered -> in_progress -> resulted -> verified; cancelled
-    status: Mapped[str] = mapped_column(String(16), default="ordered")
+    status: Mapped[str] = mapped_column(String(16), default=TestStatus.ORDERED.value)
     add_on: Mapped[bool] = mapped_column(Boolean, default=False)
     requested_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()

@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from lab.db import Base
+from lab.tables.lifecycle import Lifecycle
 
 
 # preliminary -> awaiting_review -> verified -> corrected; cancelled
@@ -46,6 +47,21 @@ class ResultStatus(StrEnum):
 R = ResultStatus
 # Released to the record: what clinicians may read.
 RELEASED = frozenset({R.VERIFIED, R.CORRECTED})
+# What the record is told about: released values, and cancelled tests (OBX-11 X or D).
+REPORTABLE = frozenset({R.VERIFIED, R.CANCELLED})
+# Every move of a result; each one adds a version (`results.service`). A rerun replaces a
+# value not yet released; a released one is corrected; anything but a cancelled one is
+# cancelled; a preliminary value is not verified.
+RESULT_LIFECYCLE = Lifecycle(
+    "result",
+    {
+        R.PRELIMINARY: {R.PRELIMINARY, R.AWAITING_REVIEW, R.CANCELLED},
+        R.AWAITING_REVIEW: {R.PRELIMINARY, R.AWAITING_REVIEW, R.VERIFIED, R.CANCELLED},
+        R.VERIFIED: {R.CORRECTED, R.CANCELLED},
+        R.CORRECTED: {R.CORRECTED, R.CANCELLED},
+        R.CANCELLED: set(),
+    },
+)
 
 
 class Result(Base):
@@ -58,7 +74,7 @@ class Result(Base):
             "urgency",
             "recorded_at",
             "id",
-            postgresql_where=text("status = 'awaiting_review'"),
+            postgresql_where=text(f"status = '{ResultStatus.AWAITING_REVIEW.value}'"),
         ),
     )
 

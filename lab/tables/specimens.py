@@ -19,6 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from lab.db import Base
+from lab.tables.lifecycle import Lifecycle, sql_list
 
 
 class SpecimenStatus(StrEnum):
@@ -31,6 +32,28 @@ class SpecimenStatus(StrEnum):
     DISPOSED = "disposed"
 
 
+_S = SpecimenStatus
+# Every move a tube may make; `specimens.service` moves a tube only through this table.
+SPECIMEN_LIFECYCLE = Lifecycle(
+    "specimen",
+    {
+        _S.EXPECTED: {_S.COLLECTED, _S.RECEIVED, _S.REJECTED},
+        _S.COLLECTED: {_S.RECEIVED, _S.REJECTED},
+        _S.RECEIVED: {_S.IN_PROGRESS, _S.COMPLETED, _S.REJECTED, _S.DISPOSED},
+        _S.IN_PROGRESS: {_S.COMPLETED, _S.REJECTED, _S.DISPOSED},
+        _S.COMPLETED: {_S.IN_PROGRESS, _S.DISPOSED},
+        _S.REJECTED: {_S.DISPOSED},
+        _S.DISPOSED: set(),
+    },
+)
+# Not in the lab yet (the work list of tubes to receive).
+SPECIMEN_NOT_YET_IN_LAB = frozenset({_S.EXPECTED, _S.COLLECTED})
+# In the lab, with work to do (the benches' work lists).
+SPECIMEN_IN_LAB = frozenset({_S.RECEIVED, _S.IN_PROGRESS})
+# No result is recorded on the tube any more: refused, or thrown away.
+SPECIMEN_FINISHED = frozenset({_S.REJECTED, _S.DISPOSED})
+
+
 class Specimen(Base):
     __tablename__ = "specimen"
     __table_args__ = (
@@ -41,7 +64,7 @@ class Specimen(Base):
             "urgency",
             "created_at",
             "id",
-            postgresql_where=text("status IN ('expected', 'collected')"),
+            postgresql_where=text(f"status IN ({sql_list(SPECIMEN_NOT_YET_IN_LAB)})"),
         ),
         Index(
             "ix_specimen_in_lab",
@@ -49,14 +72,14 @@ class Specimen(Base):
             "urgency",
             "received_at",
             "id",
-            postgresql_where=text("status IN ('received', 'in_progress')"),
+            postgresql_where=text(f"status IN ({sql_list(SPECIMEN_IN_LAB)})"),
         ),
         Index(
             "ix_specimen_in_lab_all_benches",
             "urgency",
             "received_at",
             "id",
-            postgresql_where=text("status IN ('received', 'in_progress')"),
+            postgresql_where=text(f"status IN ({sql_list(SPECIMEN_IN_LAB)})"),
         ),
     )
 
@@ -68,7 +91,7 @@ class Specimen(Base):
     specimen_type: Mapped[str] = mapped_column(String(10))
     container: Mapped[str] = mapped_column(String(20))
     # expected -> collected -> received -> in_progress -> completed; rejected; disposed
-    status: Mapped[str] = mapped_column(String(16), default="expected")
+    status: Mapped[str] = mapped_column(String(16), default=SpecimenStatus.EXPECTED.value)
     # The order's priority, copied so the work lists sort by an index: 0 stat, 1 urgent, 2 routine.
     urgency: Mapped[int] = mapped_column(SmallInteger, default=2, server_default=text("2"))
     collected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

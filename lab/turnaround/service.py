@@ -30,7 +30,7 @@ from instruments.astm.link import Role
 from instruments.astm.transcript import TranscriptEntry, decode_payload
 from lab.audit import Actor
 from lab.errors import InvalidInput, PermissionDenied
-from lab.tables import AnalyserMessageTiming, ArchiveCursor
+from lab.tables import AnalyserMessageTiming, ArchiveCursor, Hl7Status
 from lab.turnaround.archive_scan import ArchiveScanner, MessageTiming, as_datetime
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ _RECORD = text(
            percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (
                ORDER BY extract(epoch FROM finished_at - created_at))
     FROM hl7_message
-    WHERE direction = 'out' AND status = 'acknowledged' AND message_type LIKE 'ORU%'
+    WHERE direction = 'out' AND status = :acknowledged AND message_type LIKE 'ORU%'
       AND finished_at >= :since AND (CAST(:until AS timestamptz) IS NULL OR finished_at < :until)
     """
 )
@@ -218,7 +218,8 @@ def report(
         raise InvalidInput.field("until", "must be later than since")
     params = {"since": since, "until": until}
     messages, results, analyser = session.execute(_ANALYSER, params).one()
-    oru, record = session.execute(_RECORD, params).one()
+    acknowledged = {**params, "acknowledged": Hl7Status.ACKNOWLEDGED.value}
+    oru, record = session.execute(_RECORD, acknowledged).one()
     return TurnaroundReport(
         since=since,
         until=until,

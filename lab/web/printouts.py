@@ -30,7 +30,16 @@ from lab.reports import (
 )
 from lab.reports.types import AbnormalFlag, Comparator, Language, Priority, ResultStatus, Sex
 from lab.results.queries import CumulativePoint
-from lab.tables import LabTest, Order, OrderedTest, Patient, Result, Specimen
+from lab.tables import (
+    LabTest,
+    Order,
+    OrderedTest,
+    Patient,
+    Result,
+    Specimen,
+    TestStatus,
+)
+from lab.tables import ResultStatus as StoredStatus
 
 NATIONAL_KINDS = (IdentifierKind.FNR.value, IdentifierKind.DNR.value, IdentifierKind.HNR.value)
 # Order priorities (lab/orders/service.py) to the report's words (ASTM O-6 / HL7 TQ1-9).
@@ -38,9 +47,9 @@ PRIORITIES: dict[str, Priority] = {"routine": "routine", "urgent": "asap", "stat
 # Result statuses to HL7 OBX-11 in the report's words. Results not yet verified are printed
 # as pending without their value: an unreviewed value must not leave the lab on paper.
 REPORT_STATUS: dict[str, ResultStatus] = {
-    "verified": "final",
-    "corrected": "corrected",
-    "cancelled": "cannot_be_done",
+    StoredStatus.VERIFIED: "final",
+    StoredStatus.CORRECTED: "corrected",
+    StoredStatus.CANCELLED: "cannot_be_done",
 }
 # The stored strings to the report's literal types (anything else is not printed as such).
 _FLAGS: dict[str, AbnormalFlag] = {"L": "L", "H": "H", "LL": "LL", "HH": "HH", "A": "A"}
@@ -82,7 +91,7 @@ def specimen_label(
         accession_number=specimen.accession_number,
         patient=patient,
         container=specimen.container,
-        tests=tuple(t.test.code for t in tests if t.status != "cancelled"),
+        tests=tuple(t.test.code for t in tests if t.status != TestStatus.CANCELLED),
         priority=PRIORITIES.get(order.priority, "routine"),
         collected_at=specimen.collected_at,
     )
@@ -157,7 +166,7 @@ def result_report(
         results=tuple(
             result_line(t.test, by_test.get(t.id), language)
             for t in order.tests
-            if t.status != "cancelled" or t.id in by_test
+            if t.status != TestStatus.CANCELLED or t.id in by_test
         ),
         printed_at=printed_at,
         verification=(
