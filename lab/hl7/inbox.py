@@ -38,7 +38,7 @@ from lab.hl7.codec.er7 import Message, build_message, parse_message, parse_text
 from lab.hl7.codec.errors import ErrorCode, Hl7Error, MessageStructureError, Problem, Severity
 from lab.hl7.codec.inbound import map_inbound
 from lab.hl7.codec.timestamps import format_timestamp
-from lab.hl7.service import MessageRefused, handle, interface_actor
+from lab.hl7.handlers import MessageRefused, handle, interface_actor
 from lab.tables import INBOUND, Hl7Message, Hl7Status
 from lab.timeutil import utcnow
 

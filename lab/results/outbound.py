@@ -1,0 +1,185 @@
+"""What the record receives about results: the lab's rows mapped to an ORU^R01.
+
+Pure mapping from the stored order, patient, tests and results to the HL7 values of
+`lab.hl7.codec.types` (IHE LTW LAB-3, docs/hl7-interface.md "Outbound"); the codec builds the
+message from them. Reads, never writes: queuing the message is `lab.results.outbox`'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from lab.catalog.service import ReferenceRange
+from lab.config import get_settings
+from lab.hl7.codec.types import (
+    AbnormalFlag,
+    CodedValue,
+    EntityId,
+    Observation,
+    ObservationStatus,
+    Patient,
+    PatientIdentifier,
+    PersonName,
+    Provider,
+    ResultReport,
+    ResultStatus,
+    Sex,
+    ValueType,
+)
+from lab.patients.identifiers import IdentifierKind
+from lab.tables import (
+    LabTest,
+    Order,
+    Result,
+    Specimen,
+)
+from lab.tables import Patient as StoredPatient
+
+SENDING_APPLICATION = "LAB"
+# Volven OIDs of the Norwegian national identifiers, sent with namespace `NOR` (CX-4).
+_NATIONAL_OIDS = {
+    IdentifierKind.FNR.value: "2.16.578.1.12.4.1.4.1",
+    IdentifierKind.DNR.value: "2.16.578.1.12.4.1.4.2",
+    IdentifierKind.HNR.value: "2.16.578.1.12.4.1.4.3",
+}
+_SEX = {"F": Sex.FEMALE, "M": Sex.MALE, "O": Sex.OTHER, "U": Sex.UNKNOWN}
+_FLAGS = {flag.value: flag for flag in AbnormalFlag}
+
+
+def build_report(
+    session: Session,
+    order: Order,
+    parts: list[tuple[Result, ObservationStatus]],
+    status: ResultStatus,
+    *,
+    control_id: str,
+    now: datetime,
+) -> ResultReport:
+    patient = session.get(StoredPatient, order.patient_id)
+    if patient is None:
+        raise LookupError(f"order {order.id} has no patient")
+    # The order's tests in one query (not one per ordered test).
+    tests = {
+        test.id: test
+        for test in session.scalars(
+            select(LabTest).where(LabTest.id.in_({ordered.test_id for ordered in order.tests}))
+        )
+    }
+    tubes = list(session.scalars(select(Specimen).where(Specimen.order_id == order.id)))
+    collected = [tube.collected_at for tube in tubes if tube.collected_at is not None]
+    observations = tuple(
+        _observation(result, tests[result.test_id], observation_status)
+        for result, observation_status in parts
+    )
+    service = _service(order, [tests[result.test_id] for result, _ in parts])
+    return ResultReport(
+        control_id=control_id,
+        created_at=now,
+        sending_application=SENDING_APPLICATION,
+        sending_facility=get_settings().lab_name,
+        receiving_application=order.placer_namespace or "EHR",
+        receiving_facility="",
+        patient=_patient(patient),
+        placer_order_number=EntityId(
+            id=order.placer_order_number, namespace=order.placer_namespace
+        ),
+        filler_order_number=EntityId(id=order.filler_order_number, namespace=SENDING_APPLICATION),
+        service=service[0],
+        alternate_service=service[1],
+        ordering_provider=_provider(order.ordering_clinician),
+        collected_at=min(collected) if collected else None,
+        reported_at=now,
+        result_status=status,
+        observations=observations,
+    )
+
+
+def _patient(patient: StoredPatient) -> Patient:
+    identifiers = tuple(
+        PatientIdentifier(
+            id=identifier.value,
+            assigning_authority="NOR" if identifier.authority in _NATIONAL_OIDS else "",
+            assigning_authority_oid=_NATIONAL_OIDS.get(identifier.authority, ""),
+            identifier_type=identifier.authority
+            if identifier.authority in _NATIONAL_OIDS
+            else "PI",
+        )
+        if identifier.authority in _NATIONAL_OIDS
+        else PatientIdentifier(
+            id=identifier.value, assigning_authority=identifier.authority, identifier_type="PI"
+        )
+        for identifier in patient.identifiers
+    )
+    return Patient(
+        identifiers=identifiers,
+        name=PersonName(family=patient.family_name, given=patient.given_name or None),
+        birth_date=patient.birth_date,
+        sex=_SEX.get(patient.sex),
+    )
+
+
+def _provider(clinician: str) -> Provider | None:
+    # Stored by the HL7 handler as `id^family^given^authority` (XCN components).
+    parts = ([*clinician.split("^"), "", "", "", ""])[:4]
+    if not parts[0]:
+        return None
+    return Provider(id=parts[0], family=parts[1], given=parts[2], assigning_authority=parts[3])
+
+
+def _codes(test: LabTest) -> tuple[CodedValue, CodedValue]:
+    local = CodedValue(code=test.code, text=test.name_nb, coding_system="L")
+    if test.loinc:
+        return CodedValue(code=test.loinc, text=test.name_en, coding_system="LN"), local
+    return local, local
+
+
+def _service(order: Order, reported: Iterable[LabTest]) -> tuple[CodedValue, CodedValue | None]:
+    """OBR-4: the panel when the whole order is one, else the test (first reported)."""
+    panels = {test.panel_code for test in order.tests}
+    if len(panels) == 1 and None not in panels:
+        (panel,) = panels
+        return CodedValue(code=str(panel), text=str(panel), coding_system="L"), None
+    first = next(iter(reported))
+    primary, local = _codes(first)
+    return primary, (local if local is not primary else None)
+
+
+def _observation(result: Result, test: LabTest, status: ObservationStatus) -> Observation:
+    loinc, local = _codes(test)
+    current = result.versions[-1]
+    if status in (ObservationStatus.CANNOT_BE_OBTAINED, ObservationStatus.DELETED):
+        return Observation(
+            loinc=loinc, local=local, value_type=ValueType.STRING, value=None, status=status
+        )
+    value_type, value = _value(result, test)
+    reference = ReferenceRange(current.reference_low, current.reference_high).text()
+    return Observation(
+        loinc=loinc,
+        local=local,
+        value_type=value_type,
+        value=value,
+        status=status,
+        unit=result.unit or "",
+        reference_range=reference,
+        abnormal_flags=tuple(_FLAGS[flag] for flag in result.flags if flag in _FLAGS),
+        observed_at=result.observed_at,
+        responsible_observer=Provider(id=result.verified_by) if result.verified_by else None,
+        comments=(current.comment,) if current.comment else (),
+    )
+
+
+def _value(result: Result, test: LabTest) -> tuple[ValueType, Decimal | str | CodedValue]:
+    if result.value_numeric is not None:
+        if result.comparator:
+            # NM cannot carry `<5`; ST keeps it readable as sent by the analyser.
+            return ValueType.STRING, f"{result.comparator}{result.value_numeric}"
+        return ValueType.NUMERIC, Decimal(result.value_numeric)
+    text = result.value_text or ""
+    if test.result_type == "coded":
+        return ValueType.CODED, CodedValue(code=text, text=text, coding_system="L")
+    return ValueType.STRING, text
