@@ -47,6 +47,8 @@ _SEX = {
     Sex.UNKNOWN: "U",
     Sex.NOT_APPLICABLE: "U",
 }
+# HL7 priority codes (OBR-27.6 / TQ1-9: S stat, A asap, R routine) to the lab's.
+_PRIORITY = {"S": Priority.STAT, "A": Priority.URGENT, "R": Priority.ROUTINE}
 _PRIORITY_RANK = {Priority.ROUTINE: 0, Priority.URGENT: 1, Priority.STAT: 2}
 
 
@@ -397,7 +399,7 @@ def _place(
     notes: list[str] = []
     for test, _ in group.tests:
         if test.priority is not None:
-            candidate = orders.HL7_PRIORITY[test.priority.value]
+            candidate = _PRIORITY[test.priority.value]
             if _PRIORITY_RANK[candidate] > _PRIORITY_RANK[priority]:
                 priority = candidate
         for note in (test.relevant_clinical_info, *test.comments):

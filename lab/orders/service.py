@@ -36,9 +36,6 @@ from lab.tables import (
 )
 from lab.timeutil import utcnow
 
-# HL7 priority codes (OBR-27.6 / TQ1-9: S stat, A asap, R routine) to ours.
-HL7_PRIORITY = {"S": Priority.STAT, "A": Priority.URGENT, "R": Priority.ROUTINE}
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TestRequest:
