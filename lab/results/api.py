@@ -187,7 +187,6 @@ def choose(result_id: int, data: ChooseIn, session: SessionDep, actor: VerifyRes
         measurement_id=data.measurement_id,
         reason=data.reason,
     )
-    session.commit()
     return result_out(session, result, with_versions=True)
 
 
@@ -197,7 +196,6 @@ def set_aside(
 ) -> ResultOut:
     """Keep what a released result reports: its further measurements have been looked at."""
     result = service.set_aside(session, actor=actor, result_id=result_id, reason=data.reason)
-    session.commit()
     return result_out(session, result, with_versions=True)
 
 

@@ -430,7 +430,6 @@ def choose(
         )
     except LabError as exc:
         return _result_again(request, session, actor, result_id, exc)
-    session.commit()
     return redirect_after_post(f"/results/{result_id}", "measurement_chosen")
 
 
@@ -447,19 +446,20 @@ def set_aside(
         results.set_aside(session, actor=actor, result_id=result_id, reason=reason.strip())
     except LabError as exc:
         return _result_again(request, session, actor, result_id, exc)
-    session.commit()
     return redirect_after_post(f"/results/{result_id}", "measurements_reviewed")
 
 
 def _result_again(
     request: Request, session: Session, actor: Actor, result_id: int, exc: LabError
 ) -> Response:
-    session.rollback()
-    result = result_queries.read(session, result_id, actor=actor)
-    context = _result_context(session, result)
-    session.commit()
-    context.update(notice=None, choose_error=_problem_text(exc))
-    return render(request, "results/result.html", context, status_code=exc.http_status)
+    return show_form_again(
+        request,
+        session,
+        template="results/result.html",
+        read=lambda: _result_context(session, result_queries.read(session, result_id, actor=actor)),
+        status_code=exc.http_status,
+        choose_error=_problem_text(exc),
+    )
 
 
 # --- cumulative report ----------------------------------------------------------------------
