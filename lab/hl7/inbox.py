@@ -39,7 +39,7 @@ from lab.hl7.codec.errors import ErrorCode, Hl7Error, MessageStructureError, Pro
 from lab.hl7.codec.inbound import map_inbound
 from lab.hl7.codec.timestamps import format_timestamp
 from lab.hl7.handlers import MessageRefused, handle, interface_actor
-from lab.tables import INBOUND, Hl7Message, Hl7Status
+from lab.tables import HL7_LIFECYCLE, INBOUND, Hl7Message, Hl7Status
 from lab.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ class Inbox:
                     problems=problems,
                     text=summary if outcome is not Outcome.ACCEPTED else "",
                 ).to_er7()
-            row.status = _STATUS[outcome]
+            row.status = HL7_LIFECYCLE.check(row.status, _STATUS[outcome])
             row.ack = ack_text
             row.ack_code = None if code is None else code.value
             row.error = "; ".join(str(p) for p in problems if p.severity is Severity.ERROR)
