@@ -1,0 +1,444 @@
+"""Recording: what an analyser, a keyboard, the API or a replay measured, stored in one go.
+
+`record_tube` loads the tube once (its ordered tests and results, locked; the patient; the
+previous results the delta checks need), judges every measurement (`lab.results.judging`,
+pure), and hands what it decided to `lab.results.writing.write_versions`. A measurement that
+cannot be stored is answered with a `Refusal` in its `Outcome`; the others are stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from lab.audit import Actor
+from lab.catalog.rules import TestRule, snapshot
+from lab.errors import InvalidInput, LabError, NotFound
+from lab.orders import service as orders
+from lab.patients import service as patients
+from lab.results import judging
+from lab.results import outbox as hl7_outbox
+from lab.results.judging import ActiveRules, PatientFacts, Refusal, TubeFacts, active_rules
+from lab.results.judging import Measurement as Measurement
+from lab.results.state import Change, NewMeasurement, NewResult, ResultState
+from lab.results.writing import Write, write_versions
+from lab.rules import Hold, HoldCode, PreviousResult, RuleSet
+from lab.specimens import accession
+from lab.specimens import service as specimens
+from lab.tables import (
+    SPECIMEN_FINISHED,
+    TEST_PENDING,
+    Order,
+    OrderedTest,
+    Patient,
+    Result,
+    Specimen,
+    StoredMeasurement,
+    TestStatus,
+)
+from lab.tables.results import RELEASED, MeasurementOrigin, R
+from lab.timeutil import OSLO, as_utc, utcnow
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """What became of one measurement: stored (`changed`), a repeat, or refused with a reason."""
+
+    result_id: int | None  # None when refused
+    changed: bool  # False when the same result arrived again, or when it was refused
+    status: str
+    flags: tuple[str, ...]
+    refusal: Refusal | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.refusal is not None
+
+
+def record(
+    session: Session,
+    *,
+    actor: Actor,
+    measurement: Measurement,
+    rules: ActiveRules | None = None,
+) -> Outcome:
+    """Store one measured result; a refusal is raised as the project's error (keyboard, API)."""
+    (outcome,) = record_tube(session, actor=actor, measurements=[measurement], rules=rules)
+    if outcome.refusal is not None:
+        raise outcome.refusal.error()
+    return outcome
+
+
+@dataclass(slots=True)
+class _Tube:
+    """One tube as the result path needs it, loaded once and locked."""
+
+    specimen: Specimen  # the tube measured (an aliquot or the primary)
+    root: Specimen  # the primary tube, whose ordered tests the results belong to
+    patient: PatientFacts
+    ordered: dict[int, OrderedTest]  # by test id, locked FOR UPDATE
+    results: dict[int, Result]  # by ordered test id
+
+
+def _load_tube(session: Session, accession_number: str) -> _Tube | Refusal:
+    try:
+        specimen = specimens.get_by_accession(session, accession_number)
+    except LabError as error:
+        return Refusal(field="accession_number", message=error.message, kind="not_found")
+    if specimen.status in SPECIMEN_FINISHED:
+        return Refusal(
+            field="accession_number",
+            message=f"{specimen.accession_number} is {specimen.status}; no results can be added",
+            kind="conflict",
+        )
+    root = specimens.root_of(session, specimen)
+    # Locked, so two connections cannot record the same test at once.
+    ordered = {
+        t.test_id: t
+        for t in session.scalars(
+            select(OrderedTest).where(OrderedTest.specimen_id == root.id).with_for_update()
+        )
+    }
+    stored = {
+        r.ordered_test_id: r
+        for r in session.scalars(
+            select(Result)
+            .where(Result.ordered_test_id.in_([t.id for t in ordered.values()]))
+            # Locked too: a verification committed meanwhile must not be written over.
+            .with_for_update()
+        )
+    }
+    patient = session.get(Patient, specimen.patient_id)
+    if patient is None:
+        raise NotFound(f"the patient of {specimen.accession_number} is missing")
+    return _Tube(
+        specimen=specimen,
+        root=root,
+        patient=patient_facts(patient, root),
+        ordered=ordered,
+        results=stored,
+    )
+
+
+def _tube_facts(
+    session: Session,
+    tube: _Tube,
+    tests: Sequence[TestRule],
+    ruleset: RuleSet | None,
+    measured_at: datetime,
+) -> TubeFacts:
+    """What the judgement needs beyond the results: the previous result of each test that has a
+    delta rule (one query for the tube), the QC locks of the analyser, the specimen's values."""
+    previous: dict[int, PreviousResult] = {}
+    with_delta = [
+        t.id
+        for t in tests
+        if ruleset is not None and (rules := ruleset.for_test(t.code)) is not None and rules.delta
+    ]
+    if with_delta:
+        measured = func.coalesce(Result.observed_at, Result.recorded_at)
+        rows = session.execute(
+            select(Result.test_id, Result.value_numeric, Result.comparator, measured)
+            .where(
+                Result.patient_id == tube.specimen.patient_id,
+                Result.test_id.in_(with_delta),
+                Result.status != R.CANCELLED,
+                Result.value_numeric.is_not(None),
+                Result.ordered_test_id.not_in([t.id for t in tube.ordered.values()]),
+                measured < measured_at,
+            )
+            .order_by(Result.test_id, measured.desc(), Result.id.desc())
+            .distinct(Result.test_id)
+        ).all()
+        previous = {
+            test_id: PreviousResult(value=value, comparator=comparator, measured_at=at)
+            for test_id, value, comparator, at in rows
+        }
+    codes = {test.id: test.code for test in tests}
+    values = {
+        codes[r.test_id]: r.value_numeric
+        for r in tube.results.values()
+        if r.value_numeric is not None and r.test_id in codes and r.status != R.CANCELLED
+    }
+    return TubeFacts(patient=tube.patient, previous=previous, specimen_results=values)
+
+
+def patient_facts(patient: Patient, specimen: Specimen) -> PatientFacts:
+    """Sex, and age on the (Oslo) day the specimen was collected, or today when not known."""
+    on = (specimen.collected_at or utcnow()).astimezone(OSLO).date()
+    return PatientFacts(sex=patient.sex, age_days=patients.age_in_days(patient, on))
+
+
+@dataclass(slots=True)
+class _Pending:
+    """What the measurements of one message do to one result, before it is written."""
+
+    target: Result | NewResult
+    before: ResultState | None
+    measured: list[NewMeasurement | StoredMeasurement]  # every measurement, stored and new
+    measured_before: int
+    changes: list[Change] = field(default_factory=list)
+    further: list[NewMeasurement] = field(default_factory=list)
+
+    @property
+    def current(self) -> ResultState | None:
+        return self.changes[-1].state if self.changes else self.before
+
+    def write(self) -> Write:
+        return Write(
+            result=self.target,
+            before=self.before,
+            changes=tuple(self.changes),
+            further=tuple(self.further),
+            measured_before=self.measured_before,
+        )
+
+
+def record_tube(
+    session: Session,
+    *,
+    actor: Actor,
+    measurements: Sequence[Measurement],
+    rules: ActiveRules | None = None,
+) -> list[Outcome]:
+    """Store the results of one tube (what an analyser sends for one specimen) in one go.
+
+    Returns one outcome per measurement, in order. A measurement the rules refuse is answered
+    with its refusal and the others are stored: the caller keeps the refused ones (the
+    analyser path puts them in the unmatched queue) and needs no retry. A second, different
+    measurement of a test (in this message or a later one) is stored beside the first: the
+    result reports the newest until a reviewer chooses another, and a result already
+    released keeps what it reports while the new one waits for a look.
+
+    Each result is judged in the same transaction by the active rule set (`rules`, read from
+    the database when not given): a result with no hold is verified by autoverification, with
+    the rule set version on it and in the audit, and goes to the record like any verified
+    result. The tube, its ordered tests and their results are read once; the writing is one
+    INSERT per table.
+    """
+    if not measurements:
+        return []
+    numbers = {accession.normalise(m.accession_number) for m in measurements}
+    if len(numbers) != 1:
+        raise InvalidInput.field("accession_number", "one tube at a time")
+    loaded = _load_tube(session, measurements[0].accession_number)
+    if isinstance(loaded, Refusal):
+        return [_refused(loaded) for _ in measurements]
+    tube = loaded
+    rules = rules if rules is not None else active_rules(session)
+    catalog_now = snapshot(session)
+    now = utcnow()
+    found = {
+        code: catalog_now.by_code.get(code)
+        for code in {m.test_code.strip().upper() for m in measurements}
+    }
+    facts = _tube_facts(
+        session,
+        tube,
+        [t for t in found.values() if t is not None],
+        rules.autoverification,
+        max((as_utc(m.observed_at) for m in measurements if m.observed_at), default=now),
+    )
+    decided: list[Outcome | tuple[bool, int]] = []  # (changed, ordered test id) once written
+    pending: dict[int, _Pending] = {}
+    released = False
+    for measurement in measurements:
+        code = measurement.test_code.strip().upper()
+        test = found[code]
+        if test is None:
+            refusal = Refusal(
+                field="test_code", message=f"unknown test code {code!r}", kind="not_found"
+            )
+            decided.append(_refused(refusal))
+            continue
+        decision = _decide(
+            tube, test, measurement, pending, facts, rules, author=actor.username, now=now
+        )
+        if isinstance(decision, Outcome):
+            decided.append(decision)
+            continue
+        ordered, changed = decision
+        decided.append((changed, ordered.id))
+        work = pending.get(ordered.id)
+        if changed and work is not None and work.changes:
+            state = work.changes[-1].state
+            if state.status in RELEASED:
+                ordered.status = TestStatus.VERIFIED
+                released = True
+            elif state.status == R.PRELIMINARY:
+                ordered.status = TestStatus.IN_PROGRESS
+            else:
+                ordered.status = TestStatus.RESULTED
+    ids: dict[int, int] = {}
+    if pending:
+        written = write_versions(
+            session, actor=actor, writes=[p.write() for p in pending.values()], now=now
+        )
+        ids = dict(zip(pending, written, strict=True))
+        open_tests = sum(1 for t in tube.ordered.values() if t.status in TEST_PENDING)
+        specimens.note_result(session, actor=actor, specimen=tube.root, open_tests=open_tests)
+        if released:
+            _released_by_rules(session, tube, now=now)
+    return [
+        one if isinstance(one, Outcome) else _outcome_of(tube, pending, ids, *one)
+        for one in decided
+    ]
+
+
+def _outcome_of(
+    tube: _Tube, pending: dict[int, _Pending], ids: dict[int, int], changed: bool, ordered_id: int
+) -> Outcome:
+    if ordered_id in pending:
+        state = pending[ordered_id].current
+        assert state is not None  # a new result has a change
+        return Outcome(
+            result_id=ids[ordered_id], changed=changed, status=state.status, flags=state.flags
+        )
+    result = tube.results[ordered_id]  # a repeat of a stored measurement: nothing written
+    return Outcome(
+        result_id=result.id, changed=False, status=result.status, flags=tuple(result.flags)
+    )
+
+
+def _decide(
+    tube: _Tube,
+    test: TestRule,
+    measurement: Measurement,
+    pending: dict[int, _Pending],
+    facts: TubeFacts,
+    rules: ActiveRules,
+    *,
+    author: str,
+    now: datetime,
+) -> Outcome | tuple[OrderedTest, bool]:
+    """What one measurement does to its result: a refusal, a repeat, a new version, or a
+    further measurement of a released result (added to `pending`). Returns the ordered test
+    and whether anything changed."""
+    ordered = tube.ordered.get(test.id)
+    number = tube.specimen.accession_number
+    if ordered is None:
+        return _refused(
+            Refusal(
+                field="test_code",
+                message=f"{test.code} is not ordered on {number}",
+                kind="not_found",
+            )
+        )
+    if ordered.status == TestStatus.CANCELLED:
+        return _refused(
+            Refusal(
+                field="test_code", message=f"{test.code} on {number} was cancelled", kind="conflict"
+            )
+        )
+    new = judging.measured_state(test, measurement, tube.patient)
+    if isinstance(new, Refusal):
+        return _refused(new)
+    work = pending.get(ordered.id)
+    if work is None:
+        stored = tube.results.get(ordered.id)
+        if stored is not None:
+            work = _Pending(
+                target=stored,
+                before=ResultState.of(stored),
+                measured=list(stored.measurements),
+                measured_before=len(stored.measurements),
+            )
+        else:
+            work = _Pending(
+                target=NewResult(
+                    ordered_test_id=ordered.id,
+                    specimen_id=tube.specimen.id,
+                    test_id=test.id,
+                    patient_id=tube.specimen.patient_id,
+                    urgency=tube.root.urgency,
+                ),
+                before=None,
+                measured=[],
+                measured_before=0,
+            )
+    current = work.current
+    if current is not None and current.status == R.CANCELLED:
+        return _refused(
+            Refusal(field="value", message=f"{test.code} on {number} is cancelled", kind="conflict")
+        )
+    taken = judging.new_measurement(
+        new, measurement, specimen_id=tube.specimen.id, earlier=work.measured
+    )
+    if any(taken.same_as(earlier) for earlier in work.measured):
+        return ordered, False  # the same result sent again
+    pending[ordered.id] = work
+    work.measured.append(taken)
+    if current is not None and current.status in RELEASED:
+        work.further.append(taken)  # kept for review; the record keeps what it was given
+        return ordered, True
+    state, release = judging.judged(
+        new,
+        test,
+        facts,
+        rules.autoverification,
+        flag_profile=measurement.flag_profile,
+        indices=measurement.indices,
+        measured_at=now,
+    )
+    differing = {(m.value_numeric, m.comparator, m.value_text) for m in work.measured}
+    if len(differing) > 1:
+        # Two measurements that disagree: a person chooses the one to report.
+        state = state.but(
+            holds=(
+                *state.holds,
+                Hold(
+                    code=HoldCode.RULE,
+                    text=f"measured {len(work.measured)} times with different values: "
+                    "choose the one to report",
+                ),
+            )
+        )
+        release = False
+    work.changes.append(
+        Change(
+            state=state,
+            action="result.record",
+            author=author,
+            reason="" if taken.origin == MeasurementOrigin.FIRST else taken.origin.value,
+            measurement=taken,
+        )
+    )
+    if release:
+        machine = autoverifier(state.ruleset_version)
+        work.changes.append(
+            Change(
+                state=state.but(status=R.VERIFIED, verified_at=now, verified_by=machine.username),
+                action="result.autoverify",
+                author=machine.username,
+                detail=f"no hold in autoverification rule set v{state.ruleset_version}",
+                by=machine,
+            )
+        )
+    return ordered, True
+
+
+def autoverifier(version: int | None) -> Actor:
+    """Who verifies a result no rule holds: the rule set, by its version."""
+    return Actor(
+        user_id=None,
+        username=f"autoverification v{version}",
+        roles=frozenset({"autoverification"}),
+        channel="job",
+    )
+
+
+def _released_by_rules(session: Session, tube: _Tube, *, now: datetime) -> None:
+    """Results verified by autoverification go to the record like any verified result: the
+    order's outbox entry is made (or held by the release policy) in this transaction."""
+    order = session.get(Order, tube.root.order_id, with_for_update=True)
+    assert order is not None  # foreign key
+    orders.refresh_status(order)
+    hl7_outbox.on_order_verified(session, order, now=now)
+
+
+def _refused(refusal: Refusal) -> Outcome:
+    return Outcome(result_id=None, changed=False, status="", flags=(), refusal=refusal)
