@@ -231,6 +231,39 @@ def add_test(
     return item
 
 
+def add_by_rule(
+    session: Session, *, actor: Actor, specimen: Specimen, test_id: int, rule: str
+) -> OrderedTest:
+    """A test the lab adds to a tube by rule (a calculated test, a reflex): on the same tube, so
+    the patient is not bled twice; it shows in the worklist and the analyser's host query."""
+    order = session.get(Order, specimen.order_id)
+    if order is None:  # pragma: no cover - foreign key
+        raise NotFound(f"{specimen.accession_number} has no order")
+    item = OrderedTest(
+        test_id=test_id,
+        specimen_id=specimen.id,
+        status=TestStatus.ORDERED,
+        add_on=True,
+        added_by_rule=rule[:120],
+    )
+    order.tests.append(item)
+    if order.status != "cancelled":
+        order.status = "active"
+    session.flush()
+    specimens.set_due_times(session, specimen)
+    audit.record(
+        session,
+        actor=actor,
+        action="order.add_test",
+        entity_type="order",
+        entity_id=order.filler_order_number,
+        patient_id=order.patient_id,
+        after={"test_id": test_id, "specimen_id": specimen.id, "added_by_rule": item.added_by_rule},
+        detail=item.added_by_rule,
+    )
+    return item
+
+
 def cancel_tests(
     session: Session, *, actor: Actor, filler: str, codes: list[str] | None, reason: str
 ) -> list[OrderedTest]:

@@ -20,11 +20,13 @@ from lab.errors import Conflict, InvalidInput, LabError, NotFound
 from lab.results import flags as result_flags
 from lab.results.state import NewMeasurement, ResultState
 from lab.rules import (
+    FormulaSet,
     Hold,
     HoldCode,
     Interval,
     JudgementContext,
     PreviousResult,
+    ReflexSet,
     ResultToJudge,
     RuleSet,
     SerumIndices,
@@ -80,10 +82,12 @@ class Refusal:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PatientFacts:
-    """What the rules need of the patient: sex, and age in days on the day of collection."""
+    """What the rules need of the patient: sex, and age on the day of collection (in days, and
+    in whole years as formulas take it)."""
 
     sex: str
     age_days: int | None
+    age_years: int | None = None
 
 
 def parse_value(test: TestRule, text: str) -> result_flags.NumericValue | str | Refusal:
@@ -218,6 +222,8 @@ class ActiveRules:
     """The rule documents in force (None: no active version of that kind)."""
 
     autoverification: RuleSet | None = None
+    formulas: FormulaSet | None = None
+    reflex: ReflexSet | None = None
 
 
 NO_RULES = ActiveRules()

@@ -9,14 +9,14 @@ cannot be stored is answered with a `Refusal` in its `Outcome`; the others are s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lab.audit import Actor
-from lab.catalog.rules import TestRule, snapshot
+from lab.catalog.rules import CatalogSnapshot, TestRule, snapshot
 from lab.errors import InvalidInput, LabError, NotFound
 from lab.orders import service as orders
 from lab.patients import service as patients
@@ -26,7 +26,19 @@ from lab.results.judging import ActiveRules, PatientFacts, Refusal, TubeFacts, a
 from lab.results.judging import Measurement as Measurement
 from lab.results.state import Change, NewMeasurement, NewResult, ResultState
 from lab.results.writing import Write, write_versions
-from lab.rules import Hold, HoldCode, PreviousResult, RuleSet
+from lab.rules import (
+    Calculation,
+    Formula,
+    Hold,
+    HoldCode,
+    PreviousResult,
+    ReflexResult,
+    ReflexRule,
+    RuleSet,
+    calculate,
+    reflexes_for,
+)
+from lab.rules import Patient as FormulaPatient
 from lab.specimens import accession
 from lab.specimens import service as specimens
 from lab.tables import (
@@ -170,7 +182,15 @@ def _tube_facts(
 def patient_facts(patient: Patient, specimen: Specimen) -> PatientFacts:
     """Sex, and age on the (Oslo) day the specimen was collected, or today when not known."""
     on = (specimen.collected_at or utcnow()).astimezone(OSLO).date()
-    return PatientFacts(sex=patient.sex, age_days=patients.age_in_days(patient, on))
+    born = patient.birth_date
+    years = (
+        None
+        if born is None
+        else on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+    )
+    return PatientFacts(
+        sex=patient.sex, age_days=patients.age_in_days(patient, on), age_years=years
+    )
 
 
 @dataclass(slots=True)
@@ -263,16 +283,9 @@ def record_tube(
             continue
         ordered, changed = decision
         decided.append((changed, ordered.id))
-        work = pending.get(ordered.id)
-        if changed and work is not None and work.changes:
-            state = work.changes[-1].state
-            if state.status in RELEASED:
-                ordered.status = TestStatus.VERIFIED
-                released = True
-            elif state.status == R.PRELIMINARY:
-                ordered.status = TestStatus.IN_PROGRESS
-            else:
-                ordered.status = TestStatus.RESULTED
+        released = _follow(ordered, pending.get(ordered.id) if changed else None) or released
+    if pending and (rules.formulas is not None or rules.reflex is not None):
+        released = _derive(session, actor, tube, pending, facts, rules, now=now) or released
     ids: dict[int, int] = {}
     if pending:
         written = write_versions(
@@ -287,6 +300,229 @@ def record_tube(
         one if isinstance(one, Outcome) else _outcome_of(tube, pending, ids, *one)
         for one in decided
     ]
+
+
+def _follow(ordered: OrderedTest, work: _Pending | None) -> bool:
+    """The ordered test follows its result's new state; True when the result was released."""
+    if work is None or not work.changes:
+        return False
+    state = work.changes[-1].state
+    if state.status in RELEASED:
+        ordered.status = TestStatus.VERIFIED
+        return True
+    ordered.status = (
+        TestStatus.IN_PROGRESS if state.status == R.PRELIMINARY else TestStatus.RESULTED
+    )
+    return False
+
+
+# --- calculated tests and reflexes: what a recorded result adds to its tube ---------------------
+
+# The hold of a calculated result while an input waits for a person (CLSI AUTO15 step 10: a
+# group is released together); verifying the input verifies it too.
+WAITS_FOR = "released together with"
+CALCULATOR = "calculated"  # the `instrument` of a calculated result
+
+
+def _current_states(tube: _Tube, pending: dict[int, _Pending]) -> dict[int, ResultState]:
+    """The newest state of every result of the tube, by test id (decided or stored)."""
+    states: dict[int, ResultState] = {}
+    for test_id, ordered in tube.ordered.items():
+        work = pending.get(ordered.id)
+        if work is not None and work.current is not None:
+            states[test_id] = work.current
+        elif ordered.id in tube.results:
+            states[test_id] = ResultState.of(tube.results[ordered.id])
+    return states
+
+
+def _usable(state: ResultState) -> bool:
+    """An input a formula may use: a plain number, not implausible, not withdrawn."""
+    return (
+        state.value_numeric is not None
+        and state.comparator is None
+        and state.status != R.CANCELLED
+        and not (state.judgement or {}).get("implausible")
+        and not any(hold.code is HoldCode.PLAUSIBILITY for hold in state.holds)
+    )
+
+
+def _note(work: _Pending, key: str, name: str, text: str) -> None:
+    """Write a note into the judgement of the states just decided (shown to the reviewer)."""
+    for index, change in enumerate(work.changes):
+        judgement = dict(change.state.judgement or {})
+        notes = dict(judgement.get(key, {}))
+        notes[name] = text
+        judgement[key] = notes
+        work.changes[index] = replace(change, state=change.state.but(judgement=judgement))
+
+
+def _derive(
+    session: Session,
+    actor: Actor,
+    tube: _Tube,
+    pending: dict[int, _Pending],
+    facts: TubeFacts,
+    rules: ActiveRules,
+    *,
+    now: datetime,
+) -> bool:
+    """Calculated tests whose inputs were just measured, and reflexes the new results call for,
+    decided in the same transaction; True when a calculated result was released."""
+    catalog_now = snapshot(session)
+    by_id = catalog_now.by_id
+    measured = {
+        by_id[test_id].code: ordered
+        for test_id, ordered in tube.ordered.items()
+        if (work := pending.get(ordered.id)) is not None and work.changes
+    }
+    released = False
+    if rules.formulas is not None:
+        formulas = {f.test_code: f for code in measured for f in rules.formulas.using(code)}
+        for formula in formulas.values():
+            released = (
+                _calculate(session, actor, tube, pending, facts, rules, formula, measured, now=now)
+                or released
+            )
+    if rules.reflex is not None:
+        states = _current_states(tube, pending)
+        for code, ordered in measured.items():
+            state = states.get(ordered.test_id)
+            work = pending.get(ordered.id)
+            if state is None or work is None or not work.changes:
+                continue
+            for rule in reflexes_for(
+                rules.reflex,
+                ReflexResult(
+                    test_code=code,
+                    value=state.value_numeric,
+                    comparator=state.comparator,
+                    reference_low=state.reference_low,
+                    reference_high=state.reference_high,
+                    flags=(*state.flags, *state.instrument_flags.replace(",", " ").split()),
+                ),
+            ):
+                _reflex(session, actor, tube, work, rule, rules.reflex.version, catalog_now)
+    return released
+
+
+def _calculate(
+    session: Session,
+    actor: Actor,
+    tube: _Tube,
+    pending: dict[int, _Pending],
+    facts: TubeFacts,
+    rules: ActiveRules,
+    formula: Formula,
+    measured: dict[str, OrderedTest],
+    *,
+    now: datetime,
+) -> bool:
+    assert rules.formulas is not None
+    catalog_now = snapshot(session)
+    test = catalog_now.by_code.get(formula.test_code)
+    if test is None:
+        return False
+    states = _current_states(tube, pending)
+    inputs = {
+        code: states[catalog_now.by_code[code].id]
+        for code in formula.inputs
+        if code in catalog_now.by_code and catalog_now.by_code[code].id in states
+    }
+    calculation = calculate(
+        formula,
+        results={
+            code: state.value_numeric
+            for code, state in inputs.items()
+            if _usable(state) and state.value_numeric is not None
+        },
+        patient=FormulaPatient(
+            age_years=facts.patient.age_years,
+            age_days=facts.patient.age_days,
+            sex=facts.patient.sex,
+        ),
+    )
+    if not calculation.calculated:
+        # Not calculated (a child, unknown sex, an implausible input): the reason is shown
+        # with the input that was measured.
+        for code in formula.inputs:
+            ordered = measured.get(code)
+            work = pending.get(ordered.id) if ordered is not None else None
+            if work is not None and work.changes:
+                _note(work, "not_calculated", formula.test_code, calculation.reason)
+        return False
+    ordered = tube.ordered.get(test.id)
+    if ordered is None:
+        ordered = orders.add_by_rule(
+            session,
+            actor=actor,
+            specimen=tube.root,
+            test_id=test.id,
+            rule=f"calculated {test.code} (formula set v{rules.formulas.version})",
+        )
+        tube.ordered[test.id] = ordered
+    if ordered.status == TestStatus.CANCELLED:
+        return False
+    taken_at = [s.observed_at for s in inputs.values() if s.observed_at is not None]
+    measurement = Measurement(
+        accession_number=tube.specimen.accession_number,
+        test_code=test.code,
+        value=calculation.reported,
+        unit=test.unit,
+        observed_at=max(taken_at) if taken_at else None,
+        instrument=CALCULATOR,
+        comment=f"{formula.source}" if formula.source else "",
+    )
+    decision = _decide(tube, test, measurement, pending, facts, rules, author=CALCULATOR, now=now)
+    if isinstance(decision, Outcome):
+        return False
+    work = pending.get(ordered.id)
+    if work is None or not work.changes:
+        return False
+    waiting = [code for code, state in inputs.items() if state.status not in RELEASED]
+    if waiting and work.changes[-1].state.status in RELEASED:
+        # Never released alone while an input waits for a person: both go together.
+        work.changes.pop()
+    if waiting:
+        last = work.changes[-1]
+        hold = Hold(code=HoldCode.RULE, text=f"{WAITS_FOR} {', '.join(sorted(waiting))}")
+        if hold not in last.state.holds:
+            work.changes[-1] = replace(last, state=last.state.but(holds=(*last.state.holds, hold)))
+    return _follow(ordered, work)
+
+
+def _reflex(
+    session: Session,
+    actor: Actor,
+    tube: _Tube,
+    work: _Pending,
+    rule: ReflexRule,
+    version: int,
+    catalog_now: CatalogSnapshot,
+) -> None:
+    """Add the reflex test to the same tube, once per result and rule."""
+    added = catalog_now.by_code.get(rule.add)
+    if added is None:
+        return
+    states = [change.state for change in work.changes]
+    if work.before is not None:
+        states.append(work.before)
+    fired = {name for state in states for name in (state.judgement or {}).get("reflex", {})}
+    already = tube.ordered.get(added.id)
+    if rule.id in fired or (already is not None and already.status != TestStatus.CANCELLED):
+        return  # never twice for one result; nothing to add when the test is on the tube
+    target = work.target
+    source = target.id if isinstance(target, Result) else None
+    ordered = orders.add_by_rule(
+        session,
+        actor=actor,
+        specimen=tube.root,
+        test_id=added.id,
+        rule=f"reflex {rule.id} (reflex set v{version})"
+        + (f" on result {source}" if source else ""),
+    )
+    tube.ordered[added.id] = ordered
+    _note(work, "reflex", rule.id, f"{rule.add} added ({rule.source})".strip())
 
 
 def _outcome_of(
@@ -442,3 +678,47 @@ def _released_by_rules(session: Session, tube: _Tube, *, now: datetime) -> None:
 
 def _refused(refusal: Refusal) -> Outcome:
     return Outcome(result_id=None, changed=False, status="", flags=(), refusal=refusal)
+
+
+def recalculated(
+    session: Session, *, result: Result, rules: ActiveRules
+) -> list[tuple[TestRule, Calculation]]:
+    """The calculated tests of the tube that read `result`'s test, calculated afresh from the
+    tube's current results (after a correction)."""
+    if rules.formulas is None:
+        return []
+    catalog_now = snapshot(session)
+    code = catalog_now.by_id[result.test_id].code
+    specimen = session.get(Specimen, result.specimen_id)
+    patient = session.get(Patient, result.patient_id)
+    assert specimen is not None and patient is not None  # foreign keys
+    root = specimens.root_of(session, specimen)
+    facts = patient_facts(patient, root)
+    tests = {
+        t.id: t
+        for t in session.scalars(select(OrderedTest).where(OrderedTest.specimen_id == root.id))
+    }
+    stored = session.scalars(select(Result).where(Result.ordered_test_id.in_(list(tests)))).all()
+    values = {
+        catalog_now.by_id[r.test_id].code: state.value_numeric
+        for r in stored
+        if _usable(state := ResultState.of(r)) and state.value_numeric is not None
+    }
+    found: list[tuple[TestRule, Calculation]] = []
+    for formula in rules.formulas.using(code):
+        test = catalog_now.by_code.get(formula.test_code)
+        if test is None:
+            continue
+        found.append(
+            (
+                test,
+                calculate(
+                    formula,
+                    results=values,
+                    patient=FormulaPatient(
+                        age_years=facts.age_years, age_days=facts.age_days, sex=facts.sex
+                    ),
+                ),
+            )
+        )
+    return found

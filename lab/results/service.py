@@ -24,15 +24,16 @@ from lab.errors import Conflict, InvalidInput, NotFound
 from lab.orders import service as orders
 from lab.results import judging
 from lab.results import outbox as hl7_outbox
+from lab.results.judging import ActiveRules, Refusal, active_rules
 from lab.results.judging import Measurement as Measurement
-from lab.results.judging import Refusal
 from lab.results.queries import is_unremarkable, results_of_tube
+from lab.results.recording import CALCULATOR, WAITS_FOR, patient_facts, recalculated
 from lab.results.recording import Outcome as Outcome
-from lab.results.recording import patient_facts
 from lab.results.recording import record as record
 from lab.results.recording import record_tube as record_tube
 from lab.results.state import Change, ResultState
 from lab.results.writing import Write, write_versions
+from lab.rules import ReflexResult, reflexes_for
 from lab.specimens import service as specimens
 from lab.tables import (
     LabTest,
@@ -117,8 +118,38 @@ def verify(
     change = Change(state=state, action="result.verify", author=actor.username, detail=call)
     _change_one(session, actor=actor, result=result, change=change)
     _mark_ordered_test(session, result, TestStatus.VERIFIED)
+    _release_calculated(session, actor=actor, result=result)
     hl7_outbox.on_result_released(session, result, event="verify")  # same transaction
     return result
+
+
+def _release_calculated(session: Session, *, actor: Actor, result: Result) -> None:
+    """Calculated results of the tube that waited only for this one are verified with it, so
+    they reach the record together, in the same ORU (CLSI AUTO15 step 10)."""
+    code = rule_by_id(session, result.test_id).code
+    specimen = session.get(Specimen, result.specimen_id)
+    assert specimen is not None  # foreign key
+    for other in results_of_tube(session, specimens.root_of(session, specimen)):
+        if other.id == result.id or other.status != R.AWAITING_REVIEW or not other.holds:
+            continue
+        waits = [h for h in other.holds if h["text"].startswith(WAITS_FOR)]
+        if len(waits) != len(other.holds):
+            continue  # held for something else too: a person looks at it
+        names = {n.strip() for h in waits for n in h["text"][len(WAITS_FOR) :].split(",")}
+        if names - {code}:
+            continue
+        current = ResultState.of(other)
+        state = current.but(
+            status=R.VERIFIED, holds=(), verified_at=utcnow(), verified_by=actor.username
+        )
+        change = Change(
+            state=state,
+            action="result.verify",
+            author=actor.username,
+            detail=f"released together with {code}",
+        )
+        _change_one(session, actor=actor, result=other, change=change)
+        _mark_ordered_test(session, other, TestStatus.VERIFIED)
 
 
 def verify_unremarkable(session: Session, *, actor: Actor, accession_number: str) -> list[Result]:
@@ -135,7 +166,14 @@ def verify_unremarkable(session: Session, *, actor: Actor, accession_number: str
 
 
 def correct(
-    session: Session, *, actor: Actor, result_id: int, value: str, reason: str, comment: str = ""
+    session: Session,
+    *,
+    actor: Actor,
+    result_id: int,
+    value: str,
+    reason: str,
+    comment: str = "",
+    rules: ActiveRules | None = None,
 ) -> Result:
     """Correct a released result: a new version, flagged afresh, sent to the record as `C`."""
     if not reason.strip():
@@ -170,7 +208,98 @@ def correct(
     )
     _change_one(session, actor=actor, result=result, change=change)
     hl7_outbox.on_result_released(session, result, event="correct")  # same transaction
+    rules = rules if rules is not None else active_rules(session)
+    _recalculate(session, actor=actor, result=result, rules=rules)
+    _withdraw_reflexes(session, actor=actor, result=result, state=state, rules=rules)
     return result
+
+
+def _recalculate(session: Session, *, actor: Actor, result: Result, rules: ActiveRules) -> None:
+    """A corrected input: its calculated tests on the tube are calculated again, and a released
+    one is corrected too (the record gets the correction)."""
+    code = rule_by_id(session, result.test_id).code
+    specimen = session.get(Specimen, result.specimen_id)
+    assert specimen is not None  # foreign key
+    root = specimens.root_of(session, specimen)
+    of_tube = {r.test_id: r for r in results_of_tube(session, root)}
+    for test, calculation in recalculated(session, result=result, rules=rules):
+        calculated = of_tube.get(test.id)
+        if calculated is None or calculated.status == R.CANCELLED:
+            continue
+        why = f"recalculated: {code} corrected"
+        if not calculation.calculated:
+            cancel(
+                session, actor=actor, result_id=calculated.id, reason=f"{why}; {calculation.reason}"
+            )
+        elif calculated.status in RELEASED:
+            if ResultState.of(calculated).value != calculation.reported:
+                correct(
+                    session,
+                    actor=actor,
+                    result_id=calculated.id,
+                    value=calculation.reported,
+                    reason=why,
+                    rules=rules,
+                )
+        else:
+            record(
+                session,
+                actor=actor,
+                measurement=Measurement(
+                    accession_number=root.accession_number,
+                    test_code=test.code,
+                    value=calculation.reported,
+                    unit=test.unit,
+                    observed_at=result.observed_at,
+                    instrument=CALCULATOR,
+                ),
+                rules=rules,
+            )
+
+
+def _withdraw_reflexes(
+    session: Session, *, actor: Actor, result: Result, state: ResultState, rules: ActiveRules
+) -> None:
+    """A corrected result that no longer meets a reflex rule's condition: the reflex test it
+    added, not yet run, is cancelled."""
+    if rules.reflex is None:
+        return
+    code = rule_by_id(session, result.test_id).code
+    still = {
+        rule.id
+        for rule in reflexes_for(
+            rules.reflex,
+            ReflexResult(
+                test_code=code,
+                value=state.value_numeric,
+                comparator=state.comparator,
+                reference_low=state.reference_low,
+                reference_high=state.reference_high,
+                flags=(*state.flags, *state.instrument_flags.replace(",", " ").split()),
+            ),
+        )
+    }
+    specimen = session.get(Specimen, result.specimen_id)
+    assert specimen is not None  # foreign key
+    root = specimens.root_of(session, specimen)
+    order = session.get(Order, root.order_id)
+    assert order is not None  # foreign key
+    for rule in rules.reflex.rules:
+        if rule.test != code or rule.id in still:
+            continue
+        for ordered in specimens.tests_of(session, root):
+            if (
+                ordered.added_by_rule.startswith(f"reflex {rule.id} ")
+                and ordered.status == TestStatus.ORDERED
+            ):
+                orders.cancel_tests(
+                    session,
+                    actor=actor,
+                    filler=order.filler_order_number,
+                    codes=[rule.add],
+                    reason=f"reflex {rule.id} withdrawn: {code} corrected and no longer meets "
+                    "the condition",
+                )
 
 
 def cancel(session: Session, *, actor: Actor, result_id: int, reason: str) -> Result:

@@ -131,6 +131,9 @@ class OrderedTest(Base):
     due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_reason: Mapped[str] = mapped_column(Text, default="")
+    # Added by the lab, not the ordering clinician: "calculated EGFR (formula set v1)" or
+    # "reflex TSH-FT4 (reflex set v1) on result 123"; "" for a test the record ordered.
+    added_by_rule: Mapped[str] = mapped_column(String(120), default="", server_default="")
 
     order: Mapped[Order] = relationship(back_populates="tests")
     # Many-to-one by primary key: a lazy load is answered from the identity map once loaded.
