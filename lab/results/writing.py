@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 
 from lab import audit
 from lab.audit import Actor
+from lab.errors import Conflict
 from lab.results.state import Change, NewMeasurement, NewResult, ResultState
-from lab.tables.results import Result, ResultVersion, StoredMeasurement
+from lab.tables.results import RESULT_LIFECYCLE, R, Result, ResultVersion, StoredMeasurement
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +52,7 @@ def write_versions(
         patient_id = write.result.patient_id
         first = write.result.version + 1 if isinstance(write.result, Result) else 1
         before = write.before.snapshot(first - 1) if write.before is not None else None
+        _check_moves(write, result_id)
         states = [
             change.state.but(measurement_id=measured[(index, number)])
             if change.measurement is not None
@@ -109,6 +111,20 @@ def write_versions(
         session.execute(insert(ResultVersion), versions)
     audit.record_rows(session, audits)
     return ids
+
+
+def _check_moves(write: Write, result_id: int) -> None:
+    """Every status move is one the result lifecycle allows (lab.tables.results); a new result
+    begins preliminary or awaiting review."""
+    current = write.before.status if write.before is not None else None
+    for change in write.changes:
+        target = change.state.status
+        if current is None:
+            if target not in (R.PRELIMINARY, R.AWAITING_REVIEW):
+                raise Conflict(f"a new result cannot begin {target.value.replace('_', ' ')}")
+        else:
+            RESULT_LIFECYCLE.check(current, target, name=f"result {result_id}")
+        current = target
 
 
 def _insert_results(session: Session, writes: Sequence[Write], *, now: datetime) -> list[int]:
