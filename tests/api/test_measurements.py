@@ -47,3 +47,20 @@ def test_choose_a_measurement_over_the_api(
         f"/api/v1/results/{result_id}/set-aside", json={"reason": "ok"}, headers=lege
     )
     assert nothing.status_code == 409
+
+
+def test_values_no_lab_can_measure_are_refused_with_the_field(
+    client: TestClient, as_role: dict[str, dict[str, str]]
+) -> None:
+    bio = as_role["technician"]
+    order = place_order(client, as_role["interface"])
+    accession = next(s for s in order["specimens"] if s["container"] == "SERUM")["accession_number"]
+    for value, why in (("NaN", "NaN or infinity"), ("1e400", "sane range"), ("-5", "negative")):
+        refused = client.post(
+            "/api/v1/results",
+            json={"accession_number": accession, "test_code": "NA", "value": value},
+            headers=bio,
+        )
+        assert refused.status_code == 422, refused.text
+        problem = refused.json()["problems"][0]
+        assert problem["field"] == "value" and why in problem["message"]
