@@ -161,7 +161,9 @@ def run(url: str, *, present: int, recorded: int, heavy: int) -> None:
             )
             for code in codes
         ]
-        kind = list(variants)[index % len(variants)]
+        # By order, not by tube: each order has an EDTA and a serum tube, and every variant
+        # must get both kinds alike.
+        kind = list(variants)[(index // 2) % len(variants)]
         statements_before = statements["n"]
         started, cpu_started = time.perf_counter(), time.process_time()
         with factory() as session:
