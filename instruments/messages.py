@@ -1,8 +1,10 @@
 """One received ASTM message, handled in one database transaction (no I/O besides the session).
 
 Results go through `lab.results.service.record_tube` (the one path for every result); what cannot be
-recorded is kept in `unmatched_result` with the reason; QC results go to `qc_result`; host
-queries are answered from the specimen's pending tests. The caller commits, then acknowledges
+recorded is kept in `unmatched_result` with the reason; QC results go to `qc_result` and the
+levels of one message are judged as one run by `lab.qc` *before* the message's patient results
+are recorded, so a rejection holds the patient results that came with it; host queries are
+answered from the specimen's pending tests. The caller commits, then acknowledges
 the frame that completed the message (docs/architecture.md, rule 3).
 """
 
@@ -32,6 +34,7 @@ from instruments.config import InstrumentConfig
 from instruments.profiles import Profile, SpecimenOrder
 from lab.audit import Actor
 from lab.errors import LabError
+from lab.qc import service as qc
 from lab.results import service as results
 from lab.specimens import service as specimens
 from lab.tables import QcResult, UnmatchedResult, UnmatchedStatus
@@ -112,10 +115,29 @@ def handle_message(
     actor = instrument_actor(instrument)
     qc_message = profile.is_qc_message(message.header)
     zone = ZoneInfo(instrument.timezone)
+    controls: list[int] = []  # new qc_result rows: the levels of this message form one run
+    patient_groups = []
     for order_group in message.orders():
         order = order_group.order
         specimen_id = order.specimen_id if order is not None else ""
-        control = qc_message or profile.is_qc_order(order) or instrument.is_control(specimen_id)
+        if qc_message or profile.is_qc_order(order) or instrument.is_control(specimen_id):
+            for group in order_group.results:
+                kept = _keep_qc(
+                    session,
+                    instrument=instrument,
+                    profile=profile,
+                    control_id=specimen_id,
+                    group=group,
+                    zone=zone,
+                )
+                outcome.qc += kept is not None
+                if kept is not None:
+                    controls.append(kept)
+        else:
+            patient_groups.append((specimen_id, order_group))
+    if controls:
+        _judge_controls(session, actor=actor, instrument=instrument, qc_result_ids=controls)
+    for specimen_id, order_group in patient_groups:
         ready: list[tuple[ResultGroup, results.Measurement]] = []
         for group in order_group.results:
             measurement = _handle_result(
@@ -125,7 +147,6 @@ def handle_message(
                 profile=profile,
                 specimen_id=specimen_id,
                 group=group,
-                control=control,
                 zone=zone,
             )
             if measurement is not None:
@@ -162,27 +183,12 @@ def _handle_result(
     profile: Profile,
     specimen_id: str,
     group: ResultGroup,
-    control: bool,
     zone: ZoneInfo,
 ) -> results.Measurement | None:
-    """QC and results that cannot be recorded are kept here; the rest come back to record."""
+    """Results that cannot be recorded are kept here; the rest come back to record."""
     result = group.result
     instrument_code = profile.test_code(result.test)
     local_code = instrument.local_code(instrument_code)
-    raw = build_record_text(result)
-    if control:
-        outcome.qc += _keep_qc(
-            session,
-            instrument=instrument,
-            profile=profile,
-            control_id=specimen_id,
-            instrument_test_code=instrument_code,
-            test_code=local_code,
-            group=group,
-            raw=raw,
-            zone=zone,
-        )
-        return None
     reason = ""
     if not specimen_id:
         reason = "the result has no specimen ID (no O record with O-3 before it)"
@@ -332,19 +338,19 @@ def _keep_qc(
     instrument: InstrumentConfig,
     profile: Profile,
     control_id: str,
-    instrument_test_code: str,
-    test_code: str | None,
     group: ResultGroup,
-    raw: str,
     zone: ZoneInfo,
-) -> int:
+) -> int | None:
+    """Store a control result once; the id of the new row, or None for a repeat."""
     result = group.result
+    instrument_code = profile.test_code(result.test)
+    raw = build_record_text(result)
     values = {
         "fingerprint": _fingerprint("qc", instrument.name, control_id, raw),
         "instrument": instrument.name,
         "control_id": control_id[:80],
-        "instrument_test_code": instrument_test_code[:80],
-        "test_code": test_code,
+        "instrument_test_code": instrument_code[:80],
+        "test_code": instrument.local_code(instrument_code),
         "value": result.value,
         "unit": result.units[:40],
         "instrument_flags": profile.instrument_flags(group)[:200],
@@ -353,12 +359,31 @@ def _keep_qc(
         "observed_at": _aware(result.completed_at, zone),
         "raw_record": raw,
     }
-    return _insert_once(session, QcResult, values)
+    inserted = session.execute(
+        insert(QcResult)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["fingerprint"])
+        .returning(QcResult.id)
+    )
+    return inserted.scalar_one_or_none()
 
 
-def _insert_once(
-    session: Session, table: type[UnmatchedResult] | type[QcResult], values: dict[str, Any]
-) -> int:
+def _judge_controls(
+    session: Session, *, actor: Actor, instrument: InstrumentConfig, qc_result_ids: list[int]
+) -> None:
+    """Judge the message's control results (a run per test). Should judging fail, the control
+    results stay stored in `qc_result` and the message is still acknowledged: nothing is lost,
+    and the failure is logged for the operator."""
+    try:
+        with session.begin_nested():
+            qc.take_analyser_results(
+                session, actor=actor, instrument=instrument.name, qc_result_ids=qc_result_ids
+            )
+    except LabError as error:
+        log.error("QC results from %s could not be judged: %s", instrument.name, error.message)
+
+
+def _insert_once(session: Session, table: type[UnmatchedResult], values: dict[str, Any]) -> int:
     """1 if the row is new, 0 if a row with its fingerprint is there already (a repeat)."""
     inserted = session.execute(
         insert(table)

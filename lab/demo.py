@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from lab.audit import Actor
 from lab.catalog import service as catalog
+from lab.qc.demo import seed_demo_qc
 from lab.tables import LabTest, User
 from lab.users import service as users
 from lab.users.roles import Role
@@ -29,6 +30,7 @@ def seed(session: Session, *, password: str | None) -> dict[str, str]:
     actor = Actor.system("cli")
     if not session.scalar(select(func.count()).select_from(LabTest)):
         catalog.load_catalog_file(session, actor=actor)
+    seed_demo_qc(session, actor=actor)
     made: dict[str, str] = {}
     if not session.scalar(select(func.count()).select_from(User)):
         for username, name, roles in DEMO_USERS:

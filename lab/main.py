@@ -25,6 +25,8 @@ from lab.lifespan import Starter
 from lab.orders.api import router as orders_router
 from lab.orders.views import router as orders_views
 from lab.patients.api import router as patients_router
+from lab.qc.api import router as qc_router
+from lab.qc.views import router as qc_views
 from lab.results.api import router as results_router
 from lab.results.views import router as results_views
 from lab.specimens.api import router as specimens_router
@@ -89,6 +91,7 @@ def create_app(
     app.include_router(hl7_messages_router)
     app.include_router(instruments_router)
     app.include_router(reports_router)
+    app.include_router(qc_router)
     _include_pages(app)
 
     app.add_exception_handler(LabError, _lab_error)
@@ -152,6 +155,7 @@ def _include_pages(app: FastAPI) -> None:
         orders_views,
         results_views,
         users_views,
+        qc_views,
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

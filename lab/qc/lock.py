@@ -69,9 +69,14 @@ def step(current: Lock, event: QcEvent) -> Lock:
     return current
 
 
+def order_key(event: QcEvent) -> tuple[datetime, int, str]:
+    """Events in the order of time, then of storing (runs and overrides number apart)."""
+    return (event.at, event.sequence, event.kind.value)
+
+
 def fold(events: Iterable[QcEvent]) -> Lock:
     """The lock after every event, taken in the order of time (then of storing)."""
     current = IN_CONTROL
-    for event in sorted(events, key=lambda e: (e.at, e.sequence)):
+    for event in sorted(events, key=order_key):
         current = step(current, event)
     return current

@@ -17,6 +17,7 @@ from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.deps import SessionDep
 from lab.errors import InvalidInput, LabError, NotFound
+from lab.qc import queries as qc_queries
 from lab.reports import render_cumulative_report
 from lab.results import queries as result_queries
 from lab.results import service as results
@@ -75,6 +76,7 @@ def worklist_page(
             "benches": work_lists.benches(session),
             "entries": entries,
             "now": utcnow(),
+            "qc_locks": qc_queries.active_locks(session),
         },
     )
 

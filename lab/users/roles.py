@@ -32,6 +32,9 @@ class Permission(StrEnum):
     VIEW_ANALYSERS = "view_analysers"  # connection state, QC; no patient data
     READ_WORKLIST = "read_worklist"  # what an analyser is to run; accession numbers and tests
     RESOLVE_UNMATCHED = "resolve_unmatched"  # a person's decision on what an analyser sent
+    ENTER_QC = "enter_qc"  # type in control results; retry or discard the QC queue
+    MANAGE_QC = "manage_qc"  # control materials, lots, targets, rule policies
+    OVERRIDE_QC_LOCK = "override_qc_lock"  # release a QC lock without an in-control run
 
 
 _P = Permission
@@ -47,6 +50,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             _P.VIEW_ANALYSERS,
             _P.READ_WORKLIST,
             _P.RESOLVE_UNMATCHED,
+            _P.ENTER_QC,
         }
     ),
     Role.REVIEWER: frozenset(
@@ -59,6 +63,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             _P.VIEW_ANALYSERS,
             _P.READ_WORKLIST,
             _P.RESOLVE_UNMATCHED,
+            _P.ENTER_QC,
         }
     ),
     Role.PHYSICIAN: frozenset(
@@ -77,6 +82,10 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             _P.VIEW_ANALYSERS,
             _P.READ_WORKLIST,
             _P.RESOLVE_UNMATCHED,
+            # the lab physician answers for the method: sets QC up and may release a lock
+            _P.ENTER_QC,
+            _P.MANAGE_QC,
+            _P.OVERRIDE_QC_LOCK,
         }
     ),
     Role.ADMIN: frozenset(
@@ -88,6 +97,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             _P.OPERATE_INTERFACES,
             _P.VIEW_ANALYSERS,
             _P.READ_WORKLIST,
+            _P.MANAGE_QC,
         }
     ),
     Role.INSTRUMENT: frozenset(

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import Request, Response
 
 from lab.deps import SessionDep
+from lab.qc import queries as qc_queries
 from lab.results import queries as result_queries
 from lab.specimens import queries as work_lists
 from lab.specimens import service as specimens
@@ -74,6 +75,7 @@ def overview(request: Request, session: SessionDep, actor: CurrentUserPage) -> R
             }
             for s, o in work_lists.in_lab_unfinished(session, limit=LIST_LIMIT)
         ],
+        "qc_locks": qc_queries.active_locks(session),
         "review_total": review_total,
         "review_critical": review_critical,
         "critical": critical,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.qc.lock import IN_CONTROL, EventKind, LockState, QcEvent, fold, step
+from lab.qc.lock import IN_CONTROL, EventKind, LockState, QcEvent, fold, order_key, step
 
 T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
 
@@ -90,7 +90,7 @@ def test_the_lock_depends_on_the_stored_events_alone(events: list[QcEvent], rnd:
 def test_locked_exactly_when_the_last_deciding_event_was_a_rejection(
     events: list[QcEvent],
 ) -> None:
-    ordered = sorted(events, key=lambda e: (e.at, e.sequence))
+    ordered = sorted(events, key=order_key)
     deciding = [
         e
         for e in ordered

@@ -1,0 +1,91 @@
+"""The QC queue: control results that could not be judged, until a person retries or discards
+them. Never applied to a patient, never dropped."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from lab import audit
+from lab.audit import Actor
+from lab.errors import Conflict, InvalidInput, NotFound
+from lab.qc.materials import analyser_name
+from lab.qc.service import Lookups, candidate_of, store_run
+from lab.tables.instruments import QcResult
+from lab.tables.qc import ProblemStatus, QcProblem, QcRun, RunSource
+from lab.timeutil import utcnow
+
+
+def open_problems(session: Session, *, limit: int = 200) -> list[tuple[QcProblem, QcResult]]:
+    query = (
+        select(QcProblem, QcResult)
+        .join(QcResult, QcResult.id == QcProblem.qc_result_id)
+        .where(QcProblem.status == ProblemStatus.OPEN)
+        .order_by(QcProblem.id)
+        .limit(limit)
+    )
+    return [(problem, result) for problem, result in session.execute(query).tuples()]
+
+
+def _open_problem(session: Session, problem_id: int) -> QcProblem:
+    problem = session.get(QcProblem, problem_id, with_for_update=True)
+    if problem is None:
+        raise NotFound(f"no QC queue entry {problem_id}")
+    if problem.status != ProblemStatus.OPEN:
+        raise Conflict(f"QC queue entry {problem_id} is {problem.status} already")
+    return problem
+
+
+def retry_problem(session: Session, *, actor: Actor, problem_id: int) -> QcRun:
+    """Judge a queued control result again once its cause is fixed (a control ID mapped, a
+    target entered): it becomes a run of its own. Still not judgeable: 409 with the reason."""
+    problem = _open_problem(session, problem_id)
+    row = session.get(QcResult, problem.qc_result_id)
+    if row is None:
+        raise NotFound(f"the control result of queue entry {problem_id} is missing")
+    name = analyser_name(row.instrument)
+    lookups = Lookups.load(session, instrument=name, rows=[row])
+    candidate, reason = candidate_of(lookups, instrument=name, row=row)
+    if candidate is None:
+        problem.reason = reason
+        raise Conflict(f"still cannot be judged: {reason}")
+    run = store_run(
+        session,
+        actor=actor,
+        instrument=name,
+        test_id=candidate.target.test_id,
+        candidates=[candidate],
+        run_key="a" + str(row.id),
+        source=RunSource.ANALYSER,
+        comment=f"from the QC queue (entry {problem.id})",
+    )
+    _close_problem(session, actor=actor, problem=problem, status=ProblemStatus.RESOLVED, note="")
+    problem.run_id = run.id
+    return run
+
+
+def discard_problem(session: Session, *, actor: Actor, problem_id: int, note: str) -> QcProblem:
+    note = note.strip()
+    if not note:
+        raise InvalidInput.field("note", "say why the control result is not to be used")
+    problem = _open_problem(session, problem_id)
+    _close_problem(session, actor=actor, problem=problem, status=ProblemStatus.DISCARDED, note=note)
+    return problem
+
+
+def _close_problem(
+    session: Session, *, actor: Actor, problem: QcProblem, status: ProblemStatus, note: str
+) -> None:
+    problem.status = status
+    problem.handled_by = actor.username
+    problem.handled_at = utcnow()
+    problem.note = note
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action=f"qc.queue.{status.value}",
+        entity_type="qc_problem",
+        entity_id=problem.id,
+        detail=note,
+    )

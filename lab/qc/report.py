@@ -1,0 +1,109 @@
+"""Chart and report data from the stored runs, in the plain shapes `lab.reports` draws."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from lab.qc import queries
+from lab.reports.qc_charts import ChartPoint, LeveyJennings
+from lab.reports.qc_report import QcReport, QcReportSection, RejectedRun
+from lab.tables.catalog import LabTest
+from lab.tables.qc import QcPoint, QcRun
+from lab.timeutil import OSLO, oslo_text, utcnow
+
+
+def chart_of(series: queries.ChartSeries) -> LeveyJennings:
+    """A Levey-Jennings chart of a series: rejected points marked, the rule named beside them
+    (on a rejected point the rules that rejected the run; on an accepted one its warning)."""
+    points = tuple(
+        ChartPoint(
+            at=p.at,
+            value=p.value,
+            rejected=p.rejected,
+            label=", ".join(
+                [r for r in p.rules if r != "1-2s"] if p.rejected and len(p.rules) > 1 else p.rules
+            ),
+        )
+        for p in series.points
+    )
+    return LeveyJennings(
+        title=f"{series.test_code} · {series.instrument} · level {series.level} · lot {series.lot}",
+        unit=series.unit,
+        mean=series.mean,
+        sd=series.sd,
+        points=points,
+    )
+
+
+def month_bounds(month: date) -> tuple[datetime, datetime]:
+    """The first and last moment of a calendar month in the lab's time zone."""
+    start = datetime.combine(month.replace(day=1), time.min, tzinfo=OSLO)
+    following = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+    end = datetime.combine(following, time.min, tzinfo=OSLO)
+    return start, end
+
+
+def monthly_report(
+    session: Session, *, month: date, instrument: str | None = None, lab_name: str = "Laboratory"
+) -> QcReport:
+    start, end = month_bounds(month)
+    query = (
+        select(QcRun.instrument, LabTest.code, QcPoint.lot_id)
+        .join(QcPoint, QcPoint.run_id == QcRun.id)
+        .join(LabTest, LabTest.id == QcRun.test_id)
+        .where(QcRun.run_at >= start, QcRun.run_at < end)
+        .distinct()
+        .order_by(QcRun.instrument, LabTest.code, QcPoint.lot_id)
+    )
+    if instrument:
+        query = query.where(QcRun.instrument == instrument)
+    sections: list[QcReportSection] = []
+    for name, code, lot_id in session.execute(query).tuples():
+        series = queries.chart_series(
+            session, instrument=name, test_code=code, lot_id=lot_id, since=start, until=end
+        )
+        stats = series.accepted
+        unit = series.unit
+        target = (
+            f"{series.mean:g} ± {series.sd:g} {unit} ({series.target_source})"
+            if series.mean is not None and series.sd is not None
+            else "being established"
+        )
+        sections.append(
+            QcReportSection(
+                instrument=name,
+                test_code=code,
+                level=series.level,
+                material=series.material,
+                lot=series.lot,
+                target=target,
+                n_accepted=sum(1 for p in series.points if not p.rejected),
+                n_rejected=sum(1 for p in series.points if p.rejected),
+                month_mean=f"{stats.mean:.4g}" if stats else "–",
+                month_sd=f"{stats.sd:.3g}" if stats else "–",
+                month_cv=(
+                    f"{stats.cv_percent:.2g} %" if stats and stats.cv_percent is not None else "–"
+                ),
+                chart=chart_of(series),
+                rejected=tuple(
+                    RejectedRun(
+                        when=oslo_text(p.at), value=f"{p.value:g}", rules=", ".join(p.rules)
+                    )
+                    for p in series.points
+                    if p.rejected
+                ),
+            )
+        )
+    return QcReport(
+        lab_name=lab_name,
+        month=start.strftime("%m.%Y"),
+        printed=oslo_text(utcnow()),
+        sections=tuple(sections),
+        note=(
+            "Statistics are of the accepted points of the month; rejected points are shown "
+            "and listed but left out. Targets are those in use at printing."
+        ),
+    )

@@ -1,0 +1,155 @@
+"""Levey-Jennings charts drawn by matplotlib (server-side, no pyplot state): SVG for pages, PNG
+for the PDF report. Pure: plain data in, bytes out.
+
+The chart has the target mean, the +-1, 2 and 3 SD lines (Levey S, Jennings ER. Am J Clin
+Pathol 1950;20:1059; with the limits of Westgard's multirule), accepted points joined in time
+order, rejected points as red crosses, and the rule that fired written beside each flagged point.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import matplotlib
+from matplotlib import dates as mdates
+from matplotlib.figure import Figure
+
+# A `Figure` made directly (never pyplot) draws with the Agg or SVG canvas that `savefig` picks
+# for the format, holds no global state and needs no display.
+OSLO = ZoneInfo("Europe/Oslo")  # dates on the axis as the lab reads them
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChartPoint:
+    at: datetime
+    value: float
+    rejected: bool
+    label: str = ""  # the rule(s) that fired on this point, shown beside it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeveyJennings:
+    title: str
+    unit: str
+    mean: float | None
+    sd: float | None
+    points: tuple[ChartPoint, ...]
+
+
+def _num(at: datetime) -> float:
+    return float(mdates.date2num(at))  # type: ignore[no-untyped-call]
+
+
+def _x(points: list[ChartPoint]) -> list[float]:
+    return [_num(p.at) for p in points]
+
+
+_SD_LINES = ((1, ":", "#999999"), (2, "--", "#d08000"), (3, "-", "#c00000"))
+
+
+def _figure(chart: LeveyJennings, *, width: float, height: float) -> Figure:
+    # Fixed margins: a layout engine (constrained/tight) doubles the drawing time.
+    figure = Figure(figsize=(width, height), dpi=100)
+    figure.subplots_adjust(left=0.08, right=0.93, top=0.88, bottom=0.12)
+    axes = figure.add_subplot()
+    axes.set_title(chart.title, fontsize=10, loc="left")
+    axes.set_ylabel(chart.unit, fontsize=9)
+    axes.tick_params(labelsize=8)
+    if chart.mean is not None and chart.sd:
+        axes.axhline(chart.mean, color="#2060a0", linewidth=1.2)
+        axes.annotate(
+            f"x̄ {chart.mean:g}",
+            (1.0, chart.mean),
+            xycoords=("axes fraction", "data"),
+            xytext=(3, 0),
+            textcoords="offset points",
+            fontsize=7,
+            va="center",
+        )
+        for k, style, colour in _SD_LINES:
+            for sign in (1, -1):
+                level = chart.mean + sign * k * chart.sd
+                axes.axhline(level, color=colour, linestyle=style, linewidth=0.9)
+                axes.annotate(
+                    f"{'+' if sign > 0 else '-'}{k}s",
+                    (1.0, level),
+                    xycoords=("axes fraction", "data"),
+                    xytext=(3, 0),
+                    textcoords="offset points",
+                    fontsize=7,
+                    va="center",
+                    color=colour,
+                )
+        axes.set_ylim(chart.mean - 4 * chart.sd, chart.mean + 4 * chart.sd)
+    accepted = [p for p in chart.points if not p.rejected]
+    rejected = [p for p in chart.points if p.rejected]
+    if accepted:
+        axes.plot(
+            _x(accepted),
+            [p.value for p in accepted],
+            marker="o",
+            markersize=3.5,
+            linewidth=0.8,
+            color="#2060a0",
+            label="accepted",
+        )
+    if rejected:
+        axes.plot(
+            _x(rejected),
+            [p.value for p in rejected],
+            linestyle="none",
+            marker="x",
+            markersize=7,
+            markeredgewidth=2,
+            color="#c00000",
+            label="rejected",
+        )
+    for point in chart.points:
+        if point.label:
+            axes.annotate(
+                point.label,
+                (_num(point.at), point.value),
+                xytext=(4, 6),
+                textcoords="offset points",
+                fontsize=7,
+                color="#c00000" if point.rejected else "#d08000",
+            )
+    if chart.mean is not None and chart.sd and chart.points:  # keep far outliers on the chart
+        low = min(p.value for p in chart.points)
+        high = max(p.value for p in chart.points)
+        axes.set_ylim(
+            min(low - 0.5 * chart.sd, chart.mean - 4 * chart.sd),
+            max(high + 1.0 * chart.sd, chart.mean + 4 * chart.sd),
+        )
+    axes.xaxis.set_major_formatter(mdates.DateFormatter("%d.%m", tz=OSLO))  # type: ignore[no-untyped-call]
+    axes.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=8, tz=OSLO))  # type: ignore[no-untyped-call]
+    if not chart.points:
+        axes.text(0.5, 0.5, "no control results", transform=axes.transAxes, ha="center")
+    elif rejected:
+        axes.legend(fontsize=7, loc="upper left")
+    return figure
+
+
+@lru_cache(maxsize=512)
+def levey_jennings_svg(chart: LeveyJennings, *, width: float = 9.0, height: float = 3.2) -> str:
+    """The chart as an SVG document whose text stays text (readable, searchable). The same
+    chart data draws the same chart, so a drawn chart is kept until a new run changes it."""
+    figure = _figure(chart, width=width, height=height)
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "lj"}):
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]  # no XML prolog: it goes inline in a page
+
+
+def levey_jennings_png(
+    chart: LeveyJennings, *, width: float = 7.0, height: float = 2.6, dpi: int = 150
+) -> bytes:
+    figure = _figure(chart, width=width, height=height)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    return buffer.getvalue()
