@@ -46,6 +46,22 @@ ANALYSERS = {
     "GET /api/v1/instruments",
     "GET /api/v1/instruments/qc",
     "GET /api/v1/instruments/{name}/worklist",
+    # Internal QC: states, runs, charts' data, the queue, the report; no patient data.
+    "GET /api/v1/qc/status",
+    "GET /api/v1/qc/runs",
+    "GET /api/v1/qc/queue",
+    "GET /api/v1/qc/materials",
+    "GET /api/v1/qc/lots",
+    "GET /api/v1/qc/report",
+}
+# Setting QC up (materials, lots, control IDs, targets, rules, patient-based QC): admin too.
+MANAGE_QC = {
+    "POST /api/v1/qc/materials",
+    "POST /api/v1/qc/lots",
+    "PUT /api/v1/qc/control-ids",
+    "PUT /api/v1/qc/targets",
+    "PUT /api/v1/qc/policies",
+    "PUT /api/v1/qc/moving-settings",
 }
 CATALOG = {
     "GET /api/v1/catalog/tests",
@@ -56,6 +72,7 @@ CATALOG = {
 ALLOWED = {
     "admin": CATALOG
     | ANALYSERS
+    | MANAGE_QC
     | {
         "GET /api/v1/users",
         "POST /api/v1/users",
