@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from lab.qc import service as qc
-from tests.conftest import PASSWORD
+from testkit.database import PASSWORD
 from tests.qc.builders import ANALYSER, T0, control_result
 from tests.web.live_server import CHROMIUM, CHROMIUM_ARGS, LiveServer, run_live_server
 

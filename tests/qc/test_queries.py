@@ -22,8 +22,8 @@ from lab.specimens import service as specimens
 from lab.tables.audit import AuditEvent
 from lab.tables.catalog import LabTest
 from lab.tables.qc import QcMovingSetting
+from testkit.orders import place
 from tests.conftest import actor
-from tests.factories import place
 from tests.qc.builders import T0, na_run, only_run
 
 BIO = actor("technician")
