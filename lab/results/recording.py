@@ -20,6 +20,7 @@ from lab.catalog.rules import CatalogSnapshot, TestRule, snapshot
 from lab.errors import InvalidInput, LabError, NotFound
 from lab.orders import service as orders
 from lab.patients import service as patients
+from lab.qc import service as qc
 from lab.results import judging
 from lab.results import outbox as hl7_outbox
 from lab.results.judging import ActiveRules, PatientFacts, Refusal, TubeFacts, active_rules
@@ -142,6 +143,7 @@ def _tube_facts(
     tests: Sequence[TestRule],
     ruleset: RuleSet | None,
     measured_at: datetime,
+    instruments: set[str],
 ) -> TubeFacts:
     """What the judgement needs beyond the results: the previous result of each test that has a
     delta rule (one query for the tube), the QC locks of the analyser, the specimen's values."""
@@ -176,7 +178,14 @@ def _tube_facts(
         for r in tube.results.values()
         if r.value_numeric is not None and r.test_id in codes and r.status != R.CANCELLED
     }
-    return TubeFacts(patient=tube.patient, previous=previous, specimen_results=values)
+    # A test QC has locked on the analyser that measured it is held (`qc`); one query per
+    # analyser of the message (a keyboard entry is never locked by an analyser's QC).
+    locked: frozenset[str] = frozenset()
+    for instrument in instruments:
+        locked |= qc.locked_tests(session, instrument=instrument, test_codes=list(codes.values()))
+    return TubeFacts(
+        patient=tube.patient, previous=previous, specimen_results=values, qc_locked=locked
+    )
 
 
 def patient_facts(patient: Patient, specimen: Specimen) -> PatientFacts:
@@ -262,6 +271,7 @@ def record_tube(
         [t for t in found.values() if t is not None],
         rules.autoverification,
         max((as_utc(m.observed_at) for m in measurements if m.observed_at), default=now),
+        {m.instrument for m in measurements if m.instrument and m.instrument != CALCULATOR},
     )
     decided: list[Outcome | tuple[bool, int]] = []  # (changed, ordered test id) once written
     pending: dict[int, _Pending] = {}

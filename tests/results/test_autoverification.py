@@ -217,3 +217,35 @@ def test_properties_of_the_judgement(
             .where(ReportedResult.result_id == result.id)
         )
         assert reported == 0
+
+
+def test_a_test_locked_by_qc_on_its_analyser_is_held_and_never_autoverified(db: Session) -> None:
+    from instruments.messages import handle_raw_message
+    from instruments.profiles import get_profile
+    from lab.qc import service as qc
+    from tests.instruments.conftest import tcp_instrument
+    from tests.qc.test_astm_intake import message
+
+    # A 1-3s on sodium's level 2 (the QC tests' own run) locks NA on the analyser "demo".
+    raws = message(
+        ("QC1-DEMO", [("NA", "144.2", "mmol/L"), ("K", "4.01", "mmol/L")]),
+        ("QC2-DEMO", [("NA", "120.1", "mmol/L"), ("K", "6.49", "mmol/L")]),
+    )
+    handle_raw_message(
+        db, instrument=tcp_instrument("demo"), profile=get_profile("generic"), raws=raws
+    )
+    assert qc.locked_tests(db, instrument="demo", test_codes=["NA", "K"]) == {"NA"}
+    number = tube(db, patient(ADULT, "F"), ["NA", "K"])
+    na, k = results.record_tube(
+        db,
+        actor=ANALYSER,
+        measurements=[
+            measure(number, "NA", "140", instrument="demo", flag_profile="generic"),
+            measure(number, "K", "4.1", instrument="demo", flag_profile="generic"),
+        ],
+        rules=rules(),
+    )
+    held = stored(db, na)
+    assert held.status == "awaiting_review"
+    assert [hold["code"] for hold in held.holds] == ["qc"]
+    assert stored(db, k).status == "verified"  # K is in control on that analyser
