@@ -93,23 +93,33 @@ def make_specimens(factory: sessionmaker[Session], count: int) -> list[str]:
 async def play(
     factory: sessionmaker[Session], groups: list[list[str]], archive_dir: Path
 ) -> tuple[float, int]:
-    config = InstrumentConfig(
-        name="bench",
-        profile="generic",
-        transport=TcpSettings(mode="server", host="127.0.0.1", port=0),
-        local_codes=True,
-    )
+    # One runner (one port) per analyser: a server-mode analyser has one live connection.
     archive = TrafficArchive(archive_dir)
-    runner = InstrumentRunner(config, gateway=TimedGateway(factory), archive=archive)
-    await runner.start()
-    while runner.listening_port is None:
-        await asyncio.sleep(0.01)
-    port = runner.listening_port
+    gateway = TimedGateway(factory)
+    runners = [
+        InstrumentRunner(
+            InstrumentConfig(
+                name=f"bench-{number}",
+                profile="generic",
+                transport=TcpSettings(mode="server", host="127.0.0.1", port=0),
+                local_codes=True,
+            ),
+            gateway=gateway,
+            archive=archive,
+        )
+        for number in range(len(groups))
+    ]
+    for runner in runners:
+        await runner.start()
+        while runner.listening_port is None:
+            await asyncio.sleep(0.01)
 
     async def one(number: int, accessions: list[str]) -> int:
         analyser = VirtualAnalyser(
             profile=get_profile("generic"), name=f"SIM-{number}", rng=random.Random(number)
         )
+        port = runners[number].listening_port
+        assert port is not None
         channel = await tcp.open_channel("127.0.0.1", port)
         runs = await analyser.run(channel, accessions, query=False, tests=TESTS)
         return sum(len(run.sent) for run in runs if run.outcome == "accepted")
@@ -117,8 +127,9 @@ async def play(
     started = time.perf_counter()
     sent = await asyncio.gather(*(one(n, group) for n, group in enumerate(groups)))
     elapsed = time.perf_counter() - started
-    recorded = runner.status.results_recorded
-    await runner.stop()
+    recorded = sum(runner.status.results_recorded for runner in runners)
+    for runner in runners:
+        await runner.stop()
     archive.close()
     if recorded != sum(sent):
         print(f"  warning: {sum(sent)} results acknowledged but {recorded} recorded")

@@ -10,6 +10,11 @@ Why files and not a table: the archive must keep working when the database does 
 outage is exactly when the raw bytes matter, and the line is then NAKed so the analyser sends
 again), an fdatasync costs about 0.3 ms here against a PostgreSQL commit of about 0.6 ms that
 would compete with the results' own transactions, and a file is directly replayable.
+
+Quota: each analyser may write at most `daily_quota_bytes` a day (`LAB_ASTM_ARCHIVE_DAILY_MB`).
+A line that would go past it gets `ArchiveFull` instead of a write: the bytes are neither kept
+nor read, the runner closes the line and raises an alarm. A peer streaming garbage therefore
+cannot fill the disk, and nothing is ever interpreted without its archive copy.
 """
 
 from __future__ import annotations
@@ -26,12 +31,18 @@ from instruments.astm.link import Role
 from instruments.astm.transcript import encode_payload
 
 
+class ArchiveFull(Exception):
+    """The analyser's archive quota for the day is used up; the bytes were not kept."""
+
+
 class TrafficArchive:
     """Durable, append-only capture of analyser traffic; safe to share between instruments."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, daily_quota_bytes: int | None = None) -> None:
         self.directory = directory
+        self.daily_quota_bytes = daily_quota_bytes
         self._files: dict[str, tuple[str, IO[str]]] = {}
+        self._sizes: dict[str, int] = {}  # bytes in the instrument's file of the day
         self._lock = threading.Lock()
 
     async def keep(self, instrument: str, writer: Role, data: bytes) -> None:
@@ -45,6 +56,11 @@ class TrafficArchive:
         text = f"@ {moment:.6f}\n{mark} {encode_payload(data)}\n"
         with self._lock:
             handle = self._file(instrument, moment)
+            size = self._sizes.get(instrument, 0) + len(text)
+            if self.daily_quota_bytes is not None and size > self.daily_quota_bytes:
+                quota = self.daily_quota_bytes
+                raise ArchiveFull(f"archive quota of {quota} bytes a day reached for {instrument}")
+            self._sizes[instrument] = size
             handle.write(text)
             handle.flush()
             os.fdatasync(handle.fileno())
@@ -69,6 +85,7 @@ class TrafficArchive:
             os.fsync(handle.fileno())
             _fsync_directory(path.parent)  # the new file's name must survive a crash too
         self._files[instrument] = (str(path), handle)
+        self._sizes[instrument] = path.stat().st_size
         return handle
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from instruments.profiles import PROFILES
 from lab.config import Settings
 from lab.errors import InvalidInput
+from lab.peers import LOOPBACK, Network, parse_networks
 
 DEMO_FILE = Path(__file__).with_name("demo_instruments.toml")
 
@@ -39,6 +40,7 @@ class TcpSettings:
     port: int
     reconnect_initial: float = 1.0  # client mode: first wait after a failed connect, doubled...
     reconnect_max: float = 30.0  # ...up to this many seconds
+    allowed_peers: tuple[Network, ...] = LOOPBACK  # server mode: who may connect
 
     def describe(self) -> str:
         verb = "listens on" if self.mode == "server" else "connects to"
@@ -176,6 +178,33 @@ def _text(entry: Mapping[str, Any], key: str, where: str) -> str:
     return value.strip()
 
 
+def _allowed_peers(
+    entry: Mapping[str, Any], mode: str, host: str, where: str
+) -> tuple[Network, ...]:
+    """`allowed_peers` of a server-mode analyser: required once it listens beyond loopback.
+
+    Anyone who reaches an analyser port acts as the analyser (its results go to review, its
+    order downloads go to it), so binding to the network without naming the analyser's
+    address is refused rather than left open.
+    """
+    listed = entry.get("allowed_peers")
+    if listed is None:
+        listed = entry.get("tcp", {}).get("allowed_peers")
+    if listed is None:
+        local = host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+        if mode == "server" and not local:
+            raise ConfigError(
+                f"{where}: listens on {host}: give allowed_peers, the analyser's address(es)"
+            )
+        return LOOPBACK
+    if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
+        raise ConfigError(f"{where}: allowed_peers is a list of addresses or CIDRs")
+    try:
+        return parse_networks(listed, setting="allowed_peers")
+    except InvalidInput as error:
+        raise ConfigError(f"{where}: {error.message}") from None
+
+
 def _transport(entry: Mapping[str, Any], where: str) -> TcpSettings | SerialSettings:
     tcp, serial = entry.get("tcp"), entry.get("serial")
     if (tcp is None) == (serial is None):
@@ -189,10 +218,12 @@ def _transport(entry: Mapping[str, Any], where: str) -> TcpSettings | SerialSett
         port = tcp.get("port")
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigError(f"{where}: tcp.port is a port number")
+        host = str(tcp.get("host", "127.0.0.1"))
         return TcpSettings(
             mode=mode,
-            host=str(tcp.get("host", "127.0.0.1")),
+            host=host,
             port=port,
+            allowed_peers=_allowed_peers(entry, mode, host, where),
             reconnect_initial=float(tcp.get("reconnect_initial", 1.0)),
             reconnect_max=float(tcp.get("reconnect_max", 30.0)),
         )

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session, sessionmaker
 
 from instruments import service
-from instruments.archive import TrafficArchive
+from instruments.archive import ArchiveFull, TrafficArchive
 from instruments.astm.constants import STX
 from instruments.astm.errors import AstmError
 from instruments.astm.events import (
@@ -44,8 +44,9 @@ from instruments.profiles import Profile, SpecimenOrder, get_profile
 from instruments.status import InstrumentStatus
 from instruments.transports import serial as serial_transport
 from instruments.transports import tcp
-from instruments.transports.base import ByteChannel, LineDriver
+from instruments.transports.base import ByteChannel, LineDriver, LineOverflow
 from lab.db import transaction
+from lab.peers import Refusal
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class InstrumentRunner:
         delay = 1.0
         while self._server is None:
             try:
-                self._server = await tcp.serve(transport, self.run_line)
+                self._server = await tcp.serve(transport, self.run_line, on_refused=self._refused)
             except OSError as error:
                 self.status.state = "error"
                 self.status.error(f"cannot listen on {transport.host}:{transport.port}: {error}")
@@ -155,6 +156,21 @@ class InstrumentRunner:
                 delay = min(30.0, delay * 2)
         if self.status.connections == 0:
             self.status.state = "listening"
+
+    def _refused(self, peer: str, refusal: Refusal) -> None:
+        """A stranger or a second connection at the analyser's port: never silently added."""
+        if refusal.over_cap:
+            self.status.raise_alarm(
+                "second connection refused",
+                f"second connection from {peer} refused while {self.status.peer} is connected",
+                refused=True,
+            )
+        else:
+            self.status.raise_alarm(
+                "connection from a peer not allowed",
+                f"refused {peer}: {refusal.reason}",
+                refused=True,
+            )
 
     def _waiting(self, delay: float, reason: str) -> None:
         self.status.state = "waiting"
@@ -193,6 +209,10 @@ class InstrumentRunner:
         self.status.link_up(channel.peer)
         try:
             await driver.run()
+        except LineOverflow as overflow:
+            self.status.raise_alarm("line closed: too much data", f"{channel.peer}: {overflow}")
+        except ArchiveFull:
+            pass  # alarmed in _keep_traffic; the line closes
         finally:
             self._drivers.remove(driver)
             for (line, _), future in list(self._deliveries.items()):
@@ -204,7 +224,11 @@ class InstrumentRunner:
         if writer is Role.INSTRUMENT:
             self.status.frames_received += data.count(STX)
         if self.archive is not None:
-            await self.archive.keep(self.instrument.name, writer, data)
+            try:
+                await self.archive.keep(self.instrument.name, writer, data)
+            except ArchiveFull as full:
+                self.status.raise_alarm("archive quota reached", str(full))
+                raise  # the line closes: nothing unarchived is read or sent
 
     async def _on_event(self, driver: LineDriver, event: Event) -> None:
         if isinstance(event, MessageReceived):
@@ -260,10 +284,15 @@ class InstrumentRunner:
             future.set_result(delivered)
 
     async def push(self, orders: Sequence[SpecimenOrder]) -> bool:
-        """Send orders to the analyser on its newest line; True once every frame is ACKed."""
-        if not self._drivers or not orders:
+        """Send orders to the analyser on its one line; True once every frame is ACKed.
+
+        A line exists only for an admitted peer (`allowed_peers`, one connection at a time),
+        so orders never go to anyone else; with no line, or (never expected) more than one,
+        nothing is sent and the specimens wait for the next look.
+        """
+        if len(self._drivers) != 1 or not orders:
             return False
-        driver = self._drivers[-1]
+        driver = self._drivers[0]
         now = datetime.now(ZoneInfo(self.instrument.timezone)).replace(tzinfo=None)
         records = self.profile.orders_message(
             orders, host_name=self.instrument.host_name, reply_to=None, now=now
@@ -281,7 +310,7 @@ class InstrumentRunner:
     async def _download_orders(self) -> None:
         while True:
             await asyncio.sleep(self.download_interval)
-            if not self._drivers:
+            if len(self._drivers) != 1:
                 continue
             try:
                 orders = await asyncio.to_thread(self.gateway.claim_downloads, self.instrument)

@@ -57,7 +57,10 @@ async def run_instruments(
     configs = load_instruments(settings) if configs is None else configs
     index, count = share
     mine = [config for place, config in enumerate(configs) if place % count == index]
-    archive = TrafficArchive(settings.data_dir / "archive")
+    archive = TrafficArchive(
+        settings.data_dir / "archive",
+        daily_quota_bytes=settings.astm_archive_daily_mb * 1024 * 1024,
+    )
     gateway = LabGateway(app.state.session_factory)
     runners = [InstrumentRunner(config, gateway=gateway, archive=archive) for config in mine]
     app.state.instruments = Instruments(runners, configs)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+#: An alarm shows on /healthz for this many hours after it was raised.
+ALARM_HOURS = 24
 
 
 def _now() -> datetime:
@@ -35,6 +38,10 @@ class InstrumentStatus:
     unmatched: int = 0
     qc_results: int = 0
     orders_downloaded: int = 0
+    refused: int = 0
+    alarm: str = ""  # short, without addresses: shown on /healthz to anyone
+    alarm_detail: str = ""  # with addresses: for signed-in staff
+    alarm_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def link_up(self, peer: str) -> None:
@@ -54,6 +61,21 @@ class InstrumentStatus:
         self.errors += 1
         self.last_error = text[:300]
         self.last_error_at = _now()
+
+    def raise_alarm(self, alarm: str, detail: str, *, refused: bool = False) -> None:
+        """Something an operator must look at (a refused connection, a full archive)."""
+        if refused:
+            self.refused += 1
+        self.alarm = alarm
+        self.alarm_detail = detail[:300]
+        self.alarm_at = _now()
+        self.error(detail)
+
+    def current_alarm(self) -> str:
+        """The alarm while it is less than `ALARM_HOURS` old."""
+        if self.alarm_at is None or _now() - self.alarm_at > timedelta(hours=ALARM_HOURS):
+            return ""
+        return self.alarm
 
     def message_received(self) -> None:
         self.messages_received += 1
@@ -87,6 +109,10 @@ class InstrumentStatus:
             "unmatched": self.unmatched,
             "qc_results": self.qc_results,
             "orders_downloaded": self.orders_downloaded,
+            "refused": self.refused,
+            "alarm": self.current_alarm(),
+            "alarm_detail": self.alarm_detail if self.current_alarm() else "",
+            "alarm_at": iso(self.alarm_at),
         }
 
     def health(self) -> dict[str, Any]:
@@ -99,4 +125,5 @@ class InstrumentStatus:
             "line": self.state,
             "errors": self.errors,
             "unmatched": self.unmatched,
+            "alarm": self.current_alarm(),
         }

@@ -23,6 +23,8 @@ class Actor:
     username: str
     roles: frozenset[str] = field(default_factory=frozenset)
     channel: str = "api"  # api | ui | hl7 | astm | cli | job
+    via: str = ""
+    """The credential or connection used: `token:12`, `session:34`, `10.0.0.5:40312 [CN=...]`."""
 
     @classmethod
     def system(cls, channel: str = "job") -> Actor:

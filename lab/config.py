@@ -31,10 +31,30 @@ class Settings(BaseSettings):
     ehr_mllp_url: str | None = None
     mllp_tls_cert: Path | None = Field(default=None, description="PEM certificate: MLLP over TLS.")
     mllp_tls_key: Path | None = Field(default=None, description="PEM private key of that cert.")
+    mllp_allowed_peers: str = Field(
+        default="",
+        description="Addresses/CIDRs that may connect to the HL7 listener; empty: loopback only.",
+    )
+    mllp_tls_ca: Path | None = Field(
+        default=None,
+        description="PEM CA file: with TLS, clients must present a certificate it signed.",
+    )
+    mllp_tls_senders: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="JSON: certificate CN or subject -> the MSH-3^MSH-4 senders it may use.",
+    )
+    mllp_max_connections: int = Field(default=64, ge=1)
+    mllp_max_connections_per_peer: int = Field(default=8, ge=1)
+    mllp_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    mllp_idle_timeout_seconds: float = Field(default=600.0, gt=0)
+    mllp_message_timeout_seconds: float = Field(default=60.0, gt=0)
     release_hold_minutes: int = Field(
         default=60, description="Hold an order's results until complete or this old; 0: at once."
     )
     instruments_file: Path | None = None
+    astm_archive_daily_mb: int = Field(
+        default=256, ge=1, description="Raw ASTM archive: at most this many MB per analyser a day."
+    )
     demo: bool = False
     demo_password: str | None = None
     demo_astm_port: int = 5001

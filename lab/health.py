@@ -2,6 +2,11 @@
 
 Listeners, analyser connections and the dispatcher register a status callback in the
 `Components` of the app; each returns a small dict with at least `state`.
+
+Anyone may ask (a load balancer does), so without a signed-in session or token the answer holds
+only states, counts and alarms (`PUBLIC_FIELDS`): no addresses, versions, receiver URLs or error
+texts, which would map the hospital network for a stranger. Signed in, it holds everything.
+A component with an alarm (a refused analyser connection, a full archive) makes it `degraded`.
 """
 
 from __future__ import annotations
@@ -14,11 +19,48 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from lab.db import ping
+from lab.errors import LabError
 
 router = APIRouter(tags=["health"])
 
 StatusCallback = Callable[[], dict[str, Any]]
 GroupCallback = Callable[[], dict[str, dict[str, Any]]]
+
+#: What a caller who is not signed in sees of each component.
+PUBLIC_FIELDS = frozenset(
+    {
+        "state",
+        "line",
+        "connections",
+        "messages",
+        "duplicates",
+        "refused",
+        "queued",
+        "in_flight",
+        "dead",
+        "errors",
+        "unmatched",
+        "alarm",
+        "tls",
+        "client_certificates",
+        "last_message_at",
+        "last_delivery_at",
+    }
+)
+
+
+def _signed_in(request: Request) -> bool:
+    """True for a request with a valid session cookie or bearer token (never raises)."""
+    from lab.deps import SESSION_COOKIE, current_actor
+
+    if not request.headers.get("authorization") and SESSION_COOKIE not in request.cookies:
+        return False
+    try:
+        with request.app.state.session_factory() as session:
+            current_actor(request, session)
+    except (LabError, SQLAlchemyError):
+        return False
+    return True
 
 
 class Components:
@@ -64,8 +106,14 @@ def healthz(request: Request) -> JSONResponse:
         database = {"state": "down", "error": type(exc).__name__}
     components = request.app.state.components.report()
     healthy = database["state"] == "up" and all(
-        c.get("state") not in ("error", "down") for c in components.values()
+        c.get("state") not in ("error", "down") and not c.get("alarm") for c in components.values()
     )
+    if not _signed_in(request):
+        database = {"state": database["state"]}
+        components = {
+            name: {key: value for key, value in part.items() if key in PUBLIC_FIELDS}
+            for name, part in components.items()
+        }
     body = {
         "status": "ok" if healthy else "degraded",
         "database": database,

@@ -9,6 +9,7 @@ version (drills/hostile_input.py) with many more examples.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -179,6 +180,12 @@ def astm_talk(port: int, pieces: list[bytes], timeout: float = 5.0) -> list[byte
                 replies.append(sock.recv(1))
             except TimeoutError:
                 replies.append(b"")
+        # The analyser port takes one connection at a time: hang up and wait until the server
+        # has closed its end too, so the next example's connection is not a second one.
+        sock.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(OSError):
+            while sock.recv(4096):
+                pass
     return replies
 
 

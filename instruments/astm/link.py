@@ -174,6 +174,16 @@ class Connection:
         """Messages waiting to be sent, the one in transfer included."""
         return len(self._queue)
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received and not yet a whole frame or record (a frame has at most 247)."""
+        return len(self._inbox) + len(self._partial)
+
+    @property
+    def buffered_records(self) -> int:
+        """Records of the message being received, not yet delivered."""
+        return len(self._records)
+
     def next_deadline(self) -> float | None:
         """The latest time at which `tick` must be called, or None if no timer runs."""
         if self._state is State.NEUTRAL:

@@ -5,6 +5,10 @@ the `Connection` reassembles), hands it to the connection with `time.monotonic()
 connection's timers at `next_deadline()`, and writes what the connection wants sent. Every piece
 in and out goes to `on_traffic` first (the raw archive), and is fed or written only after that
 returned: the archive is durable before the bytes are interpreted or sent.
+
+A peer that streams bytes that never end a frame, or frames that never end a message, would
+grow the connection's buffers without limit: past `LineLimits` the line is closed
+(`LineOverflow`), the way a framing error closes an MLLP connection.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from instruments.astm.events import NEED_DATA, PAUSED, Event
@@ -19,6 +24,18 @@ from instruments.astm.link import Connection, Role
 
 #: Poll the timers at least this often, so a timer set while a read waits is not missed.
 _MAX_WAIT = 0.5
+
+
+class LineOverflow(Exception):
+    """The peer sent more than a frame or a message may hold; the line is closed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LineLimits:
+    # E1381 frames hold at most 247 bytes; a megabyte without a frame end is not an analyser.
+    max_buffered_bytes: int = 1024 * 1024
+    # One message is one specimen or one batch; a hundred thousand records is not.
+    max_message_records: int = 100_000
 
 
 class ByteChannel(Protocol):
@@ -56,7 +73,9 @@ class LineDriver:
         on_traffic: Traffic = _no_archive,
         clock: Callable[[], float] = time.monotonic,
         split_writes: Callable[[bytes], list[bytes]] | None = None,
+        limits: LineLimits | None = None,
     ) -> None:
+        self.limits = limits or LineLimits()
         self.connection = connection
         self.channel = channel
         self.on_event = on_event
@@ -88,6 +107,7 @@ class LineDriver:
                         break
                     await self.on_traffic(self.peer_role, data)  # durable before it is read
                     connection.receive_data(data, self.clock())
+                    self._check_limits()
                 else:
                     connection.tick(self.clock())
                 await self.process()
@@ -95,6 +115,13 @@ class LineDriver:
             if read is not None:
                 read.cancel()
             self.closed.set()
+
+    def _check_limits(self) -> None:
+        connection, limits = self.connection, self.limits
+        if connection.buffered_bytes > limits.max_buffered_bytes:
+            raise LineOverflow(f"over {limits.max_buffered_bytes} bytes without a frame end")
+        if connection.buffered_records > limits.max_message_records:
+            raise LineOverflow(f"over {limits.max_message_records} records in one message")
 
     async def process(self) -> None:
         """Hand every pending event to the handler, then write what the connection wants sent."""

@@ -52,10 +52,13 @@ _PRIORITY = {"S": Priority.STAT, "A": Priority.URGENT, "R": Priority.ROUTINE}
 _PRIORITY_RANK = {Priority.ROUTINE: 0, Priority.URGENT: 1, Priority.STAT: 2}
 
 
-def interface_actor(sending_application: str) -> Actor:
-    """The record's interface as the actor of every change a message makes."""
+def interface_actor(sending_application: str, *, via: str = "") -> Actor:
+    """The record's interface as the actor of every change a message makes; `via` is the
+    connection it came on (address, and the client certificate's subject with mutual TLS)."""
     name = f"hl7:{sending_application or 'unknown'}"[:64]
-    return Actor(user_id=None, username=name, roles=frozenset({"interface"}), channel="hl7")
+    return Actor(
+        user_id=None, username=name, roles=frozenset({"interface"}), channel="hl7", via=via
+    )
 
 
 class MessageRefused(Exception):

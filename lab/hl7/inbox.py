@@ -15,6 +15,11 @@ Two transactions per message (docs/architecture.md, rules 3 and 7):
 A message too broken to read (no MSH, bad delimiters, an unknown character set) is stored as
 `rejected` with an AR built from whatever of MSH could be read.
 
+A message naming a sender (MSH-3/MSH-4) that the caller's client certificate may not use
+(`lab.hl7.senders`) is stored as `rejected` with an AR on MSH-3 and never processed; it is kept
+without its control ID as the duplicate key, so a forgery can neither be mistaken for nor
+replay the answer of the real sender's message with the same MSH-10.
+
 Database failures are not answered at all: the row stays `received` (or was never written),
 the listener drops the connection without an ACK, and the sender's resend is processed.
 """
@@ -39,6 +44,7 @@ from lab.hl7.codec.errors import ErrorCode, Hl7Error, MessageStructureError, Pro
 from lab.hl7.codec.inbound import map_inbound
 from lab.hl7.codec.timestamps import format_timestamp
 from lab.hl7.handlers import MessageRefused, handle, interface_actor
+from lab.hl7.senders import Caller
 from lab.tables import HL7_LIFECYCLE, INBOUND, Hl7Message, Hl7Status
 from lab.timeutil import utcnow
 
@@ -82,7 +88,9 @@ class Inbox:
 
     # --- transaction 1 ------------------------------------------------------------------
 
-    def store(self, raw: bytes, *, peer: str = "") -> Stored:
+    def store(self, raw: bytes, *, caller: Caller | None = None) -> Stored:
+        caller = caller or Caller()
+        peer = caller.describe()
         if b"\x00" in raw:
             # No HL7 data type holds NUL, and PostgreSQL text cannot store it: refuse it here,
             # or the insert below fails and the sender, never answered, resends for ever.
@@ -98,6 +106,9 @@ class Inbox:
             return self._store_unreadable(raw, exc.problem, peer=peer)
         msh = message.header
         code, trigger, _ = message.message_type
+        application, facility = msh.component(3, 1), msh.component(4, 1)
+        if not caller.may_send_as(application, facility):
+            return self._store_forbidden_sender(raw, message, caller)
         request = requested_acknowledgements(message)
         commit_code = request.commit_code(Outcome.ACCEPTED)
         commit_ack = None
@@ -183,9 +194,54 @@ class Inbox:
             session.commit()
         return Stored(message_id=new_id, acks=(ack.encode(),))
 
+    def _store_forbidden_sender(self, raw: bytes, message: Message, caller: Caller) -> Stored:
+        """AR on MSH-3: this caller may not speak as the sender it names (lab.hl7.senders)."""
+        application = message.header.component(3, 1)
+        facility = message.header.component(4, 1)
+        who = caller.subject.text if caller.subject is not None else caller.address
+        problem = Problem(
+            segment_id="MSH",
+            field_position=3,
+            code=ErrorCode.TABLE_VALUE_NOT_FOUND,
+            message=f"sender {application}^{facility} is not allowed for this connection",
+        )
+        ack = build_ack(
+            message,
+            code=AckCode.APPLICATION_REJECT,
+            control_id=new_control_id(),
+            now=self.clock(),
+            problems=(problem,),
+        )
+        values = {
+            "direction": INBOUND,
+            "status": REJECTED,
+            "partner": f"{application}^{facility} {caller.describe()}".strip()[:200],
+            "sending_application": application[:100],
+            "sending_facility": facility[:100],
+            "control_id": "",  # never the duplicate key of the real sender's message
+            "message_type": "{}^{}".format(*message.message_type[:2])[:32],
+            "raw": raw,
+            "charset": message.charset,
+            "ack": ack.to_er7(),
+            "ack_code": AckCode.APPLICATION_REJECT.value,
+            "error": f"{problem}; caller {who}; MSH-10 {message.control_id}"[:2000],
+            "attempts": 0,
+            "finished_at": self.clock(),
+        }
+        log.warning(
+            "hl7: refused a message naming sender %s^%s from %s", application, facility, who
+        )
+        with self.session_factory() as session:
+            new_id = self._insert(session, values)
+            session.commit()
+        assert new_id is not None  # control_id is empty: no conflict is possible
+        return Stored(message_id=new_id, acks=(encode_message_text(ack.to_er7(), message.charset),))
+
     # --- transaction 2 ------------------------------------------------------------------
 
-    def process(self, message_id: int, message: Message) -> tuple[bytes, ...]:
+    def process(
+        self, message_id: int, message: Message, *, caller: Caller | None = None
+    ) -> tuple[bytes, ...]:
         """Process a stored message; returns the application ACK to send (if one is due)."""
         with self.session_factory() as session:
             row = session.get(Hl7Message, message_id, with_for_update=True)
@@ -195,7 +251,9 @@ class Inbox:
                 # Another connection processed the same message meanwhile.
                 session.commit()
                 return _stored_acks(row, commit=False)
-            outcome, problems, patient_id, summary = self._apply(session, message)
+            outcome, problems, patient_id, summary = self._apply(
+                session, message, caller or Caller()
+            )
             code = requested_acknowledgements(message).application_code(outcome)
             ack_text = None
             if code is not None:
@@ -219,13 +277,13 @@ class Inbox:
         return (encode_message_text(ack_text, message.charset),)
 
     def _apply(
-        self, session: Session, message: Message
+        self, session: Session, message: Message, caller: Caller
     ) -> tuple[Outcome, tuple[Problem, ...], int | None, str]:
         mapped = map_inbound(message)
         problems = mapped.problems
         if mapped.content is None:
             return outcome_of(problems), problems, None, _first_error(problems)
-        actor = interface_actor(mapped.content.header.sending_application)
+        actor = interface_actor(mapped.content.header.sending_application, via=caller.describe())
         savepoint = session.begin_nested()
         try:
             handled = handle(session, actor=actor, message=message, content=mapped.content)

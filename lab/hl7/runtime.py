@@ -1,7 +1,8 @@
 """The HL7 interface at run time: listener, dispatcher and scheduled jobs in the app lifespan.
 
 `starter(settings)` gives `create_app(starters=[...])` what it runs: the MLLP listener on
-`LAB_MLLP_HOST:LAB_MLLP_PORT` (TLS with `LAB_MLLP_TLS_CERT`/`LAB_MLLP_TLS_KEY`), and on an
+`LAB_MLLP_HOST:LAB_MLLP_PORT` (TLS with `LAB_MLLP_TLS_CERT`/`LAB_MLLP_TLS_KEY`, client
+certificates with `LAB_MLLP_TLS_CA`, peers from `LAB_MLLP_ALLOWED_PEERS`), and on an
 APScheduler AsyncIOScheduler the dispatch loop (when `LAB_EHR_MLLP_URL` is set; else results
 wait in the outbox) and the release of held orders. Both jobs are safe with a second process
 running them (SKIP LOCKED, see dispatcher.py and release.py). `/healthz` shows `hl7_listener`
@@ -25,9 +26,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from lab.config import Settings
 from lab.hl7.dispatcher import DeliveryPolicy, Dispatcher, Endpoint, MllpClient
 from lab.hl7.inbox import Inbox
-from lab.hl7.listener import Hl7Listener, server_tls_context
+from lab.hl7.listener import Hl7Listener, ListenerLimits, server_tls_context
 from lab.hl7.release import release_due
+from lab.hl7.senders import SenderPolicy
 from lab.lifespan import Starter
+from lab.peers import parse_networks
 from lab.tables import HL7_UNDELIVERED, OUTBOUND, Hl7Message, Hl7Status
 
 log = logging.getLogger(__name__)
@@ -55,14 +58,32 @@ def outbox_counts(session_factory: sessionmaker[Session]) -> dict[str, int]:
 def _listener(
     settings: Settings, factory: sessionmaker[Session], *, reuse_port: bool
 ) -> Hl7Listener:
+    """The MLLP listener as the settings describe it (peers, TLS, client certificates, caps)."""
     tls = None
     if settings.mllp_tls_cert and settings.mllp_tls_key:
-        tls = server_tls_context(settings.mllp_tls_cert, settings.mllp_tls_key)
+        tls = server_tls_context(
+            settings.mllp_tls_cert, settings.mllp_tls_key, client_ca=settings.mllp_tls_ca
+        )
+    elif settings.mllp_tls_ca is not None:
+        from lab.errors import InvalidInput
+
+        raise InvalidInput.field(
+            "LAB_MLLP_TLS_CA", "client certificates need LAB_MLLP_TLS_CERT and LAB_MLLP_TLS_KEY"
+        )
     return Hl7Listener(
         Inbox(factory),
         host=settings.mllp_host,
         port=settings.mllp_port,
         tls=tls,
+        allowed_peers=parse_networks(settings.mllp_allowed_peers, setting="LAB_MLLP_ALLOWED_PEERS"),
+        senders=SenderPolicy(by_subject=settings.mllp_tls_senders),
+        limits=ListenerLimits(
+            max_connections=settings.mllp_max_connections,
+            max_connections_per_peer=settings.mllp_max_connections_per_peer,
+            max_message_size=settings.mllp_max_message_bytes,
+            idle_timeout=settings.mllp_idle_timeout_seconds,
+            message_timeout=settings.mllp_message_timeout_seconds,
+        ),
         reuse_port=reuse_port,
     )
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from lab.hl7.codec.er7 import Message
 from lab.hl7.inbox import Inbox
 from lab.hl7.listener import Hl7Listener, server_tls_context
+from lab.hl7.senders import Caller
 from lab.orders import service as orders
 from lab.patients import service as patients
 from lab.tables import INBOUND, Hl7Message, Order, Specimen
@@ -278,8 +279,10 @@ class DiesAfterCommit(Inbox):
 
     died = False
 
-    def process(self, message_id: int, message: Message) -> tuple[bytes, ...]:
-        acks = super().process(message_id, message)
+    def process(
+        self, message_id: int, message: Message, *, caller: Caller | None = None
+    ) -> tuple[bytes, ...]:
+        acks = super().process(message_id, message, caller=caller)
         if not DiesAfterCommit.died:
             DiesAfterCommit.died = True
             raise RuntimeError("killed between commit and ACK")

@@ -49,7 +49,9 @@ def test_order_in_result_out(
     app = create_app(settings, engine=hl7_engine, session_factory=committing, starters=[run])
     placer = unique("P")
     with TestClient(app) as client:
-        health = client.get("/healthz").json()["components"]
+        assert "address" not in client.get("/healthz").json()["components"]["hl7_listener"]
+        signed_in = {"Authorization": f"Bearer {tokens['admin']}"}
+        health = client.get("/healthz", headers=signed_in).json()["components"]
         assert health["hl7_listener"]["state"] == "up"
         port = int(health["hl7_listener"]["address"].rsplit(":", 1)[1])
         control_id = unique("C")

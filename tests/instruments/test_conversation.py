@@ -72,6 +72,11 @@ def test_tcp_server_mode_query_results_and_repeat(
             )
             channel = await tcp.open_channel("127.0.0.1", port)
             runs = await analyser.run(channel, [edta, serum, "2699999990"])
+            await channel.close()  # one live connection per analyser: the first must end
+            for _ in range(100):
+                if runner.status.connections == 0:
+                    break
+                await asyncio.sleep(0.02)
             # The same results once more, on a new connection (as after a lost final ACK).
             first = runs[0]
             order = SpecimenOrder(accession_number=edta, test_codes=first.ordered)
