@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("./var"), description="Embedded database, raw archive.")
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    http_max_body_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
+    )
     mllp_host: str = "127.0.0.1"
     mllp_port: int = 2575
     ehr_mllp_url: str | None = None

@@ -73,6 +73,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,  # the service recovers by itself after PostgreSQL restarts
+        # A failing statement's error (and so the log) must not carry its values: they are
+        # fødselsnummer, names and results.
+        hide_parameters=True,
         # JIT compilation costs more than it saves on the short queries of a LIS (it can add
         # 100 ms to a query that runs in 5), so it is off for our sessions.
         connect_args={"options": "-c timezone=UTC -c jit=off"},

@@ -22,6 +22,7 @@ from lab.db import database_url, make_engine, make_session_factory
 from lab.errors import AuthenticationRequired, LabError
 from lab.hl7.api import router as hl7_messages_router
 from lab.lifespan import Starter
+from lab.middleware import BodyLimit, SecurityHeaders
 from lab.orders.api import router as orders_router
 from lab.orders.views import router as orders_views
 from lab.patients.api import router as patients_router
@@ -72,6 +73,8 @@ def create_app(
         version="0.1.0",
         description="Orders, specimens and results of the regional health record's laboratories.",
         lifespan=lifespan,
+        docs_url=None,  # served below from the packaged Swagger UI, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -94,10 +97,40 @@ def create_app(
     app.include_router(qc_router)
     _include_pages(app)
 
+    _add_docs(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
+    app.add_middleware(SecurityHeaders)  # outermost: the 413 gets the headers too
+
     app.add_exception_handler(LabError, _lab_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DataError, _unstorable_value)
     return app
+
+
+_DOCS_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Lab module (LIS) - API</title>
+<link rel="stylesheet" href="/docs-assets/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs-assets/swagger-ui-bundle.js"></script>
+<script src="/static/docs.js"></script></body></html>
+"""
+
+
+def _add_docs(app: FastAPI) -> None:
+    """/docs from the `swagger-ui-bundle` package: works on a hospital network without internet."""
+    import swagger_ui_bundle  # type: ignore[import-untyped]
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(
+        "/docs-assets",
+        StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
+        name="docs-assets",
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(_DOCS_PAGE)
 
 
 async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:

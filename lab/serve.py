@@ -79,8 +79,20 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     # exit handlers run (they stop the embedded PostgreSQL) instead of the process just dying.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     served: ASGIApp = app if "web" in roles else health_only(app)
+    logging.getLogger("uvicorn.access").addFilter(WithoutQuery())
     uvicorn.run(served, host=bind_host, port=bind_port, log_level="info")
     return 0
+
+
+class WithoutQuery(logging.Filter):
+    """Drops the query string from uvicorn's access log lines: a query may hold a
+    fødselsnummer or a name (`?q=...`), and logs must hold no patient data."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
