@@ -26,7 +26,7 @@ from instruments.simulator import VirtualAnalyser, ranges_from_catalog, ranges_f
 from instruments.transports import serial as serial_transport
 from instruments.transports import tcp
 from lab.config import Settings
-from lab.db import database_url, make_engine, make_session_factory, transaction
+from lab.db import make_engine, make_session_factory, runtime_url, transaction
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -77,7 +77,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def _factory(settings: Settings) -> sessionmaker[Session]:
-    return make_session_factory(make_engine(database_url(settings), pool_size=2))
+    return make_session_factory(make_engine(runtime_url(settings), pool_size=2))
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:

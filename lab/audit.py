@@ -54,6 +54,7 @@ def row(
         "before": before,
         "after": after,
         "detail": detail,
+        "via": actor.via[:200],
     }
 
 

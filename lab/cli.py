@@ -17,7 +17,7 @@ import instruments.cli
 from lab.audit import Actor
 from lab.catalog.service import load_catalog_file
 from lab.config import Settings, get_settings
-from lab.db import database_url, make_engine, make_session_factory, transaction
+from lab.db import database_url, make_engine, make_session_factory, runtime_url, transaction
 from lab.demo import seed
 from lab.errors import LabError
 from lab.migrate import upgrade
@@ -32,7 +32,7 @@ if DEMO_DAY:
 
 
 def _factory(settings: Settings) -> sessionmaker[Session]:
-    return make_session_factory(make_engine(database_url(settings), pool_size=2))
+    return make_session_factory(make_engine(runtime_url(settings), pool_size=2))
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
@@ -81,6 +81,25 @@ def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
     print(f"API token for {args.username} (shown once; send as 'Authorization: Bearer ...'):")
     print(token)
     return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Seal what is committed, then recompute the whole chain; exit 1 if it is not intact."""
+    from lab import audit_chain
+
+    factory = _factory(settings)
+    if args.seal:
+        with transaction(factory) as session:
+            audit_chain.seal(session)
+    with factory() as session:
+        report = audit_chain.verify(session)
+    print(f"{report.sealed} audit rows sealed, {report.unsealed} not yet sealed")
+    if report.broken_at is not None:
+        print(f"CHAIN BROKEN at seal {report.broken_at}: {report.problem}")
+    if report.unsealed_old:
+        print(f"{report.unsealed_old} rows older than 10 minutes are not sealed")
+    print("audit chain intact" if report.intact else "audit chain NOT intact")
+    return 0 if report.intact else 1
 
 
 def cmd_demo_seed(args: argparse.Namespace, settings: Settings) -> int:
@@ -167,6 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("username", metavar="USER")
     create.add_argument("--label", default="", help="what the token is for")
     create.set_defaults(run=cmd_token_create)
+
+    audit = commands.add_parser("audit", help="the audit trail", description="The audit trail.")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    verify = audit_commands.add_parser(
+        "verify",
+        help="check the audit hash chain",
+        description="Recompute the hash chain over every sealed audit row; exit status 1 if a row "
+        "was changed or removed, or rows older than 10 minutes are not sealed.",
+    )
+    verify.add_argument(
+        "--seal", action="store_true", help="seal the committed rows first (as the job does)"
+    )
+    verify.set_defaults(run=cmd_audit_verify)
 
     demo = commands.add_parser("demo", help="demo data", description="Demo data.")
     demo_commands = demo.add_subparsers(dest="demo_command", required=True, metavar="COMMAND")

@@ -23,6 +23,10 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of the PostgreSQL server; unset: embedded PostgreSQL.",
     )
+    database_runtime_url: str | None = Field(
+        default=None,
+        description="URL of the runtime role (lab_runtime); unset: the owner URL as lab_runtime.",
+    )
     data_dir: Path = Field(default=Path("./var"), description="Embedded database, raw archive.")
     http_host: str = "127.0.0.1"
     http_port: int = 8000

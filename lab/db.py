@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, MetaData, create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from lab.config import Settings
@@ -62,9 +63,29 @@ def to_psycopg_url(uri: str) -> str:
 
 
 def database_url(settings: Settings) -> str:
+    """The owner's URL: migrations run with it (`lab db upgrade`, `lab serve` at start)."""
     if settings.database_url:
         return to_psycopg_url(settings.database_url)
     return start_embedded_postgres(settings.data_dir)
+
+
+#: The role the service runs as (made by migration 0009_trust): it may change the working
+#: tables but only add to the history tables, and owns nothing.
+RUNTIME_ROLE = "lab_runtime"
+
+
+def runtime_url(settings: Settings, owner_url: str | None = None) -> str:
+    """The URL the service works with: `LAB_DATABASE_RUNTIME_URL`, or else the owner's URL with
+    the user `lab_runtime` and no password (for servers that trust local connections, like the
+    embedded one and the test server; set the runtime URL where passwords are required)."""
+    if settings.database_runtime_url:
+        return to_psycopg_url(settings.database_runtime_url)
+    return as_runtime_role(owner_url or database_url(settings))
+
+
+def as_runtime_role(owner_url: str) -> str:
+    url = make_url(owner_url).set(username=RUNTIME_ROLE, password=None)
+    return url.render_as_string(hide_password=False)
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:

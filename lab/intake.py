@@ -42,7 +42,7 @@ from fastapi import FastAPI
 import instruments.runtime
 import lab.hl7.runtime
 from lab.config import Settings
-from lab.db import make_engine, make_session_factory
+from lab.db import make_engine, make_session_factory, runtime_url
 from lab.lifespan import Starter
 from lab.main import create_app
 
@@ -232,7 +232,8 @@ def child_starters(settings: Settings, *, index: int, count: int) -> list[Starte
 
 
 async def _run_child(settings: Settings, *, index: int, count: int) -> None:
-    engine = make_engine(settings.database_url or "", pool_size=4)
+    # As the service runs: the runtime role, which cannot erase history (migration 0009_trust).
+    engine = make_engine(runtime_url(settings, settings.database_url or ""), pool_size=4)
     app = create_app(
         settings,
         engine=engine,

@@ -18,7 +18,7 @@ from instruments.api import router as instruments_router
 from lab import health
 from lab.catalog.api import router as catalog_router
 from lab.config import Settings, get_settings
-from lab.db import database_url, make_engine, make_session_factory
+from lab.db import make_engine, make_session_factory, runtime_url
 from lab.errors import AuthenticationRequired, LabError
 from lab.hl7.api import router as hl7_messages_router
 from lab.lifespan import Starter
@@ -52,7 +52,7 @@ def create_app(
 ) -> FastAPI:
     settings = settings or get_settings()
     if engine is None:
-        engine = make_engine(database_url(settings))
+        engine = make_engine(runtime_url(settings))
     factory = session_factory or make_session_factory(engine)
 
     @asynccontextmanager

@@ -9,19 +9,25 @@ still answers `GET /healthz` (and only that) on its HTTP port, for the load bala
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import instruments.runtime
 import lab.hl7.runtime
 import lab.turnaround.runtime
+from lab import audit_chain
 from lab.config import Settings
-from lab.db import database_url, make_engine, make_session_factory, transaction
+from lab.db import database_url, make_engine, make_session_factory, runtime_url, transaction
 from lab.demo import DEMO_USERS, seed
 from lab.intake import supervisor_starter
 from lab.lifespan import Starter
@@ -35,7 +41,7 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     roles = settings.role_set()
     url = database_url(settings)
     upgrade(url)
-    engine = make_engine(url)
+    engine = make_engine(runtime_url(settings, url))  # the service runs as lab_runtime
     factory = make_session_factory(engine)
     made: dict[str, str] = {}
     if settings.demo:
@@ -45,7 +51,7 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
             # Printed, not logged: the passwords are shown once, to the person starting the demo.
             shown = "(LAB_DEMO_PASSWORD)" if settings.demo_password else password
             print(f"demo user {username:6s} password: {shown}", flush=True)
-    starters: list[Starter] = []
+    starters: list[Starter] = [audit_sealer()]
     # Intake on every core (lab/intake.py): this process is worker 0 of `workers`.
     workers = settings.worker_count() if roles & {"hl7", "instruments"} else 1
     if "instruments" in roles:
@@ -93,6 +99,37 @@ class WithoutQuery(logging.Filter):
         if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
             record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
         return True
+
+
+def audit_sealer(every: float = 5.0) -> Starter:
+    """Seals committed audit rows into the hash chain every few seconds (lab/audit_chain.py);
+    every node runs it, an advisory lock lets one seal at a time."""
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        factory = app.state.session_factory
+
+        def seal_now() -> None:
+            try:
+                with transaction(factory) as session:
+                    audit_chain.seal(session)
+            except Exception:  # the next round tries again; verify reports unsealed rows
+                log.exception("audit sealing failed")
+
+        async def loop() -> None:
+            while True:
+                await asyncio.to_thread(seal_now)
+                await asyncio.sleep(every)
+
+        task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return run
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from lab.audit import Actor
-from lab.db import make_engine, start_embedded_postgres, to_psycopg_url
+from lab.db import as_runtime_role, make_engine, start_embedded_postgres, to_psycopg_url
 from lab.demo import seed
 from lab.migrate import upgrade
 from lab.users import service as users
@@ -61,12 +61,18 @@ class ScratchDatabase:
     def name(self) -> str:
         return str(make_url(self.url).database)
 
+    @property
+    def runtime_url(self) -> str:
+        """As the service runs: the `lab_runtime` role, which cannot erase history (the `url`
+        is the owner's: migrations, and servers started with it as LAB_DATABASE_URL)."""
+        return as_runtime_role(self.url)
+
 
 def prepare(url: str, *, password: str = PASSWORD, role_users: bool = False) -> dict[str, str]:
     """Migrate `url` to the head and seed it: the demo catalog and users (admin, bio, lege),
     and with `role_users` one user `t-<role>` per role; {role: API token} of those."""
     upgrade(url)
-    engine = make_engine(url, pool_size=1)
+    engine = make_engine(as_runtime_role(url), pool_size=1)  # as the service will run
     tokens: dict[str, str] = {}
     try:
         with Session(engine) as session:

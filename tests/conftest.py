@@ -48,7 +48,7 @@ def committed_database(database_server: str) -> Iterator[ScratchDatabase]:
 
 @pytest.fixture(scope="session")
 def engine(test_database: ScratchDatabase) -> Iterator[Engine]:
-    engine = make_engine(test_database.url, pool_size=4)
+    engine = make_engine(test_database.runtime_url, pool_size=4)
     yield engine
     engine.dispose()
 

@@ -120,7 +120,7 @@ def test_no_timing_without_our_ack() -> None:
 
 @pytest.fixture(scope="module")
 def committing(committed_database: ScratchDatabase) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(committed_database.url, pool_size=2)
+    engine = make_engine(committed_database.runtime_url, pool_size=2)
     yield make_session_factory(engine)
     engine.dispose()
 

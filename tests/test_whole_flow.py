@@ -40,7 +40,7 @@ ANALYSERS = [
 
 @pytest.fixture
 def flow_engine(committed_database: ScratchDatabase) -> Any:
-    engine = create_engine(committed_database.url)
+    engine = create_engine(committed_database.runtime_url)
     yield engine
     engine.dispose()
 

@@ -7,7 +7,7 @@ this package fills `Base.metadata` completely (Alembic, tests).
 """
 
 from lab.db import Base
-from lab.tables.audit import AuditEvent
+from lab.tables.audit import AuditEvent, AuditSeal
 from lab.tables.catalog import CatalogVersion, LabTest, Panel, PanelMember, ReferenceInterval
 from lab.tables.hl7 import (
     HL7_INBOUND_STATUSES,
@@ -105,6 +105,7 @@ __all__ = [
     "ApiToken",
     "ArchiveCursor",
     "AuditEvent",
+    "AuditSeal",
     "Base",
     "CatalogVersion",
     "DownloadStatus",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Index, String, Text, func
+from sqlalchemy import BigInteger, DateTime, Index, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -32,3 +32,20 @@ class AuditEvent(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     detail: Mapped[str] = mapped_column(Text, default="")
+    via: Mapped[str] = mapped_column(String(200), server_default="", default="")
+    """The credential or connection used (`token:12`, `session:34`, an address)."""
+    xact: Mapped[int] = mapped_column(
+        BigInteger, server_default=text("(pg_current_xact_id()::text)::bigint")
+    )
+    """The inserting transaction (lab/audit_chain.py seals a row once it is surely committed)."""
+
+
+class AuditSeal(Base):
+    """One link of the audit chain: SHA-256 of the previous link's hash and one audit row."""
+
+    __tablename__ = "audit_seal"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    audit_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    chain_hash: Mapped[str] = mapped_column(String(64))
+    sealed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

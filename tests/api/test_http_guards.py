@@ -19,7 +19,7 @@ from lab.config import Settings
 from lab.db import make_engine
 from lab.main import create_app
 from lab.serve import WithoutQuery
-from tests.conftest import TestDatabase
+from testkit.database import ScratchDatabase
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_the_access_log_keeps_the_path_without_the_query() -> None:
 
 
 def test_database_errors_do_not_carry_the_statement_parameters(
-    test_database: TestDatabase,
+    test_database: ScratchDatabase,
 ) -> None:
     """The parameters SQLAlchemy would print under a failing statement (and so into a log)."""
     engine = make_engine(test_database.url, pool_size=1)

@@ -53,7 +53,7 @@ class LoopThread:
 
 @pytest.fixture(scope="session")
 def hl7_engine(committed_database: ScratchDatabase) -> Iterator[Engine]:
-    engine = make_engine(committed_database.url, pool_size=10)
+    engine = make_engine(committed_database.runtime_url, pool_size=10)
     yield engine
     engine.dispose()
 

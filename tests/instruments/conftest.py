@@ -30,7 +30,7 @@ TECHNICIAN = actor("technician")
 
 @pytest.fixture(scope="session")
 def committing_engine(committed_database: ScratchDatabase) -> Iterator[Engine]:
-    engine = make_engine(committed_database.url, pool_size=8)
+    engine = make_engine(committed_database.runtime_url, pool_size=8)
     yield engine
     engine.dispose()
 

@@ -55,7 +55,7 @@ def run_live_server(tmp_root: Path) -> Iterator[LiveServer]:
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None
     try:
-        engine = make_engine(database.url, pool_size=4)
+        engine = make_engine(database.runtime_url, pool_size=4)
         factory = make_session_factory(engine)
         app = create_app(
             Settings(database_url=database.url, data_dir=tmp_root),
