@@ -62,12 +62,12 @@ def test_versions_cannot_be_rewritten(db: Session) -> None:
     number = serum_accession(db, "R-2")
     outcome = results.record(db, actor=ANALYSER, measurement=measure(number, "K", "4.1"))
     db.flush()
-    with pytest.raises(DBAPIError, match="append-only|permission denied"), db.begin_nested():
+    with pytest.raises(DBAPIError, match=r"append-only|permission denied"), db.begin_nested():
         db.execute(
             text("UPDATE result_version SET value_numeric = 9 WHERE result_id = :id"),
             {"id": outcome.result_id},
         )
-    with pytest.raises(DBAPIError, match="append-only|permission denied"), db.begin_nested():
+    with pytest.raises(DBAPIError, match=r"append-only|permission denied"), db.begin_nested():
         db.execute(text("DELETE FROM audit_event"))
 
 
