@@ -27,6 +27,7 @@ from lab.hl7.senders import CertificateSubject, SenderPolicy
 from lab.patients import service as patients
 from lab.peers import LOOPBACK, ConnectionGate, parse_networks
 from lab.tables import INBOUND, Hl7Message
+from testkit.patients import random_national_number
 from tests.hl7.conftest import (
     LoopThread,
     adt,
@@ -35,7 +36,6 @@ from tests.hl7.conftest import (
     fnr_cx,
     msa,
     oml,
-    random_fnr,
     unique,
 )
 
@@ -87,7 +87,7 @@ def test_a_forged_adt_from_an_unlisted_peer_is_closed_unread_and_logged(
 ) -> None:
     """Issue 14: an ADT^A08 naming EPIC from any peer renamed a patient. Now a peer outside
     the allowed networks is closed before a byte is read, and nothing changes."""
-    fnr = random_fnr()
+    fnr = random_national_number()
     with committing() as session:
         session.commit()
     server = Hl7Listener(
@@ -122,7 +122,7 @@ def test_loopback_is_allowed_by_default(
     loop_thread.run(server.start())
     try:
         control_id = unique("C")
-        message = oml(control_id=control_id, placer=unique("P"), fnr=random_fnr())
+        message = oml(control_id=control_id, placer=unique("P"), fnr=random_national_number())
         [ack] = asyncio.run(exchange(server.bound_port, [message]))
         assert msa(ack) == ("AA", control_id)
     finally:
@@ -220,7 +220,7 @@ def test_mutual_tls_lets_a_certificate_speak_as_its_mapped_sender(
     pki: Pki, mtls_port: int, committing: sessionmaker[Session]
 ) -> None:
     control_id = unique("C")
-    message = oml(control_id=control_id, placer=unique("P"), fnr=random_fnr())
+    message = oml(control_id=control_id, placer=unique("P"), fnr=random_national_number())
     [ack] = asyncio.run(exchange(mtls_port, [message], ssl=_client(pki, pki.epic)))
     assert msa(ack) == ("AA", control_id)
     [row] = rows_with(committing, control_id)
@@ -230,7 +230,7 @@ def test_mutual_tls_lets_a_certificate_speak_as_its_mapped_sender(
 def test_a_certificate_naming_another_sender_gets_ar_on_msh3_and_changes_nothing(
     pki: Pki, mtls_port: int, committing: sessionmaker[Session]
 ) -> None:
-    fnr = random_fnr()
+    fnr = random_national_number()
     control_id = unique("C")
     forged = adt(control_id=control_id, event="A08", pid3=fnr_cx(fnr)).replace(
         "|EPIC|HMN|", "|DIPS|HMN|"
@@ -257,7 +257,7 @@ def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(
     pki: Pki, mtls_port: int, who: str
 ) -> None:
     identity = None if who == "no certificate" else pki.foreign
-    message = oml(control_id=unique("C"), placer=unique("P"), fnr=random_fnr())
+    message = oml(control_id=unique("C"), placer=unique("P"), fnr=random_national_number())
     with pytest.raises((ssl.SSLError, ConnectionError, EOFError)):
         asyncio.run(exchange(mtls_port, [message], ssl=_client(pki, identity)))
 
