@@ -50,8 +50,8 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="JSON: certificate CN or subject -> the MSH-3^MSH-4 senders it may use.",
     )
-    mllp_max_connections: int = Field(default=64, ge=1)
-    mllp_max_connections_per_peer: int = Field(default=8, ge=1)
+    mllp_max_connections: int = Field(default=128, ge=1)
+    mllp_max_connections_per_peer: int = Field(default=32, ge=1)
     mllp_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     mllp_idle_timeout_seconds: float = Field(default=600.0, gt=0)
     mllp_message_timeout_seconds: float = Field(default=60.0, gt=0)

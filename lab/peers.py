@@ -71,8 +71,8 @@ class ConnectionGate:
     and `max_per_peer` from one address."""
 
     allowed: tuple[Network, ...] = LOOPBACK
-    max_connections: int = 64
-    max_per_peer: int = 8
+    max_connections: int = 128
+    max_per_peer: int = 32
     open_by_peer: Counter[str] = field(default_factory=Counter)
     refused: int = 0
 

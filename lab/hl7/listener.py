@@ -61,8 +61,8 @@ def server_tls_context(cert: Path, key: Path, *, client_ca: Path | None = None) 
 class ListenerLimits:
     """Caps and deadlines that hold before anyone is known (docs/security.md has the defaults)."""
 
-    max_connections: int = 64
-    max_connections_per_peer: int = 8
+    max_connections: int = 128
+    max_connections_per_peer: int = 32
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     idle_timeout: float = 600.0
     message_timeout: float = 60.0
