@@ -1,6 +1,6 @@
 """The audit chain: every audit row sealed into a hash chain, and the check of that chain.
 
-The runtime role can only add audit rows (migration 0011_trust). The chain is for what the
+The runtime role can only add audit rows (migration 0013_trust). The chain is for what the
 database owner or a superuser could still do: change, remove or re-order rows. `seal` appends
 to `audit_seal`, for each audit row not yet sealed, SHA-256 over the previous seal's hash and
 the row's content; `verify` recomputes every link and says where the chain first breaks.

@@ -69,7 +69,7 @@ def database_url(settings: Settings) -> str:
     return start_embedded_postgres(settings.data_dir)
 
 
-#: The role the service runs as (made by migration 0011_trust): it may change the working
+#: The role the service runs as (made by migration 0013_trust): it may change the working
 #: tables but only add to the history tables, and owns nothing.
 RUNTIME_ROLE = "lab_runtime"
 

@@ -232,7 +232,7 @@ def child_starters(settings: Settings, *, index: int, count: int) -> list[Starte
 
 
 async def _run_child(settings: Settings, *, index: int, count: int) -> None:
-    # As the service runs: the runtime role, which cannot erase history (migration 0011_trust).
+    # As the service runs: the runtime role, which cannot erase history (migration 0013_trust).
     engine = make_engine(runtime_url(settings, settings.database_url or ""), pool_size=4)
     app = create_app(
         settings,

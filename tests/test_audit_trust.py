@@ -1,6 +1,6 @@
 """An audit the application cannot erase (issue 14): the runtime role may only add to the
 history tables, TRUNCATE is refused to everyone, and the hash chain finds a changed or removed
-row. Real PostgreSQL, the real roles made by migration 0011_trust."""
+row. Real PostgreSQL, the real roles made by migration 0013_trust."""
 
 from __future__ import annotations
 

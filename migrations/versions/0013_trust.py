@@ -13,8 +13,8 @@ re-ordered row (possible only for the owner or a superuser) is found. `audit_eve
 inserting transaction's id, which tells the sealer when a row can no longer be joined by an
 earlier one still in flight. `audit_event.via` names the credential or connection used.
 
-Revision ID: 0011_trust
-Revises: 0010_judgement
+Revision ID: 0013_trust
+Revises: 0012_qc
 Create Date: 2026-12-01
 """
 
@@ -25,8 +25,8 @@ from alembic import op
 
 # ruff: noqa: S608  (the SQL here is built from this file's own constants only)
 
-revision: str = "0011_trust"
-down_revision: str | tuple[str, ...] | None = "0010_judgement"
+revision: str = "0013_trust"
+down_revision: str | tuple[str, ...] | None = "0012_qc"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
