@@ -117,7 +117,6 @@ def enter_run(session: SessionDep, actor: EnterQc, data: schemas.ManualRunIn) ->
         values=[qc.ManualValue(lot_id=v.lot_id, value=v.value, unit=v.unit) for v in data.values],
         comment=data.comment,
     )
-    session.commit()
     return run
 
 
@@ -129,7 +128,6 @@ def override_lock(
     row = qc.override_lock(
         session, actor=actor, instrument=data.instrument, test_code=data.test, reason=data.reason
     )
-    session.commit()
     return schemas.LockOut(
         instrument=row.instrument, test=data.test.upper(), state=row.state, rule=row.rule or None
     )
@@ -141,7 +139,6 @@ def look_back(
 ) -> schemas.LookBackOut:
     """Patient results released since the last accepted run before the lock: to recheck."""
     found = queries.look_back(session, actor=actor, instrument=instrument, test_code=test)
-    session.commit()  # the audit rows of the read
     return schemas.LookBackOut(
         instrument=materials.analyser_name(instrument),
         test=test.upper(),
@@ -187,7 +184,6 @@ def list_queue(session: SessionDep, actor: ViewAnalysers) -> list[schemas.Proble
 @router.post("/queue/{problem_id}/retry", response_model=schemas.RunOut)
 def retry_queued(session: SessionDep, actor: EnterQc, problem_id: int) -> QcRun:
     run = qc_queue.retry_problem(session, actor=actor, problem_id=problem_id)
-    session.commit()
     return run
 
 
@@ -196,7 +192,6 @@ def discard_queued(
     session: SessionDep, actor: EnterQc, problem_id: int, data: schemas.DiscardIn
 ) -> Response:
     qc_queue.discard_problem(session, actor=actor, problem_id=problem_id, note=data.note)
-    session.commit()
     return Response(status_code=204)
 
 
@@ -218,7 +213,6 @@ def add_material(session: SessionDep, actor: ManageQc, data: schemas.MaterialIn)
         manufacturer=data.manufacturer,
         description=data.description,
     )
-    session.commit()
     return material
 
 
@@ -236,7 +230,6 @@ def add_lot(session: SessionDep, actor: ManageQc, data: schemas.LotIn) -> schema
         lot_number=data.lot_number,
         expires_on=data.expires_on,
     )
-    session.commit()
     return schemas.LotOut.model_validate(lot)
 
 
@@ -249,7 +242,6 @@ def map_control_id(session: SessionDep, actor: ManageQc, data: schemas.ControlId
         lot_id=data.lot_id,
         instrument=data.instrument,
     )
-    session.commit()
     return Response(status_code=204)
 
 
@@ -265,7 +257,6 @@ def set_target(session: SessionDep, actor: ManageQc, data: schemas.TargetIn) -> 
         sd=data.sd,
         instrument=data.instrument,
     )
-    session.commit()
     return schemas.TargetOut.model_validate(target)
 
 
@@ -281,7 +272,6 @@ def set_policy(session: SessionDep, actor: ManageQc, data: schemas.PolicyIn) -> 
         rules=data.rules,
         note=data.note,
     )
-    session.commit()
     return Response(status_code=204)
 
 
@@ -305,7 +295,6 @@ def set_moving_setting(
         control_high=data.control_high,
         note=data.note,
     )
-    session.commit()
     return Response(status_code=204)
 
 

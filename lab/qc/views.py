@@ -153,7 +153,6 @@ def override(
             kept={key: reason},
             status_code=exc.http_status,
         )
-    session.commit()
     return redirect_after_post("/qc", instrument=materials.analyser_name(instrument))
 
 
@@ -166,7 +165,6 @@ def look_back_page(
     test: Annotated[str, Query(min_length=1, max_length=20)],
 ) -> Response:
     found = queries.look_back(session, actor=actor, instrument=instrument, test_code=test)
-    session.commit()  # the audit rows of the read
     return render(
         request,
         "qc/lookback.html",
@@ -206,7 +204,6 @@ def retry(request: Request, problem_id: int, session: SessionDep, actor: EnterQc
         return _queue(
             request, session, errors={problem_id: _problem_text(exc)}, status_code=exc.http_status
         )
-    session.commit()
     return redirect_after_post("/qc/queue")
 
 
@@ -221,7 +218,6 @@ def discard(
         return _queue(
             request, session, errors={problem_id: _problem_text(exc)}, status_code=exc.http_status
         )
-    session.commit()
     return redirect_after_post("/qc/queue")
 
 
@@ -303,7 +299,6 @@ def add_lot(
             kept=kept,
             status_code=exc.http_status,
         )
-    session.commit()
     return redirect_after_post("/qc/setup")
 
 
@@ -356,7 +351,6 @@ def set_target(
             kept=kept,
             status_code=exc.http_status,
         )
-    session.commit()
     return redirect_after_post("/qc/setup")
 
 
