@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select, text
 
-from bench.core_seed import create_database, drop_database
+from bench import bench_database
 from lab.audit import Actor
 from lab.config import Settings
 from lab.db import make_engine, make_session_factory
@@ -34,6 +34,7 @@ from lab.qc import westgard
 from lab.reports.qc_charts import levey_jennings_svg
 from lab.tables.catalog import LabTest
 from lab.tables.instruments import QcResult
+from testkit.database import PASSWORD
 
 HISTORY_RUNS = 5000
 JUDGE_ROUNDS = 200
@@ -214,7 +215,7 @@ def bench_chart_page(url: str) -> None:
         signed = users.sign_in(
             session,
             username="bio",
-            password="bench password",
+            password=PASSWORD,
             timeout=timedelta(hours=1),
             max_failures=5,
             lockout=timedelta(minutes=1),
@@ -244,17 +245,14 @@ def bench_chart_page(url: str) -> None:
 
 
 def main() -> None:
-    database = create_database()
-    try:
+    with bench_database("qc") as url:
         started = time.perf_counter()
-        seed_history(database.url)
+        seed_history(url)
         print(
             f"seeded {HISTORY_RUNS:,} NA runs (two levels) on analyser demo in "
             f"{time.perf_counter() - started:.1f} s",
             flush=True,
         )
-        bench_round_trip(database.url)
-        bench_judging(database.url)
-        bench_chart_page(database.url)
-    finally:
-        drop_database(database)
+        bench_round_trip(url)
+        bench_judging(url)
+        bench_chart_page(url)

@@ -77,6 +77,19 @@ def locked_tests(session: Session, *, instrument: str, test_codes: Iterable[str]
     return frozenset(code.upper() for code in found)
 
 
+def locked_of(session: Session, *, measured: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """Of (analyser, test code) pairs, the test codes locked on the analyser that measured them
+    (one query per analyser; no analyser named, as for a result typed in, is never locked)."""
+    by_analyser: dict[str, set[str]] = {}
+    for instrument, code in measured:
+        if analyser_name(instrument):
+            by_analyser.setdefault(analyser_name(instrument), set()).add(code)
+    locked: set[str] = set()
+    for name, codes in by_analyser.items():
+        locked |= locked_tests(session, instrument=name, test_codes=codes)
+    return frozenset(locked)
+
+
 # --- control results in -------------------------------------------------------------------------
 
 

@@ -341,6 +341,9 @@ def _judged_without_rules(state: ResultState, test: TestRule, facts: TubeFacts) 
         )
     if any(flag in ("LL", "HH") for flag in state.flags):
         holds.append(Hold(code=HoldCode.CRITICAL, text="beyond the critical limit"))
+    if test.code in facts.qc_locked:
+        analyser = _analyser(state.instrument) or "its analyser"
+        holds.append(Hold(code=HoldCode.QC, text=f"{test.code} is locked by QC on {analyser}"))
     return state.but(holds=tuple(holds), ruleset_version=None, judgement=None)
 
 
