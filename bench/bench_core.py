@@ -22,7 +22,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
 from bench import SCALE, bench_database
-from bench.core_seed import bulk_orders, bulk_patients, fix_sequences
+from bench.core_seed import bulk_orders, bulk_patients, fix_sequences, settle
 from lab.audit import Actor
 from lab.db import make_engine, make_session_factory
 from lab.results import queries as result_queries
@@ -111,6 +111,7 @@ def run(url: str, *, present: int, recorded: int, heavy: int) -> None:
             )
         fix_sequences(connection)
         count = connection.execute(text("SELECT count(*) FROM result")).scalar_one()
+    settle(engine)
     print(f"seeded {count:,} results ({time.perf_counter() - started:.0f} s)")
 
     tubes = tubes_of(engine, service_first, pending_orders)

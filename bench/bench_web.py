@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from bench import SCALE, bench_database
-from bench.core_seed import bulk_orders, bulk_patients, fix_sequences
+from bench.core_seed import bulk_orders, bulk_patients, fix_sequences, settle
 from lab.config import Settings
 from lab.db import make_engine, make_session_factory
 from lab.deps import SESSION_COOKIE
@@ -78,6 +78,7 @@ def run(url: str) -> None:
                 "('expected', 'collected', 'received', 'in_progress'))"
             )
         ).one()
+    settle(engine)
     print(
         f"seeded {counts[0]:,} results ({counts[1]:,} awaiting review) and {counts[2]:,} open "
         f"specimens in {time.perf_counter() - started:.0f} s"

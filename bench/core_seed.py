@@ -7,7 +7,7 @@ can never clash with real ones (which are all digits).
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 
 def bulk_orders(
@@ -122,7 +122,9 @@ def bulk_orders(
     )
 
 
-def bulk_patients(connection: Connection, count: int) -> None:
+def bulk_patients(connection: Connection, count: int, *, first: int = 1) -> None:
+    """Patients `first` .. `first + count - 1`, each with a local identifier."""
+    params = {"first": first, "last": first + count - 1}
     connection.execute(
         text(
             """
@@ -130,10 +132,10 @@ def bulk_patients(connection: Connection, count: int) -> None:
                 updated_at)
             SELECT g, 'Bench ' || g, 'Pasient', date '1950-01-01' + CAST(g % 20000 AS int),
                    CASE WHEN g % 2 = 0 THEN 'F' ELSE 'M' END, now(), now()
-            FROM generate_series(1, CAST(:count AS bigint)) AS g
+            FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g
             """
         ),
-        {"count": count},
+        params,
     )
     # A local identifier each (PID-3 of the ORU the autoverified results go out in).
     connection.execute(
@@ -141,10 +143,10 @@ def bulk_patients(connection: Connection, count: int) -> None:
             """
             INSERT INTO patient_identifier (patient_id, value, authority, kind)
             SELECT g, 'BENCH' || g, 'BENCH', 'OTHER'
-            FROM generate_series(1, CAST(:count AS bigint)) AS g
+            FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g
             """
         ),
-        {"count": count},
+        params,
     )
 
 
@@ -157,3 +159,10 @@ def fix_sequences(connection: Connection) -> None:
             )
         )
     connection.execute(text("ANALYZE"))
+
+
+def settle(engine: Engine) -> None:
+    """VACUUM ANALYZE, as autovacuum would have done long since in a database that grew to this
+    size over months: index-only scans then skip the table (the visibility map is set)."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM ANALYZE"))

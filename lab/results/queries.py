@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import any_, func, or_, select, true
 from sqlalchemy.orm import Session, aliased, lazyload, selectinload
@@ -17,8 +17,17 @@ from lab import audit
 from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.errors import NotFound
+from lab.specimens import queries as work_lists
 from lab.specimens import service as specimens
-from lab.tables import Order, Patient, Result, ResultVersion, Specimen, StoredMeasurement
+from lab.tables import (
+    LabTest,
+    Order,
+    Patient,
+    Result,
+    ResultVersion,
+    Specimen,
+    StoredMeasurement,
+)
 from lab.tables.results import RELEASED, R
 
 
@@ -82,9 +91,11 @@ def review_queue(session: Session, *, limit: int = 100) -> list[Result]:
     return list(session.scalars(query))
 
 
-@dataclass(frozen=True, slots=True)
-class CumulativePoint:
-    """One released result in a patient's history of a test: what a cumulative report shows."""
+class CumulativePoint(NamedTuple):
+    """One released result in a patient's history of a test: what a cumulative report shows.
+
+    A named tuple, not a frozen dataclass: a history holds up to ten thousand of them, and a
+    tuple is made in one step where a frozen dataclass sets its fields one call at a time."""
 
     result_id: int
     accession_number: str
@@ -106,7 +117,9 @@ def cumulative(
     taken = func.coalesce(
         Specimen.collected_at, Specimen.received_at, Result.observed_at, Result.recorded_at
     )
-    rows = session.execute(
+    # Core, not ORM, execution: the rows are plain values, and ten thousand of them go through
+    # the ORM's row handling at several times the cost of the query itself.
+    rows = session.connection().execute(
         select(
             Result.id,
             Specimen.accession_number,
@@ -132,25 +145,26 @@ def cumulative(
         )
         .order_by(Result.observed_at.desc().nulls_last(), Result.id.desc())
         .limit(limit)
-    ).all()
+    )
+    points = [
+        CumulativePoint(
+            ident,
+            number,
+            taken_at,
+            value,
+            text,
+            comp,
+            flags.split(",") if flags else [],
+            unit,
+            low,
+            high,
+        )
+        for ident, number, taken_at, value, text, comp, flags, unit, low, high in rows
+    ]
     audit.record_read(
         session, actor=actor, patient_id=patient_id, what="result.cumulative", entity_id=test.code
     )
-    return [
-        CumulativePoint(
-            result_id=row[0],
-            accession_number=row[1],
-            taken_at=row[2],
-            value_numeric=row[3],
-            value_text=row[4],
-            comparator=row[5],
-            flags=row[6].split(",") if row[6] else [],
-            unit=row[7],
-            reference_low=row[8],
-            reference_high=row[9],
-        )
-        for row in rows
-    ]
+    return points
 
 
 CRITICAL_FLAGS = ("LL", "HH")
@@ -183,12 +197,13 @@ class ReviewQueue:
     tubes: dict[int, Specimen]
     patients: dict[int, Patient]
     orders: dict[int, Order]
+    tests: dict[int, LabTest]
 
 
 def read_review_queue(session: Session, *, actor: Actor, limit: int = 100) -> ReviewQueue:
     """The review queue as a reviewer sees it, with the patients: one audited read per specimen.
 
-    The tubes, patients and orders behind the queue are read in three queries, so the page
+    The tubes, patients, orders and tests behind the queue are read in four queries, so the page
     asks the same number of questions whether it shows one tube or two hundred.
     """
     queue = review_queue(session, limit=limit)
@@ -213,6 +228,9 @@ def read_review_queue(session: Session, *, actor: Actor, limit: int = 100) -> Re
             .options(lazyload(Order.tests))
         )
     }
+    # The queue's tests in one query, held by the answer: each line's `session.get(LabTest, ...)`
+    # is then answered from the session instead of asking the database once per test.
+    tests = work_lists.lab_tests(session, {result.test_id for result in queue})
     rows: list[dict[str, Any]] = []
     seen: set[int] = set()
     for result in queue:
@@ -230,7 +248,7 @@ def read_review_queue(session: Session, *, actor: Actor, limit: int = 100) -> Re
             )
         )
     audit.record_rows(session, rows)
-    return ReviewQueue(results=queue, tubes=tubes, patients=patients, orders=orders)
+    return ReviewQueue(results=queue, tubes=tubes, patients=patients, orders=orders, tests=tests)
 
 
 def previous_released_many(session: Session, results: list[Result]) -> dict[int, Result | None]:
@@ -259,12 +277,21 @@ def previous_released_many(session: Session, results: list[Result]) -> dict[int,
         .join(latest, true())
         .where(current.id.in_([result.id for result in results]))
     ).all()
-    found = {
-        result.id: result
-        for result in session.scalars(
-            select(Result).where(Result.id.in_([previous for _, previous in pairs]))
-        )
-    }
+    wanted = [previous for _, previous in pairs if previous is not None]
+    # The page shows the previous value and when it was measured: not its versions and
+    # measurements (read only if someone looks at them).
+    found = (
+        {
+            result.id: result
+            for result in session.scalars(
+                select(Result)
+                .where(Result.id.in_(wanted))
+                .options(lazyload(Result.versions), lazyload(Result.measurements))
+            )
+        }
+        if wanted
+        else {}
+    )
     previous_of = {result_id: found.get(previous) for result_id, previous in pairs}
     return {result.id: previous_of.get(result.id) for result in results}
 

@@ -2,15 +2,19 @@
 
 Read-only and without patient data (tubes and tests only). Each list is a range scan of a
 partial index made by migration 0006 (`specimen.urgency`, `ordered_test.due_at`), so it costs
-the same with a hundred open tubes or a hundred thousand.
+the same with a hundred open tubes or a hundred thousand. A list asks a fixed number of
+questions however long it is: the orders come without their tests (`lazyload`: the lists show
+only the order's priority), and the tests of the listed tubes come in one query
+(`tests_of_many`), each with its catalog test.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload, selectinload
 
 from lab.catalog.rules import snapshot
 from lab.tables import (
@@ -19,6 +23,7 @@ from lab.tables import (
     SPECIMEN_NOT_YET_IN_LAB,
     TEST_OPEN,
     TEST_PENDING,
+    LabTest,
     Order,
     OrderedTest,
     OrderStatus,
@@ -26,6 +31,9 @@ from lab.tables import (
 )
 
 PRIORITY_OF_URGENCY = {0: "stat", 1: "urgent", 2: "routine"}
+# A list's tests name their catalog test: the few distinct ones in one more query, without
+# their reference intervals (read only if someone looks at them).
+_WITH_TEST = selectinload(OrderedTest.test).lazyload(LabTest.reference_intervals)
 
 
 def awaiting_receipt(session: Session, *, limit: int = 50) -> list[tuple[Specimen, Order]]:
@@ -36,6 +44,7 @@ def awaiting_receipt(session: Session, *, limit: int = 50) -> list[tuple[Specime
         .where(Specimen.status.in_(SPECIMEN_NOT_YET_IN_LAB), Order.status == OrderStatus.ACTIVE)
         .order_by(Specimen.urgency, Specimen.created_at, Specimen.id)
         .limit(limit)
+        .options(lazyload(Order.tests))
     )
     return [(specimen, order) for specimen, order in session.execute(query).tuples()]
 
@@ -61,6 +70,7 @@ def in_lab_unfinished(session: Session, *, limit: int = 50) -> list[tuple[Specim
         .where(Specimen.status.in_(SPECIMEN_IN_LAB))
         .order_by(Specimen.urgency, Specimen.received_at, Specimen.id)
         .limit(limit)
+        .options(lazyload(Order.tests))
     )
     return [(specimen, order) for specimen, order in session.execute(query).tuples()]
 
@@ -84,6 +94,7 @@ def worklist(
         .where(Specimen.status.in_(SPECIMEN_IN_LAB))
         .order_by(Specimen.urgency, Specimen.received_at, Specimen.id)
         .limit(limit)
+        .options(lazyload(Order.tests))
     )
     if container:
         tubes = tubes.where(Specimen.container == container)
@@ -96,6 +107,7 @@ def worklist(
             OrderedTest.status.in_(TEST_PENDING),
         )
         .order_by(OrderedTest.id)
+        .options(_WITH_TEST)
     ):
         pending.setdefault(ordered.specimen_id or 0, []).append(ordered)
     return [
@@ -129,8 +141,51 @@ def overdue_tests(
         .order_by(OrderedTest.due_at, OrderedTest.id)
         .limit(limit)
     )
+    found = session.execute(query.options(_WITH_TEST)).tuples().all()
     return [
         (ordered, specimen, ordered.due_at)
-        for ordered, specimen in session.execute(query).tuples()
+        for ordered, specimen in found
         if ordered.due_at is not None
     ]
+
+
+def tests_of_many(session: Session, tubes: Iterable[Specimen]) -> dict[int, list[OrderedTest]]:
+    """`specimens.service.tests_of` for many tubes in one query: {tube id: its tests}.
+
+    An aliquot's tests are its primary tube's (results are stored against the primary's tests).
+    """
+    primary_of: dict[int, int] = {}
+    for tube in tubes:
+        primary = tube
+        while primary.parent_id is not None:
+            parent = session.get(Specimen, primary.parent_id)
+            if parent is None:
+                break
+            primary = parent
+        primary_of[tube.id] = primary.id
+    found: dict[int, list[OrderedTest]] = {}
+    for ordered in session.scalars(
+        select(OrderedTest)
+        .where(OrderedTest.specimen_id.in_(set(primary_of.values())))
+        .order_by(OrderedTest.id)
+        .options(_WITH_TEST)
+    ):
+        found.setdefault(ordered.specimen_id or 0, []).append(ordered)
+    return {tube_id: found.get(primary_id, []) for tube_id, primary_id in primary_of.items()}
+
+
+def lab_tests(session: Session, test_ids: Iterable[int]) -> dict[int, LabTest]:
+    """The catalog's tests of these ids in one query (their reference intervals are read only if
+    someone looks at them). While the caller holds the answer, `session.get(LabTest, id)` is
+    answered from the session without asking the database."""
+    wanted = set(test_ids)
+    if not wanted:
+        return {}
+    return {
+        test.id: test
+        for test in session.scalars(
+            select(LabTest)
+            .where(LabTest.id.in_(wanted))
+            .options(lazyload(LabTest.reference_intervals))
+        )
+    }

@@ -76,6 +76,16 @@ class Result(Base):
             "id",
             postgresql_where=text(f"status = '{ResultStatus.AWAITING_REVIEW.value}'"),
         ),
+        # The overview's critical results awaiting review (migration 0013_page_indexes).
+        Index(
+            "ix_result_critical_review",
+            "recorded_at",
+            "id",
+            postgresql_where=text(
+                f"status = '{ResultStatus.AWAITING_REVIEW.value}' "
+                "AND ('LL' = ANY (flags) OR 'HH' = ANY (flags))"
+            ),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
