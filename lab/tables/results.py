@@ -76,7 +76,7 @@ class Result(Base):
             "id",
             postgresql_where=text(f"status = '{ResultStatus.AWAITING_REVIEW.value}'"),
         ),
-        # The overview's critical results awaiting review (migration 0013_page_indexes).
+        # The overview's critical results awaiting review (migration 0014_page_indexes).
         Index(
             "ix_result_critical_review",
             "recorded_at",

@@ -4,8 +4,8 @@ The overview counts the critical (LL/HH) results awaiting review and lists the o
 Without this index both read every result awaiting review and test its flags (10,000 rows with
 a million stored at 1 % held); with it they read only the critical ones, in the list's order.
 
-Revision ID: 0013_page_indexes
-Revises: 0012_qc
+Revision ID: 0014_page_indexes
+Revises: 0013_trust
 Create Date: 2026-12-01
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0013_page_indexes"
-down_revision: str | tuple[str, ...] | None = "0012_qc"
+revision: str = "0014_page_indexes"
+down_revision: str | tuple[str, ...] | None = "0013_trust"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
