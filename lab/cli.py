@@ -21,6 +21,7 @@ from lab.db import database_url, make_engine, make_session_factory, runtime_url,
 from lab.demo import seed
 from lab.errors import LabError
 from lab.migrate import upgrade
+from lab.rulesets.cli import register as register_rules
 from lab.serve import serve
 from lab.users import service as users
 
@@ -225,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("file")
     load.set_defaults(run=cmd_catalog_load)
     instruments.cli.register(commands)
+    register_rules(commands)
     return parser
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.qc.demo import seed_demo_qc
+from lab.rulesets import service as rulesets
 from lab.tables import LabTest, User
 from lab.users import service as users
 from lab.users.roles import Role
@@ -22,7 +23,8 @@ DEMO_USERS: list[tuple[str, str, list[Role]]] = [
 
 
 def seed(session: Session, *, password: str | None) -> dict[str, str]:
-    """Load the demo catalog if no tests exist and the demo users if no users exist.
+    """Load the demo catalog if no tests exist, the demo rule documents (version 1 of each,
+    active) if none of their kind exist, and the demo users if no users exist.
 
     Returns the passwords of users made now (random unless `password` is given), so the caller
     can show them once.
@@ -31,6 +33,7 @@ def seed(session: Session, *, password: str | None) -> dict[str, str]:
     if not session.scalar(select(func.count()).select_from(LabTest)):
         catalog.load_catalog_file(session, actor=actor)
     seed_demo_qc(session, actor=actor)
+    rulesets.seed_demo(session, actor=actor)
     made: dict[str, str] = {}
     if not session.scalar(select(func.count()).select_from(User)):
         for username, name, roles in DEMO_USERS:

@@ -30,6 +30,7 @@ from lab.qc.api import router as qc_router
 from lab.qc.views import router as qc_views
 from lab.results.api import router as results_router
 from lab.results.views import router as results_views
+from lab.rulesets.api import router as rules_router
 from lab.specimens.api import router as specimens_router
 from lab.specimens.views import router as specimens_views
 from lab.turnaround.api import router as reports_router
@@ -95,6 +96,7 @@ def create_app(
     app.include_router(instruments_router)
     app.include_router(reports_router)
     app.include_router(qc_router)
+    app.include_router(rules_router)
     _include_pages(app)
 
     _add_docs(app)

@@ -21,6 +21,10 @@ COMMANDS = [
     ["demo", "seed"],
     ["demo", "run"],  # in a checkout: the test kit is there
     ["catalog", "load"],
+    ["rules"],
+    ["rules", "load"],
+    ["rules", "activate"],
+    ["rules", "replay"],
 ]
 
 

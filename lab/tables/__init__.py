@@ -68,6 +68,7 @@ from lab.tables.results import (
     ResultVersion,
     StoredMeasurement,
 )
+from lab.tables.rulesets import RuleKind, RuleSetVersion, RuleShadowDecision, RuleState
 from lab.tables.specimens import (
     SPECIMEN_FINISHED,
     SPECIMEN_IN_LAB,
@@ -143,6 +144,10 @@ __all__ = [
     "Result",
     "ResultStatus",
     "ResultVersion",
+    "RuleKind",
+    "RuleSetVersion",
+    "RuleShadowDecision",
+    "RuleState",
     "Specimen",
     "SpecimenEvent",
     "SpecimenStatus",

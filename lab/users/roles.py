@@ -35,6 +35,8 @@ class Permission(StrEnum):
     ENTER_QC = "enter_qc"  # type in control results; retry or discard the QC queue
     MANAGE_QC = "manage_qc"  # control materials, lots, targets, rule policies
     OVERRIDE_QC_LOCK = "override_qc_lock"  # release a QC lock without an in-control run
+    MANAGE_RULES = "manage_rules"  # load rule set versions, run them in shadow, replay them
+    ACTIVATE_RULES = "activate_rules"  # make a rule set version decide (lab physician only)
 
 
 _P = Permission
@@ -86,10 +88,13 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             _P.ENTER_QC,
             _P.MANAGE_QC,
             _P.OVERRIDE_QC_LOCK,
+            _P.MANAGE_RULES,
+            _P.ACTIVATE_RULES,
         }
     ),
     Role.ADMIN: frozenset(
         {
+            _P.MANAGE_RULES,
             _P.MANAGE_USERS,
             _P.MANAGE_CATALOG,
             _P.READ_CATALOG,

@@ -1,0 +1,386 @@
+"""Rule documents in the database: load a version, run it in shadow, activate it, read it.
+
+A version is parsed and checked against the catalog when it is loaded and again when it is
+activated (the catalog may have changed in between); a document that does not parse or names an
+unknown test is refused with every problem's line, and nothing is stored. Only a person with the
+permission to activate rule sets (the lab physician) can make a version active; every load and
+state change is audited with who and when.
+
+The parsed active and shadow versions are cached per process and checked once per transaction
+(one small query), like the catalog snapshot: the judgement of a result costs no parsing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from lab import audit
+from lab.audit import Actor
+from lab.catalog.rules import CatalogSnapshot
+from lab.catalog.rules import snapshot as catalog_snapshot
+from lab.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from lab.rules import (
+    FormulaInput,
+    FormulaSet,
+    Judgement,
+    ReflexSet,
+    RuleSet,
+    parse_formulas,
+    parse_reflexes,
+    parse_ruleset,
+)
+from lab.rules.demo import demo_texts
+from lab.tables.rulesets import RuleKind, RuleSetVersion, RuleShadowDecision, RuleState
+from lab.timeutil import utcnow
+from lab.users.roles import Permission, permissions_of
+
+Parsed = RuleSet | FormulaSet | ReflexSet
+MAX_TEXT = 1_000_000  # a rule document is a few kilobytes; this bounds a mistaken upload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadedVersion:
+    id: int
+    kind: RuleKind
+    version: int
+    state: RuleState
+    parsed: Parsed
+
+
+# ---------------------------------------------------------------------------- parsing
+
+
+def _formula_inputs(catalog: CatalogSnapshot, rules: RuleSet | None) -> dict[str, FormulaInput]:
+    inputs: dict[str, FormulaInput] = {}
+    for code, test in catalog.by_code.items():
+        limits = rules.for_test(code) if rules is not None else None
+        low = limits.plausible_low if limits is not None else None
+        high = limits.plausible_high if limits is not None else None
+        inputs[code] = FormulaInput(
+            unit=test.unit,
+            low=float(low) if low is not None else None,
+            high=float(high) if high is not None else None,
+        )
+    return inputs
+
+
+def parse(session: Session, *, kind: RuleKind, text_: str, version: int) -> Parsed:
+    """Parse a document of this kind against the current catalog; raises RuleSetError."""
+    catalog = catalog_snapshot(session)
+    units = {code: test.unit for code, test in catalog.by_code.items()}
+    if kind is RuleKind.AUTOVERIFICATION:
+        return parse_ruleset(text_, version=version, known_tests=units)
+    if kind is RuleKind.FORMULAS:
+        # Formulas may divide only by tests whose plausibility limits keep them above zero:
+        # the limits are those of the active autoverification rule set.
+        current = active(session, kind=RuleKind.AUTOVERIFICATION)
+        rules = current.parsed if current and isinstance(current.parsed, RuleSet) else None
+        return parse_formulas(text_, version=version, known_tests=_formula_inputs(catalog, rules))
+    return parse_reflexes(text_, version=version, known_tests=units)
+
+
+# ---------------------------------------------------------------------------- changes
+
+
+def _kind(kind: str) -> RuleKind:
+    try:
+        return RuleKind(kind)
+    except ValueError:
+        raise InvalidInput.field(
+            "kind", f"unknown kind {kind!r} (autoverification, formulas or reflex)"
+        ) from None
+
+
+def load(
+    session: Session, *, actor: Actor, kind: str, document: str, description: str = ""
+) -> RuleSetVersion:
+    """Store a new draft version after checking it; the version number is the next free one."""
+    rule_kind = _kind(kind)
+    if len(document) > MAX_TEXT:
+        raise InvalidInput.field("text", f"a rule document is at most {MAX_TEXT} characters")
+    # One loader per kind at a time, so two loads cannot take the same number.
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"rule_set:{kind}"}
+    )
+    latest = session.scalar(
+        select(func.max(RuleSetVersion.version)).where(RuleSetVersion.kind == rule_kind.value)
+    )
+    number = (latest or 0) + 1
+    parse(session, kind=rule_kind, text_=document, version=number)  # refuses before storing
+    row = RuleSetVersion(
+        kind=rule_kind.value,
+        version=number,
+        text=document,
+        sha256=hashlib.sha256(document.encode("utf-8")).hexdigest(),
+        description=description.strip()[:2000],
+        state=RuleState.DRAFT.value,
+        created_by=actor.username,
+    )
+    session.add(row)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="ruleset.load",
+        entity_type="rule_set_version",
+        entity_id=row.id,
+        after={"kind": row.kind, "version": row.version, "sha256": row.sha256},
+    )
+    return row
+
+
+def get(session: Session, *, kind: str, version: int) -> RuleSetVersion:
+    row = session.scalar(
+        select(RuleSetVersion).where(
+            RuleSetVersion.kind == _kind(kind).value, RuleSetVersion.version == version
+        )
+    )
+    if row is None:
+        raise NotFound(f"no {kind} rule set version {version}")
+    return row
+
+
+def list_versions(session: Session, *, kind: str | None = None) -> list[RuleSetVersion]:
+    query = select(RuleSetVersion).order_by(RuleSetVersion.kind, RuleSetVersion.version)
+    if kind is not None:
+        query = query.where(RuleSetVersion.kind == _kind(kind).value)
+    return list(session.scalars(query))
+
+
+def change_state(
+    session: Session, *, actor: Actor, kind: str, version: int, state: str
+) -> RuleSetVersion:
+    """Activate a version, run it in shadow, or take it back to draft (from shadow).
+
+    Activation retires the version that was active; starting a shadow sends the previous shadow
+    back to draft. Both re-check the document against today's catalog first.
+    """
+    try:
+        target = RuleState(state)
+    except ValueError:
+        raise InvalidInput.field("state", "must be active, shadow or draft") from None
+    if target is RuleState.RETIRED:
+        raise InvalidInput.field("state", "a version is retired by activating another one")
+    needed = Permission.ACTIVATE_RULES if target is RuleState.ACTIVE else Permission.MANAGE_RULES
+    if needed not in permissions_of(sorted(actor.roles)):
+        raise PermissionDenied(f"{actor.username} may not make a rule set {target.value}")
+    row = session.scalar(
+        select(RuleSetVersion)
+        .where(RuleSetVersion.kind == _kind(kind).value, RuleSetVersion.version == version)
+        .with_for_update()
+    )
+    if row is None:
+        raise NotFound(f"no {kind} rule set version {version}")
+    if row.state == target.value:
+        return row
+    if row.state == RuleState.RETIRED.value and target is not RuleState.ACTIVE:
+        raise Conflict(f"{kind} v{version} is retired; it can only be activated again")
+    if target is RuleState.DRAFT and row.state != RuleState.SHADOW.value:
+        raise Conflict(
+            f"only a version in shadow goes back to draft ({kind} v{version} is {row.state})"
+        )
+    parse(session, kind=RuleKind(row.kind), text_=row.text, version=row.version)
+    before = {"state": row.state}
+    now = utcnow()
+    if target in (RuleState.ACTIVE, RuleState.SHADOW):
+        previous = session.scalar(
+            select(RuleSetVersion)
+            .where(RuleSetVersion.kind == row.kind, RuleSetVersion.state == target.value)
+            .with_for_update()
+        )
+        if previous is not None:
+            previous.state = (
+                RuleState.RETIRED.value if target is RuleState.ACTIVE else RuleState.DRAFT.value
+            )
+            previous.state_changed_at, previous.state_changed_by = now, actor.username
+            session.flush()  # the partial unique index sees one active/shadow row at a time
+            audit.record(
+                session,
+                actor=actor,
+                action=f"ruleset.{previous.state}",
+                entity_type="rule_set_version",
+                entity_id=previous.id,
+                before={"state": target.value},
+                after={"state": previous.state, "kind": previous.kind, "version": previous.version},
+            )
+    row.state = target.value
+    row.state_changed_at, row.state_changed_by = now, actor.username
+    if target is RuleState.ACTIVE:
+        row.activated_at, row.activated_by = now, actor.username
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action=f"ruleset.{target.value}",
+        entity_type="rule_set_version",
+        entity_id=row.id,
+        before=before,
+        after={"state": row.state, "kind": row.kind, "version": row.version, "sha256": row.sha256},
+    )
+    _forget(session)
+    return row
+
+
+def seed_demo(session: Session, *, actor: Actor) -> list[RuleSetVersion]:
+    """Version 1 of each demo document, active, on a database that has none of that kind."""
+    loaded: list[RuleSetVersion] = []
+    texts = demo_texts()
+    for kind in (RuleKind.AUTOVERIFICATION, RuleKind.FORMULAS, RuleKind.REFLEX):
+        exists = session.scalar(
+            select(RuleSetVersion.id).where(RuleSetVersion.kind == kind.value).limit(1)
+        )
+        if exists is not None:
+            continue
+        row = load(
+            session,
+            actor=actor,
+            kind=kind.value,
+            document=texts[kind.value],
+            description="demo rules v1",
+        )
+        row.state = RuleState.ACTIVE.value
+        row.activated_at = row.state_changed_at = utcnow()
+        row.activated_by = row.state_changed_by = actor.username
+        session.flush()
+        audit.record(
+            session,
+            actor=actor,
+            action="ruleset.active",
+            entity_type="rule_set_version",
+            entity_id=row.id,
+            after={"state": row.state, "kind": row.kind, "version": row.version},
+            detail="demo seed",
+        )
+        _forget(session)
+        loaded.append(row)
+    return loaded
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.parsed: dict[tuple[int, str], Parsed] = {}  # (row id, sha256) -> parsed
+
+
+_cache = _Cache()
+_SESSION_KEY = "rule_set_rows"
+
+
+def _forget(session: Session) -> None:
+    session.info.pop(_SESSION_KEY, None)
+
+
+def _rows(session: Session) -> dict[tuple[str, str], tuple[int, int, str, str]]:
+    """(kind, state) -> (id, version, sha256, text) of the active and shadow rows, once per
+    transaction."""
+    known: dict[tuple[str, str], tuple[int, int, str, str]] | None = session.info.get(_SESSION_KEY)
+    if known is not None:
+        return known
+    rows = session.execute(
+        select(
+            RuleSetVersion.kind,
+            RuleSetVersion.state,
+            RuleSetVersion.id,
+            RuleSetVersion.version,
+            RuleSetVersion.sha256,
+        ).where(RuleSetVersion.state.in_((RuleState.ACTIVE.value, RuleState.SHADOW.value)))
+    ).all()
+    found: dict[tuple[str, str], tuple[int, int, str, str]] = {}
+    for kind, state, row_id, version, sha in rows:
+        found[(kind, state)] = (row_id, version, sha, "")
+    session.info[_SESSION_KEY] = found
+    return found
+
+
+def _loaded(session: Session, kind: RuleKind, state: RuleState) -> LoadedVersion | None:
+    entry = _rows(session).get((kind.value, state.value))
+    if entry is None:
+        return None
+    row_id, version, sha, _ = entry
+    with _cache.lock:
+        parsed = _cache.parsed.get((row_id, sha))
+    if parsed is None:
+        document = session.scalar(select(RuleSetVersion.text).where(RuleSetVersion.id == row_id))
+        if document is None:  # pragma: no cover - rows are never deleted (trigger)
+            return None
+        parsed = parse(session, kind=kind, text_=document, version=version)
+        with _cache.lock:
+            _cache.parsed[(row_id, sha)] = parsed
+    return LoadedVersion(id=row_id, kind=kind, version=version, state=state, parsed=parsed)
+
+
+def active(session: Session, *, kind: RuleKind) -> LoadedVersion | None:
+    return _loaded(session, kind, RuleState.ACTIVE)
+
+
+def shadow(session: Session, *, kind: RuleKind) -> LoadedVersion | None:
+    return _loaded(session, kind, RuleState.SHADOW)
+
+
+def active_ruleset(session: Session) -> RuleSet | None:
+    """The active autoverification rule set (None: nothing is released without a person)."""
+    loaded = active(session, kind=RuleKind.AUTOVERIFICATION)
+    return loaded.parsed if loaded is not None and isinstance(loaded.parsed, RuleSet) else None
+
+
+def record_shadow(
+    session: Session,
+    *,
+    result_id: int,
+    result_version: int,
+    rule_set_version_id: int,
+    judgement: Judgement,
+) -> None:
+    """Keep what the shadow version decided; it releases nothing."""
+    holds: list[dict[str, Any]] = [
+        {"code": hold.code.value, "text": hold.text} for hold in judgement.holds
+    ]
+    session.add(
+        RuleShadowDecision(
+            result_id=result_id,
+            result_version=result_version,
+            rule_set_version_id=rule_set_version_id,
+            autoverify=judgement.autoverify,
+            holds=holds,
+        )
+    )
+
+
+def snapshot(row: RuleSetVersion) -> dict[str, Any]:
+    return {
+        "kind": row.kind,
+        "version": row.version,
+        "state": row.state,
+        "sha256": row.sha256,
+        "description": row.description,
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+        "created_by": row.created_by,
+        "activated_at": row.activated_at.isoformat() if row.activated_at else None,
+        "activated_by": row.activated_by,
+    }
+
+
+__all__ = [
+    "Decimal",
+    "LoadedVersion",
+    "active",
+    "active_ruleset",
+    "change_state",
+    "get",
+    "list_versions",
+    "load",
+    "parse",
+    "record_shadow",
+    "seed_demo",
+    "shadow",
+]
