@@ -74,14 +74,21 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from lab.rulesets.replay import replay
+    from lab.rulesets.replay import dry_run, replay
 
     since = datetime.fromisoformat(args.since) if args.since else None
     with transaction(_factory(settings)) as session:
         _actor(session, args.user, Permission.MANAGE_RULES)
-        summary = replay(session, version=args.version, since=since)
+        if args.kind == "autoverification":
+            lines = replay(session, version=args.version, since=since).report_lines(
+                limit=args.limit
+            )
+        else:
+            lines = dry_run(
+                session, kind=args.kind, version=args.version, since=since
+            ).report_lines()
         session.rollback()  # a replay changes nothing
-    for line in summary.report_lines(limit=args.limit):
+    for line in lines:
         print(line)
     return 0
 
@@ -130,6 +137,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "verified, first). Changes nothing; the same history gives the same figures.",
     )
     again.add_argument("version", type=int)
+    again.add_argument(
+        "--kind",
+        choices=kinds,
+        default="autoverification",
+        help="formulas / reflex: a dry run (how many results it would calculate or add, a sample)",
+    )
     again.add_argument("--user", required=True, help="the person asking")
     again.add_argument("--since", help="only results recorded since (ISO date/time)")
     again.add_argument("--limit", type=int, default=200, help="disagreements listed (default 200)")

@@ -133,3 +133,33 @@ def test_replay_counts_and_disagreements_same_figures_twice(db: Session) -> None
     assert found.get(k) == "released_but_corrected"
     assert found.get(krea) == "released_but_not_verified"
     assert na not in found
+
+
+def test_dry_runs_of_formulas_and_reflexes(db: Session) -> None:
+    from lab.rulesets.replay import dry_run
+
+    order = place(db, BIO, placer="RP-2", tests=["KREA", "TSH"])
+    number = next(
+        s.accession_number for s in specimens.tubes_of_order(db, order.id) if s.container == "SERUM"
+    )
+    specimens.receive(db, actor=BIO, number=number)
+    at = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+    for code, value in (("KREA", "80"), ("TSH", "9.5")):
+        results.record(
+            db,
+            actor=ANALYSER,
+            measurement=Measurement(
+                accession_number=number,
+                test_code=code,
+                value=value,
+                instrument="cobas-1",
+                observed_at=at,
+            ),
+        )
+    db.flush()
+    formulas = dry_run(db, kind="formulas", version=1)
+    assert formulas.produced["EGFR"] >= 1
+    assert any(line.startswith("specimen") and "EGFR" in line for line in formulas.sample)
+    reflexes = dry_run(db, kind="reflex", version=1)
+    assert reflexes.produced["FT4"] >= 1
+    assert dry_run(db, kind="reflex", version=1).report_lines() == reflexes.report_lines()
