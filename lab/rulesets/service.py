@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
-from decimal import Decimal
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session
 
 from lab import audit
@@ -280,10 +279,17 @@ def _forget(session: Session) -> None:
     session.info.pop(_SESSION_KEY, None)
 
 
-def _rows(session: Session) -> dict[tuple[str, str], tuple[int, int, str, str]]:
-    """(kind, state) -> (id, version, sha256, text) of the active and shadow rows, once per
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget_after_transaction(session: Session) -> None:
+    """What is active is read again in the next transaction (one small query)."""
+    session.info.pop(_SESSION_KEY, None)
+
+
+def _rows(session: Session) -> dict[tuple[str, str], tuple[int, int, str]]:
+    """(kind, state) -> (id, version, sha256) of the active and shadow rows, once per
     transaction."""
-    known: dict[tuple[str, str], tuple[int, int, str, str]] | None = session.info.get(_SESSION_KEY)
+    known: dict[tuple[str, str], tuple[int, int, str]] | None = session.info.get(_SESSION_KEY)
     if known is not None:
         return known
     rows = session.execute(
@@ -295,9 +301,9 @@ def _rows(session: Session) -> dict[tuple[str, str], tuple[int, int, str, str]]:
             RuleSetVersion.sha256,
         ).where(RuleSetVersion.state.in_((RuleState.ACTIVE.value, RuleState.SHADOW.value)))
     ).all()
-    found: dict[tuple[str, str], tuple[int, int, str, str]] = {}
+    found: dict[tuple[str, str], tuple[int, int, str]] = {}
     for kind, state, row_id, version, sha in rows:
-        found[(kind, state)] = (row_id, version, sha, "")
+        found[(kind, state)] = (row_id, version, sha)
     session.info[_SESSION_KEY] = found
     return found
 
@@ -306,7 +312,7 @@ def _loaded(session: Session, kind: RuleKind, state: RuleState) -> LoadedVersion
     entry = _rows(session).get((kind.value, state.value))
     if entry is None:
         return None
-    row_id, version, sha, _ = entry
+    row_id, version, sha = entry
     with _cache.lock:
         parsed = _cache.parsed.get((row_id, sha))
     if parsed is None:
@@ -325,6 +331,43 @@ def active(session: Session, *, kind: RuleKind) -> LoadedVersion | None:
 
 def shadow(session: Session, *, kind: RuleKind) -> LoadedVersion | None:
     return _loaded(session, kind, RuleState.SHADOW)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActiveRules:
+    """The rule documents in force (or in shadow) for one transaction; None: no version.
+
+    Each parsed document carries its version (`RuleSet.version`, ...); `ids` maps the kind to
+    the `rule_set_version` row, for `record_shadow`."""
+
+    autoverification: RuleSet | None = None
+    formulas: FormulaSet | None = None
+    reflex: ReflexSet | None = None
+    ids: dict[str, int] = field(default_factory=dict)
+
+
+def _bundle(session: Session, state: RuleState) -> ActiveRules:
+    found = {kind: _loaded(session, kind, state) for kind in RuleKind}
+    auto = found[RuleKind.AUTOVERIFICATION]
+    formulas = found[RuleKind.FORMULAS]
+    reflex = found[RuleKind.REFLEX]
+    return ActiveRules(
+        autoverification=auto.parsed if auto and isinstance(auto.parsed, RuleSet) else None,
+        formulas=formulas.parsed if formulas and isinstance(formulas.parsed, FormulaSet) else None,
+        reflex=reflex.parsed if reflex and isinstance(reflex.parsed, ReflexSet) else None,
+        ids={kind.value: loaded.id for kind, loaded in found.items() if loaded is not None},
+    )
+
+
+def active_rules(session: Session) -> ActiveRules:
+    """The active version of each kind: one small query per transaction, parsed once per
+    process (the recording path's call)."""
+    return _bundle(session, RuleState.ACTIVE)
+
+
+def shadow_rules(session: Session) -> ActiveRules:
+    """The versions running in shadow (their decisions are recorded, never acted on)."""
+    return _bundle(session, RuleState.SHADOW)
 
 
 def active_ruleset(session: Session) -> RuleSet | None:
@@ -371,9 +414,10 @@ def snapshot(row: RuleSetVersion) -> dict[str, Any]:
 
 
 __all__ = [
-    "Decimal",
+    "ActiveRules",
     "LoadedVersion",
     "active",
+    "active_rules",
     "active_ruleset",
     "change_state",
     "get",
@@ -383,4 +427,5 @@ __all__ = [
     "record_shadow",
     "seed_demo",
     "shadow",
+    "shadow_rules",
 ]

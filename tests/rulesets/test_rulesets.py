@@ -60,6 +60,13 @@ def test_load_shadow_activate_with_roles_and_audit(db: Session) -> None:
     service.change_state(db, actor=ADMIN, kind="autoverification", version=2, state="shadow")
     shadow = service.shadow(db, kind=RuleKind.AUTOVERIFICATION)
     assert shadow is not None and shadow.version == 2
+    in_shadow = service.shadow_rules(db)
+    assert in_shadow.autoverification is not None and in_shadow.autoverification.version == 2
+    assert in_shadow.formulas is None and set(in_shadow.ids) == {"autoverification"}
+    in_force = service.active_rules(db)
+    assert in_force.autoverification is not None and in_force.autoverification.version == 1
+    assert in_force.formulas is not None and "EGFR" in in_force.formulas.formulas
+    assert in_force.reflex is not None and in_force.reflex.version == 1
     with pytest.raises(PermissionDenied):
         service.change_state(db, actor=ADMIN, kind="autoverification", version=2, state="active")
     with pytest.raises(PermissionDenied):
