@@ -59,9 +59,9 @@ CATALOG = {
     "TPK": ("777-3", "Platelets", "10*9/L"),
     "NA": ("2951-2", "Sodium", "mmol/L"),
     "K": ("2823-3", "Potassium", "mmol/L"),
-    "KREA": ("2160-0", "Creatinine", "umol/L"),
+    "KREA": ("14682-9", "Creatinine", "umol/L"),
     "CRP": ("1988-5", "C-reactive protein", "mg/L"),
-    "GLUK": ("2345-7", "Glucose", "mmol/L"),
+    "GLUK": ("14749-6", "Glucose", "mmol/L"),
 }
 
 

@@ -39,6 +39,7 @@ class TestRule:
     id: int
     code: str
     loinc: str | None
+    loinc_aliases: tuple[str, ...]
     specimen_type: str
     container: str
     active: bool
@@ -57,6 +58,7 @@ class TestRule:
             id=test.id,
             code=test.code,
             loinc=test.loinc,
+            loinc_aliases=tuple(test.loinc_aliases or ()),
             specimen_type=test.specimen_type,
             container=test.container,
             active=test.active,
@@ -156,13 +158,26 @@ def _snapshot(session: Session) -> CatalogSnapshot:
     loaded = CatalogSnapshot(
         by_code={rule.code: rule for rule in tests},
         by_id={rule.id: rule for rule in tests},
-        by_loinc={rule.loinc: rule for rule in tests if rule.loinc and rule.active},
+        by_loinc=_by_loinc(tests),
         panels=panels,
     )
     if not changing:
         with cache.lock:
             cache.version, cache.snapshot = version, loaded
     return loaded
+
+
+def _by_loinc(tests: list[TestRule]) -> dict[str, TestRule]:
+    """Active tests by LOINC: their own code first, then the alternative codes senders use."""
+    found: dict[str, TestRule] = {}
+    for rule in tests:
+        if rule.active:
+            for alias in rule.loinc_aliases:
+                found.setdefault(alias, rule)
+    for rule in tests:
+        if rule.active and rule.loinc:
+            found[rule.loinc] = rule  # a test's own code always wins over another's alias
+    return found
 
 
 def rules_by_code(session: Session, codes: Iterable[str]) -> dict[str, TestRule]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +24,7 @@ class LabTestOut(BaseModel):
     name_nb: str
     name_en: str
     loinc: str | None
+    loinc_aliases: list[str] = []
     nlk: str | None
     specimen_type: str
     container: str
@@ -54,6 +55,10 @@ class LabTestIn(BaseModel):
     name_nb: str = Field(min_length=1, max_length=200)
     name_en: str = Field(min_length=1, max_length=200)
     loinc: str | None = Field(default=None, pattern=r"^\d{1,7}-\d$")
+    loinc_aliases: list[Annotated[str, Field(pattern=r"^\d{1,7}-\d$")]] = Field(
+        default_factory=list,
+        description="Other LOINC codes senders use for this test (accepted in orders).",
+    )
     nlk: str | None = Field(default=None, max_length=20)
     specimen_type: str = Field(min_length=1, max_length=10)
     container: str = Field(min_length=1, max_length=20)

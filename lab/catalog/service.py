@@ -182,6 +182,7 @@ def test_snapshot(test: LabTest) -> dict[str, Any]:
         "code": test.code,
         "name_nb": test.name_nb,
         "loinc": test.loinc,
+        "loinc_aliases": list(test.loinc_aliases or []),
         "unit": test.unit,
         "critical": [str(test.critical_low), str(test.critical_high)],
         "reference_intervals": [
@@ -214,6 +215,7 @@ def load_catalog_file(session: Session, *, actor: Actor, path: Path = DEMO_CATAL
             name_nb=entry["name_nb"],
             name_en=entry["name_en"],
             loinc=entry.get("loinc"),
+            loinc_aliases=list(entry.get("loinc_aliases", [])),
             nlk=entry.get("nlk"),
             specimen_type=entry["specimen_type"],
             container=entry["container"],

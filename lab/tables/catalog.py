@@ -32,6 +32,11 @@ class LabTest(Base):
     name_nb: Mapped[str] = mapped_column(String(200))
     name_en: Mapped[str] = mapped_column(String(200))
     loinc: Mapped[str | None] = mapped_column(String(20), index=True)
+    # Other LOINC codes senders use for the same test (accepted in orders, never sent):
+    # e.g. the mass-concentration code 2160-0 for creatinine reported in umol/L.
+    loinc_aliases: Mapped[list[str]] = mapped_column(
+        ARRAY(String(20)), default=list, server_default="{}"
+    )
     nlk: Mapped[str | None] = mapped_column(String(20))
     specimen_type: Mapped[str] = mapped_column(String(10))  # HL7 table 0487
     container: Mapped[str] = mapped_column(String(20))  # EDTA, LIHEP, SERUM, FLUORIDE, ...

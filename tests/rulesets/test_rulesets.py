@@ -170,3 +170,14 @@ def test_dry_runs_of_formulas_and_reflexes(db: Session) -> None:
     reflexes = dry_run(db, kind="reflex", version=1)
     assert reflexes.produced["FT4"] >= 1
     assert dry_run(db, kind="reflex", version=1).report_lines() == reflexes.report_lines()
+
+
+def test_creatinine_and_glucose_go_by_moles_codes_and_old_codes_still_order_them(
+    db: Session,
+) -> None:
+    from lab.catalog.service import resolve_test
+
+    assert resolve_test(db, code="14682-9", system="LN").code == "KREA"
+    assert resolve_test(db, code="2160-0", system="LN").code == "KREA"
+    assert resolve_test(db, code="14749-6", system="LN").code == "GLUK"
+    assert resolve_test(db, code="2345-7", system="LN").code == "GLUK"
