@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from lab.audit import Actor
-from lab.deps import CurrentActor, SessionDep, require
+from lab.deps import SessionDep, require
 from lab.rulesets import service
 from lab.users.roles import Permission
 
@@ -81,7 +81,7 @@ def load_version(
 
 @router.post("/{kind}/{version}/state", response_model=RuleSetVersionOut)
 def change_state(
-    kind: str, version: int, body: StateIn, session: SessionDep, actor: CurrentActor
+    kind: str, version: int, body: StateIn, session: SessionDep, actor: ManageRules
 ) -> RuleSetVersionOut:
     """`active` (lab physician), `shadow` or back to `draft` (rule managers); audited."""
     row = service.change_state(session, actor=actor, kind=kind, version=version, state=body.state)

@@ -62,7 +62,8 @@ _QUERY = text(
                COALESCE(f.observed_at, r.recorded_at) AS measured_at,
                EXISTS (SELECT 1 FROM result_version c
                         WHERE c.result_id = r.id AND c.status = 'corrected') AS corrected,
-               (r.verified_at IS NOT NULL OR r.status IN ('verified', 'corrected')) AS verified,
+               (r.status IN ('verified', 'corrected')
+                OR (r.status = 'cancelled' AND r.verified_at IS NOT NULL)) AS verified,
                p.sex, p.birth_date, s.collected_at
           FROM result r
           JOIN first_version f ON f.result_id = r.id

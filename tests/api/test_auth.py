@@ -85,6 +85,11 @@ ALLOWED = {
         "POST /api/v1/messages/{message_id}/resend",
         # Times and counts of the lab module's own share of the turnaround, no patient data.
         "GET /api/v1/reports/turnaround",
+        # Rule set versions: list, read, load, shadow (activation is refused inside: physician).
+        "GET /api/v1/rules",
+        "GET /api/v1/rules/{kind}/{version}",
+        "POST /api/v1/rules/{kind}",
+        "POST /api/v1/rules/{kind}/{version}/state",
     },
     # Analysers enter results and handle specimens; they do not read patient data.
     "instrument": CATALOG
