@@ -31,6 +31,7 @@ from lab.rules import (
     Judgement,
     ReflexSet,
     RuleSet,
+    RuleSetError,
     parse_formulas,
     parse_reflexes,
     parse_ruleset,
@@ -70,8 +71,18 @@ def _formula_inputs(catalog: CatalogSnapshot, rules: RuleSet | None) -> dict[str
     return inputs
 
 
-def parse(session: Session, *, kind: RuleKind, text_: str, version: int) -> Parsed:
-    """Parse a document of this kind against the current catalog; raises RuleSetError."""
+def parse(
+    session: Session,
+    *,
+    kind: RuleKind,
+    text_: str,
+    version: int,
+    limits_from: RuleSet | None = None,
+) -> Parsed:
+    """Parse a document of this kind against the current catalog; raises RuleSetError.
+
+    Formulas are checked against the plausibility limits of `limits_from`, by default the
+    active autoverification rule set."""
     catalog = catalog_snapshot(session)
     units = {code: test.unit for code, test in catalog.by_code.items()}
     if kind is RuleKind.AUTOVERIFICATION:
@@ -79,8 +90,10 @@ def parse(session: Session, *, kind: RuleKind, text_: str, version: int) -> Pars
     if kind is RuleKind.FORMULAS:
         # Formulas may divide only by tests whose plausibility limits keep them above zero:
         # the limits are those of the active autoverification rule set.
-        current = active(session, kind=RuleKind.AUTOVERIFICATION)
-        rules = current.parsed if current and isinstance(current.parsed, RuleSet) else None
+        rules = limits_from
+        if rules is None:
+            current = active(session, kind=RuleKind.AUTOVERIFICATION)
+            rules = current.parsed if current and isinstance(current.parsed, RuleSet) else None
         return parse_formulas(text_, version=version, known_tests=_formula_inputs(catalog, rules))
     return parse_reflexes(text_, version=version, known_tests=units)
 
@@ -185,7 +198,9 @@ def change_state(
         raise Conflict(
             f"only a version in shadow goes back to draft ({kind} v{version} is {row.state})"
         )
-    parse(session, kind=RuleKind(row.kind), text_=row.text, version=row.version)
+    parsed = parse(session, kind=RuleKind(row.kind), text_=row.text, version=row.version)
+    if target is RuleState.ACTIVE and isinstance(parsed, RuleSet):
+        _formulas_still_hold(session, parsed)
     before = {"state": row.state}
     now = utcnow()
     if target in (RuleState.ACTIVE, RuleState.SHADOW):
@@ -225,6 +240,33 @@ def change_state(
     )
     _forget(session)
     return row
+
+
+def _formulas_still_hold(session: Session, candidate: RuleSet) -> None:
+    """The active formulas divide only by inputs the candidate's plausibility limits keep above
+    zero; a rule set that takes such a limit away is refused, so nothing half-works."""
+    formulas = session.scalar(
+        select(RuleSetVersion).where(
+            RuleSetVersion.kind == RuleKind.FORMULAS.value,
+            RuleSetVersion.state == RuleState.ACTIVE.value,
+        )
+    )
+    if formulas is None:
+        return
+    try:
+        parse(
+            session,
+            kind=RuleKind.FORMULAS,
+            text_=formulas.text,
+            version=formulas.version,
+            limits_from=candidate,
+        )
+    except RuleSetError as error:
+        raise Conflict(
+            f"autoverification v{candidate.version} would break the active formulas "
+            f"v{formulas.version}: {error.message}",
+            problems=error.problems,
+        ) from None
 
 
 def seed_demo(session: Session, *, actor: Actor) -> list[RuleSetVersion]:

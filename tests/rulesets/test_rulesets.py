@@ -181,3 +181,19 @@ def test_creatinine_and_glucose_go_by_moles_codes_and_old_codes_still_order_them
     assert resolve_test(db, code="2160-0", system="LN").code == "KREA"
     assert resolve_test(db, code="14749-6", system="LN").code == "GLUK"
     assert resolve_test(db, code="2345-7", system="LN").code == "GLUK"
+
+
+def test_a_rule_set_that_would_break_the_active_formulas_is_not_activated(db: Session) -> None:
+    from lab.errors import Conflict
+
+    without_limit = demo_texts()["autoverification"].replace(
+        "plausible = { low = 5, high = 3000 }        # demo setting (umol/L)", ""
+    )
+    assert without_limit != demo_texts()["autoverification"]
+    service.load(db, actor=ADMIN, kind="autoverification", document=without_limit)
+    with pytest.raises(Conflict) as caught:
+        service.change_state(db, actor=LEGE, kind="autoverification", version=2, state="active")
+    assert "would break the active formulas v1" in caught.value.message
+    assert "negative power of a value that can be zero" in caught.value.problems[0].message
+    states = {row.version: row.state for row in service.list_versions(db, kind="autoverification")}
+    assert states == {1: "active", 2: "draft"}
