@@ -19,14 +19,8 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from bench.core_seed import (
-    SCALE,
-    bulk_orders,
-    bulk_patients,
-    create_database,
-    drop_database,
-    fix_sequences,
-)
+from bench import bench_database, scaled
+from bench.core_seed import bulk_orders, bulk_patients, fix_sequences
 from lab.db import make_engine
 from lab.rules import JudgementContext, PreviousResult, ResultToJudge, judge
 from lab.rulesets.replay import replay
@@ -73,11 +67,10 @@ def bench_judge(count: int = 100_000) -> None:
 
 
 def bench_replay() -> None:
-    present = int(1_000_000 * SCALE)
+    present = scaled(1_000_000, 1000)
     per_order = len(TESTS)
-    database = create_database()
-    try:
-        engine = make_engine(database.url, pool_size=1)
+    with bench_database("rules") as url:
+        engine = make_engine(url, pool_size=1)
         started = time.perf_counter()
         with engine.begin() as connection:
             bulk_patients(connection, max(1000, present // 20))
@@ -109,8 +102,6 @@ def bench_replay() -> None:
         for line in figures[0][:14]:
             print("   ", line)
         engine.dispose()
-    finally:
-        drop_database(database)
 
 
 def main() -> None:

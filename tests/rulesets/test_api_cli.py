@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from lab.rules.demo import demo_texts
-from tests.conftest import TestDatabase
+from testkit.database import ScratchDatabase
 from tests.test_cli import lab
 
 
@@ -54,7 +54,7 @@ def test_api_lists_loads_and_refuses_by_role(
     assert text.json()["state"] == "retired" and "TSH-FT4" in text.json()["text"]
 
 
-def test_cli_list_refuse_and_replay_twice(test_database: TestDatabase, tmp_path: Path) -> None:
+def test_cli_list_refuse_and_replay_twice(test_database: ScratchDatabase, tmp_path: Path) -> None:
     url = test_database.url
     listed = lab("rules", "list", database_url=url)
     assert listed.returncode == 0, listed.stderr

@@ -21,8 +21,8 @@ from lab.rulesets.replay import replay
 from lab.specimens import service as specimens
 from lab.tables.rulesets import RuleKind, RuleSetVersion
 from lab.users.roles import Role
+from testkit.orders import place
 from tests.conftest import actor
-from tests.factories import place
 
 BIO = actor(Role.TECHNICIAN)
 ANALYSER = actor(Role.INSTRUMENT, "cobas-1")
