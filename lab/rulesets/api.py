@@ -74,9 +74,7 @@ def load_version(
     row = service.load(
         session, actor=actor, kind=kind, document=body.text, description=body.description
     )
-    result = _out(service.snapshot(row))
-    session.commit()
-    return result
+    return _out(service.snapshot(row))
 
 
 @router.post("/{kind}/{version}/state", response_model=RuleSetVersionOut)
@@ -85,6 +83,4 @@ def change_state(
 ) -> RuleSetVersionOut:
     """`active` (lab physician), `shadow` or back to `draft` (rule managers); audited."""
     row = service.change_state(session, actor=actor, kind=kind, version=version, state=body.state)
-    result = _out(service.snapshot(row))
-    session.commit()
-    return result
+    return _out(service.snapshot(row))
