@@ -3,8 +3,8 @@
 Creatinine and glucose are reported in umol/L and mmol/L ([Moles/volume]: 14682-9, 14749-6);
 some senders order them by the [Mass/volume] codes 2160-0 and 2345-7, which stay accepted.
 
-Revision ID: 0015_loinc_aliases
-Revises: 0014_rulesets
+Revision ID: 0016_loinc_aliases
+Revises: 0015_rulesets
 Create Date: 2026-12-01
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0015_loinc_aliases"
-down_revision: str | tuple[str, ...] | None = "0014_rulesets"
+revision: str = "0016_loinc_aliases"
+down_revision: str | tuple[str, ...] | None = "0015_rulesets"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -4,8 +4,8 @@ A version's kind, number and text never change (a trigger refuses it, and any DE
 judged by version N can always show what N said. Only the state moves; one active and at most
 one shadow version per kind (partial unique indexes).
 
-Revision ID: 0014_rulesets
-Revises: 0013_trust
+Revision ID: 0015_rulesets
+Revises: 0014_page_indexes
 Create Date: 2026-12-01
 """
 
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0014_rulesets"
-down_revision: str | tuple[str, ...] | None = "0013_trust"
+revision: str = "0015_rulesets"
+down_revision: str | tuple[str, ...] | None = "0014_page_indexes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
