@@ -43,6 +43,7 @@ from lab.rules import (
 )
 from lab.rules.replay import HumanDecision, ReplayCase, ReplaySummary
 from lab.rulesets import service
+from lab.tables import RELEASED
 from lab.tables.rulesets import RuleKind
 from lab.timeutil import OSLO
 
@@ -62,7 +63,7 @@ _QUERY = text(
                COALESCE(f.observed_at, r.recorded_at) AS measured_at,
                EXISTS (SELECT 1 FROM result_version c
                         WHERE c.result_id = r.id AND c.status = 'corrected') AS corrected,
-               (r.status IN ('verified', 'corrected')
+               (r.status = ANY(:released)
                 OR (r.status = 'cancelled' AND r.verified_at IS NOT NULL)) AS verified,
                p.sex, p.birth_date, s.collected_at
           FROM result r
@@ -115,7 +116,8 @@ def _facts(session: Session) -> dict[int, TestFacts]:
 
 
 def _rows(session: Session, since: datetime | None) -> Iterator[Row[tuple[object, ...]]]:
-    result = session.execute(_QUERY.execution_options(yield_per=BATCH), {"since": since})
+    params = {"since": since, "released": sorted(status.value for status in RELEASED)}
+    result = session.execute(_QUERY.execution_options(yield_per=BATCH), params)
     yield from result
 
 
