@@ -91,7 +91,7 @@ class WorklistEntryOut(BaseModel):
     priority: str
 
 
-def _configs(request: Request) -> tuple[list[InstrumentConfig], dict[str, Any]]:
+def configs_and_runners(request: Request) -> tuple[list[InstrumentConfig], dict[str, Any]]:
     running = getattr(request.app.state, "instruments", None)
     if running is not None:
         return running.configs(), running.runners
@@ -101,7 +101,7 @@ def _configs(request: Request) -> tuple[list[InstrumentConfig], dict[str, Any]]:
 @router.get("", response_model=list[InstrumentOut])
 def list_instruments(request: Request, actor: ViewAnalysers) -> list[InstrumentOut]:
     """Every configured analyser and the state of its line."""
-    configs, runners = _configs(request)
+    configs, runners = configs_and_runners(request)
     workers = getattr(request.app.state, "intake_workers", None)
     out = []
     for config in configs:
@@ -186,7 +186,7 @@ def worklist(
     name: str, request: Request, session: SessionDep, actor: ReadWorklist
 ) -> list[WorklistEntryOut]:
     """Specimens in the lab with pending tests this analyser runs, in its own test codes."""
-    configs, _ = _configs(request)
+    configs, _ = configs_and_runners(request)
     config = next((c for c in configs if c.name == name), None)
     if config is None:
         raise NotFound(f"no analyser {name!r} is configured")

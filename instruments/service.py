@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from instruments.config import InstrumentConfig
@@ -38,29 +38,67 @@ OPEN, RESOLVED, DISCARDED = (
 
 
 def list_unmatched(
-    session: Session, *, status: str | None = OPEN, instrument: str | None = None, limit: int = 200
+    session: Session,
+    *,
+    status: str | None = OPEN,
+    instrument: str | None = None,
+    limit: int = 200,
+    after_id: int | None = None,
 ) -> list[UnmatchedResult]:
-    query = select(UnmatchedResult).order_by(UnmatchedResult.received_at, UnmatchedResult.id)
+    """Oldest first; `after_id` pages on (keyset: ids grow with arrival)."""
+    query = select(UnmatchedResult).order_by(UnmatchedResult.id)
     if status:
         query = query.where(UnmatchedResult.status == status)
     if instrument:
         query = query.where(UnmatchedResult.instrument == instrument)
+    if after_id is not None:
+        query = query.where(UnmatchedResult.id > after_id)
     return list(session.scalars(query.limit(limit)))
+
+
+def count_unmatched(session: Session, *, status: str = OPEN, instrument: str | None = None) -> int:
+    query = select(func.count()).select_from(UnmatchedResult)
+    query = query.where(UnmatchedResult.status == status)
+    if instrument:
+        query = query.where(UnmatchedResult.instrument == instrument)
+    return session.scalar(query) or 0
+
+
+def open_unmatched_counts(session: Session) -> dict[str, int]:
+    """Per analyser, how many of its results wait for a person's decision."""
+    query = (
+        select(UnmatchedResult.instrument, func.count())
+        .where(UnmatchedResult.status == OPEN)
+        .group_by(UnmatchedResult.instrument)
+    )
+    return {name: count for name, count in session.execute(query).tuples()}
 
 
 def get_unmatched(session: Session, unmatched_id: int) -> UnmatchedResult:
     row = session.get(UnmatchedResult, unmatched_id)
     if row is None:
-        raise NotFound(f"no unmatched result {unmatched_id}")
+        raise NotFound(
+            f"no unmatched result {unmatched_id}",
+            code="unmatched_unknown",
+            params={"id": unmatched_id},
+        )
     return row
 
 
 def _open(session: Session, unmatched_id: int) -> UnmatchedResult:
     row = session.get(UnmatchedResult, unmatched_id, with_for_update=True)
     if row is None:
-        raise NotFound(f"no unmatched result {unmatched_id}")
+        raise NotFound(
+            f"no unmatched result {unmatched_id}",
+            code="unmatched_unknown",
+            params={"id": unmatched_id},
+        )
     if row.status != OPEN:
-        raise Conflict(f"unmatched result {unmatched_id} was {row.status} by {row.handled_by}")
+        raise Conflict(
+            f"unmatched result {unmatched_id} was {row.status} by {row.handled_by}",
+            code="unmatched_handled",
+            params={"by": row.handled_by or ""},
+        )
     return row
 
 
@@ -76,7 +114,7 @@ def resolve(
     """Assign the result to a specimen and test, and record it as the analyser sent it."""
     row = _open(session, unmatched_id)
     if not test_code.strip():
-        raise InvalidInput.field("test_code", "name the lab's test code")
+        raise InvalidInput.field("test_code", "name the lab's test code", code="test_code_missing")
     measurement = results.Measurement(
         accession_number=accession_number,
         test_code=test_code.strip().upper(),
@@ -112,7 +150,9 @@ def resolve(
 
 def discard(session: Session, *, actor: Actor, unmatched_id: int, reason: str) -> UnmatchedResult:
     if not reason.strip():
-        raise InvalidInput.field("reason", "say why the result is discarded")
+        raise InvalidInput.field(
+            "reason", "say why the result is discarded", code="discard_reason_missing"
+        )
     row = _open(session, unmatched_id)
     row.status = DISCARDED
     row.handled_at = utcnow()

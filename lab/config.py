@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     demo_password: str | None = None
     demo_astm_port: int = 5001
     lab_name: str = "Laboratoriemodulen"
+    lab_address: str = Field(
+        default="", description="The lab's postal address on printed reports; lines split by ';'."
+    )
+    lab_phone: str = Field(default="", description="The lab's telephone number on reports.")
     session_timeout_minutes: int = 30
     max_failed_logins: int = 5
     lockout_minutes: int = 15

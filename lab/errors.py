@@ -5,16 +5,25 @@ Services raise these; routers, views, HL7 handlers and instrument drivers transl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import ClassVar
 
 
 @dataclass(frozen=True, slots=True)
 class FieldProblem:
-    """One thing wrong with one input field, in words a person can act on."""
+    """One thing wrong with one input field, in words a person can act on.
+
+    `message` is the English text of the API and the logs; `code` (with `params`) names the
+    problem for the pages, which show it in the reader's language (`error.<code>` in the
+    message catalogs of lab/web/locale).
+    """
 
     field: str
     message: str
+    code: str | None = None
+    params: Mapping[str, object] = dataclass_field(default_factory=dict)
 
 
 class LabError(Exception):
@@ -25,10 +34,21 @@ class LabError(Exception):
     hl7_error_code: ClassVar[str] = "207"
     hl7_ack_code: ClassVar[str] = "AE"
 
-    def __init__(self, message: str, *, problems: list[FieldProblem] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        problems: list[FieldProblem] | None = None,
+        code: str | None = None,
+        params: Mapping[str, object] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.problems = problems or []
+        # A stable name of what went wrong and the values it concerns: the pages translate it
+        # (`error.<code>`); the JSON API sends it beside the English message.
+        self.code = code
+        self.params: Mapping[str, object] = params or {}
 
 
 class InvalidInput(LabError):
@@ -38,8 +58,16 @@ class InvalidInput(LabError):
     hl7_error_code = "102"
 
     @classmethod
-    def field(cls, field: str, message: str) -> InvalidInput:
-        return cls(message, problems=[FieldProblem(field, message)])
+    def field(
+        cls,
+        field: str,
+        message: str,
+        *,
+        code: str | None = None,
+        params: Mapping[str, object] | None = None,
+    ) -> InvalidInput:
+        problem = FieldProblem(field, message, code, params or {})
+        return cls(message, problems=[problem], code=code, params=params)
 
 
 class NotFound(LabError):

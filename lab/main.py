@@ -7,25 +7,31 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from instruments.api import router as instruments_router
+from instruments.views import router as analyser_views
 from lab import health
 from lab.catalog.api import router as catalog_router
 from lab.config import Settings, get_settings
 from lab.db import make_engine, make_session_factory, runtime_url
 from lab.errors import AuthenticationRequired, LabError
 from lab.hl7.api import router as hl7_messages_router
+from lab.hl7.views import router as hl7_views
 from lab.lifespan import Starter
 from lab.middleware import BodyLimit, SecurityHeaders
 from lab.orders.api import router as orders_router
+from lab.orders.entry_views import router as requisition_views
 from lab.orders.views import router as orders_views
 from lab.patients.api import router as patients_router
+from lab.patients.views import router as patients_views
 from lab.qc.api import router as qc_router
 from lab.qc.views import router as qc_views
 from lab.results.api import router as results_router
@@ -35,11 +41,12 @@ from lab.specimens.api import router as specimens_router
 from lab.specimens.views import router as specimens_views
 from lab.turnaround.api import router as reports_router
 from lab.users.api import router as users_router
+from lab.users.audit_views import router as audit_views
 from lab.users.views import router as users_views
 from lab.web.auth import router as auth_views
 from lab.web.overview import router as overview_views
-from lab.web.pages import SignInNeeded, answer_for_page, is_page, sign_in_redirect
-from lab.web.templating import STATIC_DIR
+from lab.web.pages import SignInNeeded, answer_for_page, is_page, sign_in_redirect, wants_page
+from lab.web.templating import STATIC_DIR, render
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +161,16 @@ async def _lab_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LabError)
     if is_page(request):
         return answer_for_page(request, exc)
-    body = {
+    body: dict[str, object] = {
         "error": type(exc).__name__,
         "message": exc.message,
-        "problems": [{"field": p.field, "message": p.message} for p in exc.problems],
+        "problems": [
+            {"field": p.field, "message": p.message, **({"code": p.code} if p.code else {})}
+            for p in exc.problems
+        ],
     }
+    if exc.code:
+        body["code"] = exc.code
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationRequired) else None
     return JSONResponse(body, status_code=exc.http_status, headers=headers)
 
@@ -191,6 +203,11 @@ def _include_pages(app: FastAPI) -> None:
         results_views,
         users_views,
         qc_views,
+        hl7_views,
+        analyser_views,
+        audit_views,
+        patients_views,
+        requisition_views,
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -202,3 +219,20 @@ def _include_pages(app: FastAPI) -> None:
     # Page routes turn this into a redirect themselves; this covers any other route using
     # `CurrentUserPage`.
     app.add_exception_handler(SignInNeeded, _sign_in)
+
+    async def _no_such_page(request: Request, exc: Exception) -> Response:
+        """An unknown address (or a wrong method) typed in a browser gets a page in the
+        reader's language; the API and scripts keep their JSON answer."""
+        assert isinstance(exc, StarletteHTTPException)
+        if not wants_page(request) or exc.status_code not in (404, 405):
+            return await http_exception_handler(request, exc)
+        key = "error.page_not_found" if exc.status_code == 404 else "error.method_not_allowed"
+        title = "error.not_found" if exc.status_code == 404 else "error.refused"
+        return render(
+            request,
+            "error.html",
+            {"title_key": title, "message_key": key, "message": "", "problems": []},
+            status_code=exc.status_code,
+        )
+
+    app.add_exception_handler(StarletteHTTPException, _no_such_page)

@@ -47,7 +47,7 @@ def list_tests(session: Session, *, include_inactive: bool = False) -> list[LabT
 def get_by_code(session: Session, code: str) -> LabTest:
     test = session.scalar(select(LabTest).where(LabTest.code == code.strip().upper()))
     if test is None:
-        raise NotFound(f"unknown test code {code!r}")
+        raise NotFound(f"unknown test code {code!r}", code="test_unknown", params={"code": code})
     return test
 
 
@@ -60,13 +60,19 @@ def resolve_test(session: Session, *, code: str, system: str = "") -> TestRule:
     if system.strip().upper() == "LN":
         rule = catalog.by_loinc.get(code.strip())
         if rule is None:
-            raise NotFound(f"no active test with LOINC {code!r}")
+            raise NotFound(
+                f"no active test with LOINC {code!r}", code="test_unknown", params={"code": code}
+            )
         return rule
     rule = catalog.by_code.get(code.strip().upper())
     if rule is None:
-        raise NotFound(f"unknown test code {code!r}")
+        raise NotFound(f"unknown test code {code!r}", code="test_unknown", params={"code": code})
     if not rule.active:
-        raise NotFound(f"test {rule.code} is no longer offered")
+        raise NotFound(
+            f"test {rule.code} is no longer offered",
+            code="test_withdrawn",
+            params={"code": rule.code},
+        )
     return rule
 
 

@@ -8,7 +8,7 @@ partner, control ID, type, ACK and error texts, which carry no patient data).
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lab import audit
@@ -37,7 +37,11 @@ STATUSES = {
 
 def require_roles(actor: Actor, roles: frozenset[str]) -> None:
     if not actor.roles & roles:
-        raise PermissionDenied(f"the HL7 message log is for the roles {', '.join(sorted(roles))}")
+        raise PermissionDenied(
+            f"the HL7 message log is for the roles {', '.join(sorted(roles))}",
+            code="hl7_log_roles",
+            params={"roles": ", ".join(sorted(roles))},
+        )
 
 
 def may_read_content(actor: Actor) -> bool:
@@ -70,11 +74,22 @@ def list_messages(
     return list(session.scalars(query))
 
 
+def status_counts(session: Session, *, actor: Actor) -> dict[tuple[str, str], int]:
+    """How many messages each (direction, status) holds: true counts for the monitor's tabs."""
+    require_roles(actor, LOG_ROLES)
+    query = select(Hl7Message.direction, Hl7Message.status, func.count()).group_by(
+        Hl7Message.direction, Hl7Message.status
+    )
+    return {(direction, status): n for direction, status, n in session.execute(query).tuples()}
+
+
 def read(session: Session, message_id: int, *, actor: Actor) -> Hl7Message:
     require_roles(actor, LOG_ROLES)
     message = session.get(Hl7Message, message_id)
     if message is None:
-        raise NotFound(f"no HL7 message {message_id}")
+        raise NotFound(
+            f"no HL7 message {message_id}", code="hl7_message_unknown", params={"id": message_id}
+        )
     if may_read_content(actor) and message.patient_id is not None:
         audit.record_read(
             session,
@@ -96,11 +111,15 @@ def resend(session: Session, message_id: int, *, actor: Actor) -> Hl7Message:
     require_roles(actor, RESEND_ROLES)
     message = session.get(Hl7Message, message_id, with_for_update=True)
     if message is None:
-        raise NotFound(f"no HL7 message {message_id}")
+        raise NotFound(
+            f"no HL7 message {message_id}", code="hl7_message_unknown", params={"id": message_id}
+        )
     if message.direction != OUTBOUND or message.status != Hl7Status.DEAD:
         raise Conflict(
             f"only dead outbound messages are resent; message {message_id} is "
-            f"{message.direction} {message.status}"
+            f"{message.direction} {message.status}",
+            code="hl7_resend_only_dead",
+            params={"id": message_id},
         )
     before = {"status": message.status, "attempts": message.attempts, "error": message.error}
     message.status = HL7_LIFECYCLE.check(message.status, Hl7Status.QUEUED)

@@ -58,31 +58,50 @@ class OrderRequest:
     source: str = "api"
 
 
-def place(session: Session, *, actor: Actor, request: OrderRequest) -> Order:
-    """Register an order with its tests and specimens; a known placer number is a conflict."""
+def check_request(session: Session, request: OrderRequest) -> list[tuple[TestRule, str | None]]:
+    """The order's own fields (not the patient): every problem at once, or its tests resolved
+    from the catalog (panels expanded). The same check for the record's orders and the lab's."""
     problems: list[FieldProblem] = []
     placer = request.placer_order_number.strip()
     if not placer:
-        problems.append(FieldProblem("placer_order_number", "the placer order number is missing"))
+        problems.append(
+            FieldProblem(
+                "placer_order_number", "the placer order number is missing", "placer_missing"
+            )
+        )
     if request.priority not in {p.value for p in Priority}:
-        problems.append(FieldProblem("priority", "use routine, urgent or stat"))
+        problems.append(FieldProblem("priority", "use routine, urgent or stat", "priority_unknown"))
     if not request.tests:
-        problems.append(FieldProblem("tests", "the order asks for no tests"))
+        problems.append(FieldProblem("tests", "the order asks for no tests", "tests_missing"))
     resolved: list[tuple[TestRule, str | None]] = []
     for index, wanted in enumerate(request.tests):
         try:
             found, panel = catalog.expand(session, wanted.code, wanted.system)
         except NotFound as exc:
-            problems.append(FieldProblem(f"tests[{index}].code", exc.message))
+            problems.append(FieldProblem(f"tests[{index}].code", exc.message, exc.code, exc.params))
             continue
         resolved.extend((test, panel) for test in found)
     if problems:
-        raise InvalidInput(problems[0].message, problems=problems)
+        raise InvalidInput(
+            problems[0].message,
+            problems=problems,
+            code=problems[0].code,
+            params=problems[0].params,
+        )
+    return resolved
+
+
+def place(session: Session, *, actor: Actor, request: OrderRequest) -> Order:
+    """Register an order with its tests and specimens; a known placer number is a conflict."""
+    resolved = check_request(session, request)
+    placer = request.placer_order_number.strip()
     patient = _patient_for(session, actor=actor, request=request)
     existing = find_by_placer(session, placer, request.placer_namespace)
     if existing is not None:
         raise Conflict(
             f"order {placer} exists already as {existing.filler_order_number}",
+            code="order_exists",
+            params={"placer": placer, "filler": existing.filler_order_number},
         )
     order = Order(
         placer_order_number=placer,
@@ -135,9 +154,16 @@ def _patient_for(session: Session, *, actor: Actor, request: OrderRequest) -> Pa
     if request.patient_id is not None:
         patient = session.get(Patient, request.patient_id)
         if patient is None:
-            raise InvalidInput.field("patient_id", f"no patient {request.patient_id}")
+            raise InvalidInput.field(
+                "patient_id",
+                f"no patient {request.patient_id}",
+                code="patient_unknown",
+                params={"id": request.patient_id},
+            )
         return patients.surviving(session, patient)
-    raise InvalidInput.field("patient", "name the patient (identifiers) or give patient_id")
+    raise InvalidInput.field(
+        "patient", "name the patient (identifiers) or give patient_id", code="patient_missing"
+    )
 
 
 def _next_filler_number(session: Session) -> str:
@@ -157,7 +183,7 @@ def find_by_placer(session: Session, placer: str, namespace: str = "") -> Order 
 def get_by_filler(session: Session, filler: str) -> Order:
     order = session.scalar(select(Order).where(Order.filler_order_number == filler.strip()))
     if order is None:
-        raise NotFound(f"no order {filler}")
+        raise NotFound(f"no order {filler}", code="order_unknown", params={"filler": filler})
     return order
 
 
@@ -196,10 +222,16 @@ def add_test(
     """An add-on test: run on a specimen already in the lab when one fits, else a new tube."""
     order = get_by_filler(session, filler)
     if order.status == OrderStatus.CANCELLED:
-        raise Conflict(f"order {filler} is cancelled")
+        raise Conflict(
+            f"order {filler} is cancelled", code="order_cancelled", params={"filler": filler}
+        )
     test = catalog.resolve_test(session, code=code, system=system)
     if any(t.test_id == test.id and t.status != TestStatus.CANCELLED for t in order.tests):
-        raise Conflict(f"{test.code} is already ordered on {filler}")
+        raise Conflict(
+            f"{test.code} is already ordered on {filler}",
+            code="test_already_ordered",
+            params={"code": test.code, "filler": filler},
+        )
     item = OrderedTest(test_id=test.id, status=TestStatus.ORDERED, add_on=True)
     order.tests.append(item)
     order.status = ORDER_LIFECYCLE.check(order.status, OrderStatus.ACTIVE, name=f"order {filler}")
@@ -270,17 +302,25 @@ def cancel_tests(
     """Cancel named tests (or all) that have no result yet; resulted ones are refused."""
     order = get_by_filler(session, filler)
     if not reason.strip():
-        raise InvalidInput.field("reason", "say why the tests are cancelled")
+        raise InvalidInput.field(
+            "reason", "say why the tests are cancelled", code="cancel_reason_missing"
+        )
     wanted = {c.strip().upper() for c in codes} if codes else None
     chosen = [t for t in order.tests if wanted is None or t.test.code in wanted]
     if wanted is not None:
         missing = wanted - {t.test.code for t in chosen}
         if missing:
-            raise NotFound(f"{', '.join(sorted(missing))} not ordered on {filler}")
+            raise NotFound(
+                f"{', '.join(sorted(missing))} not ordered on {filler}",
+                code="tests_not_ordered",
+                params={"codes": ", ".join(sorted(missing)), "filler": filler},
+            )
     done = [t.test.code for t in chosen if t.status not in TEST_PENDING | {TestStatus.CANCELLED}]
     if done:
         raise Conflict(
-            f"{', '.join(done)} already has a result; cancel or correct the result instead"
+            f"{', '.join(done)} already has a result; cancel or correct the result instead",
+            code="tests_have_results",
+            params={"codes": ", ".join(done)},
         )
     cancelled = [t for t in chosen if t.status != TestStatus.CANCELLED]
     for item in cancelled:

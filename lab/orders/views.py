@@ -25,8 +25,22 @@ from lab.specimens import service as specimens
 from lab.tables import SPECIMEN_FINISHED, TEST_PENDING, Order, Patient, TestStatus
 from lab.timeutil import utcnow
 from lab.web.auth import CancelOrdersForm, PlaceOrdersForm, ReadPatientDataPage
-from lab.web.pages import PostedForm, notice_of, page_router, redirect_after_post, show_form_again
-from lab.web.printouts import patient_details, pdf_response, result_report, specimen_label
+from lab.web.pages import (
+    PostedForm,
+    error_message,
+    notice_of,
+    page_router,
+    redirect_after_post,
+    show_form_again,
+)
+from lab.web.printouts import (
+    lab_details,
+    patient_details,
+    pdf_response,
+    result_report,
+    signer_name,
+    specimen_label,
+)
 from lab.web.templating import language_of, render
 
 router = page_router()
@@ -45,7 +59,7 @@ def search(
         try:
             specimen = specimens.get_by_accession(session, number)
         except InvalidInput as exc:
-            context["error"] = exc.message
+            context["error"] = error_message(request, exc)
             return render(request, "orders/search.html", context, status_code=422)
         except NotFound:
             specimen = None
@@ -64,7 +78,7 @@ def search(
         found = patients.search(session, actor=actor, text=term)
     except InvalidInput as exc:
         found = []
-        context["error"] = exc.message
+        context["error"] = error_message(request, exc)
     context["orders"] = by_placer
     context["patients"] = [(p, orders.for_patient(session, p.id)) for p in found]
     return render(request, "orders/search.html", context)
@@ -163,11 +177,11 @@ def add_test(
     """An add-on test, on a tube already in the lab when one fits."""
     try:
         if not code.strip():
-            raise InvalidInput.field("code", "choose a test to add")
+            raise InvalidInput.field("code", "choose a test to add", code="choose_test")
         orders.add_test(session, actor=actor, filler=filler_order_number, code=code)
     except LabError as exc:
         return _order_with_error(
-            request, session, filler_order_number, actor, exc, add_error=exc.message
+            request, session, filler_order_number, actor, exc, add_error=error_message(request, exc)
         )
     return redirect_after_post(f"/orders/{filler_order_number}", "test_added")
 
@@ -186,7 +200,7 @@ def cancel_tests(
     reason = raw_reason.strip() if isinstance(raw_reason, str) else ""
     try:
         if not codes:
-            raise InvalidInput.field("codes", "choose the tests to cancel")
+            raise InvalidInput.field("codes", "choose the tests to cancel", code="choose_tests")
         orders.cancel_tests(
             session, actor=actor, filler=filler_order_number, codes=codes, reason=reason
         )
@@ -197,7 +211,7 @@ def cancel_tests(
             filler_order_number,
             actor,
             exc,
-            cancel_error=exc.message,
+            cancel_error=error_message(request, exc),
             cancel_values={"codes": codes, "reason": reason},
         )
     return redirect_after_post(f"/orders/{filler_order_number}", "tests_cancelled")
@@ -233,12 +247,16 @@ def report_pdf(
     patient = session.get(Patient, order.patient_id)
     if patient is None:
         raise NotFound(f"order {filler_order_number} has no patient")
+    results = result_queries.results_of_order(session, order)
+    released = [r for r in results if r.verified_at is not None and r.verified_by]
+    latest = max(released, key=lambda r: r.verified_at or utcnow(), default=None)
     report = result_report(
-        lab_name=request.app.state.settings.lab_name,
+        lab=lab_details(request.app.state.settings),
+        signer=signer_name(session, latest.verified_by) if latest and latest.verified_by else None,
         order=order,
         patient=patient,
         specimens=orders.specimens_of(session, order),
-        results=result_queries.results_of_order(session, order),
+        results=results,
         printed_at=utcnow(),
         language=language_of(request),
     )

@@ -46,7 +46,11 @@ AUTHORITY_KINDS: dict[str, IdentifierKind] = {
 
 
 class IdentifierError(ValueError):
-    """The identifier is not a valid number of the kind it claims to be."""
+    """The identifier is not a valid number of the kind it claims to be (`code` names why)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,10 +94,10 @@ def parse_national_identifier(value: str) -> NationalIdentifier:
     """Validate an 11-digit Norwegian identifier and tell its kind, birth date and sex."""
     text = value.strip().replace(" ", "")
     if len(text) != 11 or not text.isascii() or not text.isdigit():
-        raise IdentifierError("must be 11 digits")
+        raise IdentifierError("must be 11 digits", "id_length")
     if text[0] in "89":
         if check_digits(text[:9]) != (int(text[9]), int(text[10])):
-            raise IdentifierError("check digits do not match")
+            raise IdentifierError("check digits do not match", "id_check_digits")
         return NationalIdentifier(value=text, kind=IdentifierKind.FHN, birth_date=None, sex=None)
     day, month = int(text[0:2]), int(text[2:4])
     kind = IdentifierKind.FNR
@@ -101,19 +105,19 @@ def parse_national_identifier(value: str) -> NationalIdentifier:
         kind, day = IdentifierKind.DNR, day - 40
     if month > 40:
         if kind is IdentifierKind.DNR:
-            raise IdentifierError("both day and month are shifted by 40")
+            raise IdentifierError("both day and month are shifted by 40", "id_shifted")
         kind, month = IdentifierKind.HNR, month - 40
     expected = check_digits(text[:9])
     if expected is None or expected != (int(text[9]), int(text[10])):
-        raise IdentifierError("check digits do not match")
+        raise IdentifierError("check digits do not match", "id_check_digits")
     year2, individual = int(text[4:6]), int(text[6:9])
     century = _century(year2, individual)
     if century is None:
-        raise IdentifierError("individual number does not fit the birth year")
+        raise IdentifierError("individual number does not fit the birth year", "id_individual")
     try:
         born = date(century + year2, month, day)
     except ValueError as exc:
-        raise IdentifierError("the date part is not a real date") from exc
+        raise IdentifierError("the date part is not a real date", "id_date") from exc
     return NationalIdentifier(
         value=text, kind=kind, birth_date=born, sex="F" if int(text[8]) % 2 == 0 else "M"
     )

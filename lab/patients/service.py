@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, update
+from sqlalchemy.orm import Mapped, Session
 
 from lab import audit
 from lab.audit import Actor
@@ -52,7 +53,7 @@ def check_identifier(ident: IdentifierInput, *, field: str) -> CheckedIdentifier
     kind = kind_for(ident.authority, ident.type_code)
     value = ident.value.strip()
     if not value:
-        raise InvalidInput.field(field, "the identifier is empty")
+        raise InvalidInput.field(field, "the identifier is empty", code="identifier_empty")
     if kind is IdentifierKind.OTHER:
         return CheckedIdentifier(
             value=value, authority=ident.authority.strip(), kind=kind, birth_date=None, sex=None
@@ -60,12 +61,17 @@ def check_identifier(ident: IdentifierInput, *, field: str) -> CheckedIdentifier
     try:
         parsed = parse_national_identifier(value)
     except IdentifierError as exc:
-        raise InvalidInput.field(field, f"invalid {kind.value}: {exc}") from exc
+        raise InvalidInput.field(
+            field, f"invalid {kind.value}: {exc}", code=exc.code, params={"kind": kind.value}
+        ) from exc
     # Help numbers were once issued with first digit 8 or 9 as well: either form is a help number.
     help_numbers = {IdentifierKind.HNR, IdentifierKind.FHN}
     if parsed.kind is not kind and not {parsed.kind, kind} <= help_numbers:
         raise InvalidInput.field(
-            field, f"the number is a {parsed.kind.value}, but was sent as {kind.value}"
+            field,
+            f"the number is a {parsed.kind.value}, but was sent as {kind.value}",
+            code="identifier_kind",
+            params={"found": parsed.kind.value, "sent": kind.value},
         )
     # National identifiers are stored under their kind, so an OID and a plain name match.
     return CheckedIdentifier(
@@ -86,11 +92,15 @@ def check_demographics(data: Demographics) -> list[CheckedIdentifier]:
         except InvalidInput as exc:
             problems.extend(exc.problems)
     if not data.identifiers:
-        problems.append(FieldProblem("identifiers", "at least one identifier is needed"))
+        problems.append(
+            FieldProblem("identifiers", "at least one identifier is needed", "identifiers_missing")
+        )
     if not data.family_name.strip():
-        problems.append(FieldProblem("family_name", "the family name is missing"))
+        problems.append(
+            FieldProblem("family_name", "the family name is missing", "family_name_missing")
+        )
     if data.sex is not None and data.sex not in VALID_SEX:
-        problems.append(FieldProblem("sex", "use F, M, O or U"))
+        problems.append(FieldProblem("sex", "use F, M, O or U", "sex_unknown"))
     for national in checked:
         if (
             national.kind is IdentifierKind.FNR
@@ -98,7 +108,11 @@ def check_demographics(data: Demographics) -> list[CheckedIdentifier]:
             and national.birth_date != data.birth_date
         ):
             problems.append(
-                FieldProblem("birth_date", "does not match the birth date in the fødselsnummer")
+                FieldProblem(
+                    "birth_date",
+                    "does not match the birth date in the fødselsnummer",
+                    "birth_date_mismatch",
+                )
             )
     if problems:
         raise InvalidInput(problems[0].message, problems=problems)
@@ -214,30 +228,77 @@ def get(session: Session, patient_id: int, *, actor: Actor) -> Patient:
     """Read one patient; the look is audited."""
     patient = session.get(Patient, patient_id)
     if patient is None:
-        raise NotFound(f"no patient {patient_id}")
+        raise NotFound(
+            f"no patient {patient_id}", code="patient_unknown", params={"id": patient_id}
+        )
     audit.record_read(
         session, actor=actor, patient_id=patient.id, what="patient", entity_id=patient.id
     )
     return patient
 
 
+def _name_words(text: str) -> list[str]:
+    """`Johansen, B` and `Bjørn Johansen` alike: the words of a name, lower case."""
+    return [word for word in re.split(r"[\s,]+", text.lower()) if word]
+
+
+def _word_starts(column: Mapped[str], word: str) -> ColumnElement[bool]:
+    """The column has a word (after a space or hyphen, or at the start) beginning with `word`."""
+    escaped = word.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
+    lowered = func.lower(column)
+    return or_(
+        lowered.like(escaped + "%"),
+        lowered.like("% " + escaped + "%"),
+        lowered.like("%-" + escaped + "%"),
+    )
+
+
+def several(session: Session, patient_ids: set[int], *, actor: Actor) -> list[Patient]:
+    """Read several patients in one query (a list that names them); each look is audited."""
+    if not patient_ids:
+        return []
+    found = list(session.scalars(select(Patient).where(Patient.id.in_(patient_ids))))
+    audit.record_rows(
+        session,
+        [
+            audit.row(
+                actor=actor,
+                action="read.patient.list",
+                entity_type="patient",
+                entity_id=patient.id,
+                patient_id=patient.id,
+            )
+            for patient in found
+        ],
+    )
+    return found
+
+
 def search(session: Session, *, actor: Actor, text: str, limit: int = 50) -> list[Patient]:
-    """By identifier (exact) or name (start of family or given name, case-insensitive)."""
+    """By identifier (exact) or name, case-insensitive.
+
+    Each word typed must begin a word of the family or given name, in any order: `Bjørn
+    Johansen`, `johansen, b`, `johan` and `Hansen-Berg` (for Eli Hansen-Berg, also `berg`).
+    With a comma, the words before it are the family name and those after it the given name,
+    as a name is written on a requisition.
+    """
     term = text.strip()
     if len(term) < 2:
-        raise InvalidInput.field("q", "type at least two characters")
+        raise InvalidInput.field("q", "type at least two characters", code="search_too_short")
     by_ident = select(PatientIdentifier.patient_id).where(PatientIdentifier.value == term)
-    pattern = term.lower().replace("%", r"\%").replace("_", r"\_") + "%"
+    if "," in term:
+        family_part, _, given_part = term.partition(",")
+        conditions = [_word_starts(Patient.family_name, w) for w in _name_words(family_part)]
+        conditions += [_word_starts(Patient.given_name, w) for w in _name_words(given_part)]
+    else:
+        conditions = [
+            or_(_word_starts(Patient.family_name, w), _word_starts(Patient.given_name, w))
+            for w in _name_words(term)
+        ]
+    by_name = and_(*conditions) if conditions else false()
     query = (
         select(Patient)
-        .where(
-            or_(
-                Patient.id.in_(by_ident),
-                func.lower(Patient.family_name).like(pattern),
-                func.lower(Patient.given_name).like(pattern),
-            ),
-            Patient.merged_into_id.is_(None),
-        )
+        .where(or_(Patient.id.in_(by_ident), by_name), Patient.merged_into_id.is_(None))
         .order_by(Patient.family_name, Patient.given_name)
         .limit(limit)
     )

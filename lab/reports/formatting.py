@@ -9,6 +9,7 @@ a lab value is read as two values.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -129,6 +130,7 @@ class ReportTexts:
     comment: str
     long_comments: str
     verified_by: str  # "{who}" and "{when}" are filled in
+    corrected_from: str  # "{value}" and "{reason}" are filled in
     not_verified: str
     printed_at: str
     page: str  # "{page}" and "{total}" are filled in
@@ -164,6 +166,7 @@ TEXTS: dict[Language, ReportTexts] = {
         comment="Kommentar",
         long_comments="Kommentarer",
         verified_by="Godkjent av {who} {when}",
+        corrected_from="Korrigert fra {value}. Årsak: {reason}",
         not_verified="Ikke godkjent – foreløpig svar",
         printed_at="Utskrevet",
         page="Side {page} av {total}",
@@ -203,6 +206,7 @@ TEXTS: dict[Language, ReportTexts] = {
         comment="Comment",
         long_comments="Comments",
         verified_by="Verified by {who} at {when}",
+        corrected_from="Corrected from {value}. Reason: {reason}",
         not_verified="Not verified – preliminary report",
         printed_at="Printed",
         page="Page {page} of {total}",
@@ -227,3 +231,55 @@ def format_flag(flag: AbnormalFlag | None) -> str:
 
 def format_page_number(page: int, total: int | None, language: Language) -> str:
     return TEXTS[language].page.format(page=page, total="?" if total is None else total)
+
+
+_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+_POWER_OF_TEN = re.compile(r"^10\*(-?\d+)(?=/|$)")
+_MICRO = re.compile(r"(?<![A-Za-z])u(?=(mol|g|L|l|IU|U|kat)\b)")
+_BODY_SURFACE = "{1.73_m2}"
+
+
+def display_unit(ucum: str | None, language: Language = "nb") -> str:
+    """A UCUM unit as Norwegian lab reports print it; the data and messages keep UCUM.
+
+    `10*9/L` is printed `×10⁹/L` (a count per litre), `umol/L` is `µmol/L` (UCUM's ASCII
+    form writes the micro prefix as `u`), and the eGFR's `mL/min/{1.73_m2}` is
+    `mL/min/1,73 m²` (in UCUM a curly-brace annotation is text that names no unit).
+    Anything else is printed as it is.
+    """
+    if not ucum:
+        return ""
+    text = ucum.strip()
+    power = _POWER_OF_TEN.match(text)
+    if power is not None:
+        text = "×10" + power.group(1).translate(_SUPERSCRIPT) + text[power.end() :]
+    text = _MICRO.sub("µ", text)
+    if text.endswith(_BODY_SURFACE):
+        surface = "1,73 m²" if language == "nb" else "1.73 m²"
+        text = text[: -len(_BODY_SURFACE)] + surface
+    return text
+
+
+def display_clinician(stored: str | None) -> str:
+    """The ordering clinician as a reader expects it: `Lise Lien (HPR 9144889)`.
+
+    The order keeps what the record sent (an HL7 XCN: ID^family^given^...^authority, the
+    authority in XCN-9, or in the fourth component in the lab's short form); a plain name is
+    printed as it is.
+    """
+    if not stored:
+        return ""
+    parts = stored.split("^")
+    if len(parts) < 3:
+        return stored.strip()
+    number, family, given = parts[0].strip(), parts[1].strip(), parts[2].strip()
+    authority = ""
+    if len(parts) >= 9 and parts[8].strip():
+        authority = parts[8].strip()
+    elif len(parts) == 4:
+        authority = parts[3].strip()
+    name = " ".join(p for p in (given, family) if p)
+    if not number:
+        return name
+    label = f"{authority} {number}" if authority else number
+    return f"{name} ({label})" if name else label

@@ -89,7 +89,8 @@ MAX_MODULE_MM = 0.51  # 4 dots at 203 dpi (0.500 mm)
 TextRole = Literal[
     "name", "identifier", "birth_date", "accession", "container", "collected", "tests", "priority"
 ]
-_PRIORITY_MARKS = {"stat": "STAT", "asap": "ASAP"}
+# As the lab's screens say it (bokmål): ØH (øyeblikkelig hjelp) and Haster.
+_PRIORITY_MARKS = {"stat": "ØH", "asap": "HASTER"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -382,6 +382,18 @@ def _results_table(report: ResultReport, fonts: ReportFonts, long_comments: list
     for index, result in enumerate(report.results):
         first = len(rows)
         rows.append(_result_row(result, fonts, styles, language))
+        if result.status == "corrected" and result.corrected_from is not None:
+            previous = format_value(
+                result.corrected_from, result.corrected_from_comparator, language
+            )
+            note = texts.corrected_from.format(
+                value=f"{previous} {result.unit}".strip(), reason=result.correction_reason or "–"
+            )
+            rows.append([Paragraph(f"<b>{markup(note, fonts)}</b>", styles["small"])] + [""] * 5)
+            commands += [
+                ("SPAN", (0, len(rows) - 1), (-1, len(rows) - 1)),
+                ("NOSPLIT", (0, first), (-1, len(rows) - 1)),
+            ]
         comment = (result.comment or "").strip()
         if comment:
             if len(comment) > TABLE_COMMENT_LIMIT:
@@ -392,8 +404,8 @@ def _results_table(report: ResultReport, fonts: ReportFonts, long_comments: list
                 shown = f"<b>{markup(texts.comment, fonts)}:</b> {markup(comment, fonts)}"
             rows.append([Paragraph(shown, styles["small"]), "", "", "", "", ""])
             commands += [
-                ("SPAN", (0, first + 1), (-1, first + 1)),
-                ("NOSPLIT", (0, first), (-1, first + 1)),
+                ("SPAN", (0, len(rows) - 1), (-1, len(rows) - 1)),
+                ("NOSPLIT", (0, first), (-1, len(rows) - 1)),
             ]
         if index % 2 == 1:
             commands.append(("BACKGROUND", (0, first), (-1, len(rows) - 1), ZEBRA_COLOR))

@@ -191,9 +191,15 @@ class ResultLine:
     flag: AbnormalFlag | None = None
     status: ResultStatus = "final"
     comment: str | None = None
+    # A corrected result says what it replaced and why (the value the clinician may have acted on).
+    corrected_from: Decimal | str | None = None
+    corrected_from_comparator: Comparator | None = None
+    correction_reason: str | None = None
 
     def __post_init__(self) -> None:
         _require_text("test_name", self.test_name, max_length=MAX_TEST_NAME_LENGTH)
+        if isinstance(self.corrected_from, Decimal):
+            _require_finite("corrected_from", self.corrected_from)
         if isinstance(self.value, Decimal):
             _require_finite("value", self.value)
         elif self.comparator is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import field as dataclass_field
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
@@ -16,7 +17,7 @@ from typing import Any, Literal
 
 from lab.catalog import service as catalog
 from lab.catalog.rules import TestRule
-from lab.errors import Conflict, InvalidInput, LabError, NotFound
+from lab.errors import Conflict, FieldProblem, InvalidInput, LabError, NotFound
 from lab.results import flags as result_flags
 from lab.results.state import NewMeasurement, ResultState
 from lab.rules import (
@@ -71,13 +72,18 @@ class Refusal:
     field: str
     message: str
     kind: Literal["invalid", "not_found", "conflict"] = "invalid"
+    # The problem's name and values, for the pages to say it in the reader's language.
+    code: str | None = None
+    params: Mapping[str, object] = dataclass_field(default_factory=dict)
 
     def error(self) -> LabError:
+        # Each kind names its field too, so a form shows the refusal next to it.
+        problems = [FieldProblem(self.field, self.message, self.code, self.params)]
         if self.kind == "not_found":
-            return NotFound(self.message)
+            return NotFound(self.message, code=self.code, params=self.params, problems=problems)
         if self.kind == "conflict":
-            return Conflict(self.message)
-        return InvalidInput.field(self.field, self.message)
+            return Conflict(self.message, code=self.code, params=self.params, problems=problems)
+        return InvalidInput.field(self.field, self.message, code=self.code, params=self.params)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,13 +98,18 @@ class PatientFacts:
 
 def parse_value(test: TestRule, text: str) -> result_flags.NumericValue | str | Refusal:
     if not text.strip():
-        return Refusal(field="value", message="the value is empty")
+        return Refusal(field="value", message="the value is empty", code="value_empty")
     if test.result_type == "numeric":
         # The one check of every entry point (analyser, keyboard, API): not a number, NaN,
         # infinity, out of any sane range, or a negative concentration is refused with why.
         checked = check_value(text)
         if not checked.ok or checked.value is None:
-            return Refusal(field="value", message=f"{test.code} takes a number: {checked.reason}")
+            return Refusal(
+                field="value",
+                message=f"{test.code} takes a number: {checked.reason}",
+                code="value_not_number",
+                params={"code": test.code, "value": text.strip()},
+            )
         return result_flags.NumericValue(value=checked.value, comparator=checked.comparator)
     if (
         test.result_type == "coded"
@@ -106,7 +117,10 @@ def parse_value(test: TestRule, text: str) -> result_flags.NumericValue | str | 
         and text.strip() not in test.allowed_codes
     ):
         return Refusal(
-            field="value", message=f"{test.code} takes one of {', '.join(test.allowed_codes)}"
+            field="value",
+            message=f"{test.code} takes one of {', '.join(test.allowed_codes)}",
+            code="value_not_allowed",
+            params={"code": test.code, "allowed": ", ".join(test.allowed_codes)},
         )
     return text.strip()
 
@@ -164,6 +178,8 @@ def measured_state(
         return Refusal(
             field="unit",
             message=f"{test.code} is reported in {test.unit}, not {unit}; no conversion is made",
+            code="unit_mismatch",
+            params={"code": test.code, "unit": test.unit, "given": unit},
         )
     state = ResultState(
         status=R.PRELIMINARY if measurement.preliminary else R.AWAITING_REVIEW,

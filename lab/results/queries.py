@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import any_, func, or_, select, true
+from sqlalchemy import any_, func, literal, or_, select, true, tuple_
 from sqlalchemy.orm import Session, aliased, lazyload, selectinload
 
 from lab import audit
@@ -39,7 +39,7 @@ class HasResultId(Protocol):
 def read(session: Session, result_id: int, *, actor: Actor) -> Result:
     result = session.get(Result, result_id)
     if result is None:
-        raise NotFound(f"no result {result_id}")
+        raise NotFound(f"no result {result_id}", code="result_unknown", params={"id": result_id})
     audit.record_read(
         session, actor=actor, patient_id=result.patient_id, what="result", entity_id=result.id
     )
@@ -80,7 +80,37 @@ def results_of_tube(session: Session, specimen: Specimen) -> list[Result]:
     )
 
 
-def review_queue(session: Session, *, limit: int = 100) -> list[Result]:
+@dataclass(frozen=True, slots=True)
+class ReviewCursor:
+    """Where a page of the review queue ended: the queue's sort key of its last result.
+
+    Keyset paging: the next page starts after this key, so it costs one index range scan
+    however deep the queue is, and a result verified meanwhile does not shift the pages.
+    """
+
+    urgency: int
+    recorded_at: datetime
+    result_id: int
+
+    def text(self) -> str:
+        return f"{self.urgency}~{self.recorded_at.isoformat()}~{self.result_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> ReviewCursor | None:
+        try:
+            urgency, recorded_at, result_id = text.split("~")
+            return cls(int(urgency), datetime.fromisoformat(recorded_at), int(result_id))
+        except ValueError:
+            return None
+
+    @classmethod
+    def of(cls, result: Result) -> ReviewCursor:
+        return cls(result.urgency, result.recorded_at, result.id)
+
+
+def review_queue(
+    session: Session, *, limit: int = 100, after: ReviewCursor | None = None
+) -> list[Result]:
     """Results awaiting review: stat, then urgent, then oldest first (no patient data)."""
     query = (
         select(Result)
@@ -88,6 +118,11 @@ def review_queue(session: Session, *, limit: int = 100) -> list[Result]:
         .order_by(Result.urgency, Result.recorded_at, Result.id)
         .limit(limit)
     )
+    if after is not None:
+        query = query.where(
+            tuple_(Result.urgency, Result.recorded_at, Result.id)
+            > tuple_(literal(after.urgency), literal(after.recorded_at), literal(after.result_id))
+        )
     return list(session.scalars(query))
 
 
@@ -200,13 +235,23 @@ class ReviewQueue:
     tests: dict[int, LabTest]
 
 
-def read_review_queue(session: Session, *, actor: Actor, limit: int = 100) -> ReviewQueue:
+def read_review_queue(
+    session: Session,
+    *,
+    actor: Actor,
+    limit: int = 100,
+    after: ReviewCursor | None = None,
+    specimen_id: int | None = None,
+) -> ReviewQueue:
     """The review queue as a reviewer sees it, with the patients: one audited read per specimen.
 
     The tubes, patients, orders and tests behind the queue are read in four queries, so the page
     asks the same number of questions whether it shows one tube or two hundred.
     """
-    queue = review_queue(session, limit=limit)
+    if specimen_id is not None:
+        queue = waiting_on_tube(session, specimen_id)
+    else:
+        queue = review_queue(session, limit=limit, after=after)
     specimen_ids = {result.specimen_id for result in queue}
     tubes = {
         specimen.id: specimen
@@ -249,6 +294,16 @@ def read_review_queue(session: Session, *, actor: Actor, limit: int = 100) -> Re
         )
     audit.record_rows(session, rows)
     return ReviewQueue(results=queue, tubes=tubes, patients=patients, orders=orders, tests=tests)
+
+
+def waiting_on_tube(session: Session, specimen_id: int) -> list[Result]:
+    """The results of one tube awaiting review (a partial update of that tube's block)."""
+    query = (
+        select(Result)
+        .where(Result.status == R.AWAITING_REVIEW, Result.specimen_id == specimen_id)
+        .order_by(Result.urgency, Result.recorded_at, Result.id)
+    )
+    return list(session.scalars(query))
 
 
 def previous_released_many(session: Session, results: list[Result]) -> dict[int, Result | None]:

@@ -101,12 +101,20 @@ def _load_tube(session: Session, accession_number: str) -> _Tube | Refusal:
     try:
         specimen = specimens.get_by_accession(session, accession_number)
     except LabError as error:
-        return Refusal(field="accession_number", message=error.message, kind="not_found")
+        return Refusal(
+            field="accession_number",
+            message=error.message,
+            kind="not_found",
+            code=error.code,
+            params=error.params,
+        )
     if specimen.status in SPECIMEN_FINISHED:
         return Refusal(
             field="accession_number",
             message=f"{specimen.accession_number} is {specimen.status}; no results can be added",
             kind="conflict",
+            code="specimen_closed",
+            params={"number": specimen.accession_number, "status": specimen.status},
         )
     root = specimens.root_of(session, specimen)
     # Locked, so two connections cannot record the same test at once.
@@ -253,7 +261,7 @@ def record_tube(
         return []
     numbers = {accession.normalise(m.accession_number) for m in measurements}
     if len(numbers) != 1:
-        raise InvalidInput.field("accession_number", "one tube at a time")
+        raise InvalidInput.field("accession_number", "one tube at a time", code="one_tube")
     loaded = _load_tube(session, measurements[0].accession_number)
     if isinstance(loaded, Refusal):
         return [_refused(loaded) for _ in measurements]
@@ -281,7 +289,11 @@ def record_tube(
         test = found[code]
         if test is None:
             refusal = Refusal(
-                field="test_code", message=f"unknown test code {code!r}", kind="not_found"
+                field="test_code",
+                message=f"unknown test code {code!r}",
+                kind="not_found",
+                code="test_unknown",
+                params={"code": code},
             )
             decided.append(_refused(refusal))
             continue
@@ -572,12 +584,18 @@ def _decide(
                 field="test_code",
                 message=f"{test.code} is not ordered on {number}",
                 kind="not_found",
+                code="test_not_ordered",
+                params={"code": test.code, "number": number},
             )
         )
     if ordered.status == TestStatus.CANCELLED:
         return _refused(
             Refusal(
-                field="test_code", message=f"{test.code} on {number} was cancelled", kind="conflict"
+                field="test_code",
+                message=f"{test.code} on {number} was cancelled",
+                kind="conflict",
+                code="test_cancelled",
+                params={"code": test.code, "number": number},
             )
         )
     new = judging.measured_state(test, measurement, tube.patient)
@@ -609,7 +627,13 @@ def _decide(
     current = work.current
     if current is not None and current.status == R.CANCELLED:
         return _refused(
-            Refusal(field="value", message=f"{test.code} on {number} is cancelled", kind="conflict")
+            Refusal(
+                field="value",
+                message=f"{test.code} on {number} is cancelled",
+                kind="conflict",
+                code="test_cancelled",
+                params={"code": test.code, "number": number},
+            )
         )
     taken = judging.new_measurement(
         new, measurement, specimen_id=tube.specimen.id, earlier=work.measured

@@ -90,21 +90,30 @@ def verify(
     """Release a result. A critical result needs the documented call first."""
     result = _locked(session, result_id)
     if result.status in RELEASED:
-        raise Conflict(f"result {result.id} was verified already by {result.verified_by}")
+        raise Conflict(
+            f"result {result.id} was verified already by {result.verified_by}",
+            code="already_verified",
+            params={"by": result.verified_by or ""},
+        )
     if result.status == R.PRELIMINARY:
-        raise Conflict(f"result {result.id} is preliminary; wait for the final result")
+        raise Conflict(
+            f"result {result.id} is preliminary; wait for the final result", code="preliminary"
+        )
     if result.status == R.CANCELLED:
-        raise Conflict(f"result {result.id} is cancelled")
+        raise Conflict(f"result {result.id} is cancelled", code="result_cancelled")
     if ResultState.of(result).critical:
         if critical is None:
             raise InvalidInput.field(
                 "critical",
                 "a critical result cannot be released before the call is documented "
                 "(who was told, when, and that the value was read back)",
+                code="critical_call_missing",
             )
         if not critical.read_back or not critical.notified_person.strip():
             raise InvalidInput.field(
-                "critical", "the person told must be named and the value read back"
+                "critical",
+                "the person told must be named and the value read back",
+                code="critical_call_incomplete",
             )
     current = ResultState.of(result)
     call = critical.text() if critical is not None else current.critical_notification
@@ -177,11 +186,13 @@ def correct(
 ) -> Result:
     """Correct a released result: a new version, flagged afresh, sent to the record as `C`."""
     if not reason.strip():
-        raise InvalidInput.field("reason", "a correction needs a reason")
+        raise InvalidInput.field("reason", "a correction needs a reason", code="reason_missing")
     result = _locked(session, result_id)
     if result.status not in RELEASED:
         raise Conflict(
-            f"result {result.id} is {result.status}; only released results are corrected"
+            f"result {result.id} is {result.status}; only released results are corrected",
+            code="not_released",
+            params={"status": result.status},
         )
     test = rule_by_id(session, result.test_id)
     specimen = session.get(Specimen, result.specimen_id)
@@ -305,10 +316,10 @@ def _withdraw_reflexes(
 def cancel(session: Session, *, actor: Actor, result_id: int, reason: str) -> Result:
     """Withdraw a result (e.g. the specimen proved unusable); a released one is retracted."""
     if not reason.strip():
-        raise InvalidInput.field("reason", "a cancellation needs a reason")
+        raise InvalidInput.field("reason", "a cancellation needs a reason", code="reason_missing")
     result = _locked(session, result_id)
     if result.status == R.CANCELLED:
-        raise Conflict(f"result {result.id} is cancelled already")
+        raise Conflict(f"result {result.id} is cancelled already", code="result_cancelled")
     state = ResultState.of(result).but(status=R.CANCELLED)
     change = Change(
         state=state, action="result.cancel", author=actor.username, reason=reason, detail=reason
@@ -330,7 +341,7 @@ def choose(
         raise NotFound(f"result {result.id} has no measurement {measurement_id}")
     current = ResultState.of(result)
     if current.status == R.CANCELLED:
-        raise Conflict(f"result {result.id} is cancelled")
+        raise Conflict(f"result {result.id} is cancelled", code="result_cancelled")
     if current.measurement_id == measurement.id:
         raise Conflict(f"measurement {measurement.number} is the one reported already")
     released = current.status in RELEASED
@@ -381,7 +392,9 @@ def choose(
 def set_aside(session: Session, *, actor: Actor, result_id: int, reason: str) -> Result:
     """Keep what a released result reports: its further measurements have been looked at."""
     if not reason.strip():
-        raise InvalidInput.field("reason", "say why the released value stands")
+        raise InvalidInput.field(
+            "reason", "say why the released value stands", code="reason_missing"
+        )
     result = _locked(session, result_id)
     looked_at = _mark_reviewed(session, actor=actor, result=result, now=utcnow())
     if not looked_at:
@@ -420,7 +433,7 @@ def reference_for(
 def _locked(session: Session, result_id: int) -> Result:
     result = session.get(Result, result_id, with_for_update=True)
     if result is None:
-        raise NotFound(f"no result {result_id}")
+        raise NotFound(f"no result {result_id}", code="result_unknown", params={"id": result_id})
     return result
 
 

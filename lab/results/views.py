@@ -9,8 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Form, Query, Request, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lab.audit import Actor
@@ -43,21 +45,26 @@ from lab.web.auth import (
     ReadPatientDataPage,
     VerifyResultsForm,
 )
-from lab.web.pages import PostedForm, notice_of, page_router, redirect_after_post, show_form_again
-from lab.web.printouts import cumulative_report, pdf_response
-from lab.web.templating import language_of, render
+from lab.web.pages import (
+    PostedForm,
+    error_message,
+    field_errors,
+    notice_of,
+    notice_text,
+    page_router,
+    redirect_after_post,
+    show_form_again,
+)
+from lab.web.printouts import cumulative_report, lab_details, pdf_response
+from lab.web.templating import language_of, render, render_block
 
 router = page_router()
 
-# The review queue shows this many results at a time, stat first then oldest; verifying brings
-# up the next ones.
+# The review queue shows this many results a page, stat first then oldest; the page says how
+# many wait in all and links to the next page (keyset: `after` is the last result's sort key).
 REVIEW_LIMIT = 100
 # A bench's worklist shows the first tubes in work order (stat, then oldest); more wait below.
 WORKLIST_TUBES = 200
-
-
-def _problem_text(exc: LabError) -> str:
-    return "; ".join(p.message for p in exc.problems) or exc.message
 
 
 # --- worklist -------------------------------------------------------------------------------
@@ -169,7 +176,7 @@ def enter_results(
                 ),
             )
         except LabError as exc:
-            errors[code] = _problem_text(exc)
+            errors[code] = error_message(request, exc)
     if errors:
         return show_form_again(
             request,
@@ -235,13 +242,20 @@ def _review_context(
     session: Session,
     actor: Actor,
     *,
+    after: result_queries.ReviewCursor | None = None,
+    specimen_id: int | None = None,
     errors: dict[int, str] | None = None,
     values: dict[int, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    queue = result_queries.read_review_queue(session, actor=actor, limit=REVIEW_LIMIT)
-    previous = result_queries.previous_released_many(session, queue.results)
+    """The queue page (or, with `specimen_id`, the one tube a partial update redraws)."""
+    queue = result_queries.read_review_queue(
+        session, actor=actor, limit=REVIEW_LIMIT + 1, after=after, specimen_id=specimen_id
+    )
+    more = specimen_id is None and len(queue.results) > REVIEW_LIMIT
+    shown_results = queue.results[:REVIEW_LIMIT] if specimen_id is None else queue.results
+    previous = result_queries.previous_released_many(session, shown_results)
     groups: dict[int, dict[str, Any]] = {}
-    for result in queue.results:
+    for result in shown_results:
         group = groups.get(result.specimen_id)
         if group is None:
             specimen = queue.tubes[result.specimen_id]
@@ -253,7 +267,11 @@ def _review_context(
             }
             groups[result.specimen_id] = group
         group["lines"].append(review_line(session, result, previous[result.id]))
-    shown = {result.id for result in queue.results}
+    for group in groups.values():
+        group["critical_lines"] = [line for line in group["lines"] if line["critical"]]
+        group["unremarkable"] = [line for line in group["lines"] if line["unremarkable"]]
+    shown = {result.id for result in shown_results}
+    total, critical = result_queries.awaiting_review_counts(session)
     further = [
         {"result": result, "measurement": measurement, "test": session.get(LabTest, result.test_id)}
         for result, measurement in result_queries.further_measurements(session)
@@ -263,17 +281,67 @@ def _review_context(
         "groups": list(groups.values()),
         # A refusal for a result no longer in the queue (verified meanwhile) still shows.
         "stray_errors": [text for rid, text in (errors or {}).items() if rid not in shown],
-        "count": len(queue.results),
-        "limit": REVIEW_LIMIT,
+        "count": len(shown_results),
+        "total": total,
+        "total_critical": critical,
+        "next_cursor": (
+            result_queries.ReviewCursor.of(shown_results[-1]).text()
+            if more and shown_results
+            else None
+        ),
+        "first_page": after is None,
         "errors": errors or {},
         "values": values or {},
         "now_input": _now_for_input(),
     }
 
 
+PARTIAL_HEADER = "x-lab-partial"
+
+
+def _wants_partial(request: Request) -> bool:
+    return request.headers.get(PARTIAL_HEADER) == "review"
+
+
+def _tube_block(
+    request: Request,
+    session: Session,
+    actor: Actor,
+    specimen_id: int,
+    *,
+    errors: dict[int, str] | None = None,
+    values: dict[int, dict[str, str]] | None = None,
+    notice: str | None = None,
+    notice_count: str = "",
+    status_code: int = 200,
+) -> Response:
+    """The tube's block of the review page after an action, with the new count in a header.
+
+    An empty block means nothing of that tube waits any more; the page's script removes it and
+    keeps the reviewer's place in the list.
+    """
+    context = _review_context(session, actor, specimen_id=specimen_id, errors=errors, values=values)
+    group = context["groups"][0] if context["groups"] else None
+    context.update(group=group, notice=notice, verified_count=notice_count)
+    response = render_block(
+        request, "results/review.html", "review_group", context, status_code=status_code
+    )
+    response.headers["X-Lab-Count"] = str(context["total"])
+    response.headers["X-Lab-Notice"] = quote(
+        notice_text(request, notice, count=notice_count) if notice else ""
+    )
+    return response
+
+
 @router.get("/review")
-def review_page(request: Request, session: SessionDep, actor: ReadPatientDataPage) -> Response:
-    context = _review_context(session, actor)
+def review_page(
+    request: Request,
+    session: SessionDep,
+    actor: ReadPatientDataPage,
+    after: Annotated[str, Query(max_length=80)] = "",
+) -> Response:
+    cursor = result_queries.ReviewCursor.parse(after) if after else None
+    context = _review_context(session, actor, after=cursor)
     context["notice"] = notice_of(request)
     context["verified_count"] = request.query_params.get("count", "")
     return render(request, "results/review.html", context)
@@ -289,7 +357,7 @@ def _critical_call(
         moment = datetime.fromisoformat(notified_at.strip())
     except ValueError:
         raise InvalidInput.field(
-            "notified_at", "give the time of the call as date and time"
+            "notified_at", "give the time of the call as date and time", code="call_time_invalid"
         ) from None
     return results.CriticalNotification(
         notified_person=person.strip(), notified_at=as_utc(moment), read_back=read_back == "yes"
@@ -307,6 +375,7 @@ def verify(
     notified_at: Annotated[str, Form()] = "",
     read_back: Annotated[str, Form()] = "",
 ) -> Response:
+    specimen_id = session.scalar(select(Result.specimen_id).where(Result.id == result_id))
     try:
         critical = _critical_call(notified_person, notified_at, read_back)
         results.verify(
@@ -319,29 +388,111 @@ def verify(
             "notified_at": notified_at,
             "read_back": read_back,
         }
-        problem = _problem_text(exc)
+        errors = {result_id: error_message(request, exc)}
+        if _wants_partial(request) and specimen_id is not None:
+            session.rollback()
+            return _tube_block(
+                request,
+                session,
+                actor,
+                specimen_id,
+                errors=errors,
+                values={result_id: kept},
+                status_code=exc.http_status,
+            )
         return show_form_again(
             request,
             session,
             template="results/review.html",
-            read=lambda: _review_context(
-                session, actor, errors={result_id: problem}, values={result_id: kept}
-            ),
+            read=lambda: _review_context(session, actor, errors=errors, values={result_id: kept}),
             status_code=exc.http_status,
             verified_count="",
         )
+    if _wants_partial(request) and specimen_id is not None:
+        return _tube_block(request, session, actor, specimen_id, notice="verified")
     return redirect_after_post("/review", "verified")
 
 
 @router.post("/specimens/{accession_number}/verify-unremarkable")
 def verify_unremarkable(
-    accession_number: str, session: SessionDep, actor: VerifyResultsForm
+    request: Request, accession_number: str, session: SessionDep, actor: VerifyResultsForm
 ) -> Response:
     """Verify every result of the specimen that has no flag of its own or of the analyser."""
     verified = results.verify_unremarkable(session, actor=actor, accession_number=accession_number)
+    notice = "verified_many" if verified else "verified_none"
+    if _wants_partial(request):
+        specimen = specimens.get_by_accession(session, accession_number)
+        return _tube_block(
+            request, session, actor, specimen.id, notice=notice, notice_count=str(len(verified))
+        )
     if not verified:
         return redirect_after_post("/review", "verified_none")
     return redirect_after_post("/review", "verified_many", count=str(len(verified)))
+
+
+@router.post("/specimens/{accession_number}/critical-call")
+def critical_call(
+    request: Request,
+    accession_number: str,
+    session: SessionDep,
+    actor: VerifyResultsForm,
+    form: PostedForm,
+    notified_person: Annotated[str, Form()] = "",
+    notified_at: Annotated[str, Form()] = "",
+    read_back: Annotated[str, Form()] = "",
+    comment: Annotated[str, Form()] = "",
+) -> Response:
+    """One telephone call that covered several critical results of the tube: documented once,
+    and each result chosen is verified with that same record, all or none."""
+    specimen = specimens.get_by_accession(session, accession_number)
+    chosen = [int(v) for v in form.getlist("result_id") if isinstance(v, str) and v.isdigit()]
+    try:
+        if not chosen:
+            raise InvalidInput.field(
+                "result_id", "choose the results the call covered", code="call_results_missing"
+            )
+        call = _critical_call(notified_person, notified_at, read_back)
+        for result_id in chosen:
+            owner = session.scalar(select(Result.specimen_id).where(Result.id == result_id))
+            if owner != specimen.id:
+                raise InvalidInput.field(
+                    "result_id", "a result of another tube", code="call_other_tube"
+                )
+            results.verify(
+                session, actor=actor, result_id=result_id, critical=call, comment=comment.strip()
+            )
+    except LabError as exc:
+        session.rollback()
+        kept = {
+            "notified_person": notified_person,
+            "notified_at": notified_at,
+            "read_back": read_back,
+            "comment": comment,
+        }
+        errors = {-specimen.id: error_message(request, exc)}
+        if _wants_partial(request):
+            return _tube_block(
+                request,
+                session,
+                actor,
+                specimen.id,
+                errors=errors,
+                values={-specimen.id: kept},
+                status_code=exc.http_status,
+            )
+        context = _review_context(session, actor, errors=errors, values={-specimen.id: kept})
+        context.update(notice=None, verified_count="")
+        return render(request, "results/review.html", context, status_code=exc.http_status)
+    if _wants_partial(request):
+        return _tube_block(
+            request,
+            session,
+            actor,
+            specimen.id,
+            notice="verified_many",
+            notice_count=str(len(chosen)),
+        )
+    return redirect_after_post("/review", "verified_many", count=str(len(chosen)))
 
 
 # --- one result: versions and correction ----------------------------------------------------
@@ -406,7 +557,7 @@ def correct(
                 session, result_queries.read(session, result_id, actor=actor)
             ),
             status_code=exc.http_status,
-            correct_errors={p.field: p.message for p in exc.problems} or {"_form": exc.message},
+            correct_errors=field_errors(request, exc),
             correct_values={"value": value, "reason": reason, "comment": comment},
         )
     return redirect_after_post(f"/results/{result_id}", "corrected")
@@ -460,7 +611,7 @@ def _result_again(
         template="results/result.html",
         read=lambda: _result_context(session, result_queries.read(session, result_id, actor=actor)),
         status_code=exc.http_status,
-        choose_error=_problem_text(exc),
+        choose_error=error_message(request, exc),
     )
 
 
@@ -473,20 +624,31 @@ def cumulative_pdf(
     patient_id: int,
     session: SessionDep,
     actor: ReadPatientDataPage,
-    test: Annotated[str, Query()] = "",
+    test: Annotated[list[str] | None, Query()] = None,
 ) -> Response:
-    """The patient's released results of one test over time (newest sample first)."""
+    """The patient's released results of one or more tests over time (newest sample first):
+    `?test=NA&test=K&test=KREA`, or `?test=NA,K,KREA`."""
     patient = session.get(Patient, patient_id)
     if patient is None:
-        raise NotFound(f"no patient {patient_id}")
-    lab_test = catalog.get_by_code(session, test)
-    found = result_queries.cumulative(session, actor=actor, patient_id=patient.id, test_code=test)
+        raise NotFound(
+            f"no patient {patient_id}", code="patient_unknown", params={"id": patient_id}
+        )
+    codes = [c.strip().upper() for value in test or [] for c in value.split(",") if c.strip()]
+    if not codes:
+        raise InvalidInput.field("test", "name at least one test", code="choose_test")
+    chosen = []
+    for code in dict.fromkeys(codes):
+        lab_test = catalog.get_by_code(session, code)
+        found = result_queries.cumulative(
+            session, actor=actor, patient_id=patient.id, test_code=code
+        )
+        chosen.append((lab_test, found))
     report = cumulative_report(
-        lab_name=request.app.state.settings.lab_name,
+        lab=lab_details(request.app.state.settings),
         patient=patient,
-        test=lab_test,
-        results=found,
+        tests=chosen,
         printed_at=utcnow(),
         language=language_of(request),
     )
-    return pdf_response(render_cumulative_report(report), f"cumulative-{lab_test.code}.pdf")
+    name = "-".join(t.code for t, _ in chosen)
+    return pdf_response(render_cumulative_report(report), f"cumulative-{name}.pdf")

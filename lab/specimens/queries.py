@@ -189,3 +189,36 @@ def lab_tests(session: Session, test_ids: Iterable[int]) -> dict[int, LabTest]:
             .options(lazyload(LabTest.reference_intervals))
         )
     }
+
+
+def tubes_with_orders(
+    session: Session, accession_numbers: list[str]
+) -> dict[str, tuple[Specimen, Order]]:
+    """The tubes named and their orders, by accession number, in one query."""
+    if not accession_numbers:
+        return {}
+    query = (
+        select(Specimen, Order)
+        .join(Order, Order.id == Specimen.order_id)
+        .where(Specimen.accession_number.in_(set(accession_numbers)))
+    )
+    return {
+        specimen.accession_number: (specimen, order)
+        for specimen, order in session.execute(query).tuples()
+    }
+
+
+def count_overdue(session: Session, *, now: datetime) -> int:
+    """How many tests are overdue in all (the overview lists only the first of them)."""
+    query = (
+        select(func.count())
+        .select_from(OrderedTest)
+        .join(Specimen, Specimen.id == OrderedTest.specimen_id)
+        .where(
+            OrderedTest.status.in_(TEST_OPEN),
+            OrderedTest.due_at.is_not(None),
+            OrderedTest.due_at < now,
+            Specimen.status.not_in(SPECIMEN_FINISHED),
+        )
+    )
+    return int(session.scalar(query) or 0)

@@ -105,15 +105,24 @@ def get_by_accession(session: Session, number: str) -> Specimen:
     """The specimen with this accession number; a mistyped number is caught by its check digit."""
     value = accession.normalise(number)
     if not value:
-        raise InvalidInput.field("accession_number", "scan or type an accession number")
+        raise InvalidInput.field(
+            "accession_number", "scan or type an accession number", code="accession_empty"
+        )
     specimen = session.scalar(select(Specimen).where(Specimen.accession_number == value))
     if specimen is not None:
         return specimen
     if not accession.is_valid(value):
         raise InvalidInput.field(
-            "accession_number", f"{value} is not a valid accession number (check digit)"
+            "accession_number",
+            f"{value} is not a valid accession number (check digit)",
+            code="accession_check_digit",
+            params={"number": value},
         )
-    raise NotFound(f"no specimen with accession number {value}")
+    raise NotFound(
+        f"no specimen with accession number {value}",
+        code="specimen_unknown",
+        params={"number": value},
+    )
 
 
 def read(session: Session, number: str, *, actor: Actor) -> Specimen:
@@ -140,7 +149,9 @@ def receive(session: Session, *, actor: Actor, number: str) -> Specimen:
     specimen = get_by_accession(session, number)
     if specimen.status in (S.RECEIVED, S.IN_PROGRESS, S.COMPLETED):
         raise Conflict(
-            f"{specimen.accession_number} was received already, {oslo_text(specimen.received_at)}"
+            f"{specimen.accession_number} was received already, {oslo_text(specimen.received_at)}",
+            code="specimen_already_received",
+            params={"number": specimen.accession_number, "at": specimen.received_at},
         )
     specimen.received_at = utcnow()
     _move(session, specimen, S.RECEIVED, actor, "received in the lab")
@@ -153,7 +164,9 @@ def reject(
 ) -> Specimen:
     if reason not in REJECT_REASONS:
         raise InvalidInput.field(
-            "reason", f"unknown reason {reason!r}; use one of {', '.join(REJECT_REASONS)}"
+            "reason",
+            f"unknown reason {reason!r}; use one of {', '.join(REJECT_REASONS)}",
+            code="reject_reason_unknown",
         )
     specimen = get_by_accession(session, number)
     specimen.rejection_reason = reason
@@ -173,7 +186,11 @@ def make_aliquot(session: Session, *, actor: Actor, number: str, container: str 
     """A portion poured off into a new tube; it keeps the parent's order and tests."""
     parent = get_by_accession(session, number)
     if parent.status not in (S.RECEIVED, S.IN_PROGRESS, S.COMPLETED):
-        raise Conflict(f"{parent.accession_number} must be received before it is aliquoted")
+        raise Conflict(
+            f"{parent.accession_number} must be received before it is aliquoted",
+            code="aliquot_not_received",
+            params={"number": parent.accession_number},
+        )
     child = Specimen(
         accession_number=next_accession_number(session),
         order_id=parent.order_id,

@@ -24,17 +24,25 @@ from lab.patients import service as patients
 from lab.reports import DEFAULT_STOCK, render_labels
 from lab.results import queries as result_queries
 from lab.specimens import accession
+from lab.specimens import queries as work_lists
 from lab.specimens import service as specimens
 from lab.tables import SPECIMEN_FINISHED, Order, Patient, Specimen
 from lab.web.auth import HandleSpecimensForm, HandleSpecimensPage, ReadPatientDataPage
-from lab.web.pages import notice_of, page_router, redirect_after_post, show_form_again
+from lab.web.pages import (
+    error_message,
+    notice_of,
+    page_router,
+    redirect_after_post,
+    show_form_again,
+)
 from lab.web.printouts import patient_details, pdf_response, specimen_label
 from lab.web.templating import render, render_block
 
 router = page_router()
 
 SCANS_COOKIE = "lab_scans"
-MAX_SCANS = 12
+# The scans of this sign-in the list shows (newest first); the count covers every scan.
+MAX_SCANS = 40
 PARTIAL_HEADER = "x-lab-partial"
 # What a scan can come to; each has a text in lab/web/i18n.py ("scan.<outcome>").
 OUTCOMES = ("received", "unknown", "check_digit", "empty", "already", "rejected", "refused")
@@ -56,11 +64,23 @@ def _session_tag(request: Request) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+def scan_count_of(request: Request) -> int:
+    """How many scans this sign-in has made (the list keeps only the latest)."""
+    raw = request.cookies.get(SCANS_COOKIE, "")
+    tag, _, body = raw.partition("~")
+    count, _, _ = body.partition("#")
+    if tag != _session_tag(request) or not count.isdigit():
+        return len(scans_of(request))
+    return int(count)
+
+
 def scans_of(request: Request) -> list[Scan]:
     raw = request.cookies.get(SCANS_COOKIE, "")
     tag, _, body = raw.partition("~")
     if tag != _session_tag(request):
         return []
+    if "#" in body:
+        body = body.partition("#")[2]
     scans: list[Scan] = []
     for item in body.split("|"):
         number, outcome, at = [*item.split(":"), "", "", ""][:3]
@@ -72,9 +92,10 @@ def scans_of(request: Request) -> list[Scan]:
 def _remember(request: Request, response: Response, scans: list[Scan], scan: Scan) -> None:
     kept = [scan, *scans][:MAX_SCANS]
     body = "|".join(f"{s.number}:{s.outcome}:{int(s.at)}" for s in kept)
+    count = scan_count_of(request) + 1
     response.set_cookie(
         SCANS_COOKIE,
-        f"{_session_tag(request)}~{body}",
+        f"{_session_tag(request)}~{count}#{body}",
         httponly=True,
         samesite="lax",
         secure=request.url.scheme == "https",
@@ -112,9 +133,31 @@ def _failed_scan(session: Session, number: str, exc: LabError) -> tuple[str, Spe
     return "refused", None
 
 
+def scan_lines(session: Session, scans: list[Scan], *, actor: Actor) -> list[dict[str, Any]]:
+    """The scan list with each tube's priority and patient, read in two queries; the patients
+    shown are audited as read (the cookie itself holds only numbers and outcomes)."""
+    numbers = [s.number for s in scans if s.outcome in ("received", "already", "rejected")]
+    found = work_lists.tubes_with_orders(session, numbers)
+    shown = {specimen.patient_id for specimen, _ in found.values()}
+    people = {p.id: p for p in patients.several(session, shown, actor=actor)}
+    lines = []
+    for scan in scans:
+        tube = found.get(scan.number)
+        lines.append(
+            {
+                "scan": scan,
+                "specimen": tube[0] if tube else None,
+                "order": tube[1] if tube else None,
+                "patient": people.get(tube[0].patient_id) if tube else None,
+            }
+        )
+    return lines
+
+
 def _receipt_context(request: Request) -> dict[str, Any]:
     return {
         "scans": scans_of(request),
+        "scan_count": scan_count_of(request),
         "reject_reasons": list(specimens.REJECT_REASONS),
         "outcome": None,
         "scanned": "",
@@ -122,6 +165,8 @@ def _receipt_context(request: Request) -> dict[str, Any]:
         "received": None,
         "refused_specimen": None,
         "notice": notice_of(request),
+        "reject_error": None,
+        "reject_values": {"reason": "", "comment": ""},
     }
 
 
@@ -133,6 +178,7 @@ def receipt_page(
     if scanned:
         specimen = specimens.get_by_accession(session, scanned)
         context.update(outcome="received", received=_received_view(session, specimen, actor))
+    context["scan_lines"] = scan_lines(session, context["scans"], actor=actor)
     return render(request, "specimens/receive.html", context)
 
 
@@ -159,10 +205,12 @@ def receive(
             context.update(
                 outcome=outcome,
                 scanned=number,
-                message=error.message,
+                message=error_message(request, error),
                 refused_specimen=known,
                 scans=[scan, *scans][:MAX_SCANS],
+                scan_count=context["scan_count"] + 1,
             )
+            context["scan_lines"] = scan_lines(session, context["scans"], actor=actor)
             return context
 
         response = show_form_again(
@@ -188,7 +236,9 @@ def receive(
         scanned=specimen.accession_number,
         received=_received_view(session, specimen, actor),
         scans=[scan, *scans][:MAX_SCANS],
+        scan_count=context["scan_count"] + 1,
     )
+    context["scan_lines"] = scan_lines(session, context["scans"], actor=actor)
     response = render_block(request, "specimens/receive.html", "receipt_panel", context)
     _remember(request, response, scans, scan)
     return response
@@ -251,12 +301,38 @@ def reject(
     actor: HandleSpecimensForm,
     reason: Annotated[str, Form()] = "",
     comment: Annotated[str, Form()] = "",
+    back: Annotated[str, Form()] = "",
 ) -> Response:
+    """Reject the tube; from the scan page the bench stays on the scan page."""
+    at_receipt = back == "receive"
     try:
         specimen = specimens.reject(
             session, actor=actor, number=accession_number, reason=reason, comment=comment.strip()
         )
     except (InvalidInput, Conflict) as exc:
+        kept = {"reason": reason, "comment": comment}
+        if at_receipt:
+
+            def read_receipt() -> dict[str, Any]:
+                tube = specimens.get_by_accession(session, accession_number)
+                context = _receipt_context(request)
+                context.update(
+                    outcome="received",
+                    scanned=tube.accession_number,
+                    received=_received_view(session, tube, actor),
+                )
+                context["scan_lines"] = scan_lines(session, context["scans"], actor=actor)
+                return context
+
+            return show_form_again(
+                request,
+                session,
+                template="specimens/receive.html",
+                read=read_receipt,
+                status_code=exc.http_status,
+                reject_error=error_message(request, exc),
+                reject_values=kept,
+            )
         return show_form_again(
             request,
             session,
@@ -265,9 +341,15 @@ def reject(
                 session, specimens.read(session, accession_number, actor=actor), actor
             ),
             status_code=exc.http_status,
-            reject_error=exc.message,
-            reject_values={"reason": reason, "comment": comment},
+            reject_error=error_message(request, exc),
+            reject_values=kept,
         )
+    if at_receipt:
+        scan = Scan(number=specimen.accession_number, outcome="rejected", at=time.time())
+        scans = [s for s in scans_of(request) if s.number != specimen.accession_number]
+        redirect = redirect_after_post("/specimens/receive", "rejected")
+        _remember(request, redirect, scans, scan)
+        return redirect
     return redirect_after_post(f"/specimens/{specimen.accession_number}", "rejected")
 
 

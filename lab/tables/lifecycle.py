@@ -42,7 +42,9 @@ class Lifecycle(Generic[StatusT]):
         """`target` if the move is in the table; a `Conflict` (409) saying why if it is not."""
         if not self.allows(current, target):
             raise Conflict(
-                f"{name or self.noun} is {_spoken(current)} and cannot become {_spoken(target)}"
+                f"{name or self.noun} is {_spoken(current)} and cannot become {_spoken(target)}",
+                code="status_move",
+                params={"name": name or self.noun, "status": current, "target": str(target)},
             )
         return target
 

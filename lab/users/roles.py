@@ -12,6 +12,7 @@ class Role(StrEnum):
     ADMIN = "admin"  # manages users, tokens and the catalog
     INSTRUMENT = "instrument"  # an analyser connection acting as a user
     INTERFACE = "interface"  # the record's HL7/JSON integration acting as a user
+    DISPLAY = "display"  # a wall screen: the overview's counts and lists, no patient names
 
 
 class Permission(StrEnum):
@@ -37,6 +38,7 @@ class Permission(StrEnum):
     OVERRIDE_QC_LOCK = "override_qc_lock"  # release a QC lock without an in-control run
     MANAGE_RULES = "manage_rules"  # load rule set versions, run them in shadow, replay them
     ACTIVATE_RULES = "activate_rules"  # make a rule set version decide (lab physician only)
+    VIEW_OVERVIEW = "view_overview"  # counts, accession numbers and tests; no patient data
 
 
 _P = Permission
@@ -44,6 +46,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
     Role.TECHNICIAN: frozenset(
         {
             _P.READ_PATIENT_DATA,
+            _P.VIEW_OVERVIEW,
             _P.PLACE_ORDERS,
             _P.CANCEL_ORDERS,
             _P.HANDLE_SPECIMENS,
@@ -58,6 +61,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
     Role.REVIEWER: frozenset(
         {
             _P.READ_PATIENT_DATA,
+            _P.VIEW_OVERVIEW,
             _P.HANDLE_SPECIMENS,
             _P.ENTER_RESULTS,
             _P.VERIFY_RESULTS,
@@ -71,6 +75,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
     Role.PHYSICIAN: frozenset(
         {
             _P.READ_PATIENT_DATA,
+            _P.VIEW_OVERVIEW,
             _P.MANAGE_PATIENTS,
             _P.MERGE_PATIENTS,
             _P.PLACE_ORDERS,
@@ -108,6 +113,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
     Role.INSTRUMENT: frozenset(
         {_P.ENTER_RESULTS, _P.HANDLE_SPECIMENS, _P.READ_CATALOG, _P.READ_WORKLIST}
     ),
+    Role.DISPLAY: frozenset({_P.VIEW_OVERVIEW}),
     Role.INTERFACE: frozenset(
         {
             _P.READ_PATIENT_DATA,

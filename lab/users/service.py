@@ -51,7 +51,11 @@ def actor_for(user: User, channel: str) -> Actor:
 
 def require(actor: Actor, permission: Permission) -> None:
     if permission not in permissions_of(list(actor.roles)):
-        raise PermissionDenied(f"{actor.username} may not {permission.value.replace('_', ' ')}")
+        raise PermissionDenied(
+            f"{actor.username} may not {permission.value.replace('_', ' ')}",
+            code="not_allowed",
+            params={"permission": permission.value},
+        )
 
 
 def get_by_username(session: Session, username: str) -> User | None:
@@ -69,20 +73,31 @@ def create_user(
 ) -> User:
     problems: list[FieldProblem] = []
     if not username or not username.isascii() or not username.replace("-", "").isalnum():
-        problems.append(FieldProblem("username", "use letters, digits and '-' only"))
+        problems.append(
+            FieldProblem("username", "use letters, digits and '-' only", "username_chars")
+        )
     unknown = [r for r in roles if r not in {role.value for role in Role}]
     if unknown or not roles:
         problems.append(
-            FieldProblem("roles", f"unknown or missing: {', '.join(unknown) or 'none'}")
+            FieldProblem(
+                "roles", f"unknown or missing: {', '.join(unknown) or 'none'}", "roles_missing"
+            )
         )
     if password is not None and len(password) < MIN_PASSWORD_LENGTH:
         problems.append(
-            FieldProblem("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+            FieldProblem(
+                "password",
+                f"must be at least {MIN_PASSWORD_LENGTH} characters",
+                "password_short",
+                {"n": MIN_PASSWORD_LENGTH},
+            )
         )
     if problems:
         raise InvalidInput("the user cannot be created as given", problems=problems)
     if get_by_username(session, username) is not None:
-        raise Conflict(f"user {username} exists already")
+        raise Conflict(
+            f"user {username} exists already", code="user_exists", params={"username": username}
+        )
     user = User(
         username=username,
         display_name=display_name or username,
@@ -107,9 +122,14 @@ def create_user(
 def set_password(session: Session, *, actor: Actor, username: str, password: str) -> None:
     user = get_by_username(session, username)
     if user is None:
-        raise NotFound(f"no user {username}")
+        raise NotFound(f"no user {username}", code="user_unknown", params={"username": username})
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise InvalidInput.field("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+        raise InvalidInput.field(
+            "password",
+            f"must be at least {MIN_PASSWORD_LENGTH} characters",
+            code="password_short",
+            params={"n": MIN_PASSWORD_LENGTH},
+        )
     user.password_hash = _hasher.hash(password)
     user.failed_logins = 0
     user.locked_until = None
@@ -245,3 +265,84 @@ def _verify_quietly(password_hash: str, password: str) -> bool:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def _existing(session: Session, username: str) -> User:
+    user = session.scalar(select(User).where(User.username == username).with_for_update())
+    if user is None:
+        raise NotFound(f"no user {username}", code="user_unknown", params={"username": username})
+    return user
+
+
+def end_sessions(session: Session, user: User) -> int:
+    """End every open web session of the user (their next click asks them to sign in)."""
+    now = utcnow()
+    open_sessions = session.scalars(
+        select(WebSession).where(WebSession.user_id == user.id, WebSession.ended_at.is_(None))
+    ).all()
+    for web in open_sessions:
+        web.ended_at = now
+    return len(open_sessions)
+
+
+def set_active(session: Session, *, actor: Actor, username: str, active: bool) -> User:
+    """Disable (or enable again) a user: a disabled user cannot sign in or use a token, and
+    their open sessions end now. Nobody disables themselves (the last admin stays)."""
+    user = _existing(session, username)
+    if not active and user.id == actor.user_id:
+        raise Conflict("you cannot disable yourself", code="disable_self")
+    before = {"active": user.active}
+    user.active = active
+    ended = 0 if active else end_sessions(session, user)
+    audit.record(
+        session,
+        actor=actor,
+        action="user.enable" if active else "user.disable",
+        entity_type="user",
+        entity_id=user.id,
+        before=before,
+        after={"active": active, "sessions_ended": ended},
+    )
+    return user
+
+
+def unlock(session: Session, *, actor: Actor, username: str) -> User:
+    """Lift a lockout after failed sign-ins before it runs out."""
+    user = _existing(session, username)
+    before = {"failed_logins": user.failed_logins, "locked_until": str(user.locked_until or "")}
+    user.failed_logins = 0
+    user.locked_until = None
+    audit.record(
+        session,
+        actor=actor,
+        action="user.unlock",
+        entity_type="user",
+        entity_id=user.id,
+        before=before,
+        after={"failed_logins": 0, "locked_until": ""},
+    )
+    return user
+
+
+def set_roles(session: Session, *, actor: Actor, username: str, roles: list[str]) -> User:
+    """Give the user these roles (and no others); an admin keeps their own admin role."""
+    unknown = [r for r in roles if r not in {role.value for role in Role}]
+    if unknown or not roles:
+        raise InvalidInput.field(
+            "roles", f"unknown or missing: {', '.join(unknown) or 'none'}", code="roles_missing"
+        )
+    user = _existing(session, username)
+    if user.id == actor.user_id and Role.ADMIN in user.roles and Role.ADMIN not in roles:
+        raise Conflict("you cannot take your own admin role", code="own_admin_role")
+    before = {"roles": list(user.roles)}
+    user.roles = sorted(set(roles))
+    audit.record(
+        session,
+        actor=actor,
+        action="user.roles",
+        entity_type="user",
+        entity_id=user.id,
+        before=before,
+        after={"roles": user.roles},
+    )
+    return user

@@ -1,18 +1,140 @@
-"""Admin pages: the users of the lab module (admins only; no patient data here)."""
+"""User administration (administrators only; no patient data here): add a user, reset the
+password, disable or enable, lift a lockout, and set the roles. Each change is audited by the
+users service; a refused form comes back with the reason next to the field."""
 
 from __future__ import annotations
 
-from fastapi import Request, Response
+from typing import Annotated, Any
 
+from fastapi import Depends, Form, Request, Response
+from sqlalchemy.orm import Session
+
+from lab.audit import Actor
 from lab.deps import SessionDep
+from lab.errors import LabError
+from lab.timeutil import utcnow
 from lab.users import service as users
-from lab.web.auth import ManageUsersPage
-from lab.web.pages import page_router
+from lab.users.roles import Permission, Role
+from lab.web.auth import ManageUsersPage, form_requires
+from lab.web.pages import PostedForm, field_errors, notice_of, page_router, redirect_after_post
 from lab.web.templating import render
 
 router = page_router()
 
+ManageUsersForm = Annotated[Actor, Depends(form_requires(Permission.MANAGE_USERS))]
+# Roles a person can have; analyser and interface accounts are made with `lab user add`.
+PERSON_ROLES = (Role.TECHNICIAN, Role.REVIEWER, Role.PHYSICIAN, Role.ADMIN)
+
+
+def _context(
+    session: Session,
+    *,
+    errors: dict[str, dict[str, str]] | None = None,
+    values: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "users": users.list_users(session),
+        "roles": [r.value for r in Role],
+        "person_roles": [r.value for r in PERSON_ROLES],
+        "now": utcnow(),
+        "errors": errors or {},
+        "values": values or {},
+        "min_password": users.MIN_PASSWORD_LENGTH,
+    }
+
 
 @router.get("/admin/users")
 def users_page(request: Request, session: SessionDep, actor: ManageUsersPage) -> Response:
-    return render(request, "users/users.html", {"users": users.list_users(session)})
+    context = _context(session)
+    context["notice"] = notice_of(request)
+    return render(request, "users/users.html", context)
+
+
+def _refused(
+    request: Request, session: Session, target: str, exc: LabError, kept: dict[str, Any]
+) -> Response:
+    session.rollback()
+    context = _context(session, errors={target: field_errors(request, exc)}, values={target: kept})
+    context["notice"] = None
+    return render(request, "users/users.html", context, status_code=exc.http_status)
+
+
+@router.post("/admin/users")
+def add_user(
+    request: Request,
+    session: SessionDep,
+    actor: ManageUsersForm,
+    form: PostedForm,
+    username: Annotated[str, Form()] = "",
+    display_name: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+) -> Response:
+    roles = [r for r in form.getlist("roles") if isinstance(r, str)]
+    try:
+        users.create_user(
+            session,
+            actor=actor,
+            username=username.strip(),
+            display_name=display_name.strip(),
+            roles=roles,
+            password=password,
+        )
+    except LabError as exc:
+        kept = {"username": username, "display_name": display_name, "roles": roles}
+        return _refused(request, session, "_new", exc, kept)
+    return redirect_after_post("/admin/users", "user_added")
+
+
+@router.post("/admin/users/{username}/password")
+def reset_password(
+    request: Request,
+    username: str,
+    session: SessionDep,
+    actor: ManageUsersForm,
+    password: Annotated[str, Form()] = "",
+) -> Response:
+    try:
+        users.set_password(session, actor=actor, username=username, password=password)
+    except LabError as exc:
+        return _refused(request, session, username, exc, {})
+    return redirect_after_post("/admin/users", "password_set")
+
+
+@router.post("/admin/users/{username}/active")
+def set_active(
+    request: Request,
+    username: str,
+    session: SessionDep,
+    actor: ManageUsersForm,
+    active: Annotated[str, Form()] = "",
+) -> Response:
+    try:
+        users.set_active(session, actor=actor, username=username, active=active == "yes")
+    except LabError as exc:
+        return _refused(request, session, username, exc, {})
+    return redirect_after_post(
+        "/admin/users", "user_enabled" if active == "yes" else "user_disabled"
+    )
+
+
+@router.post("/admin/users/{username}/unlock")
+def unlock(
+    request: Request, username: str, session: SessionDep, actor: ManageUsersForm
+) -> Response:
+    try:
+        users.unlock(session, actor=actor, username=username)
+    except LabError as exc:
+        return _refused(request, session, username, exc, {})
+    return redirect_after_post("/admin/users", "user_unlocked")
+
+
+@router.post("/admin/users/{username}/roles")
+def set_roles(
+    request: Request, username: str, session: SessionDep, actor: ManageUsersForm, form: PostedForm
+) -> Response:
+    roles = [r for r in form.getlist("roles") if isinstance(r, str)]
+    try:
+        users.set_roles(session, actor=actor, username=username, roles=roles)
+    except LabError as exc:
+        return _refused(request, session, username, exc, {"roles": roles})
+    return redirect_after_post("/admin/users", "roles_set")

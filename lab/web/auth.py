@@ -65,7 +65,9 @@ async def form_user(request: Request, actor: CurrentUserPage) -> Actor:
     form = await request.form()
     sent = form.get(CSRF_FIELD)
     if not isinstance(sent, str) or not expected or not secrets.compare_digest(sent, expected):
-        raise PermissionDenied("the form was not sent from this page; reload the page and retry")
+        raise PermissionDenied(
+            "the form was not sent from this page; reload the page and retry", code="form_stale"
+        )
     return actor
 
 

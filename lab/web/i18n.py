@@ -1,434 +1,99 @@
-"""Texts of the web pages in bokmål (the default) and English: one small dictionary, no gettext.
+"""Texts of the web pages in bokmål (the default) and English, from gettext message catalogs.
 
-Keys name where a text is used (`receive.title`) or what it names (`status.received`).
-Each entry is (bokmål, English). Texts with `{name}` placeholders are filled by `translate`.
+The catalogs are `lab/web/locale/<language>/LC_MESSAGES/messages.po`, one per language, read and
+compiled by Babel when this module is first used: nothing is compiled or installed by hand, and
+an edited `.po` file takes effect at the next start. A msgid is a key naming where the text is
+used (`receive.title`) or what it names (`status.received`), so both languages are translations
+and a key missing from either is caught (tests/web/test_i18n.py). Placeholders are `{name}`.
+
+A missing text is a defect. In `strict` mode (the tests) it raises; in production the page
+shows the other language's text, or the key, rather than failing in front of a patient's data.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+from functools import cache
+from pathlib import Path
 from typing import Literal
+
+from babel.messages.catalog import Catalog
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import Translations
+
+log = logging.getLogger(__name__)
 
 Language = Literal["nb", "en"]
 LANGUAGES: tuple[Language, ...] = ("nb", "en")
+LOCALE_DIR = Path(__file__).with_name("locale")
+DOMAIN = "messages"
 
-TEXTS: dict[str, tuple[str, str]] = {
-    # Navigation and layout
-    "nav.label": ("Hovedmeny", "Main menu"),
-    "nav.overview": ("Oversikt", "Overview"),
-    "nav.receive": ("Prøvemottak", "Specimen receipt"),
-    "nav.worklist": ("Arbeidsliste", "Worklist"),
-    "nav.review": ("Godkjenning", "Review"),
-    "nav.users": ("Brukere", "Users"),
-    "nav.sign_out": ("Logg ut", "Sign out"),
-    "status_strip.label": ("Status for analysatorer og koblinger", "Analyser and link status"),
-    "yes": ("ja", "yes"),
-    "no": ("nei", "no"),
-    "duration.minutes": ("{m} min", "{m} min"),
-    "duration.hours": ("{h} t {m} min", "{h} h {m} min"),
-    # Sign-in
-    "login.title": ("Logg inn", "Sign in"),
-    "login.username": ("Brukernavn", "Username"),
-    "login.password": ("Passord", "Password"),
-    "login.submit": ("Logg inn", "Sign in"),
-    "login.wrong": ("Feil brukernavn eller passord.", "Wrong username or password."),
-    "login.missing": ("Skriv brukernavn og passord.", "Type your username and password."),
-    "login.locked": (
-        "Kontoen er midlertidig sperret etter for mange feilede innlogginger. "
-        "Prøv igjen senere eller kontakt administrator.",
-        "The account is locked for a while after too many failed sign-ins. "
-        "Try again later or ask an administrator.",
-    ),
-    "login.stale": (
-        "Skjemaet var utløpt. Prøv å logge inn på nytt.",
-        "The form had expired. Please sign in again.",
-    ),
-    "login.expired": (
-        "Økten er utløpt. Logg inn igjen for å fortsette.",
-        "Your session has expired. Sign in again to continue.",
-    ),
-    # Errors
-    "error.forbidden": ("Ingen tilgang", "Not allowed"),
-    "error.not_found": ("Finnes ikke", "Not found"),
-    "error.refused": ("Kan ikke utføres", "Cannot be done"),
-    "error.back": ("Til oversikten", "Back to the overview"),
-    # Notices after a successful action (post/redirect/get)
-    "notice.received": ("Prøven er mottatt.", "The specimen is received."),
-    "notice.rejected": ("Prøven er avvist.", "The specimen is rejected."),
-    "notice.verified": ("Resultatet er godkjent.", "The result is verified."),
-    "notice.verified_many": ("{count} resultater er godkjent.", "{count} results verified."),
-    "notice.verified_none": (
-        "Ingen resultater uten flagg å godkjenne.",
-        "No unflagged results to verify.",
-    ),
-    "notice.corrected": ("Resultatet er korrigert.", "The result is corrected."),
-    "notice.measurement_chosen": (
-        "Målingen rapporteres nå.",
-        "That measurement is reported now.",
-    ),
-    "notice.measurements_reviewed": (
-        "Det godkjente svaret står.",
-        "The released value stands.",
-    ),
-    "notice.results_saved": ("Resultatene er lagret.", "The results are saved."),
-    "notice.test_added": ("Analysen er lagt til.", "The test is added."),
-    "notice.tests_cancelled": ("Analysene er kansellert.", "The tests are cancelled."),
-    "notice.signed_out": ("Du er logget ut.", "You are signed out."),
-    # Column headings
-    "col.accession": ("Prøvenummer", "Accession number"),
-    "col.comment": ("Kommentar", "Comment"),
-    "col.container": ("Rør", "Container"),
-    "col.created": ("Registrert", "Registered"),
-    "col.flags": ("Flagg", "Flags"),
-    "col.late": ("Forsinket", "Late by"),
-    "col.order": ("Rekvisisjon", "Order"),
-    "col.outcome": ("Utfall", "Outcome"),
-    "col.pending_tests": ("Analyser som venter", "Pending tests"),
-    "col.placer": ("Rekvirentens nummer", "Placer order number"),
-    "col.priority": ("Prioritet", "Priority"),
-    "col.reference": ("Referanseområde", "Reference interval"),
-    "col.result_status": ("Resultatstatus", "Result status"),
-    "col.since_receipt": ("Siden mottak", "Since receipt"),
-    "col.status": ("Status", "Status"),
-    "col.test": ("Analyse", "Test"),
-    "col.tests": ("Analyser", "Tests"),
-    "col.time": ("Tid", "Time"),
-    "col.unit": ("Enhet", "Unit"),
-    "col.value": ("Resultat", "Result"),
-    "col.waited": ("Ventet", "Waiting"),
-    # Actions
-    "action.print_label": ("Skriv ut etikett", "Print label"),
-    "action.print_labels": ("Skriv ut etiketter", "Print labels"),
-    "action.print_report": ("Svarrapport (PDF)", "Result report (PDF)"),
-    "action.cumulative": ("Kumulativt", "Cumulative"),
-    "action.enter_results": ("Registrer resultater", "Enter results"),
-    # Overview
-    "overview.title": ("Oversikt", "Overview"),
-    "overview.counts": ("Hva som venter", "What is waiting"),
-    "overview.awaiting": ("Ventet, ikke mottatt", "Expected, not received"),
-    "overview.in_lab": ("Mottatt, ikke ferdig", "Received, not finished"),
-    "overview.review": ("Venter på godkjenning", "Awaiting review"),
-    "overview.critical": ("Kritiske svar (LL/HH)", "Critical results (LL/HH)"),
-    "overview.overdue": ("Over svartid", "Overdue"),
-    "overview.none": ("Ingenting venter.", "Nothing waiting."),
-    "overview.none_overdue": (
-        "Ingen analyser over svartid (bare analyser med svartid i katalogen telles).",
-        "No overdue tests (only tests with a turnaround time in the catalog count).",
-    ),
-    "overview.no_lab_work": (
-        "Administratorer ser ikke pasientdata eller arbeidslister.",
-        "Administrators do not see patient data or work lists.",
-    ),
-    # Receipt
-    "receive.title": ("Prøvemottak", "Specimen receipt"),
-    "receive.scan_label": ("Skann eller skriv prøvenummer", "Scan or type the accession number"),
-    "receive.submit": ("Motta", "Receive"),
-    "receive.help": (
-        "Strekkodeleseren avslutter med Enter; feltet er klart for neste rør med en gang.",
-        "The scanner ends with Enter; the field is ready for the next tube at once.",
-    ),
-    "receive.last_scans": ("Siste skanninger", "Last scans"),
-    "receive.no_scans": ("Ingen skanninger ennå.", "No scans yet."),
-    "receive.open_specimen": ("Åpne prøven", "Open the specimen"),
-    "scan.received": ("Mottatt", "Received"),
-    "scan.unknown": ("Ukjent prøvenummer", "Unknown accession number"),
-    "scan.unknown_detail": (
-        "Ingen prøve har dette nummeret. Sjekk etiketten og rekvisisjonen.",
-        "No specimen has this number. Check the label and the order.",
-    ),
-    "scan.check_digit": ("Feil kontrollsiffer", "Wrong check digit"),
-    "scan.check_digit_detail": (
-        "Nummeret er feilskrevet eller feillest. Skann på nytt.",
-        "The number is mistyped or misread. Scan again.",
-    ),
-    "scan.empty": ("Tomt prøvenummer", "Empty accession number"),
-    "scan.already": ("Allerede mottatt", "Already received"),
-    "scan.already_detail": ("Mottatt {at}.", "Received {at}."),
-    "scan.rejected": ("Prøven er avvist", "The specimen is rejected"),
-    "scan.rejected_detail": ("Årsak: {reason}.", "Reason: {reason}."),
-    "scan.refused": ("Kan ikke mottas", "Cannot be received"),
-    # Rejection (HL7 v2.5.1 table 0490 codes)
-    "reject.title": ("Avvis prøven", "Reject the specimen"),
-    "reject.reason": ("Årsak", "Reason"),
-    "reject.choose": ("Velg årsak", "Choose a reason"),
-    "reject.submit": ("Avvis", "Reject"),
-    "reject.RH": ("Hemolysert", "Haemolysed"),
-    "reject.RC": ("Koagulert", "Clotted"),
-    "reject.QS": ("For lite materiale", "Insufficient volume"),
-    "reject.RA": ("Feil rør eller tilsetning", "Wrong container or additive"),
-    "reject.RM": ("Umerket eller feilmerket", "Unlabelled or mislabelled"),
-    "reject.RI": ("Identifikasjonsproblem", "Identification problem"),
-    "reject.RB": ("Knust eller lekk", "Broken or leaking container"),
-    "reject.EX": ("For gammel (transporttid overskredet)", "Too old (transport time exceeded)"),
-    "reject.RR": ("Feil oppbevaring", "Improper storage"),
-    "reject.RN": ("Kontaminert", "Contaminated"),
-    "reject.RD": ("Prøvetakingstid mangler", "Collection time missing"),
-    "reject.unknown": ("ukjent", "unknown"),
-    # Specimen
-    "specimen.title": ("Prøve", "Specimen"),
-    "specimen.aliquot_of": ("Alikvot av", "Aliquot of"),
-    "specimen.collected": ("Tatt", "Collected"),
-    "specimen.received": ("Mottatt", "Received"),
-    "specimen.rejection": ("Avvist", "Rejected"),
-    "timeline.title": ("Tidslinje", "Timeline"),
-    "patient.born": ("f.", "born"),
-    "sex.F": ("kvinne", "female"),
-    "sex.M": ("mann", "male"),
-    "sex.O": ("annet", "other"),
-    "sex.U": ("ukjent kjønn", "sex unknown"),
-    # Search and orders
-    "search.title": ("Søk", "Search"),
-    "search.label": (
-        "Prøvenummer, rekvisisjonsnummer, fødselsnummer eller navn",
-        "Accession number, order number, national identity number or name",
-    ),
-    "search.placeholder": ("Søk (trykk /)", "Search (press /)"),
-    "search.submit": ("Søk", "Search"),
-    "search.nothing": ("Fant ingenting for «{q}».", "Nothing found for “{q}”."),
-    "search.orders": ("Rekvisisjoner", "Orders"),
-    "search.patients": ("Pasienter", "Patients"),
-    "search.no_orders": ("Ingen rekvisisjoner.", "No orders."),
-    "order.title": ("Rekvisisjon", "Order"),
-    "order.clinician": ("Rekvirent", "Ordering clinician"),
-    "order.location": ("Avdeling", "Location"),
-    "order.clinical_info": ("Kliniske opplysninger", "Clinical information"),
-    "order.specimens": ("Prøver", "Specimens"),
-    "order.add_on": ("tillegg", "add-on"),
-    "order.add_test": ("Legg til analyse", "Add a test"),
-    "order.choose_test": ("Velg analyse", "Choose a test"),
-    "order.add_test_submit": ("Legg til", "Add"),
-    "order.cancel": ("Kanseller analyser", "Cancel tests"),
-    "order.cancel_reason": ("Årsak", "Reason"),
-    "order.cancel_submit": ("Kanseller valgte", "Cancel the chosen tests"),
-    # Worklist and entry
-    "worklist.title": ("Arbeidsliste", "Worklist"),
-    "worklist.benches": ("Arbeidsplasser", "Benches"),
-    "worklist.all": ("Alle", "All"),
-    "worklist.empty": ("Ingen analyser venter.", "No tests waiting."),
-    "bench.EDTA": ("hematologi", "haematology"),
-    "bench.SERUM": ("klinisk kjemi", "chemistry"),
-    "bench.LIHEP": ("klinisk kjemi (plasma)", "chemistry (plasma)"),
-    "bench.FLUORIDE": ("glukose", "glucose"),
-    "entry.title": ("Registrer resultater", "Enter results"),
-    "entry.current": ("Nå", "Now"),
-    "entry.submit": ("Lagre resultater", "Save results"),
-    "entry.nothing": ("Skriv minst ett resultat.", "Type at least one result."),
-    "entry.closed": (
-        "Prøven er avvist eller kastet; resultater kan ikke registreres.",
-        "The specimen is rejected or disposed; no results can be entered.",
-    ),
-    # Review
-    "review.title": ("Godkjenning", "Review"),
-    "review.empty": ("Ingen resultater venter på godkjenning.", "No results await review."),
-    "review.read_only": (
-        "Du kan se køen, men ikke godkjenne.",
-        "You can see the queue but not verify.",
-    ),
-    "review.instrument_flags": ("Instrumentflagg", "Analyser flags"),
-    "review.previous": ("Forrige", "Previous"),
-    "review.change": ("Endring", "Change"),
-    "review.verify": ("Godkjenn", "Verify"),
-    "review.verify_unremarkable": (
-        "Godkjenn {n} uten flagg",
-        "Verify {n} without flags",
-    ),
-    "review.critical_call": ("Kritisk svar: telefon", "Critical result: the call"),
-    "review.notified_person": ("Hvem ble varslet", "Who was told"),
-    "review.notified_at": ("Når", "When"),
-    "review.read_back": ("Verdien ble lest tilbake", "The value was read back"),
-    # One result
-    "review.holds": ("Holdes tilbake fordi", "Held because"),
-    "review.delta_limit": ("grense", "limit"),
-    "review.implausible": ("Usannsynlig verdi: mål på nytt", "Implausible value: measure again"),
-    "review.measurements": ("{n} målinger", "{n} measurements"),
-    "review.further": (
-        "Nye målinger av godkjente resultater",
-        "Further measurements of released results",
-    ),
-    "review.further_help": (
-        "Kom etter at resultatet var godkjent. Rapporter målingen (en korreksjon) "
-        "eller behold det godkjente svaret.",
-        "Arrived after the result was released. Report the measurement (a correction) "
-        "or keep the released value.",
-    ),
-    "hold.plausibility": ("Usannsynlig verdi", "Implausible value"),
-    "hold.critical": ("Kritisk verdi", "Critical value"),
-    "hold.delta": ("Deltasjekk", "Delta check"),
-    "hold.instrument_flag": ("Instrumentflagg", "Analyser flag"),
-    "hold.no_reference_interval": ("Ingen referanseverdi", "No reference interval"),
-    "hold.interference": ("Interferens", "Interference"),
-    "hold.qc": ("Kvalitetskontroll", "Quality control"),
-    "hold.rule": ("Regel", "Rule"),
-    "result.measurements": ("Målinger", "Measurements"),
-    "result.origin": ("Opphav", "Origin"),
-    "result.reported": ("Rapporteres", "Reported"),
-    "result.choose": ("Rapporter denne", "Report this one"),
-    "result.set_aside": ("Behold godkjent svar", "Keep the released value"),
-    "origin.first": ("første", "first"),
-    "origin.rerun": ("omkjøring", "rerun"),
-    "origin.dilution": ("fortynning", "dilution"),
-    "origin.repeat": ("annet instrument", "another analyser"),
-    "result.title": ("Resultat", "Result"),
-    "result.versions": ("Versjoner", "Versions"),
-    "result.author": ("Av", "By"),
-    "result.source": ("Kilde", "Source"),
-    "result.reason": ("Begrunnelse", "Reason"),
-    "result.critical_call": ("Varsling", "Critical call"),
-    "result.verified_by": ("Godkjent av", "Verified by"),
-    "result.correct": ("Korriger resultatet", "Correct the result"),
-    "result.new_value": ("Ny verdi", "New value"),
-    "result.correct_submit": ("Korriger", "Correct"),
-    # Users
-    "users.title": ("Brukere", "Users"),
-    "users.username": ("Brukernavn", "Username"),
-    "users.name": ("Navn", "Name"),
-    "users.roles": ("Roller", "Roles"),
-    "users.active": ("Aktiv", "Active"),
-    "users.locked_until": ("Sperret til", "Locked until"),
-    # Abnormal flags, HL7 v2.5.1 table 0078
-    "flag.L": ("Lav", "Low"),
-    "flag.H": ("Høy", "High"),
-    "flag.LL": ("Kritisk lav", "Critically low"),
-    "flag.HH": ("Kritisk høy", "Critically high"),
-    "flag.A": ("Avvikende", "Abnormal"),
-    # Priorities
-    "priority.stat": ("ØH", "STAT"),
-    "priority.urgent": ("Haster", "Urgent"),
-    "priority.routine": ("Rutine", "Routine"),
-    # Statuses of specimens, orders, ordered tests and results
-    "status.expected": ("ventet", "expected"),
-    "status.collected": ("tatt", "collected"),
-    "status.received": ("mottatt", "received"),
-    "status.in_progress": ("under analyse", "in progress"),
-    "status.completed": ("ferdig analysert", "completed"),
-    "status.rejected": ("avvist", "rejected"),
-    "status.disposed": ("kastet", "disposed"),
-    "status.ordered": ("bestilt", "ordered"),
-    "status.resulted": ("resultat foreligger", "resulted"),
-    "status.verified": ("godkjent", "verified"),
-    "status.cancelled": ("kansellert", "cancelled"),
-    "status.preliminary": ("foreløpig", "preliminary"),
-    "status.awaiting_review": ("venter på godkjenning", "awaiting review"),
-    "status.corrected": ("korrigert", "corrected"),
-    "status.active": ("aktiv", "active"),
-    # Timeline events
-    "event.created": ("Registrert", "Registered"),
-    "event.collected": ("Tatt", "Collected"),
-    "event.received": ("Mottatt", "Received"),
-    "event.in_progress": ("Under analyse", "In progress"),
-    "event.completed": ("Ferdig analysert", "Completed"),
-    "event.rejected": ("Avvist", "Rejected"),
-    "event.disposed": ("Kastet", "Disposed"),
-    "event.aliquoted": ("Alikvotert", "Aliquoted"),
-    "event.order.placed": ("Rekvisisjon mottatt", "Order placed"),
-    "event.test.cancelled": ("Analyse kansellert", "Test cancelled"),
-    "event.result.preliminary": ("Foreløpig resultat", "Preliminary result"),
-    "event.result.awaiting_review": ("Resultat registrert", "Result recorded"),
-    "event.result.verified": ("Resultat godkjent", "Result verified"),
-    "event.result.corrected": ("Resultat korrigert", "Result corrected"),
-    "event.result.cancelled": ("Resultat kansellert", "Result cancelled"),
-    # Internal quality control (lab/qc)
-    "nav.qc": ("Kvalitetskontroll", "Quality control"),
-    "qc.title": ("Intern kvalitetskontroll", "Internal quality control"),
-    "qc.analyser": ("Analysator", "Analyser"),
-    "qc.show": ("Vis", "Show"),
-    "qc.queue": ("QC-kø", "QC queue"),
-    "qc.report": ("Månedsrapport", "Monthly report"),
-    "qc.setup": ("Kontrollmaterialer og målverdier", "Control materials and targets"),
-    "qc.test": ("Analyse", "Test"),
-    "qc.state": ("Status", "State"),
-    "qc.levels": ("Nivåer i bruk", "Levels in use"),
-    "qc.last_run": ("Siste kjøring", "Last run"),
-    "qc.rules": ("Regler", "Rules"),
-    "qc.moving": ("Pasientbasert QC", "Patient-based QC"),
-    "qc.locked": ("Sperret", "Locked"),
-    "qc.in_control": ("I kontroll", "In control"),
-    "qc.establishing": ("etableres (20 kjøringer)", "being established (20 runs)"),
-    "qc_run.accepted": ("godkjent", "accepted"),
-    "qc_run.rejected": ("forkastet", "rejected"),
-    "qc_run.establishing": ("etablering", "establishing"),
-    "qc_moving.no_data": ("for få resultater", "too few results"),
-    "qc_moving.in_control": ("i kontroll", "in control"),
-    "qc_moving.alarm": ("ALARM: drift", "ALARM: drift"),
-    "qc_moving.mean": ("glidende gjennomsnitt", "moving mean"),
-    "qc_moving.median": ("glidende median", "moving median"),
-    "qc.lookback": ("Resultater til ny vurdering", "Results to recheck"),
-    "qc.lookback_since": (
-        "Frigitt siden siste godkjente kjøring",
-        "Released since the last accepted run",
-    ),
-    "qc.lookback_none": (
-        "Ingen frigitte resultater i perioden.",
-        "No released results in the period.",
-    ),
-    "qc.rejected_at": ("forkastet kjøring", "rejected run"),
-    "qc.override_reason": ("Begrunnelse", "Reason"),
-    "qc.override": ("Opphev sperre", "Release the lock"),
-    "qc.none": (
-        "Ingen analyser har kontroller på denne analysatoren.",
-        "No test has controls on this analyser.",
-    ),
-    "qc.chart": ("Levey-Jennings-diagram", "Levey-Jennings chart"),
-    "qc.lots": ("Lot", "Lots"),
-    "qc.lot": ("lot", "lot"),
-    "qc.level": ("Nivå", "Level"),
-    "qc.target": ("Målverdi", "Target"),
-    "qc.targets": ("Målverdier", "Targets"),
-    "qc_source.entered": ("registrert", "entered"),
-    "qc_source.established": ("etablert fra 20 kjøringer", "established from 20 runs"),
-    "qc_source.establishing": ("etableres", "being established"),
-    "qc.accepted_stats": ("godkjente punkter (n = {n})", "accepted points (n = {n})"),
-    "qc.no_chart": ("Ingen lot i bruk for denne analysen.", "No lot in use for this test."),
-    "qc.recent_runs": ("Siste kjøringer", "Recent runs"),
-    "qc.when": ("Tid", "Time"),
-    "qc.values": ("Verdier", "Values"),
-    "qc.decision": ("Regler som slo til", "Rules that fired"),
-    "qc.by": ("Av", "By"),
-    "qc_scope.within_run": ("i kjøringen", "within the run"),
-    "qc_scope.across_runs": ("over kjøringer", "across runs"),
-    "qc_scope.across_runs_and_levels": ("over kjøringer og nivåer", "across runs and levels"),
-    "qc.verified": ("Godkjent", "Verified"),
-    "qc.queue_intro": (
-        "Kontrollresultater som ikke kunne vurderes. "
-        "De brukes aldri på pasientresultater og slettes aldri.",
-        "Control results that could not be judged. "
-        "They are never applied to patient results and never dropped.",
-    ),
-    "qc.queue_empty": ("Køen er tom.", "The queue is empty."),
-    "qc.control_id": ("Kontroll-ID", "Control ID"),
-    "qc.reason": ("Årsak", "Reason"),
-    "qc.retry": ("Vurder på nytt", "Judge again"),
-    "qc.note": ("Merknad", "Note"),
-    "qc.discard": ("Forkast", "Discard"),
-    "qc.material": ("Kontrollmateriale", "Control material"),
-    "qc.expires": ("Utløper", "Expires"),
-    "qc.add_lot": ("Ny lot", "New lot"),
-    "qc.save": ("Lagre", "Save"),
-    "qc.set_target": ("Målverdi for analyse", "Target for a test"),
-    "qc.all_analysers": ("alle", "all"),
-    "qc_field.test": ("Analysekode", "Test code"),
-    "qc_field.unit": ("Enhet", "Unit"),
-    "qc_field.mean": ("Middelverdi", "Mean"),
-    "qc_field.sd": ("SD", "SD"),
-    "qc_field.instrument": ("Analysator (tom: alle)", "Analyser (empty: all)"),
-    "qc.locks_title": ("Sperret av kvalitetskontroll", "Locked by quality control"),
-    "qc.locks_on": ("på", "on"),
-    "qc.locks_hint": (
-        "Pasientresultater for disse analysene holdes tilbake (årsak qc) til kontrollene er i "
-        "kontroll igjen.",
-        "Patient results of these tests are held (reason qc) until the controls are in control "
-        "again.",
-    ),
-    "qc.establish_hint": (
-        "Uten middelverdi og SD etableres de fra de 20 første godkjente kjøringene og låses.",
-        "Without a mean and SD they are established from the first 20 accepted runs, then fixed.",
-    ),
-}
+
+class MissingText(LookupError):
+    """A page asked for a text that one of the catalogs does not have."""
+
+
+class _Mode:
+    strict = False
+
+
+mode = _Mode()
+
+
+def catalog_path(language: Language) -> Path:
+    return LOCALE_DIR / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+
+
+def read_catalog(language: Language) -> Catalog:
+    with catalog_path(language).open("rb") as source:
+        return read_po(source, locale="nb_NO" if language == "nb" else "en")
+
+
+@cache
+def translations(language: Language) -> Translations:
+    """The compiled catalog (fuzzy entries count as untranslated, as with msgfmt)."""
+    compiled = io.BytesIO()
+    write_mo(compiled, read_catalog(language), use_fuzzy=False)
+    compiled.seek(0)
+    return Translations(compiled, domain=DOMAIN)
+
+
+@cache
+def known_keys(language: Language) -> frozenset[str]:
+    """Keys with a translation (a text may equal its key: `yes` is `yes` in English)."""
+    keys = set()
+    for message in read_catalog(language):
+        texts = message.string if isinstance(message.string, tuple) else (message.string,)
+        if message.id and not message.fuzzy and all(texts):
+            keys.add(message.id if isinstance(message.id, str) else message.id[0])
+    return frozenset(keys)
+
+
+def has_text(language: Language, key: str) -> bool:
+    return key in known_keys(language)
 
 
 def translate(language: Language, key: str, **values: object) -> str:
-    """The text for `key`; an unknown key shows its last part, so a page never breaks on it."""
-    entry = TEXTS.get(key)
-    if entry is None:
-        return key.rsplit(".", 1)[-1].replace("_", " ")
-    text = entry[0] if language == "nb" else entry[1]
+    """The text for `key` in `language`, with `{name}` placeholders filled from `values`."""
+    text = translations(language).gettext(key)
+    if not has_text(language, key):
+        if mode.strict:
+            raise MissingText(f"no {language} text for {key!r}")
+        log.warning("no %s text for %r", language, key)
+        other: Language = "en" if language == "nb" else "nb"
+        text = translations(other).gettext(key)
+        if text == key:
+            return key.rsplit(".", 1)[-1].replace("_", " ")
     return text.format(**values) if values else text
+
+
+def translate_plural(language: Language, key: str, count: int, **values: object) -> str:
+    """`key` has a singular and a plural form (msgid_plural `<key>.plural`)."""
+    text = translations(language).ngettext(key, f"{key}.plural", count)
+    if not has_text(language, key):
+        if mode.strict:
+            raise MissingText(f"no {language} text for {key!r}")
+        return str(count)
+    return text.format(count=count, **values)

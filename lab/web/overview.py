@@ -7,11 +7,14 @@ the patient is one click away, on pages whose reads are audited.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request, Response
+from fastapi import Depends, Request, Response
+from fastapi.responses import RedirectResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from lab.audit import Actor
 from lab.deps import SessionDep
 from lab.qc import queries as qc_queries
 from lab.results import queries as result_queries
@@ -19,13 +22,15 @@ from lab.specimens import queries as work_lists
 from lab.tables import Specimen
 from lab.timeutil import utcnow
 from lab.users.roles import Permission, permissions_of
-from lab.web.auth import CurrentUserPage
+from lab.web.auth import CurrentUserPage, page_requires
 from lab.web.pages import page_router
 from lab.web.templating import render
 
 router = page_router()
 
 LIST_LIMIT = 25
+WALL_REFRESH_SECONDS = 60
+ViewOverviewPage = Annotated[Actor, Depends(page_requires(Permission.VIEW_OVERVIEW))]
 PRIORITIES = ("stat", "urgent", "routine")
 
 
@@ -35,11 +40,7 @@ def minutes_between(start: datetime | None, end: datetime) -> int | None:
     return max(0, int((end - start).total_seconds() // 60))
 
 
-@router.get("/")
-def overview(request: Request, session: SessionDep, actor: CurrentUserPage) -> Response:
-    if Permission.READ_PATIENT_DATA not in permissions_of(list(actor.roles)):
-        # Admins keep users and the catalog; the lab's work lists are not theirs to see.
-        return render(request, "overview/overview.html", {"work": None})
+def _work(session: Session) -> dict[str, Any]:
     now = utcnow()
     counts = work_lists.awaiting_receipt_counts(session)
     review_total, review_critical = result_queries.awaiting_review_counts(session)
@@ -98,5 +99,31 @@ def overview(request: Request, session: SessionDep, actor: CurrentUserPage) -> R
             {"ordered": t, "specimen": s, "late": minutes_between(due, now)}
             for t, s, due in work_lists.overdue_tests(session, now=now, limit=LIST_LIMIT)
         ],
+        "overdue_total": work_lists.count_overdue(session, now=now),
+        "limit": LIST_LIMIT,
+        "now": now,
     }
-    return render(request, "overview/overview.html", {"work": work})
+    return work
+
+
+@router.get("/")
+def overview(request: Request, session: SessionDep, actor: CurrentUserPage) -> Response:
+    if Permission.READ_PATIENT_DATA not in permissions_of(list(actor.roles)):
+        if Permission.VIEW_OVERVIEW in permissions_of(list(actor.roles)):
+            return RedirectResponse("/wall", status_code=303)  # the wall screen's own page
+        # Admins keep users and the catalog; the lab's work lists are not theirs to see.
+        return render(request, "overview/overview.html", {"work": None, "wall": False})
+    work = _work(session)
+    return render(request, "overview/overview.html", {"work": work, "wall": False})
+
+
+@router.get("/wall")
+def wall_screen(request: Request, session: SessionDep, actor: ViewOverviewPage) -> Response:
+    """The overview for a screen on the wall: it refreshes itself, shows accession numbers and
+    tests (no patient names, no links to patient data) and is read-only."""
+    work = _work(session)
+    return render(
+        request,
+        "overview/overview.html",
+        {"work": work, "wall": True, "refresh_seconds": WALL_REFRESH_SECONDS},
+    )

@@ -18,8 +18,9 @@ from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from lab.errors import AuthenticationRequired, LabError, NotFound, PermissionDenied
-from lab.web.templating import render, render_block
+from lab.errors import AuthenticationRequired, FieldProblem, LabError, NotFound, PermissionDenied
+from lab.web.i18n import translate
+from lab.web.templating import error_text, language_of, problem_text, render, render_block
 
 # Notices shown once after a redirect (post/redirect/get): the key travels in `?done=`.
 NOTICES = frozenset(
@@ -36,6 +37,16 @@ NOTICES = frozenset(
         "test_added",
         "tests_cancelled",
         "signed_out",
+        "resent",
+        "unmatched_resolved",
+        "unmatched_discarded",
+        "user_added",
+        "password_set",
+        "user_enabled",
+        "user_disabled",
+        "user_unlocked",
+        "roles_set",
+        "order_placed",
     }
 )
 
@@ -47,6 +58,17 @@ class SignInNeeded(Exception):
         super().__init__(next_path)
         self.next_path = next_path
         self.expired = expired
+
+
+# Paths that belong to machines: they keep JSON answers for every error.
+MACHINE_PATHS = ("/api/", "/healthz", "/openapi.json", "/docs", "/redoc", "/static/")
+
+
+def wants_page(request: Request) -> bool:
+    """A person's browser asking for a page (not the API, not a script asking for JSON)."""
+    if request.url.path.startswith(MACHINE_PATHS):
+        return False
+    return "text/html" in request.headers.get("accept", "")
 
 
 def safe_next(path: str | None) -> str:
@@ -70,12 +92,50 @@ def error_page(request: Request, exc: LabError) -> Response:
         title = "error.not_found"
     else:
         title = "error.refused"
+    language = language_of(request)
+    problems = [
+        {"field": p.field, "message": problem_text(language, p)}
+        for p in exc.problems
+        if exc.code or len(exc.problems) > 1  # one problem is already the message
+    ]
     return render(
         request,
         "error.html",
-        {"title_key": title, "message": exc.message, "problems": exc.problems},
+        {"title_key": title, "message": error_text(language, exc), "problems": problems},
         status_code=exc.http_status,
     )
+
+
+def error_message(request: Request, exc: LabError) -> str:
+    """The error in the page's language (from its code), for a form shown again."""
+    return error_text(language_of(request), exc)
+
+
+def problem_fields(
+    request: Request, problems: list[FieldProblem], form_fields: dict[str, str]
+) -> dict[str, str]:
+    """Problems by the form's field names (the first one per field), in the page's language;
+    a problem whose field the form does not have goes to `_form`, so none is lost."""
+    language = language_of(request)
+    shown: dict[str, str] = {}
+    for problem in problems:
+        field = form_fields.get(problem.field, problem.field)
+        if field.startswith("tests["):
+            field = "tests"
+        text = problem_text(language, problem)
+        if field in shown:
+            if text not in shown[field]:
+                shown[field] += " " + text
+        else:
+            shown[field] = text
+    return shown
+
+
+def field_errors(request: Request, exc: LabError) -> dict[str, str]:
+    """The error's problems by field, in the page's language; `_form` when none names one."""
+    language = language_of(request)
+    found = {p.field: problem_text(language, p) for p in exc.problems}
+    return found or {"_form": error_text(language, exc)}
 
 
 def redirect_after_post(path: str, notice: str | None = None, **query: str) -> RedirectResponse:
@@ -84,6 +144,11 @@ def redirect_after_post(path: str, notice: str | None = None, **query: str) -> R
         query = {"done": notice, **query}
     target = path + (f"?{urlencode(query)}" if query else "")
     return RedirectResponse(target, status_code=303)
+
+
+def notice_text(request: Request, notice: str, **values: object) -> str:
+    """A notice in the page's language, for a partial update that shows it without a reload."""
+    return translate(language_of(request), f"notice.{notice}", **values)
 
 
 def notice_of(request: Request) -> str | None:

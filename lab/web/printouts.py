@@ -11,7 +11,9 @@ from datetime import datetime
 from decimal import Decimal
 
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 
+from lab.config import Settings
 from lab.errors import InvalidInput
 from lab.patients.identifiers import IdentifierKind
 from lab.reports import (
@@ -28,6 +30,7 @@ from lab.reports import (
     SpecimenLabel,
     Verification,
 )
+from lab.reports.formatting import display_clinician, display_unit
 from lab.reports.types import AbnormalFlag, Comparator, Language, Priority, ResultStatus, Sex
 from lab.results.queries import CumulativePoint
 from lab.tables import (
@@ -36,10 +39,12 @@ from lab.tables import (
     OrderedTest,
     Patient,
     Result,
+    ResultVersion,
     Specimen,
     TestStatus,
 )
 from lab.tables import ResultStatus as StoredStatus
+from lab.users import service as users
 
 NATIONAL_KINDS = (IdentifierKind.FNR.value, IdentifierKind.DNR.value, IdentifierKind.HNR.value)
 # Order priorities (lab/orders/service.py) to the report's words (ASTM O-6 / HL7 TQ1-9).
@@ -71,7 +76,9 @@ def pdf_response(pdf: bytes, filename: str) -> Response:
 def patient_details(patient: Patient) -> PatientDetails:
     if patient.birth_date is None:
         raise InvalidInput.field(
-            "birth_date", "the patient has no birth date, which every printout must carry"
+            "birth_date",
+            "the patient has no birth date, which every printout must carry",
+            code="birth_date_missing",
         )
     national = [i for i in patient.identifiers if i.kind in NATIONAL_KINDS]
     chosen = (national or list(patient.identifiers))[:1]
@@ -117,29 +124,77 @@ def _interval(low: Decimal | None, high: Decimal | None) -> ReferenceInterval | 
 def result_line(test: LabTest, result: Result | None, language: Language) -> ResultLine:
     name = test.name_en if language == "en" else test.name_nb
     if result is None or result.status not in REPORT_STATUS:
-        return ResultLine(test_name=name, value=None, unit=test.unit or "", status="pending")
+        return ResultLine(
+            test_name=name, value=None, unit=display_unit(test.unit, language), status="pending"
+        )
     status = REPORT_STATUS[result.status]
     current = result.versions[-1]
     if status == "cannot_be_done":
-        return ResultLine(test_name=name, value=None, unit=test.unit or "", status=status)
+        return ResultLine(
+            test_name=name, value=None, unit=display_unit(test.unit, language), status=status
+        )
     value: Decimal | str | None = (
         result.value_numeric if result.value_numeric is not None else result.value_text
     )
+    replaced = _replaced_version(result) if status == "corrected" else None
     return ResultLine(
         test_name=name,
         value=value,
-        unit=result.unit or "",
+        unit=display_unit(result.unit, language),
         comparator=_comparator(result.comparator) if result.value_numeric is not None else None,
         reference_interval=_interval(current.reference_low, current.reference_high),
         flag=_flag(result.flags),
         status=status,
         comment=current.comment or None,
+        corrected_from=(
+            (replaced.value_numeric if replaced.value_numeric is not None else replaced.value_text)
+            if replaced is not None
+            else None
+        ),
+        corrected_from_comparator=(
+            _comparator(replaced.comparator)
+            if replaced is not None and replaced.value_numeric is not None
+            else None
+        ),
+        correction_reason=(current.reason or None) if replaced is not None else None,
     )
+
+
+def _replaced_version(result: Result) -> ResultVersion | None:
+    """The released value a correction replaced: the version before the current one that was
+    verified or corrected (what the clinician may have read)."""
+    for version in reversed(result.versions[:-1]):
+        if version.status in ("verified", "corrected"):
+            return version
+    return None
+
+
+def lab_details(settings: Settings) -> LabDetails:
+    """The lab's name, address and telephone as the operator configured them (LAB_NAME,
+    LAB_ADDRESS with lines split by ';', LAB_PHONE)."""
+    lines = tuple(line.strip() for line in settings.lab_address.split(";") if line.strip())
+    return LabDetails(
+        name=settings.lab_name, address_lines=lines, phone=settings.lab_phone.strip() or None
+    )
+
+
+def signer_name(session: Session, username: str) -> str:
+    """`Lise Lien, overlege`: who verified, by name and title as the users list has them.
+
+    A user name that is not a person (autoverification, an analyser) is printed as it is.
+    """
+    user = users.get_by_username(session, username)
+    if user is None:
+        return username
+    title = getattr(user, "title", "") or ""
+    name = user.display_name or username
+    return f"{name}, {title}" if title else name
 
 
 def result_report(
     *,
-    lab_name: str,
+    lab: LabDetails,
+    signer: str | None = None,
     order: Order,
     patient: Patient,
     specimens: Sequence[Specimen],
@@ -153,12 +208,12 @@ def result_report(
     collected = [s.collected_at for s in specimens if s.collected_at is not None]
     received = [s.received_at for s in specimens if s.received_at is not None]
     return ResultReport(
-        lab=LabDetails(name=lab_name),
+        lab=lab,
         patient=patient_details(patient),
         order=OrderDetails(
             placer_order_number=order.placer_order_number,
             filler_order_number=order.filler_order_number,
-            ordering_clinician=order.ordering_clinician,
+            ordering_clinician=display_clinician(order.ordering_clinician),
             ordering_location=order.ordering_location,
             collected_at=min(collected, default=None),
             received_at=min(received, default=None),
@@ -170,7 +225,9 @@ def result_report(
         ),
         printed_at=printed_at,
         verification=(
-            Verification(verified_by=latest.verified_by or "", verified_at=latest.verified_at)
+            Verification(
+                verified_by=signer or latest.verified_by or "", verified_at=latest.verified_at
+            )
             if latest is not None and latest.verified_at is not None
             else None
         ),
@@ -180,50 +237,57 @@ def result_report(
 
 def cumulative_report(
     *,
-    lab_name: str,
+    lab: LabDetails,
     patient: Patient,
-    test: LabTest,
-    results: Sequence[CumulativePoint],
+    tests: Sequence[tuple[LabTest, Sequence[CumulativePoint]]],
     printed_at: datetime,
     language: Language,
 ) -> CumulativeReport:
-    samples: list[CumulativeSample] = []
-    values: list[CumulativeValue] = []
-    seen: set[str] = set()
-    for point in results:
-        if point.accession_number in seen:
-            continue
-        seen.add(point.accession_number)
-        samples.append(
-            CumulativeSample(accession_number=point.accession_number, collected_at=point.taken_at)
-        )
-        numeric = point.value_numeric is not None
-        value: Decimal | str = (
-            point.value_numeric if point.value_numeric is not None else point.value_text or ""
-        )
-        values.append(
-            CumulativeValue(
-                accession_number=point.accession_number,
-                value=value,
-                comparator=_comparator(point.comparator) if numeric else None,
-                flag=_flag(point.flags),
+    """One row per test, one column per sample (a sample that holds several of the tests is
+    one column): the patient's released results side by side over time."""
+    samples: dict[str, CumulativeSample] = {}
+    rows: list[CumulativeTestRow] = []
+    for test, points in tests:
+        values: list[CumulativeValue] = []
+        seen: set[str] = set()
+        for point in points:
+            if point.accession_number in seen:
+                continue
+            seen.add(point.accession_number)
+            samples.setdefault(
+                point.accession_number,
+                CumulativeSample(
+                    accession_number=point.accession_number, collected_at=point.taken_at
+                ),
             )
-        )
-    newest = results[0] if results else None
-    return CumulativeReport(
-        lab=LabDetails(name=lab_name),
-        patient=patient_details(patient),
-        samples=tuple(samples),
-        tests=(
+            numeric = point.value_numeric is not None
+            value: Decimal | str = (
+                point.value_numeric if point.value_numeric is not None else point.value_text or ""
+            )
+            values.append(
+                CumulativeValue(
+                    accession_number=point.accession_number,
+                    value=value,
+                    comparator=_comparator(point.comparator) if numeric else None,
+                    flag=_flag(point.flags),
+                )
+            )
+        newest = points[0] if points else None
+        rows.append(
             CumulativeTestRow(
                 test_name=test.name_en if language == "en" else test.name_nb,
-                unit=test.unit or "",
+                unit=display_unit(test.unit, language),
                 reference_interval=(
                     _interval(newest.reference_low, newest.reference_high) if newest else None
                 ),
                 values=tuple(values),
-            ),
-        ),
+            )
+        )
+    return CumulativeReport(
+        lab=lab,
+        patient=patient_details(patient),
+        samples=tuple(samples.values()),
+        tests=tuple(rows),
         printed_at=printed_at,
         language=language,
     )

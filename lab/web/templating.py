@@ -1,5 +1,9 @@
 """The Jinja2 environment of the web pages: autoescaped, Norwegian formats, `t()` for text.
 
+`t(key, **values)` is the page's text in its one language, from the gettext catalogs
+(lab/web/i18n.py); `tn(key, count)` the same with singular and plural. Numbers are formatted by
+Babel for the page's language (bokmål: decimal comma and a real minus sign).
+
 One template per page; a partial update renders one named block of the same template
 (`render_block`), so the page and its fragment can never drift apart (docs/architecture.md,
 "Pages").
@@ -7,18 +11,26 @@ One template per page; a partial update renders one named block of the same temp
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from babel import Locale
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context, select_autoescape
+from jinja2.runtime import Context
 
+from lab.errors import FieldProblem, LabError
+from lab.reports.formatting import display_clinician, display_unit
 from lab.timeutil import OSLO, oslo_text
 from lab.users.roles import Permission, permissions_of
-from lab.web.i18n import LANGUAGES, Language, translate
+from lab.web.i18n import LANGUAGES, Language, has_text, translate, translate_plural
+from lab.web.status_strip import StripLine, strip_lines
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 STATIC_DIR = Path(__file__).with_name("static")
@@ -39,20 +51,138 @@ def day(value: date | None) -> str:
     return value.strftime("%d.%m.%Y") if value is not None else ""
 
 
-def number(value: Decimal | int | float | None) -> str:
-    """Decimal comma, and no exponent: `Decimal("1E+1")` is shown as `10`."""
+def number(value: Decimal | int | float | None, language: Language = "nb") -> str:
+    """As the language writes it, with the precision the value has (`4,50`), no exponent and no
+    thousands grouping (a space inside a lab value reads as two values)."""
     if value is None:
         return ""
+    if isinstance(value, float):
+        value = Decimal(str(value))
+    # Fixed-point text keeps the reported precision (Babel's own formatting would drop the
+    # trailing zero of 4.50); the symbols are the locale's, from Babel's CLDR data.
     text = format(value, "f") if isinstance(value, Decimal) else str(value)
-    if text.startswith("-"):
-        return "\u2212" + text[1:].replace(".", ",")  # a real minus sign reads better
-    return text.replace(".", ",")
+    symbols = _symbols(language)
+    return text.replace("-", symbols["minusSign"]).replace(".", symbols["decimal"])
 
 
-def signed_number(value: Decimal | None) -> str:
+@cache
+def _symbols(language: Language) -> dict[str, str]:
+    found = Locale.parse("nb_NO" if language == "nb" else "en_GB").number_symbols["latn"]
+    return {"minusSign": found["minusSign"], "decimal": found["decimal"]}
+
+
+def signed_number(value: Decimal | None, language: Language = "nb") -> str:
     if value is None:
         return ""
-    return ("+" if value > 0 else "") + number(value)
+    return ("+" if value > 0 else "") + number(value, language)
+
+
+@pass_context
+def _number_filter(context: Context, value: Decimal | int | float | None) -> str:
+    return number(value, context.get("lang", "nb"))
+
+
+@pass_context
+def _signed_filter(context: Context, value: Decimal | None) -> str:
+    return signed_number(value, context.get("lang", "nb"))
+
+
+# Parameters that name a status are shown with the status's own word (`status.<value>`).
+_STATUS_PARAMS = frozenset({"status", "target"})
+
+
+def _shown(language: Language, name: str, value: object) -> object:
+    if isinstance(value, datetime):
+        return oslo_text(value)
+    if isinstance(value, Decimal):
+        return number(value, language)
+    if name in _STATUS_PARAMS and has_text(language, f"status.{value}"):
+        return translate(language, f"status.{value}")
+    if name == "permission" and has_text(language, f"permission.{value}"):
+        return translate(language, f"permission.{value}")
+    return value
+
+
+def coded_text(language: Language, code: str, params: Mapping[str, object]) -> str | None:
+    """The text of `error.<code>` with its parameters, or None when no catalog has it."""
+    if not has_text(language, f"error.{code}"):
+        return None
+    shown = {name: _shown(language, name, value) for name, value in params.items()}
+    return translate(language, f"error.{code}", **shown)
+
+
+# The critical-call record as the results service writes it (CriticalNotification.text()).
+_CALL = re.compile(r"^told (?P<person>.*) at (?P<at>\S+), read back: (?P<read_back>yes|no)$")
+
+
+@pass_context
+def _critical_call_filter(context: Context, record: str) -> str:
+    """`told X at <UTC ISO>, read back: yes` shown in the page's words and Oslo time."""
+    found = _CALL.match(record or "")
+    if found is None:
+        return record or ""
+    language: Language = context.get("lang", "nb")
+    try:
+        at = oslo_text(datetime.fromisoformat(found["at"]))
+    except ValueError:
+        at = found["at"]
+    return translate(
+        language,
+        "result.call_record",
+        person=found["person"],
+        at=at,
+        read_back=translate(language, found["read_back"]),
+    )
+
+
+@pass_context
+def _unit_filter(context: Context, ucum: str | None) -> str:
+    return display_unit(ucum, context.get("lang", "nb"))
+
+
+def analyser_flags(text: str | None) -> str:
+    """The analyser's own flags worth a look: `N` (normal, LIS2-A2 R-7) is not a warning."""
+    flags = (text or "").replace(",", " ").split()
+    return " ".join(flag for flag in flags if flag.upper() != "N")
+
+
+@pass_context
+def _event_detail_filter(context: Context, detail: str) -> str:
+    from lab.web.timeline_text import event_detail
+
+    return event_detail(detail or "", context.get("lang", "nb"))
+
+
+def _iso_when(text: str | None) -> str:
+    """An ISO time from a status report, in Oslo time like every other time on the pages."""
+    if not text:
+        return ""
+    try:
+        return oslo_text(datetime.fromisoformat(text))
+    except ValueError:
+        return text
+
+
+def problem_text(language: Language, problem: FieldProblem) -> str:
+    """A field problem in the reader's language: its code's text, or the service's words."""
+    if problem.code:
+        return coded_text(language, problem.code, problem.params) or problem.message
+    return problem.message
+
+
+def error_text(language: Language, exc: LabError) -> str:
+    """What went wrong, translated at the edge from the error's code and parameters.
+
+    An error without a code (or with one the catalogs do not know yet) shows the service's
+    own words: better an English sentence than no reason at all.
+    """
+    if exc.code:
+        text = coded_text(language, exc.code, exc.params)
+        if text is not None:
+            return text
+    if exc.problems:
+        return "; ".join(problem_text(language, p) for p in exc.problems)
+    return exc.message
 
 
 def _environment() -> Environment:
@@ -66,8 +196,14 @@ def _environment() -> Environment:
     env.filters["when"] = when
     env.filters["day"] = day
     env.filters["clock"] = clock
-    env.filters["number"] = number
-    env.filters["signed"] = signed_number
+    env.filters["number"] = _number_filter
+    env.filters["signed"] = _signed_filter
+    env.filters["critical_call"] = _critical_call_filter
+    env.filters["unit"] = _unit_filter
+    env.filters["clinician"] = display_clinician
+    env.filters["analyser_flags"] = analyser_flags
+    env.filters["iso_when"] = _iso_when
+    env.filters["event_detail"] = _event_detail_filter
     return env
 
 
@@ -90,23 +226,44 @@ def page_context(request: Request, context: dict[str, Any]) -> dict[str, Any]:
     def t(key: str, **values: object) -> str:
         return translate(language, key, **values)
 
+    def tn(key: str, count: int, **values: object) -> str:
+        return translate_plural(language, key, count, **values)
+
     def may(permission: str) -> bool:
         return Permission(permission) in granted
 
-    components = request.app.state.components.report() if actor is not None else {}
+    def has_role(*roles: str) -> bool:
+        return actor is not None and bool(set(actor.roles) & set(roles))
+
+    strip = _status_strip(request, granted) if actor is not None else []
     base: dict[str, Any] = {
         "request": request,
         "lang": language,
         "t": t,
+        "tn": tn,
         "may": may,
+        "has_role": has_role,
         "actor": actor,
         "csrf_token": getattr(request.state, "csrf_token", ""),
-        "components": components,
+        "status_strip": strip,
         "lab_name": request.app.state.settings.lab_name,
         "path": request.url.path,
     }
     base.update(context)
     return base
+
+
+def _status_strip(request: Request, granted: frozenset[Permission]) -> list[StripLine]:
+    report = request.app.state.components.report()
+    if not report:
+        return []
+    waiting: dict[str, int] = {}
+    if Permission.VIEW_ANALYSERS in granted:
+        from instruments.service import open_unmatched_counts
+
+        with request.app.state.session_factory() as session:
+            waiting = open_unmatched_counts(session)
+    return strip_lines(report, open_unmatched=waiting)
 
 
 def _response(request: Request, body: str, status_code: int) -> HTMLResponse:

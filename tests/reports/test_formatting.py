@@ -136,3 +136,27 @@ def test_both_languages_name_every_status_and_sex() -> None:
             "cannot_be_done",
         }
         assert set(texts.sex_names) == {"F", "M", "O", "U"}
+
+
+def test_units_as_norwegian_reports_print_them() -> None:
+    from lab.reports.formatting import display_unit
+
+    assert display_unit("10*9/L") == "×10⁹/L"
+    assert display_unit("10*12/L") == "×10¹²/L"
+    assert display_unit("umol/L") == "µmol/L"
+    assert display_unit("10*3/uL") == "×10³/µL"
+    assert display_unit("mL/min/{1.73_m2}") == "mL/min/1,73 m²"
+    assert display_unit("mL/min/{1.73_m2}", "en") == "mL/min/1.73 m²"
+    for unchanged in ("mmol/L", "g/dL", "mg/L", "U/L", "mIU/L", "pmol/L", ""):
+        assert display_unit(unchanged) == unchanged
+    assert display_unit(None) == ""
+
+
+def test_the_clinician_by_name_and_hpr_number() -> None:
+    from lab.reports.formatting import display_clinician
+
+    assert display_clinician("9144889^Lien^Lise^^^^^^HPR") == "Lise Lien (HPR 9144889)"
+    assert display_clinician("9144889^Lien^Lise^HPR") == "Lise Lien (HPR 9144889)"
+    assert display_clinician("9144889^Lien^Lise") == "Lise Lien (9144889)"
+    assert display_clinician("Dr. Hansen, legevakten") == "Dr. Hansen, legevakten"
+    assert display_clinician("") == ""

@@ -82,7 +82,7 @@ def test_label_text_carries_accession_patient_container_tests(stock: LabelStock)
         "EDTA",
         "HB LPK TPK",
         "27.11.2026 08:15",  # collected 07:15 UTC, shown in Oslo time
-        "STAT",
+        "ØH",
     ):
         assert expected in text, expected
     check_layout_fits(layout)
@@ -101,7 +101,7 @@ def test_without_collection_time_or_priority_nothing_is_invented() -> None:
     )
     assert layout.text("collected") is None and layout.text("priority") is None
     assert not layout.blocks
-    assert "STAT" not in page_texts(pdf)[0]
+    assert "ØH" not in page_texts(pdf)[0]
 
 
 def test_stat_is_an_inverted_block_and_asap_an_outlined_one() -> None:
@@ -109,7 +109,7 @@ def test_stat_is_an_inverted_block_and_asap_an_outlined_one() -> None:
     stat = layout_label(specimen_label(priority="stat"), stock=stock)
     (block,) = stat.blocks
     mark = stat.text("priority")
-    assert block.filled and mark is not None and mark.color == "white" and mark.text == "STAT"
+    assert block.filled and mark is not None and mark.color == "white" and mark.text == "ØH"
     assert block.x <= mark.x and mark.x + mark.width <= block.x + block.width
     name = stat.text("name")
     assert name is not None and name.x + name.width < block.x

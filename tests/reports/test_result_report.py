@@ -176,3 +176,20 @@ def test_any_text_renders(
     texts = page_texts(pdf)
     assert len(texts) == layout.page_count
     assert f"{'Side' if language == 'nb' else 'Page'} 1 " in texts[0]
+
+
+def test_a_corrected_result_names_the_value_it_replaced_and_why() -> None:
+    corrected = ResultLine(
+        test_name="Kalium",
+        value=Decimal("4.1"),
+        unit="mmol/L",
+        status="corrected",
+        corrected_from=Decimal("6.9"),
+        correction_reason="hemolysert prøve, ny prøve tatt",
+    )
+    (text,) = page_texts(render_result_report(result_report(results=(corrected,))))
+    assert "Korrigert fra 6,9 mmol/L. Årsak: hemolysert prøve, ny prøve tatt" in text
+    (english,) = page_texts(
+        render_result_report(result_report(results=(corrected,), language="en"))
+    )
+    assert "Corrected from 6.9 mmol/L. Reason: hemolysert prøve, ny prøve tatt" in english

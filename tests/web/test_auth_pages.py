@@ -8,9 +8,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from lab.audit import AuditEvent
 from lab.deps import SESSION_COOKIE
-from lab.tables import WebSession
+from lab.tables import AuditEvent, WebSession
 from lab.timeutil import utcnow
 from testkit.database import PASSWORD
 from tests.web.support import accession_for, csrf_of, order, sign_in

@@ -129,7 +129,7 @@ def test_a_shift_at_the_bench(page: Page, live: LiveServer) -> None:
     critical = p.locator("form.critical-form")
     critical.locator("button").click()
     p.wait_for_selector(".field-error")
-    assert "call is documented" in p.inner_text(".field-error")
+    assert "telefonen er dokumentert" in p.inner_text(".field-error")
     critical = p.locator("form.critical-form")
     critical.locator("input[name=notified_person]").fill("Lege Lise, MED3")
     critical.locator("input[name=read_back]").check()

@@ -105,7 +105,7 @@ def test_reject_needs_a_known_reason_and_keeps_the_comment(client: TestClient, d
         data={"csrf_token": token, "reason": "XX", "comment": "min kommentar"},
     )
     assert response.status_code == 422
-    assert "unknown reason" in response.text and 'value="min kommentar"' in response.text
+    assert "Velg en årsak fra listen." in response.text and 'value="min kommentar"' in response.text
 
 
 def test_specimen_page_shows_tests_results_and_timeline_and_is_audited(

@@ -66,7 +66,7 @@ def test_entry_shows_units_and_ranges_and_keeps_bad_input(client: TestClient, db
     assert "mmol/L" in page.text and "137,0–145,0" in page.text
     response = enter(client, token, number, NA="140", K="fire komma to")
     assert response.status_code == 422
-    assert 'id="error_K"' in response.text and "takes a number" in response.text
+    assert 'id="error_K"' in response.text and "skal ha et tall" in response.text
     assert 'value="fire komma to"' in response.text and 'value="140"' in response.text
     # All or nothing: the good value was not kept either.
     assert result_ids(db, number) == {}
@@ -109,7 +109,7 @@ def test_review_verify_one_and_all_unremarkable(client: TestClient, db: Session)
     statuses = {r.id: r.status for r in db.scalars(select(Result)).all()}
     assert {statuses[i] for i in ids.values()} == {"verified"}
     again = client.post(f"/results/{ids['NA']}/verify", data={"csrf_token": token})
-    assert again.status_code == 409 and "verified already" in again.text
+    assert again.status_code == 409 and "allerede godkjent av" in again.text
 
 
 def test_critical_result_needs_the_call_documented(client: TestClient, db: Session) -> None:
@@ -123,7 +123,7 @@ def test_critical_result_needs_the_call_documented(client: TestClient, db: Sessi
     assert "flag-HH" in review.text and 'name="notified_person"' in review.text
     refused = client.post(f"/results/{result_id}/verify", data={"csrf_token": token})
     assert refused.status_code == 422
-    assert "cannot be released before the call is documented" in refused.text
+    assert "kan ikke frigis før telefonen er dokumentert" in refused.text
     half = client.post(
         f"/results/{result_id}/verify",
         data={
@@ -132,7 +132,7 @@ def test_critical_result_needs_the_call_documented(client: TestClient, db: Sessi
             "notified_at": "2026-11-27T08:15",
         },
     )
-    assert half.status_code == 422 and "read back" in half.text
+    assert half.status_code == 422 and "lest tilbake" in half.text
     assert 'value="Lege Lise, MED3"' in half.text and 'value="2026-11-27T08:15"' in half.text
     done = client.post(
         f"/results/{result_id}/verify",
@@ -146,8 +146,13 @@ def test_critical_result_needs_the_call_documented(client: TestClient, db: Sessi
     )
     assert done.status_code == 303
     page = client.get(f"/results/{result_id}")
-    # 08:15 in Oslo in November is 07:15 UTC.
-    assert "told Lege Lise, MED3 at 2026-11-27T07:15:00+00:00, read back: yes" in page.text
+    # Stored in UTC (08:15 in Oslo in November is 07:15 UTC), shown in Oslo time and bokmål.
+    assert "Varslet Lege Lise, MED3 27.11.2026 08:15, verdien lest tilbake: ja" in page.text
+    db.expire_all()
+    stored = db.get(Result, result_id)
+    assert stored is not None
+    record = stored.versions[-1].critical_notification
+    assert record == "told Lege Lise, MED3 at 2026-11-27T07:15:00+00:00, read back: yes"
 
 
 def test_physician_corrects_with_a_reason_and_the_report_says_corrected(
@@ -166,7 +171,7 @@ def test_physician_corrects_with_a_reason_and_the_report_says_corrected(
         f"/results/{result_id}/correct", data={"csrf_token": token, "value": "21", "reason": ""}
     )
     assert missing.status_code == 422
-    assert "a correction needs a reason" in missing.text and 'value="21"' in missing.text
+    assert "Skriv en begrunnelse." in missing.text and 'value="21"' in missing.text
     done = client.post(
         f"/results/{result_id}/correct",
         data={"csrf_token": token, "value": "21", "reason": "sifrene byttet"},

@@ -1,0 +1,130 @@
+"""User administration: add, reset the password, disable, unlock and set roles, each audited,
+and only for administrators."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from lab.tables import AuditEvent, User
+from lab.timeutil import utcnow
+from testkit.database import PASSWORD
+from tests.web.support import csrf_of, sign_in
+
+
+def _user(db: Session, username: str) -> User:
+    db.expire_all()
+    user = db.scalar(select(User).where(User.username == username))
+    assert user is not None
+    return user
+
+
+def test_an_administrator_manages_users(client: TestClient, db: Session) -> None:
+    csrf = sign_in(client, "t-admin")
+    page = client.get("/admin/users")
+    assert page.status_code == 200 and "Ny bruker" in page.text and "bioingeniør" in page.text
+
+    refused = client.post(
+        "/admin/users",
+        data={"csrf_token": csrf, "username": "ny bruker", "display_name": "Kari", "password": "x"},
+    )
+    assert refused.status_code == 422
+    form = refused.text.split('id="add-user"')[1]
+    assert "Bruk bare bokstaver, sifre og «-»." in form
+    assert "Velg minst én kjent rolle." in form and "minst 10 tegn" in form
+    assert 'value="Kari"' in form  # what was typed is kept
+
+    added = client.post(
+        "/admin/users",
+        data={
+            "csrf_token": csrf,
+            "username": "kari",
+            "display_name": "Kari Nordmann",
+            "roles": ["technician", "reviewer"],
+            "password": PASSWORD,
+        },
+        follow_redirects=False,
+    )
+    assert added.status_code == 303
+    assert _user(db, "kari").roles == ["technician", "reviewer"]
+
+    # Kari signs in in another browser; disabling her ends that session.
+    other = TestClient(client.app)
+    sign_in(other, "kari")
+    assert (
+        client.post(
+            "/admin/users/kari/active", data={"csrf_token": csrf, "active": "no"}
+        ).status_code
+        == 200
+    )
+    assert _user(db, "kari").active is False
+    assert "/login" in str(other.get("/").url)
+    client.post("/admin/users/kari/active", data={"csrf_token": csrf, "active": "yes"})
+    assert _user(db, "kari").active is True
+
+    # A lockout lifted by hand.
+    db.execute(
+        update(User)
+        .where(User.username == "kari")
+        .values(failed_logins=5, locked_until=utcnow() + timedelta(minutes=15))
+    )
+    db.commit()
+    assert "Opphev sperre" in client.get("/admin/users").text
+    client.post("/admin/users/kari/unlock", data={"csrf_token": csrf})
+    assert _user(db, "kari").locked_until is None
+
+    client.post("/admin/users/kari/roles", data={"csrf_token": csrf, "roles": ["physician"]})
+    assert _user(db, "kari").roles == ["physician"]
+    short = client.post("/admin/users/kari/password", data={"csrf_token": csrf, "password": "kort"})
+    assert short.status_code == 422
+    assert "minst 10 tegn" in short.text.split('id="user-kari"')[1].split("</tr>")[0]
+    client.post(
+        "/admin/users/kari/password", data={"csrf_token": csrf, "password": "et nytt passord"}
+    )
+
+    actions = [
+        a
+        for a in db.scalars(
+            select(AuditEvent.action)
+            .where(
+                AuditEvent.entity_type == "user",
+                AuditEvent.actor_name == "t-admin",
+                AuditEvent.action != "user.sign_in",
+            )
+            .order_by(AuditEvent.id)
+        )
+    ]
+    assert actions == [
+        "user.create",
+        "user.disable",
+        "user.enable",
+        "user.unlock",
+        "user.roles",
+        "user.set_password",
+    ]
+
+
+def test_an_administrator_cannot_lock_themselves_out(client: TestClient, db: Session) -> None:
+    csrf = sign_in(client, "t-admin")
+    refused = client.post("/admin/users/t-admin/active", data={"csrf_token": csrf, "active": "no"})
+    assert refused.status_code == 409 and "Du kan ikke deaktivere deg selv." in refused.text
+    refused = client.post(
+        "/admin/users/t-admin/roles", data={"csrf_token": csrf, "roles": ["technician"]}
+    )
+    assert refused.status_code == 409 and "administratorrolle" in refused.text
+    assert _user(db, "t-admin").active and "admin" in _user(db, "t-admin").roles
+
+
+def test_others_may_not_manage_users(client: TestClient, db: Session) -> None:
+    csrf = sign_in(client, "t-physician")
+    assert client.get("/admin/users").status_code == 403
+    posted = client.post(
+        "/admin/users/t-technician/active", data={"csrf_token": csrf, "active": "no"}
+    )
+    assert posted.status_code == 403
+    assert _user(db, "t-technician").active
+    page = client.get("/")
+    assert csrf_of(page.text)
