@@ -34,6 +34,7 @@ from lab.reports.formatting import display_clinician, display_unit
 from lab.reports.types import AbnormalFlag, Comparator, Language, Priority, ResultStatus, Sex
 from lab.results.queries import CumulativePoint
 from lab.tables import (
+    RELEASED,
     LabTest,
     Order,
     OrderedTest,
@@ -164,7 +165,7 @@ def _replaced_version(result: Result) -> ResultVersion | None:
     """The released value a correction replaced: the version before the current one that was
     verified or corrected (what the clinician may have read)."""
     for version in reversed(result.versions[:-1]):
-        if version.status in ("verified", "corrected"):
+        if version.status in RELEASED:
             return version
     return None
 
