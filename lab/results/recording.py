@@ -19,16 +19,15 @@ from lab.audit import Actor
 from lab.catalog.rules import CatalogSnapshot, TestRule, snapshot
 from lab.errors import InvalidInput, LabError, NotFound
 from lab.orders import service as orders
-from lab.patients import service as patients
 from lab.qc import service as qc
 from lab.results import judging
 from lab.results import outbox as hl7_outbox
+from lab.results.calculated import CALCULATOR, WAITS_FOR, patient_facts, usable
 from lab.results.judging import ActiveRules, PatientFacts, Refusal, TubeFacts, active_rules
 from lab.results.judging import Measurement as Measurement
 from lab.results.state import Change, NewMeasurement, NewResult, ResultState
 from lab.results.writing import Write, write_versions
 from lab.rules import (
-    Calculation,
     Formula,
     Hold,
     HoldCode,
@@ -54,7 +53,7 @@ from lab.tables import (
     TestStatus,
 )
 from lab.tables.results import RELEASED, MeasurementOrigin, R
-from lab.timeutil import OSLO, as_utc, utcnow
+from lab.timeutil import as_utc, utcnow
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,20 +195,6 @@ def _tube_facts(
     )
 
 
-def patient_facts(patient: Patient, specimen: Specimen) -> PatientFacts:
-    """Sex, and age on the (Oslo) day the specimen was collected, or today when not known."""
-    on = (specimen.collected_at or utcnow()).astimezone(OSLO).date()
-    born = patient.birth_date
-    years = (
-        None
-        if born is None
-        else on.year - born.year - ((on.month, on.day) < (born.month, born.day))
-    )
-    return PatientFacts(
-        sex=patient.sex, age_days=patients.age_in_days(patient, on), age_years=years
-    )
-
-
 @dataclass(slots=True)
 class _Pending:
     """What the measurements of one message do to one result, before it is written."""
@@ -340,11 +325,6 @@ def _follow(ordered: OrderedTest, work: _Pending | None) -> bool:
 
 # --- calculated tests and reflexes: what a recorded result adds to its tube ---------------------
 
-# The hold of a calculated result while an input waits for a person (CLSI AUTO15 step 10: a
-# group is released together); verifying the input verifies it too.
-WAITS_FOR = "released together with"
-CALCULATOR = "calculated"  # the `instrument` of a calculated result
-
 
 def _current_states(tube: _Tube, pending: dict[int, _Pending]) -> dict[int, ResultState]:
     """The newest state of every result of the tube, by test id (decided or stored)."""
@@ -356,17 +336,6 @@ def _current_states(tube: _Tube, pending: dict[int, _Pending]) -> dict[int, Resu
         elif ordered.id in tube.results:
             states[test_id] = ResultState.of(tube.results[ordered.id])
     return states
-
-
-def _usable(state: ResultState) -> bool:
-    """An input a formula may use: a plain number, not implausible, not withdrawn."""
-    return (
-        state.value_numeric is not None
-        and state.comparator is None
-        and state.status != R.CANCELLED
-        and not (state.judgement or {}).get("implausible")
-        and not any(hold.code is HoldCode.PLAUSIBILITY for hold in state.holds)
-    )
 
 
 def _note(work: _Pending, key: str, name: str, text: str) -> None:
@@ -456,7 +425,7 @@ def _calculate(
         results={
             code: state.value_numeric
             for code, state in inputs.items()
-            if _usable(state) and state.value_numeric is not None
+            if usable(state) and state.value_numeric is not None
         },
         patient=FormulaPatient(
             age_years=facts.patient.age_years,
@@ -712,47 +681,3 @@ def _released_by_rules(session: Session, tube: _Tube, *, now: datetime) -> None:
 
 def _refused(refusal: Refusal) -> Outcome:
     return Outcome(result_id=None, changed=False, status="", flags=(), refusal=refusal)
-
-
-def recalculated(
-    session: Session, *, result: Result, rules: ActiveRules
-) -> list[tuple[TestRule, Calculation]]:
-    """The calculated tests of the tube that read `result`'s test, calculated afresh from the
-    tube's current results (after a correction)."""
-    if rules.formulas is None:
-        return []
-    catalog_now = snapshot(session)
-    code = catalog_now.by_id[result.test_id].code
-    specimen = session.get(Specimen, result.specimen_id)
-    patient = session.get(Patient, result.patient_id)
-    assert specimen is not None and patient is not None  # foreign keys
-    root = specimens.root_of(session, specimen)
-    facts = patient_facts(patient, root)
-    tests = {
-        t.id: t
-        for t in session.scalars(select(OrderedTest).where(OrderedTest.specimen_id == root.id))
-    }
-    stored = session.scalars(select(Result).where(Result.ordered_test_id.in_(list(tests)))).all()
-    values = {
-        catalog_now.by_id[r.test_id].code: state.value_numeric
-        for r in stored
-        if _usable(state := ResultState.of(r)) and state.value_numeric is not None
-    }
-    found: list[tuple[TestRule, Calculation]] = []
-    for formula in rules.formulas.using(code):
-        test = catalog_now.by_code.get(formula.test_code)
-        if test is None:
-            continue
-        found.append(
-            (
-                test,
-                calculate(
-                    formula,
-                    results=values,
-                    patient=FormulaPatient(
-                        age_years=facts.age_years, age_days=facts.age_days, sex=facts.sex
-                    ),
-                ),
-            )
-        )
-    return found

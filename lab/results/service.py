@@ -24,10 +24,10 @@ from lab.errors import Conflict, InvalidInput, NotFound
 from lab.orders import service as orders
 from lab.results import judging
 from lab.results import outbox as hl7_outbox
+from lab.results.calculated import CALCULATOR, WAITS_FOR, patient_facts, recalculated
 from lab.results.judging import ActiveRules, Refusal, active_rules
 from lab.results.judging import Measurement as Measurement
 from lab.results.queries import is_unremarkable, results_of_tube
-from lab.results.recording import CALCULATOR, WAITS_FOR, patient_facts, recalculated
 from lab.results.recording import Outcome as Outcome
 from lab.results.recording import record as record
 from lab.results.recording import record_tube as record_tube
