@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.errors import Conflict, FieldProblem, LabError, NotFound
+from lab.hl7 import limits
 from lab.hl7.codec.er7 import Message
 from lab.hl7.codec.errors import ErrorCode, Problem
 from lab.hl7.codec.escapes import NULL
@@ -79,7 +80,19 @@ class Handled:
 
 
 def handle(session: Session, *, actor: Actor, message: Message, content: InboundContent) -> Handled:
-    """Apply one mapped message; MessageRefused when a service refuses it."""
+    """Apply one mapped message; MessageRefused when a service refuses it, or when a value is
+    longer than the column that would store it (checked before anything is written)."""
+    too_long = limits.problems(
+        message,
+        content,
+        identifier_repetitions=_identifier_repetitions(message),
+        test_locations=_test_locations(message),
+        clinicians=[_clinician(test) for test in content.tests]
+        if isinstance(content, OrderMessage)
+        else [],
+    )
+    if too_long:
+        raise MessageRefused(too_long)
     if isinstance(content, OrderMessage):
         return _orders(session, actor=actor, message=message, content=content)
     if isinstance(content, PatientUpdate):

@@ -34,7 +34,7 @@ from datetime import datetime
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from lab.hl7.codec.ack import AckCode, Outcome, build_ack, outcome_of, requested_acknowledgements
@@ -44,6 +44,8 @@ from lab.hl7.codec.errors import ErrorCode, Hl7Error, MessageStructureError, Pro
 from lab.hl7.codec.inbound import map_inbound
 from lab.hl7.codec.timestamps import format_timestamp
 from lab.hl7.handlers import MessageRefused, handle, interface_actor
+from lab.hl7.limits import control_id_problem
+from lab.hl7.logsafe import describe_failure
 from lab.hl7.senders import Caller
 from lab.tables import HL7_LIFECYCLE, INBOUND, Hl7Message, Hl7Status
 from lab.timeutil import utcnow
@@ -109,6 +111,10 @@ class Inbox:
         application, facility = msh.component(3, 1), msh.component(4, 1)
         if not caller.may_send_as(application, facility):
             return self._store_forbidden_sender(raw, message, caller)
+        too_long = control_id_problem(message)
+        if too_long is not None:
+            # Cut to the column, two different control IDs could pass for one: refuse it.
+            return self._store_refused(raw, message, too_long, peer=peer)
         request = requested_acknowledgements(message)
         commit_code = request.commit_code(Outcome.ACCEPTED)
         commit_ack = None
@@ -205,6 +211,24 @@ class Inbox:
             code=ErrorCode.TABLE_VALUE_NOT_FOUND,
             message=f"sender {application}^{facility} is not allowed for this connection",
         )
+        log.warning(
+            "hl7: refused a message naming sender %s^%s from %s", application, facility, who
+        )
+        return self._store_refused(
+            raw,
+            message,
+            problem,
+            peer=caller.describe(),
+            note=f"; caller {who}; MSH-10 {message.control_id}",
+        )
+
+    def _store_refused(
+        self, raw: bytes, message: Message, problem: Problem, *, peer: str, note: str = ""
+    ) -> Stored:
+        """Keep a message that is refused before processing, with its AR, and without its
+        control ID as the duplicate key (it is never processed, so a resend cannot double)."""
+        application = message.header.component(3, 1)
+        facility = message.header.component(4, 1)
         ack = build_ack(
             message,
             code=AckCode.APPLICATION_REJECT,
@@ -215,22 +239,19 @@ class Inbox:
         values = {
             "direction": INBOUND,
             "status": REJECTED,
-            "partner": f"{application}^{facility} {caller.describe()}".strip()[:200],
+            "partner": f"{application}^{facility} {peer}".strip()[:200],
             "sending_application": application[:100],
             "sending_facility": facility[:100],
-            "control_id": "",  # never the duplicate key of the real sender's message
+            "control_id": "",  # never the duplicate key of another message
             "message_type": "{}^{}".format(*message.message_type[:2])[:32],
             "raw": raw,
             "charset": message.charset,
             "ack": ack.to_er7(),
             "ack_code": AckCode.APPLICATION_REJECT.value,
-            "error": f"{problem}; caller {who}; MSH-10 {message.control_id}"[:2000],
+            "error": f"{problem}{note}"[:2000],
             "attempts": 0,
             "finished_at": self.clock(),
         }
-        log.warning(
-            "hl7: refused a message naming sender %s^%s from %s", application, facility, who
-        )
         with self.session_factory() as session:
             new_id = self._insert(session, values)
             session.commit()
@@ -294,15 +315,26 @@ class Inbox:
             return outcome_of(refused), refused, None, _first_error(refused)
         except Hl7Error as exc:
             savepoint.rollback()
-            log.exception("hl7: building an answer failed")
-            internal = _internal_problem(str(exc))
+            log.error(
+                "hl7: building an answer to %s failed: %s",
+                message.control_id,
+                describe_failure(exc),
+            )
+            internal = _internal_problem(f"internal error ({type(exc).__name__})")
+            return Outcome.ERROR, (*problems, internal), None, internal.message
+        except DataError as exc:
+            # A value the database cannot take (the length checks should have caught it): the
+            # same message would fail the same way when resent, so it is answered, not dropped.
+            savepoint.rollback()
+            log.error("hl7: %s could not be stored: %s", message.control_id, describe_failure(exc))
+            internal = _internal_problem("a value does not fit what the lab stores")
             return Outcome.ERROR, (*problems, internal), None, internal.message
         except Exception as exc:
             savepoint.rollback()
             if isinstance(exc, SQLAlchemyError):
                 raise  # the database is in trouble: no answer, the sender will resend
             # A bug: keep the message and tell the sender, rather than leave it unanswered.
-            log.exception("hl7: handler failed on %s", message.control_id)
+            log.error("hl7: handler failed on %s: %s", message.control_id, describe_failure(exc))
             internal = _internal_problem(f"internal error ({type(exc).__name__})")
             return Outcome.ERROR, (*problems, internal), None, internal.message
         return Outcome.ACCEPTED, problems, handled.patient_id, handled.summary

@@ -35,6 +35,7 @@ from typing import Any
 from lab.hl7.codec.errors import MllpFramingError
 from lab.hl7.codec.mllp import DEFAULT_MAX_MESSAGE_SIZE, MllpDecoder, frame
 from lab.hl7.inbox import Inbox
+from lab.hl7.logsafe import describe_failure
 from lab.hl7.senders import Caller, CertificateSubject, SenderPolicy
 from lab.peers import LOOPBACK, ConnectionGate, Network
 from lab.timeutil import utcnow
@@ -215,9 +216,14 @@ class Hl7Listener:
             log.info("hl7 listener: %s went away: %s", caller.describe(), exc)
         except asyncio.CancelledError:
             pass
-        except Exception:
+        except Exception as exc:
             # The database or a bug: the message stays unanswered; the sender will resend.
-            log.exception("hl7 listener: connection from %s dropped without ACK", address)
+            # Logged without the exception's text, which may repeat the message's values.
+            log.error(
+                "hl7 listener: connection from %s dropped without ACK: %s",
+                address,
+                describe_failure(exc),
+            )
         finally:
             self.gate.release(host)
             self.stats.connections_open -= 1
