@@ -35,6 +35,7 @@ from lab.patients.views import router as patients_views
 from lab.qc.api import router as qc_router
 from lab.qc.views import router as qc_views
 from lab.results.api import router as results_router
+from lab.results.fix_views import router as fix_views
 from lab.results.views import router as results_views
 from lab.rulesets.api import router as rules_router
 from lab.specimens.api import router as specimens_router
@@ -201,6 +202,7 @@ def _include_pages(app: FastAPI) -> None:
         specimens_views,
         orders_views,
         results_views,
+        fix_views,
         users_views,
         qc_views,
         hl7_views,

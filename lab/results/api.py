@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy.orm import Session
 
+from lab.audit import Actor
 from lab.catalog.service import ReferenceRange
 from lab.deps import (
     CorrectResults,
@@ -13,13 +16,15 @@ from lab.deps import (
     SessionDep,
     VerifyResults,
 )
-from lab.results import queries, service
+from lab.results import fixes, queries, service
 from lab.results.schemas import (
     CancelIn,
     ChooseIn,
     CorrectIn,
+    FixIn,
     HoldOut,
     MeasurementOut,
+    ReplaceIn,
     ResultIn,
     ResultOut,
     ResultVersionOut,
@@ -27,6 +32,8 @@ from lab.results.schemas import (
     VerifyIn,
 )
 from lab.tables import LabTest, Result, Specimen
+from lab.users import service as users
+from lab.users.roles import Permission
 
 router = APIRouter(prefix="/api/v1/results", tags=["results"])
 
@@ -203,3 +210,46 @@ def set_aside(
 def cancel(result_id: int, data: CancelIn, session: SessionDep, actor: CorrectResults) -> ResultOut:
     result = service.cancel(session, actor=actor, result_id=result_id, reason=data.reason)
     return result_out(session, result)
+
+
+# --- fixes before release (lab.results.fixes checks the roles: replace and rerun need the
+# right to enter results and to read patient data, discard the right to verify) -------------
+
+
+def _enters_for_patients(actor: EnterResults) -> Actor:
+    """A person who enters results and reads the patient's (not an analyser's account)."""
+    users.require(actor, Permission.READ_PATIENT_DATA)
+    return actor
+
+
+EntersForPatients = Annotated[Actor, Depends(_enters_for_patients)]
+
+
+@router.post("/{result_id}/replace", response_model=ResultOut)
+def replace(
+    result_id: int, data: ReplaceIn, session: SessionDep, actor: EntersForPatients
+) -> ResultOut:
+    """Report the right value instead of a wrong one not yet verified (the old one is kept)."""
+    result = fixes.replace(
+        session,
+        actor=actor,
+        result_id=result_id,
+        value=data.value,
+        reason=data.reason,
+        comment=data.comment,
+    )
+    return result_out(session, result, with_versions=True)
+
+
+@router.post("/{result_id}/rerun", response_model=ResultOut)
+def rerun(result_id: int, data: FixIn, session: SessionDep, actor: EntersForPatients) -> ResultOut:
+    """Send the test back to the analyser; the result waits, preliminary, for the new value."""
+    result = fixes.rerun(session, actor=actor, result_id=result_id, reason=data.reason)
+    return result_out(session, result, with_versions=True)
+
+
+@router.post("/{result_id}/discard", response_model=ResultOut)
+def discard(result_id: int, data: FixIn, session: SessionDep, actor: VerifyResults) -> ResultOut:
+    """Withdraw a value not yet verified and cancel the test; the record never gets the value."""
+    result = fixes.discard(session, actor=actor, result_id=result_id, reason=data.reason)
+    return result_out(session, result, with_versions=True)

@@ -48,6 +48,20 @@ class CancelIn(BaseModel):
     reason: str = Field(min_length=1, max_length=1000)
 
 
+class ReplaceIn(BaseModel):
+    """The right value of a result not yet verified, and why the old one was wrong."""
+
+    value: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=1000)
+    comment: str = Field(default="", max_length=2000)
+
+
+class FixIn(BaseModel):
+    """Why a result not yet verified is measured again or discarded."""
+
+    reason: str = Field(min_length=1, max_length=1000)
+
+
 class ResultVersionOut(BaseModel):
     version: int
     status: str

@@ -88,7 +88,7 @@ def verify(
     comment: str = "",
 ) -> Result:
     """Release a result. A critical result needs the documented call first."""
-    result = _locked(session, result_id)
+    result = locked(session, result_id)
     if result.status in RELEASED:
         raise Conflict(
             f"result {result.id} was verified already by {result.verified_by}",
@@ -126,7 +126,7 @@ def verify(
     )
     change = Change(state=state, action="result.verify", author=actor.username, detail=call)
     _change_one(session, actor=actor, result=result, change=change)
-    _mark_ordered_test(session, result, TestStatus.VERIFIED)
+    mark_ordered_test(session, result, TestStatus.VERIFIED)
     _release_calculated(session, actor=actor, result=result)
     hl7_outbox.on_result_released(session, result, event="verify")  # same transaction
     return result
@@ -158,7 +158,7 @@ def _release_calculated(session: Session, *, actor: Actor, result: Result) -> No
             detail=f"released together with {code}",
         )
         _change_one(session, actor=actor, result=other, change=change)
-        _mark_ordered_test(session, other, TestStatus.VERIFIED)
+        mark_ordered_test(session, other, TestStatus.VERIFIED)
 
 
 def verify_unremarkable(session: Session, *, actor: Actor, accession_number: str) -> list[Result]:
@@ -187,7 +187,7 @@ def correct(
     """Correct a released result: a new version, flagged afresh, sent to the record as `C`."""
     if not reason.strip():
         raise InvalidInput.field("reason", "a correction needs a reason", code="reason_missing")
-    result = _locked(session, result_id)
+    result = locked(session, result_id)
     if result.status not in RELEASED:
         raise Conflict(
             f"result {result.id} is {result.status}; only released results are corrected",
@@ -220,12 +220,12 @@ def correct(
     _change_one(session, actor=actor, result=result, change=change)
     hl7_outbox.on_result_released(session, result, event="correct")  # same transaction
     rules = rules if rules is not None else active_rules(session)
-    _recalculate(session, actor=actor, result=result, rules=rules)
-    _withdraw_reflexes(session, actor=actor, result=result, state=state, rules=rules)
+    recalculate(session, actor=actor, result=result, rules=rules)
+    withdraw_reflexes(session, actor=actor, result=result, state=state, rules=rules)
     return result
 
 
-def _recalculate(session: Session, *, actor: Actor, result: Result, rules: ActiveRules) -> None:
+def recalculate(session: Session, *, actor: Actor, result: Result, rules: ActiveRules) -> None:
     """A corrected input: its calculated tests on the tube are calculated again, and a released
     one is corrected too (the record gets the correction)."""
     code = rule_by_id(session, result.test_id).code
@@ -268,7 +268,7 @@ def _recalculate(session: Session, *, actor: Actor, result: Result, rules: Activ
             )
 
 
-def _withdraw_reflexes(
+def withdraw_reflexes(
     session: Session, *, actor: Actor, result: Result, state: ResultState, rules: ActiveRules
 ) -> None:
     """A corrected result that no longer meets a reflex rule's condition: the reflex test it
@@ -317,7 +317,7 @@ def cancel(session: Session, *, actor: Actor, result_id: int, reason: str) -> Re
     """Withdraw a result (e.g. the specimen proved unusable); a released one is retracted."""
     if not reason.strip():
         raise InvalidInput.field("reason", "a cancellation needs a reason", code="reason_missing")
-    result = _locked(session, result_id)
+    result = locked(session, result_id)
     if result.status == R.CANCELLED:
         raise Conflict(f"result {result.id} is cancelled already", code="result_cancelled")
     state = ResultState.of(result).but(status=R.CANCELLED)
@@ -325,7 +325,7 @@ def cancel(session: Session, *, actor: Actor, result_id: int, reason: str) -> Re
         state=state, action="result.cancel", author=actor.username, reason=reason, detail=reason
     )
     _change_one(session, actor=actor, result=result, change=change)
-    _mark_ordered_test(session, result, TestStatus.CANCELLED)
+    mark_ordered_test(session, result, TestStatus.CANCELLED)
     hl7_outbox.on_result_released(session, result, event="cancel")  # same transaction
     return result
 
@@ -335,7 +335,7 @@ def choose(
 ) -> Result:
     """Report another of the test's measurements. Before release it becomes the value to
     verify; after release it is a correction (with its reason) and the record gets it as `C`."""
-    result = _locked(session, result_id)
+    result = locked(session, result_id)
     measurement = session.get(StoredMeasurement, measurement_id, with_for_update=True)
     if measurement is None or measurement.result_id != result.id:
         raise NotFound(f"result {result.id} has no measurement {measurement_id}")
@@ -395,7 +395,7 @@ def set_aside(session: Session, *, actor: Actor, result_id: int, reason: str) ->
         raise InvalidInput.field(
             "reason", "say why the released value stands", code="reason_missing"
         )
-    result = _locked(session, result_id)
+    result = locked(session, result_id)
     looked_at = _mark_reviewed(session, actor=actor, result=result, now=utcnow())
     if not looked_at:
         raise Conflict(f"result {result.id} has no further measurement waiting for a look")
@@ -430,14 +430,14 @@ def reference_for(
     return catalog.reference_range(test, sex=facts.sex, age_days=facts.age_days)
 
 
-def _locked(session: Session, result_id: int) -> Result:
+def locked(session: Session, result_id: int) -> Result:
     result = session.get(Result, result_id, with_for_update=True)
     if result is None:
         raise NotFound(f"no result {result_id}", code="result_unknown", params={"id": result_id})
     return result
 
 
-def _mark_ordered_test(session: Session, result: Result, status: str) -> None:
+def mark_ordered_test(session: Session, result: Result, status: str) -> None:
     ordered = session.get(OrderedTest, result.ordered_test_id)
     if ordered is None:
         return

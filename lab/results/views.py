@@ -238,7 +238,7 @@ def _now_for_input() -> str:
     return utcnow().astimezone(OSLO).strftime("%Y-%m-%dT%H:%M")
 
 
-def _review_context(
+def review_context(
     session: Session,
     actor: Actor,
     *,
@@ -292,6 +292,9 @@ def _review_context(
         "first_page": after is None,
         "errors": errors or {},
         "values": values or {},
+        # A refused fix (replace, rerun, discard) by result id, with what was typed.
+        "fix_errors": {},
+        "fix_values": {},
         "now_input": _now_for_input(),
     }
 
@@ -299,11 +302,11 @@ def _review_context(
 PARTIAL_HEADER = "x-lab-partial"
 
 
-def _wants_partial(request: Request) -> bool:
+def wants_partial(request: Request) -> bool:
     return request.headers.get(PARTIAL_HEADER) == "review"
 
 
-def _tube_block(
+def tube_block(
     request: Request,
     session: Session,
     actor: Actor,
@@ -314,15 +317,16 @@ def _tube_block(
     notice: str | None = None,
     notice_count: str = "",
     status_code: int = 200,
+    **shown: Any,
 ) -> Response:
     """The tube's block of the review page after an action, with the new count in a header.
 
     An empty block means nothing of that tube waits any more; the page's script removes it and
     keeps the reviewer's place in the list.
     """
-    context = _review_context(session, actor, specimen_id=specimen_id, errors=errors, values=values)
+    context = review_context(session, actor, specimen_id=specimen_id, errors=errors, values=values)
     group = context["groups"][0] if context["groups"] else None
-    context.update(group=group, notice=notice, verified_count=notice_count)
+    context.update(group=group, notice=notice, verified_count=notice_count, **shown)
     response = render_block(
         request, "results/review.html", "review_group", context, status_code=status_code
     )
@@ -341,7 +345,7 @@ def review_page(
     after: Annotated[str, Query(max_length=80)] = "",
 ) -> Response:
     cursor = result_queries.ReviewCursor.parse(after) if after else None
-    context = _review_context(session, actor, after=cursor)
+    context = review_context(session, actor, after=cursor)
     context["notice"] = notice_of(request)
     context["verified_count"] = request.query_params.get("count", "")
     return render(request, "results/review.html", context)
@@ -389,9 +393,9 @@ def verify(
             "read_back": read_back,
         }
         errors = {result_id: error_message(request, exc)}
-        if _wants_partial(request) and specimen_id is not None:
+        if wants_partial(request) and specimen_id is not None:
             session.rollback()
-            return _tube_block(
+            return tube_block(
                 request,
                 session,
                 actor,
@@ -404,12 +408,12 @@ def verify(
             request,
             session,
             template="results/review.html",
-            read=lambda: _review_context(session, actor, errors=errors, values={result_id: kept}),
+            read=lambda: review_context(session, actor, errors=errors, values={result_id: kept}),
             status_code=exc.http_status,
             verified_count="",
         )
-    if _wants_partial(request) and specimen_id is not None:
-        return _tube_block(request, session, actor, specimen_id, notice="verified")
+    if wants_partial(request) and specimen_id is not None:
+        return tube_block(request, session, actor, specimen_id, notice="verified")
     return redirect_after_post("/review", "verified")
 
 
@@ -420,9 +424,9 @@ def verify_unremarkable(
     """Verify every result of the specimen that has no flag of its own or of the analyser."""
     verified = results.verify_unremarkable(session, actor=actor, accession_number=accession_number)
     notice = "verified_many" if verified else "verified_none"
-    if _wants_partial(request):
+    if wants_partial(request):
         specimen = specimens.get_by_accession(session, accession_number)
-        return _tube_block(
+        return tube_block(
             request, session, actor, specimen.id, notice=notice, notice_count=str(len(verified))
         )
     if not verified:
@@ -470,8 +474,8 @@ def critical_call(
             "comment": comment,
         }
         errors = {-specimen.id: error_message(request, exc)}
-        if _wants_partial(request):
-            return _tube_block(
+        if wants_partial(request):
+            return tube_block(
                 request,
                 session,
                 actor,
@@ -480,11 +484,11 @@ def critical_call(
                 values={-specimen.id: kept},
                 status_code=exc.http_status,
             )
-        context = _review_context(session, actor, errors=errors, values={-specimen.id: kept})
+        context = review_context(session, actor, errors=errors, values={-specimen.id: kept})
         context.update(notice=None, verified_count="")
         return render(request, "results/review.html", context, status_code=exc.http_status)
-    if _wants_partial(request):
-        return _tube_block(
+    if wants_partial(request):
+        return tube_block(
             request,
             session,
             actor,
@@ -498,7 +502,7 @@ def critical_call(
 # --- one result: versions and correction ----------------------------------------------------
 
 
-def _result_context(session: Session, result: Result) -> dict[str, Any]:
+def result_context(session: Session, result: Result) -> dict[str, Any]:
     specimen = session.get(Specimen, result.specimen_id)
     assert specimen is not None  # foreign key
     ordered = session.get(OrderedTest, result.ordered_test_id)
@@ -516,6 +520,8 @@ def _result_context(session: Session, result: Result) -> dict[str, Any]:
         "choose_error": "",
         "correct_errors": {},
         "correct_values": {"value": "", "reason": "", "comment": ""},
+        "fix_errors": {},
+        "fix_values": {},
     }
 
 
@@ -524,7 +530,7 @@ def result_page(
     request: Request, result_id: int, session: SessionDep, actor: ReadPatientDataPage
 ) -> Response:
     result = result_queries.read(session, result_id, actor=actor)
-    context = _result_context(session, result)
+    context = result_context(session, result)
     context["notice"] = notice_of(request)
     return render(request, "results/result.html", context)
 
@@ -553,7 +559,7 @@ def correct(
             request,
             session,
             template="results/result.html",
-            read=lambda: _result_context(
+            read=lambda: result_context(
                 session, result_queries.read(session, result_id, actor=actor)
             ),
             status_code=exc.http_status,
@@ -609,7 +615,7 @@ def _result_again(
         request,
         session,
         template="results/result.html",
-        read=lambda: _result_context(session, result_queries.read(session, result_id, actor=actor)),
+        read=lambda: result_context(session, result_queries.read(session, result_id, actor=actor)),
         status_code=exc.http_status,
         choose_error=error_message(request, exc),
     )

@@ -83,6 +83,17 @@ def _number_filter(context: Context, value: Decimal | int | float | None) -> str
 
 
 @pass_context
+def _decimal_text_filter(context: Context, text: str | None) -> str:
+    """A value kept as text (`9.9`, `<5`) in the page's number format; other text as it is."""
+    raw = (text or "").strip()
+    comparator = raw[: len(raw) - len(raw.lstrip("<>="))]
+    try:
+        return comparator + number(Decimal(raw[len(comparator) :]), context.get("lang", "nb"))
+    except ArithmeticError:
+        return raw
+
+
+@pass_context
 def _signed_filter(context: Context, value: Decimal | None) -> str:
     return signed_number(value, context.get("lang", "nb"))
 
@@ -198,6 +209,7 @@ def _environment() -> Environment:
     env.filters["clock"] = clock
     env.filters["number"] = _number_filter
     env.filters["signed"] = _signed_filter
+    env.filters["decimal_text"] = _decimal_text_filter
     env.filters["critical_call"] = _critical_call_filter
     env.filters["unit"] = _unit_filter
     env.filters["clinician"] = display_clinician

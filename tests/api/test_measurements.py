@@ -64,3 +64,49 @@ def test_values_no_lab_can_measure_are_refused_with_the_field(
         assert refused.status_code == 422, refused.text
         problem = refused.json()["problems"][0]
         assert problem["field"] == "value" and why in problem["message"]
+
+
+def test_fix_a_result_before_release_over_the_api(
+    client: TestClient, as_role: dict[str, dict[str, str]]
+) -> None:
+    bio, lege = as_role["technician"], as_role["physician"]
+    order = place_order(client, as_role["interface"])
+    accession = next(s for s in order["specimens"] if s["container"] == "SERUM")["accession_number"]
+    assert client.post(f"/api/v1/specimens/{accession}/receive", headers=bio).status_code == 200
+    entered = client.post(
+        "/api/v1/results",
+        json={"accession_number": accession, "test_code": "K", "value": "9.1"},
+        headers=bio,
+    )
+    result_id = entered.json()["id"]
+    analyser = client.post(
+        f"/api/v1/results/{result_id}/replace",
+        json={"value": "4.1", "reason": "typo"},
+        headers=as_role["instrument"],
+    )
+    assert analyser.status_code == 403
+    no_reason = client.post(
+        f"/api/v1/results/{result_id}/replace", json={"value": "4.1", "reason": ""}, headers=bio
+    )
+    assert no_reason.status_code == 422
+    replaced = client.post(
+        f"/api/v1/results/{result_id}/replace",
+        json={"value": "4.1", "reason": "typed 9.1 for 4.1"},
+        headers=bio,
+    )
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["value"] == "4.1" and replaced.json()["status"] == "awaiting_review"
+    assert [m["value"] for m in replaced.json()["measurements"]] == ["9.1", "4.1"]
+    rerun = client.post(f"/api/v1/results/{result_id}/rerun", json={"reason": "check"}, headers=bio)
+    assert rerun.status_code == 200 and rerun.json()["status"] == "preliminary"
+    # Discarding needs the right to verify.
+    denied = client.post(f"/api/v1/results/{result_id}/discard", json={"reason": "x"}, headers=bio)
+    assert denied.status_code == 403
+    gone = client.post(
+        f"/api/v1/results/{result_id}/discard", json={"reason": "clotted"}, headers=lege
+    )
+    assert gone.status_code == 200 and gone.json()["status"] == "cancelled"
+    again = client.post(
+        f"/api/v1/results/{result_id}/discard", json={"reason": "clotted"}, headers=lege
+    )
+    assert again.status_code == 409 and again.json()["code"] == "result_cancelled"

@@ -1,12 +1,19 @@
-"""Every page test runs with strict translations: a text missing from a catalog fails it."""
+"""Every page test runs with strict translations: a text missing from a catalog fails it.
+
+The browser tests share one headless Chromium (Debian's, `make system-deps`) and a fresh
+bokmål page per test, on the `live` server their module starts (tests/web/live_server.py).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from lab.web import i18n
+from tests.web.live_server import CHROMIUM, CHROMIUM_ARGS, LiveServer
 
 
 @pytest.fixture(autouse=True)
@@ -14,3 +21,24 @@ def strict_translations() -> Iterator[None]:
     i18n.mode.strict = True
     yield
     i18n.mode.strict = False
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make system-deps)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser, live: LiveServer) -> Iterator[Page]:
+    """A fresh browser context (no cookies) in bokmål on the module's live server."""
+    context = browser.new_context(
+        base_url=live.base_url, viewport={"width": 1366, "height": 900}, locale="nb-NO"
+    )
+    context.set_default_timeout(10_000)
+    yield context.new_page()
+    context.close()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Page
 from sqlalchemy import select
 
 from lab.results import service as results
@@ -17,7 +17,7 @@ from lab.tables import OUTBOUND, Hl7Message, Result, UnmatchedResult
 from lab.users import service as users
 from testkit.database import PASSWORD
 from tests.conftest import actor
-from tests.web.live_server import CHROMIUM, CHROMIUM_ARGS, LiveServer, run_live_server
+from tests.web.live_server import LiveServer, run_live_server
 from tests.web.test_browser import place_order, shoot, sign_in
 
 pytestmark = pytest.mark.browser
@@ -26,24 +26,6 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     yield from run_live_server(tmp_path_factory.mktemp("screens"))
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser, live: LiveServer) -> Iterator[Page]:
-    context = browser.new_context(
-        base_url=live.base_url, viewport={"width": 1366, "height": 900}, locale="nb-NO"
-    )
-    context.set_default_timeout(10_000)
-    yield context.new_page()
-    context.close()
 
 
 def results_in(live: LiveServer, tube: str, values: dict[str, str]) -> dict[str, int]:

@@ -54,7 +54,7 @@ document.addEventListener("DOMContentLoaded", () => {
   // same template (empty when nothing of the tube waits any more), which replaces the old block,
   // so the reviewer stays where they were. Keys (not while typing): j/↓ next result, k/↑ previous,
   // v verify (or go to the call form of a critical result), a verify the tube's unremarkable
-  // results, c comment, n next tube.
+  // results, c comment, f fix before release (replace, rerun, discard), n next tube.
   const queue = document.querySelector("[data-review-queue]");
   if (queue) {
     const total = document.getElementById("review-total");
@@ -190,6 +190,19 @@ document.addEventListener("DOMContentLoaded", () => {
           focusRow(row);
           const comment = row.querySelector("input[data-comment]");
           if (comment) comment.focus();
+          break;
+        }
+        case "f": {
+          // Fix before release: open the row's replace / rerun / discard forms.
+          if (!row) break;
+          const fix = row.querySelector("details.fix");
+          if (!fix) break;
+          event.preventDefault();
+          focusRow(row);
+          fix.open = true;
+          const field = fix.querySelector("input[data-fix-value]") ||
+            fix.querySelector("input:not([type=hidden])");
+          if (field) field.focus();
           break;
         }
         default:
