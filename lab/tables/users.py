@@ -17,7 +17,9 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
-    display_name: Mapped[str] = mapped_column(String(200))
+    display_name: Mapped[str] = mapped_column(String(200))  # the full name, as printed
+    # The professional title printed after the name on reports ("overlege", "bioingeniør").
+    title: Mapped[str] = mapped_column(String(100), default="", server_default="")
     password_hash: Mapped[str | None] = mapped_column(String(200))
     roles: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     active: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -324,6 +324,30 @@ def unlock(session: Session, *, actor: Actor, username: str) -> User:
     return user
 
 
+def set_name(
+    session: Session, *, actor: Actor, username: str, display_name: str, title: str
+) -> User:
+    """The user's full name and title, as result reports print the verifier ("Godkjent av")."""
+    name, titled = display_name.strip(), title.strip()
+    if not name:
+        raise InvalidInput.field("display_name", "give the full name", code="name_missing")
+    if len(name) > 200 or len(titled) > 100:
+        raise InvalidInput.field("title", "the name or title is too long", code="name_too_long")
+    user = _existing(session, username)
+    before = {"display_name": user.display_name, "title": user.title}
+    user.display_name, user.title = name, titled
+    audit.record(
+        session,
+        actor=actor,
+        action="user.name",
+        entity_type="user",
+        entity_id=user.id,
+        before=before,
+        after={"display_name": name, "title": titled},
+    )
+    return user
+
+
 def set_roles(session: Session, *, actor: Actor, username: str, roles: list[str]) -> User:
     """Give the user these roles (and no others); an admin keeps their own admin role."""
     unknown = [r for r in roles if r not in {role.value for role in Role}]

@@ -85,6 +85,26 @@ def add_user(
     return redirect_after_post("/admin/users", "user_added")
 
 
+@router.post("/admin/users/{username}/name")
+def set_name(
+    request: Request,
+    username: str,
+    session: SessionDep,
+    actor: ManageUsersForm,
+    display_name: Annotated[str, Form()] = "",
+    title: Annotated[str, Form()] = "",
+) -> Response:
+    """Full name and title, printed with "Godkjent av" on the result reports."""
+    try:
+        users.set_name(
+            session, actor=actor, username=username, display_name=display_name, title=title
+        )
+    except LabError as exc:
+        kept = {"display_name": display_name, "title": title}
+        return _refused(request, session, username, exc, kept)
+    return redirect_after_post("/admin/users", "name_set")
+
+
 @router.post("/admin/users/{username}/password")
 def reset_password(
     request: Request,

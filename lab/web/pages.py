@@ -49,6 +49,7 @@ NOTICES = frozenset(
         "user_disabled",
         "user_unlocked",
         "roles_set",
+        "name_set",
         "order_placed",
     }
 )

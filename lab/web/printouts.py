@@ -187,8 +187,8 @@ def signer_name(session: Session, username: str) -> str:
     user = users.get_by_username(session, username)
     if user is None:
         return username
-    title = getattr(user, "title", "") or ""
-    name = user.display_name or username
+    title = user.title.strip()
+    name = user.display_name.strip() or username
     return f"{name}, {title}" if title else name
 
 

@@ -128,3 +128,62 @@ def test_others_may_not_manage_users(client: TestClient, db: Session) -> None:
     assert _user(db, "t-technician").active
     page = client.get("/")
     assert csrf_of(page.text)
+
+
+def test_the_signers_name_and_title_are_printed(client: TestClient, db: Session) -> None:
+    import io
+
+    from pypdf import PdfReader
+
+    from tests.web.support import accession_for, order
+    from tests.web.test_result_pages import enter, received
+
+    csrf = sign_in(client, "t-admin")
+    page = client.get("/admin/users").text
+    assert 'action="/admin/users/t-physician/name"' in page and "Tittel" in page
+    missing = client.post(
+        "/admin/users/t-physician/name",
+        data={"csrf_token": csrf, "display_name": " ", "title": "overlege"},
+    )
+    assert missing.status_code == 422 and "Skriv hele navnet." in missing.text
+    assert 'value="overlege"' in missing.text  # what was typed is kept
+    saved = client.post(
+        "/admin/users/t-physician/name",
+        data={"csrf_token": csrf, "display_name": "Lise Lien", "title": "overlege"},
+        follow_redirects=False,
+    )
+    assert saved.status_code == 303 and saved.headers["location"].endswith("done=name_set")
+    user = _user(db, "t-physician")
+    assert (user.display_name, user.title) == ("Lise Lien", "overlege")
+    changed = db.scalars(select(AuditEvent).where(AuditEvent.action == "user.name")).all()
+    assert changed and changed[-1].after == {"display_name": "Lise Lien", "title": "overlege"}
+    # Only administrators set names.
+    lege = TestClient(client.app)
+    token = sign_in(lege, "t-physician")
+    denied = lege.post(
+        "/admin/users/t-physician/name",
+        data={"csrf_token": token, "display_name": "X", "title": "professor"},
+    )
+    assert denied.status_code == 403
+    # The report says who verified by name and title, not by user name.
+    placed = order(db, "HP-SIGN1", ["CRP"])
+    number = accession_for(db, placed, "SERUM")
+    received(lege, token, number)
+    enter(lege, token, number, CRP="12")
+    result_id = (
+        db.execute(
+            select(AuditEvent.entity_id).where(
+                AuditEvent.action == "result.record", AuditEvent.patient_id == placed.patient_id
+            )
+        )
+        .scalars()
+        .first()
+    )
+    assert lege.post(f"/results/{result_id}/verify", data={"csrf_token": token}).status_code in (
+        200,
+        303,
+    )
+    report = lege.get(f"/orders/{placed.filler_order_number}/report.pdf")
+    text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(report.content)).pages)
+    assert "Godkjent av Lise Lien, overlege" in text
+    assert "t-physician" not in text
