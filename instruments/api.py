@@ -45,6 +45,7 @@ class UnmatchedOut(BaseModel):
     observed_at: datetime | None
     reason: str
     raw_record: str
+    raw_message: str  # the whole message the result came in
     status: str
     handled_at: datetime | None
     handled_by: str | None
@@ -56,6 +57,13 @@ class ResolveIn(BaseModel):
     accession_number: str = Field(min_length=1, max_length=40)
     test_code: str = Field(min_length=1, max_length=20)
     note: str = ""
+    unit: str | None = Field(
+        default=None,
+        max_length=40,
+        description="The UCUM unit to read the value in, when the analyser wrote its unit "
+        "otherwise (e.g. 10*3/uL for x10^3/uL); converted to the catalog's unit, the "
+        "analyser's value and unit kept as the original.",
+    )
 
 
 class DiscardIn(BaseModel):
@@ -153,6 +161,7 @@ def resolve_unmatched(
         accession_number=data.accession_number,
         test_code=data.test_code,
         note=data.note,
+        unit=data.unit,
     )
     return ResolvedOut(
         unmatched=UnmatchedOut.model_validate(service.get_unmatched(session, unmatched_id)),

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import json
 import random
 import sys
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from instruments.astm.events import MessageReceived
+from instruments.astm.events import Direction, FrameRejected, MessageReceived, TransferAborted
 from instruments.astm.link import Connection
-from instruments.astm.record_codec import build_record_text, build_records
+from instruments.astm.record_codec import build_record_text, looks_like_utf8
 from instruments.astm.transcript import read_transcript, replay
 from instruments.config import InstrumentConfig, SerialSettings, TcpSettings, load_instruments
 from instruments.messages import decode_message, encoding_of, handle_raw_message
@@ -49,6 +50,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     again.add_argument("--instrument", help="a configured analyser (its profile and test map)")
     again.add_argument("--profile", choices=sorted(PROFILES), default="generic")
     again.add_argument("--record", action="store_true", help="store through the runner's path")
+    again.add_argument(
+        "--encoding",
+        help="the capture's character set (e.g. utf-8, latin-1, cp1252); by default the "
+        "analyser's or profile's. A capture that is UTF-8 while that is a one-byte set is "
+        "not stored unless this names the character set to read it in.",
+    )
     again.set_defaults(run=cmd_replay)
 
     play = sub.add_parser(
@@ -100,6 +107,7 @@ class ReplaySummary:
     queries: int = 0
     failed: int = 0
     problems: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # what the link layer did not deliver
 
 
 def replay_file(
@@ -108,15 +116,36 @@ def replay_file(
     instrument: InstrumentConfig,
     session_factory: sessionmaker[Session] | None,
     out: TextIO = sys.stdout,
+    encoding: str | None = None,
 ) -> ReplaySummary:
     """The analyser's side of a capture through a host `Connection`, as on a live line; each
-    message through the runner's handling (`session_factory` given) or only decoded and shown."""
+    message through the runner's handling (`session_factory` given) or only decoded and shown.
+
+    Every message of the capture is handled, host queries included. Our answer to a query is
+    worked out (and counted) but not written into the replayed line: the capture already holds
+    the analyser's side of the original answer (its ACKs), and answering again would put our
+    link out of step with it, losing the messages after the first query. `encoding` names the
+    capture's character set; without it, a capture that is valid UTF-8 while the analyser is
+    read in a one-byte set is refused message by message rather than misread.
+    """
+    if encoding is not None:
+        instrument = replace(instrument, encoding=encoding)
     profile = get_profile(instrument.profile)
-    encoding = encoding_of(instrument, profile)
+    reading = encoding_of(instrument, profile)
     summary = ReplaySummary()
 
     def on_message(connection: Connection, message: MessageReceived, now: float) -> None:
         summary.messages += 1
+        if encoding is None and looks_like_utf8(message.records, reading):
+            problem = (
+                f"message {summary.messages}: not read: it is UTF-8, but analyser "
+                f"{instrument.name} (profile {profile.name}) is read as {reading}; replay with "
+                f"--encoding utf-8, or --encoding {reading} to read it so anyway"
+            )
+            summary.problems.append(problem)
+            print(problem, file=out)
+            connection.confirm_received(now)
+            return
         if session_factory is None:
             try:
                 records = decode_message(message.records, instrument=instrument, profile=profile)
@@ -144,20 +173,31 @@ def replay_file(
         summary.unmatched += outcome.unmatched
         summary.qc += outcome.qc
         summary.queries += outcome.queries
+        answer = ""
+        if outcome.reply:
+            orders = sum(1 for record in outcome.reply if record.type_code == "O")
+            answer = f" (answered with {orders} orders; not sent: the capture holds the answer)"
         print(
             f"message {summary.messages}: {outcome.recorded} recorded, {outcome.repeated} "
             f"repeated, {outcome.unmatched} unmatched, {outcome.qc} QC, "
-            f"{outcome.queries} queries",
+            f"{outcome.queries} queries{answer}",
             file=out,
         )
-        if outcome.reply:
-            connection.send_message(build_records(outcome.reply, encoding=encoding, trim=True), now)
+        for note in outcome.notes:
+            print(f"message {summary.messages}: {note}", file=out)
         connection.confirm_received(now)
 
     done = replay(read_transcript(text), on_message=on_message)
-    rejected = sum(1 for event in done.events if type(event).__name__ == "FrameRejected")
-    if rejected:
-        print(f"{rejected} frames refused (NAK) on the way, as on the line", file=out)
+    for event in done.events:
+        if isinstance(event, FrameRejected):
+            summary.skipped.append(f"frame refused (NAK), as on the line: {event.reason}")
+        elif isinstance(event, TransferAborted) and event.direction is Direction.RECEIVING:
+            summary.skipped.append(
+                f"incomplete message of {len(event.records)} records discarded: "
+                f"{event.reason.value}"
+            )
+    for line in summary.skipped:
+        print(f"skipped: {line}", file=out)
     return summary
 
 
@@ -177,12 +217,21 @@ def _instrument(settings: Settings, name: str | None, profile: str) -> Instrumen
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     instrument = _instrument(settings, args.instrument, args.profile)
+    if args.encoding:
+        try:
+            codecs.lookup(args.encoding)
+        except LookupError:
+            raise SystemExit(f"unknown encoding {args.encoding!r}") from None
     text = args.file.read_text(encoding="ascii")
     factory = _factory(settings) if args.record else None
-    summary = replay_file(text, instrument=instrument, session_factory=factory)
+    summary = replay_file(
+        text, instrument=instrument, session_factory=factory, encoding=args.encoding
+    )
     print(
         f"{summary.messages} messages: {summary.recorded} results recorded, {summary.repeated} "
-        f"repeated, {summary.unmatched} unmatched, {summary.qc} QC, {summary.failed} not stored"
+        f"repeated, {summary.unmatched} unmatched, {summary.qc} QC, {summary.queries} queries, "
+        f"{summary.failed} not stored, {len(summary.problems)} not read, "
+        f"{len(summary.skipped)} skipped"
     )
     return 1 if summary.failed or summary.problems else 0
 

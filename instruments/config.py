@@ -12,10 +12,12 @@ import codecs
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from instruments.profiles import PROFILES
+from instruments.profiles import PROFILES, FieldRef
 from lab.config import Settings
 from lab.errors import InvalidInput
 from lab.peers import LOOPBACK, Network, parse_networks
@@ -77,6 +79,28 @@ class InstrumentConfig:
     qc_prefixes: tuple[str, ...] = ("QC",)  # specimen IDs of control material
     timezone: str = "Europe/Oslo"  # analyser clocks run in local time (LIS2-A2 timestamps)
     host_name: str = "LAB"  # our name in the H records we send
+    # Where this analyser puts the specimen ID (`O-3`, `O-4.3`, `Q-3.2`, ...), in order of
+    # preference; None: the profile's own list.
+    specimen_fields: tuple[FieldRef, ...] | None = None
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def wall_clock(self, moment: datetime) -> datetime:
+        """`moment` as the analyser's clock shows it: its local time, without a zone, which is
+        how LIS2-A2 timestamps are written (H-14, O-7, O-8, ...). A moment without a zone is
+        taken to be UTC (how the lab stores time)."""
+        aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=ZoneInfo("UTC"))
+        return aware.astimezone(self.zone).replace(tzinfo=None)
+
+    def read_clock(self, moment: datetime | None) -> datetime | None:
+        """A timestamp the analyser sent (its local time, no zone) as an aware datetime. In the
+        hour that occurs twice when clocks go back, the first (summer time) reading is taken;
+        a time skipped when clocks go forward is read with the offset before the change."""
+        if moment is None:
+            return None
+        return moment.replace(tzinfo=self.zone) if moment.tzinfo is None else moment
 
     def local_code(self, instrument_code: str) -> str | None:
         """The lab's test code for what the analyser calls `instrument_code`, if mapped."""
@@ -147,6 +171,21 @@ def parse_config(
             isinstance(k, str) and isinstance(v, str) for k, v in tests.items()
         ):
             raise ConfigError(f"{where}: [instrument.tests] maps instrument codes to local codes")
+        timezone = str(entry.get("timezone", "Europe/Oslo"))
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"{where}: unknown time zone {timezone!r}") from None
+        specimen_fields = entry.get("specimen_fields")
+        if specimen_fields is not None:
+            if not isinstance(specimen_fields, list) or not specimen_fields:
+                raise ConfigError(f"{where}: specimen_fields is a list like ['O-3', 'O-4.3']")
+            try:
+                refs = tuple(FieldRef.parse(str(f)) for f in specimen_fields)
+            except ValueError as error:
+                raise ConfigError(f"{where}: specimen_fields: {error}") from None
+            if any(ref.record_type not in ("O", "Q") for ref in refs):
+                raise ConfigError(f"{where}: specimen_fields name O or Q record fields")
         prefixes = entry.get("qc_prefixes", ["QC"])
         if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
             raise ConfigError(f"{where}: qc_prefixes is a list of strings")
@@ -160,8 +199,9 @@ def parse_config(
                 local_codes=bool(entry.get("local_codes", False)),
                 order_download=bool(entry.get("order_download", False)),
                 qc_prefixes=tuple(prefixes),
-                timezone=str(entry.get("timezone", "Europe/Oslo")),
+                timezone=timezone,
                 host_name=str(entry.get("host_name", "LAB")),
+                specimen_fields=refs if specimen_fields is not None else None,
             )
         )
     names = [c.name for c in configs]

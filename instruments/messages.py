@@ -6,33 +6,45 @@ levels of one message are judged as one run by `lab.qc` *before* the message's p
 are recorded, so a rejection holds the patient results that came with it; host queries are
 answered from the specimen's pending tests. The caller commits, then acknowledges
 the frame that completed the message (docs/architecture.md, rule 3).
+
+A message is never refused because of one of its results: each specimen's results are stored
+under a savepoint, and should that fail, each result alone; whatever still cannot be stored
+goes to the unmatched queue with its reason and the whole message, and the rest is stored.
+Units are compared as UCUM units (`lab.catalog.units`): a result in a unit convertible to the
+catalog's is converted with the original kept, any other waits in the unmatched queue. Logs
+name the analyser, the record's index in the message and the kind of failure, never a value
+or an identifier.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from instruments.astm.errors import RecordError
 from instruments.astm.message import Message, ResultGroup
-from instruments.astm.record_codec import build_record_text, parse_records
+from instruments.astm.record_codec import build_record_text, looks_like_utf8, parse_records
 from instruments.astm.records import (
     DEFAULT_ENCODING,
     HeaderRecord,
+    OrderRecord,
     QueryRecord,
     Record,
 )
 from instruments.config import InstrumentConfig
-from instruments.profiles import Profile, SpecimenOrder
+from instruments.profiles import FieldRef, Profile, SpecimenOrder
 from lab.audit import Actor
+from lab.catalog import units
+from lab.catalog.rules import snapshot
 from lab.errors import LabError
 from lab.qc import service as qc
 from lab.results import service as results
@@ -83,6 +95,7 @@ def handle_raw_message(
     now: datetime | None = None,
 ) -> MessageOutcome:
     """Decode and handle; a message that cannot be decoded is kept whole as unmatched."""
+    encoding = encoding_of(instrument, profile)
     try:
         records = decode_message(raws, instrument=instrument, profile=profile)
     except RecordError as error:
@@ -96,10 +109,42 @@ def handle_raw_message(
             test_code=None,
             group=None,
             raw=text,
+            raw_message=text,
             reason=f"the message could not be read: {error}",
         )
+        log.warning("analyser %s: a message could not be read (%s)", instrument.name, "record")
         return outcome
-    return handle_message(session, instrument=instrument, profile=profile, records=records, now=now)
+    outcome = handle_message(
+        session,
+        instrument=instrument,
+        profile=profile,
+        records=records,
+        now=now,
+        raw_message="\r".join(raw.decode(encoding, errors="replace") for raw in raws),
+    )
+    if looks_like_utf8(raws, encoding):
+        outcome.notes.append(
+            f"the message is valid UTF-8 but the analyser is read as {encoding}: letters beyond "
+            "ASCII are misread; set its encoding"
+        )
+    return outcome
+
+
+@dataclass(slots=True, kw_only=True)
+class _Intake:
+    """One message being handled: where it came from and what became of it so far."""
+
+    session: Session
+    instrument: InstrumentConfig
+    profile: Profile
+    actor: Actor
+    outcome: MessageOutcome
+    raw_message: str  # the whole message, kept with every result that goes unmatched
+    fields: Sequence[FieldRef] | None  # where the specimen ID is (None: the profile's list)
+    index: dict[int, int]  # id(record) -> its 1-based place in the message, for logs
+
+    def place(self, record: Record) -> int:
+        return self.index.get(id(record), 0)
 
 
 def handle_message(
@@ -109,17 +154,28 @@ def handle_message(
     profile: Profile,
     records: Sequence[Record],
     now: datetime | None = None,
+    raw_message: str | None = None,
 ) -> MessageOutcome:
     message = Message.from_records(records)
-    outcome = MessageOutcome()
-    actor = instrument_actor(instrument)
+    intake = _Intake(
+        session=session,
+        instrument=instrument,
+        profile=profile,
+        actor=instrument_actor(instrument),
+        outcome=MessageOutcome(),
+        raw_message=raw_message
+        if raw_message is not None
+        else "\r".join(build_record_text(r) for r in records),
+        fields=instrument.specimen_fields,
+        index={id(record): number for number, record in enumerate(records, start=1)},
+    )
+    outcome = intake.outcome
     qc_message = profile.is_qc_message(message.header)
-    zone = ZoneInfo(instrument.timezone)
     controls: list[int] = []  # new qc_result rows: the levels of this message form one run
     patient_groups = []
     for order_group in message.orders():
         order = order_group.order
-        specimen_id = order.specimen_id if order is not None else ""
+        specimen_id = profile.specimen_id(order, intake.fields) if order is not None else ""
         if qc_message or profile.is_qc_order(order) or instrument.is_control(specimen_id):
             for group in order_group.results:
                 kept = _keep_qc(
@@ -128,7 +184,6 @@ def handle_message(
                     profile=profile,
                     control_id=specimen_id,
                     group=group,
-                    zone=zone,
                 )
                 outcome.qc += kept is not None
                 if kept is not None:
@@ -136,31 +191,16 @@ def handle_message(
         else:
             patient_groups.append((specimen_id, order_group))
     if controls:
-        _judge_controls(session, actor=actor, instrument=instrument, qc_result_ids=controls)
+        _judge_controls(session, actor=intake.actor, instrument=instrument, qc_result_ids=controls)
     for specimen_id, order_group in patient_groups:
         ready: list[tuple[ResultGroup, results.Measurement]] = []
         for group in order_group.results:
             measurement = _handle_result(
-                session,
-                outcome,
-                instrument=instrument,
-                profile=profile,
-                specimen_id=specimen_id,
-                group=group,
-                zone=zone,
+                intake, specimen_id=specimen_id, order=order_group.order, group=group
             )
             if measurement is not None:
                 ready.append((group, measurement))
-        _record(
-            session,
-            outcome,
-            instrument=instrument,
-            profile=profile,
-            actor=actor,
-            specimen_id=specimen_id,
-            ready=ready,
-            zone=zone,
-        )
+        _record(intake, specimen_id=specimen_id, ready=ready)
     queries = [q for q in message.queries if q.request_status.upper() != "A"]  # A: cancel (Q-13)
     if queries:
         outcome.queries = len(queries)
@@ -175,120 +215,157 @@ def handle_message(
     return outcome
 
 
+def in_catalog_unit(
+    session: Session, *, test_code: str, value: str, unit: str | None
+) -> units.Reading | units.NotConvertible:
+    """A value the analyser sent, in the unit the catalog keeps for `test_code` (UCUM)."""
+    test = snapshot(session).by_code.get(test_code)
+    if test is None or test.result_type != "numeric" or not test.unit:
+        return units.Reading(value=value, unit=(unit or "").strip())
+    return units.in_catalog_unit(value, unit, catalog_unit=test.unit, catalog_ucum=test.ucum)
+
+
 def _handle_result(
-    session: Session,
-    outcome: MessageOutcome,
-    *,
-    instrument: InstrumentConfig,
-    profile: Profile,
-    specimen_id: str,
-    group: ResultGroup,
-    zone: ZoneInfo,
+    intake: _Intake, *, specimen_id: str, order: OrderRecord | None, group: ResultGroup
 ) -> results.Measurement | None:
     """Results that cannot be recorded are kept here; the rest come back to record."""
+    instrument, profile = intake.instrument, intake.profile
     result = group.result
     instrument_code = profile.test_code(result.test)
     local_code = instrument.local_code(instrument_code)
     reason = ""
     if not specimen_id:
-        reason = "the result has no specimen ID (no O record with O-3 before it)"
+        fields = ", ".join(map(str, intake.fields or profile.specimen_fields))
+        reason = f"the result has no specimen ID (looked in {fields} of the O record before it)"
     elif local_code is None:
         reason = f"test code {instrument_code!r} is not mapped for analyser {instrument.name}"
     elif result.status.upper() not in _RECORDABLE:
         reason = f"result status {result.status!r} (R-9) is not a result to record"
     if not reason and local_code is not None:
-        operator = result.operator[0] if result.operator else ""
-        module = result.instrument[0] if result.instrument else ""
-        return results.Measurement(
-            accession_number=specimen_id,
-            test_code=local_code,
-            value=result.value,
-            unit=result.units or None,
-            observed_at=_aware(result.completed_at, zone),
-            preliminary=result.status.upper() == "P",
-            instrument=f"{instrument.name}/{module}" if module else instrument.name,
-            operator=operator,
-            instrument_flags=profile.instrument_flags(group),
-            comment=profile.result_comment(group),
+        try:
+            observed_at = instrument.read_clock(result.completed_at)
+        except RecordError as error:
+            observed_at, reason = None, f"R-13 cannot be read: {error}"
+        reading = in_catalog_unit(
+            intake.session, test_code=local_code, value=result.value, unit=result.units or None
         )
-    _unmatched(
-        session,
-        outcome,
-        instrument=instrument,
-        profile=profile,
-        specimen_id=specimen_id,
-        group=group,
-        reason=reason,
-        zone=zone,
-    )
+        if isinstance(reading, units.NotConvertible):
+            reason = reason or reading.reason
+        elif not reason:
+            operator = result.operator[0] if result.operator else ""
+            module = result.instrument[0] if result.instrument else ""
+            return results.Measurement(
+                accession_number=specimen_id,
+                test_code=local_code,
+                value=reading.value,
+                unit=reading.unit or None,
+                original_value=reading.original_value,
+                original_unit=reading.original_unit,
+                dilution=profile.dilution(result.test)[:20],
+                observed_at=observed_at,
+                preliminary=result.status.upper() == "P",
+                instrument=f"{instrument.name}/{module}" if module else instrument.name,
+                operator=operator,
+                instrument_flags=profile.instrument_flags(group),
+                comment=profile.result_comment(group),
+            )
+    if not specimen_id and order is not None:
+        specimen_id = _any_sample_number(order)
+    _unmatched(intake, specimen_id=specimen_id, group=group, reason=reason)
     return None
 
 
+def _any_sample_number(order: OrderRecord) -> str:
+    """For the unmatched queue only (never to record against): O-3 or O-4 as sent, so the
+    person who resolves the result sees the analyser's sample number."""
+    for number in (3, 4):
+        text = "^".join(part.strip() for part in order.components(number))
+        if text.strip("^"):
+            return f"O-{number}: {text.strip('^')}"
+    return ""
+
+
 def _record(
-    session: Session,
-    outcome: MessageOutcome,
+    intake: _Intake,
     *,
-    instrument: InstrumentConfig,
-    profile: Profile,
-    actor: Actor,
     specimen_id: str,
     ready: list[tuple[ResultGroup, results.Measurement]],
-    zone: ZoneInfo,
 ) -> None:
     """Record a specimen's results as one tube; each one the rules refuse goes to the
-    unmatched queue with its reason, and the others are stored."""
+    unmatched queue with its reason, and the others are stored. Should storing fail (a
+    fault of ours that no retry cures), each result is stored alone and what still fails is
+    kept as unmatched: the analyser gets its ACK and the rest of the message is in."""
     if not ready:
         return
-    recorded = results.record_tube(session, actor=actor, measurements=[m for _, m in ready])
+    try:
+        with intake.session.begin_nested():
+            recorded = results.record_tube(
+                intake.session, actor=intake.actor, measurements=[m for _, m in ready]
+            )
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: the whole message is refused and comes again
+    except Exception as error:
+        if len(ready) > 1:
+            for alone in ready:
+                _record(intake, specimen_id=specimen_id, ready=[alone])
+            return
+        ((group, _),) = ready
+        log.warning(
+            "analyser %s: record %d of a message not stored (%s at %s); kept as unmatched",
+            intake.instrument.name,
+            intake.place(group.result),
+            type(error).__name__,
+            failure_site(error),
+        )
+        detail = error.message if isinstance(error, LabError) else type(error).__name__
+        _unmatched(
+            intake,
+            specimen_id=specimen_id,
+            group=group,
+            reason=f"the result could not be stored ({detail}); the rest of the message was",
+        )
+        return
+    outcome = intake.outcome
     for (group, _), one in zip(ready, recorded, strict=True):
         if one.refusal is not None:
-            _unmatched(
-                session,
-                outcome,
-                instrument=instrument,
-                profile=profile,
-                specimen_id=specimen_id,
-                group=group,
-                reason=one.refusal.message,
-                zone=zone,
-            )
+            _unmatched(intake, specimen_id=specimen_id, group=group, reason=one.refusal.message)
         elif one.changed:
             outcome.recorded += 1
         else:
             outcome.repeated += 1
 
 
-def _unmatched(
-    session: Session,
-    outcome: MessageOutcome,
-    *,
-    instrument: InstrumentConfig,
-    profile: Profile,
-    specimen_id: str,
-    group: ResultGroup,
-    reason: str,
-    zone: ZoneInfo,
-) -> None:
+def failure_site(error: BaseException) -> str:
+    """File and line where an error arose: enough to find a bug, nothing of the data."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
+
+
+def _unmatched(intake: _Intake, *, specimen_id: str, group: ResultGroup, reason: str) -> None:
+    instrument, profile = intake.instrument, intake.profile
     instrument_code = profile.test_code(group.result.test)
-    outcome.unmatched += _keep_unmatched(
-        session,
+    intake.outcome.unmatched += _keep_unmatched(
+        intake.session,
         instrument=instrument,
         specimen_id=specimen_id,
         instrument_test_code=instrument_code,
         test_code=instrument.local_code(instrument_code),
         group=group,
         raw=build_record_text(group.result),
+        raw_message=intake.raw_message,
         reason=reason,
-        zone=zone,
         profile=profile,
     )
 
 
-def _aware(moment: datetime | None, zone: ZoneInfo) -> datetime | None:
-    """LIS2-A2 timestamps carry no zone: the analyser's clock runs in the lab's local time."""
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
+def _observed(instrument: InstrumentConfig, result: Any) -> datetime | None:
+    try:
+        return instrument.read_clock(result.completed_at)
+    except RecordError:
+        return None  # kept in the raw record; the reason says what else is wrong
 
 
 def _fingerprint(*parts: str) -> str:
@@ -304,18 +381,19 @@ def _keep_unmatched(
     test_code: str | None,
     group: ResultGroup | None,
     raw: str,
+    raw_message: str,
     reason: str,
-    zone: ZoneInfo | None = None,
     profile: Profile | None = None,
 ) -> int:
-    """Insert once: the same result sent again (same analyser, record and time) adds nothing."""
+    """Insert once: the same result sent again (same analyser, record and time) adds nothing.
+    Every text is cut to its column, so keeping a result can never fail on its length."""
     result = group.result if group is not None else None
     values = {
         "fingerprint": _fingerprint("unmatched", instrument.name, specimen_id, raw),
-        "instrument": instrument.name,
+        "instrument": instrument.name[:64],
         "specimen_id": specimen_id[:80],
         "instrument_test_code": instrument_test_code[:80],
-        "test_code": test_code,
+        "test_code": test_code[:20] if test_code else None,
         "value": result.value if result else "",
         "unit": (result.units if result else "")[:40],
         "instrument_flags": (
@@ -323,9 +401,10 @@ def _keep_unmatched(
         )[:200],
         "result_status": (result.status if result else "")[:4],
         "operator": (result.operator[0] if result and result.operator else "")[:80],
-        "observed_at": _aware(result.completed_at, zone) if result and zone else None,
+        "observed_at": _observed(instrument, result) if result else None,
         "reason": reason,
         "raw_record": raw,
+        "raw_message": raw_message,
         "status": UnmatchedStatus.OPEN,
         "handling_note": "",
     }
@@ -339,7 +418,6 @@ def _keep_qc(
     profile: Profile,
     control_id: str,
     group: ResultGroup,
-    zone: ZoneInfo,
 ) -> int | None:
     """Store a control result once; the id of the new row, or None for a repeat."""
     result = group.result
@@ -350,13 +428,13 @@ def _keep_qc(
         "instrument": instrument.name,
         "control_id": control_id[:80],
         "instrument_test_code": instrument_code[:80],
-        "test_code": instrument.local_code(instrument_code),
+        "test_code": (instrument.local_code(instrument_code) or "")[:20] or None,
         "value": result.value,
         "unit": result.units[:40],
         "instrument_flags": profile.instrument_flags(group)[:200],
         "result_status": result.status[:4],
         "operator": (result.operator[0] if result.operator else "")[:80],
-        "observed_at": _aware(result.completed_at, zone),
+        "observed_at": _observed(instrument, result),
         "raw_record": raw,
     }
     inserted = session.execute(
@@ -418,7 +496,9 @@ def pending_order(
         accession_number=specimen.accession_number,
         test_codes=tuple(codes),
         priority=priority,
-        collected_at=specimen.collected_at,
+        collected_at=instrument.wall_clock(specimen.collected_at)
+        if specimen.collected_at
+        else None,
     )
 
 
@@ -434,7 +514,8 @@ def _answer_queries(
     """LIS2-A2 12: answer with the specimen's orders (O-26 `Q`), or L-3 `I` if there are none."""
     found: list[SpecimenOrder] = []
     for query in queries:
-        order = pending_order(session, instrument=instrument, accession_number=query.specimen_id)
+        asked = profile.specimen_id(query, instrument.specimen_fields)
+        order = pending_order(session, instrument=instrument, accession_number=asked)
         if order is None:
             continue
         # cobas e411: O-4 of the answer echoes Q-3 after the specimen ID (seq^carrier^pos...).
@@ -448,7 +529,7 @@ def _answer_queries(
                 instrument_specimen_id=(echo,),
             )
         found.append(order)
-    local_now = now.astimezone(ZoneInfo(instrument.timezone)).replace(tzinfo=None)
+    local_now = instrument.wall_clock(now)  # H-14 in the analyser's time zone
     if not found:
         return profile.no_information(
             host_name=instrument.host_name, reply_to=header, now=local_now

@@ -19,8 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,7 +38,7 @@ from instruments.astm.events import (
 from instruments.astm.link import Connection, Role
 from instruments.astm.record_codec import build_records
 from instruments.config import InstrumentConfig, SerialSettings, TcpSettings
-from instruments.messages import MessageOutcome, encoding_of, handle_raw_message
+from instruments.messages import MessageOutcome, encoding_of, failure_site, handle_raw_message
 from instruments.profiles import Profile, SpecimenOrder, get_profile
 from instruments.status import InstrumentStatus
 from instruments.transports import serial as serial_transport
@@ -255,8 +254,19 @@ class InstrumentRunner:
         except Exception as error:
             # Ours, not the analyser's (database down, a bug): refuse the last frame so the
             # analyser sends it again; its earlier frames stay buffered in the connection.
-            log.exception("analyser %s: message not stored", self.instrument.name)
-            self.status.error(f"message not stored, analyser asked to send again: {error}")
+            # The log and the status name the message and the kind of failure only: an
+            # error's text may quote a value or an identifier from the message.
+            where = failure_site(error)
+            log.error(
+                "analyser %s: message %d not stored (%s at %s); asked to send it again",
+                self.instrument.name,
+                self.status.messages_received,
+                type(error).__name__,
+                where,
+            )
+            self.status.error(
+                f"message not stored ({type(error).__name__}), analyser asked to send again"
+            )
             if event.needs_confirmation:
                 connection.reject_received(self.clock())
             return
@@ -264,6 +274,8 @@ class InstrumentRunner:
         self.status.results_repeated += outcome.repeated
         self.status.unmatched += outcome.unmatched
         self.status.qc_results += outcome.qc
+        for note in outcome.notes:
+            self.status.error(note)
         if outcome.reply:
             try:
                 raws = build_records(outcome.reply, encoding=self.encoding, trim=True)
@@ -293,7 +305,7 @@ class InstrumentRunner:
         if len(self._drivers) != 1 or not orders:
             return False
         driver = self._drivers[0]
-        now = datetime.now(ZoneInfo(self.instrument.timezone)).replace(tzinfo=None)
+        now = self.instrument.wall_clock(datetime.now(UTC))  # H-14 in the analyser's zone
         records = self.profile.orders_message(
             orders, host_name=self.instrument.host_name, reply_to=None, now=now
         )
@@ -324,5 +336,10 @@ class InstrumentRunner:
                 if delivered:
                     self.status.orders_downloaded += len(orders)
             except Exception as error:  # a failing batch is logged; the job goes on
-                log.exception("analyser %s: order download failed", self.instrument.name)
-                self.status.error(f"order download failed: {error}")
+                log.error(
+                    "analyser %s: order download failed (%s at %s)",
+                    self.instrument.name,
+                    type(error).__name__,
+                    failure_site(error),
+                )
+                self.status.error(f"order download failed ({type(error).__name__})")

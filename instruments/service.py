@@ -12,10 +12,12 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from instruments import messages
 from instruments.config import InstrumentConfig
 from instruments.profiles import SpecimenOrder
 from lab import audit
 from lab.audit import Actor
+from lab.catalog import units
 from lab.errors import Conflict, InvalidInput, NotFound
 from lab.results import queries as result_queries
 from lab.results import service as results
@@ -110,16 +112,34 @@ def resolve(
     accession_number: str,
     test_code: str,
     note: str = "",
+    unit: str | None = None,
 ) -> results.Outcome:
-    """Assign the result to a specimen and test, and record it as the analyser sent it."""
+    """Assign the result to a specimen and test, and record it as the analyser sent it.
+
+    Its unit is compared with the catalog's as a UCUM unit and converted like any analyser
+    result (the original value and unit kept on the measurement). `unit` is for a result whose
+    unit the analyser wrote in no UCUM (`x10^3/uL`): the person says which UCUM unit it is,
+    and the value is read in it; what the analyser sent stays the original.
+    """
     row = _open(session, unmatched_id)
     if not test_code.strip():
         raise InvalidInput.field("test_code", "name the lab's test code", code="test_code_missing")
+    code = test_code.strip().upper()
+    read_as = (unit or "").strip() or row.unit
+    reading = messages.in_catalog_unit(session, test_code=code, value=row.value, unit=read_as)
+    if isinstance(reading, units.NotConvertible):
+        raise InvalidInput.field("unit" if unit else "test_code", reading.reason)
+    sent_unit = row.unit.strip()
+    original_unit = reading.original_unit
+    if read_as.strip() != sent_unit and sent_unit:
+        original_unit = sent_unit  # what the analyser wrote, not what the person read it as
     measurement = results.Measurement(
         accession_number=accession_number,
-        test_code=test_code.strip().upper(),
-        value=row.value,
-        unit=row.unit or None,
+        test_code=code,
+        value=reading.value,
+        unit=reading.unit or None,
+        original_value=row.value if original_unit else "",
+        original_unit=original_unit[:40],
         observed_at=row.observed_at,
         preliminary=row.result_status.upper() == "P",
         instrument=row.instrument,
@@ -132,7 +152,9 @@ def resolve(
     row.status = RESOLVED
     row.handled_at = utcnow()
     row.handled_by = actor.username
-    row.handling_note = note or f"assigned to {accession_number} {test_code.upper()}"
+    row.handling_note = note or f"assigned to {accession_number} {code}"
+    if unit and unit.strip() != row.unit.strip():
+        row.handling_note += f" (unit read as {unit.strip()})"
     row.result_id = result.id
     audit.record(
         session,
@@ -258,7 +280,10 @@ def orders_to_download(
                 accession_number=specimen.accession_number,
                 test_codes=entry.test_codes,
                 priority={"stat": "S", "urgent": "A"}.get(entry.priority, "R"),
-                collected_at=specimen.collected_at,
+                # O-8 in the analyser's time zone, as every timestamp we send it.
+                collected_at=instrument.wall_clock(specimen.collected_at)
+                if specimen.collected_at
+                else None,
             )
         )
         if len(found) >= limit:

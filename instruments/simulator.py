@@ -25,6 +25,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from instruments.astm.constants import ACK, LF, STX
 from instruments.astm.events import Event, MessageReceived, MessageSent, TransferAborted
@@ -166,11 +167,14 @@ class VirtualAnalyser:
         encoding: str | None = None,
         answer_timeout: float = 20.0,
         attempts: int = 3,
-        clock: Callable[[], datetime] = datetime.now,
+        clock: Callable[[], datetime] | None = None,
+        timezone: str = "Europe/Oslo",
     ) -> None:
         self.profile = profile
-        # The analyser's wall clock (local time, no zone, as LIS2-A2 timestamps are).
-        self.clock = clock
+        # The analyser's wall clock (local time, no zone, as LIS2-A2 timestamps are): by
+        # default the time in its zone (the demo analyser's), whatever the machine's zone.
+        zone = ZoneInfo(timezone)
+        self.clock = clock or (lambda: datetime.now(zone).replace(tzinfo=None))
         self.name = name
         self.to_local = to_local
         self.ranges = dict(ranges if ranges is not None else ranges_from_catalog_file())
@@ -292,18 +296,24 @@ class VirtualAnalyser:
         )
         run.outcome = "accepted" if await self.send(message) else "not accepted"
 
-    async def ask(self, accession_number: str) -> SpecimenOrder | None:
-        """Host query; the order found (no tests if the host has none), None if no answer."""
+    async def exchange(self, query: Sequence[Record]) -> list[Record] | None:
+        """Send a query message and return the host's answer as records; None if no answer."""
         while not self._answers.empty():
             self._answers.get_nowait()  # a stale answer belongs to an earlier question
-        now = self.clock().replace(microsecond=0)
-        if not await self.send(
-            self.profile.query_message(accession_number, name=self.name, now=now)
-        ):
+        if not await self.send(query):
             return None
         try:
-            records = await asyncio.wait_for(self._answers.get(), self.answer_timeout)
+            return await asyncio.wait_for(self._answers.get(), self.answer_timeout)
         except TimeoutError:
+            return None
+
+    async def ask(self, accession_number: str) -> SpecimenOrder | None:
+        """Host query; the order found (no tests if the host has none), None if no answer."""
+        now = self.clock().replace(microsecond=0)
+        records = await self.exchange(
+            self.profile.query_message(accession_number, name=self.name, now=now)
+        )
+        if records is None:
             return None
         codes: list[str] = []
         echo = None

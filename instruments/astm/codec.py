@@ -20,7 +20,7 @@ import re
 from datetime import datetime
 from typing import Final
 
-from instruments.astm.errors import RecordError
+from instruments.astm.errors import LocalProtocolError, RecordError
 
 Repeat = tuple[str, ...]
 Field = tuple[Repeat, ...]
@@ -206,5 +206,15 @@ def parse_timestamp(text: str) -> datetime | None:
 
 
 def format_timestamp(moment: datetime, *, digits: int = 14) -> str:
-    """A datetime as ``YYYYMMDDHHMMSS`` (or its first `digits` digits)."""
+    """A datetime as ``YYYYMMDDHHMMSS`` (or its first `digits` digits).
+
+    LIS2-A2 timestamps carry no zone: they are the analyser's local time. A datetime with a
+    zone is refused, so a UTC time can never be sent as if it were local: the caller converts
+    to the analyser's wall clock first (`InstrumentConfig.wall_clock`).
+    """
+    if getattr(moment, "tzinfo", None) is not None:
+        raise LocalProtocolError(
+            "ASTM timestamps are the analyser's local time: convert an aware datetime to its "
+            "wall clock before sending it"
+        )
     return moment.strftime("%Y%m%d%H%M%S")[:digits]

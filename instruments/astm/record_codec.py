@@ -7,6 +7,7 @@ them out). Each H record sets the delimiters of the records after it (LIS2-A2 7.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterable
 
 from instruments.astm.codec import DEFAULT_DELIMITERS, EMPTY_FIELD, Delimiters, Field
@@ -168,3 +169,22 @@ def build_records(
             delimiters = record.delimiters
         out.append(build_record(record, delimiters=delimiters, encoding=encoding, trim=trim))
     return out
+
+
+def looks_like_utf8(raws: Iterable[bytes], encoding: str) -> bool:
+    """True when bytes meant to be read in a one-byte character set (ISO 8859-1, Windows-1252)
+    are valid UTF-8 with characters beyond ASCII: read as `encoding`, `æ` would become `Ã¦`.
+
+    Text in ISO 8859-1 with letters beyond ASCII is almost never valid UTF-8 (`æ` is a lone
+    0xE6), so this tells a capture or a line in the wrong character set from a right one.
+    """
+    if codecs.lookup(encoding).name == "utf-8":
+        return False
+    data = b"".join(raws)
+    if data.isascii():
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from instruments.profiles.base import MeasuredResult, Profile, SpecimenOrder
+from instruments.profiles.base import FieldRef, MeasuredResult, Profile, SpecimenOrder
 from instruments.profiles.cobas import CobasProfile
 from instruments.profiles.generic import GenericProfile
 from instruments.profiles.ortho_vision import OrthoVisionProfile
@@ -21,4 +21,4 @@ def get_profile(name: str) -> Profile:
         raise KeyError(f"unknown analyser profile {name!r}; known: {', '.join(PROFILES)}") from None
 
 
-__all__ = ["PROFILES", "MeasuredResult", "Profile", "SpecimenOrder", "get_profile"]
+__all__ = ["PROFILES", "FieldRef", "MeasuredResult", "Profile", "SpecimenOrder", "get_profile"]

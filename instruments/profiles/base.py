@@ -8,6 +8,7 @@ cite the host interface document they follow. Profiles are pure: records in, rec
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,38 @@ from instruments.astm.records import (
     TerminatorRecord,
     UniversalTestId,
 )
+
+_FIELD_REF = re.compile(r"^([A-Z])-(\d{1,2})(?:\.(\d{1,2}))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRef:
+    """Where a value sits in a record: `O-3` (field 3, first component) or `O-4.3` (field 4,
+    third component), first repeat; the way vendor manuals name fields."""
+
+    record_type: str
+    field: int
+    component: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> FieldRef:
+        match = _FIELD_REF.match(text.strip().upper())
+        if match is None or int(match.group(2)) < 2 or int(match.group(3) or 1) < 1:
+            raise ValueError(f"{text!r} is not a field like O-3 or O-4.3")
+        return cls(match.group(1), int(match.group(2)), int(match.group(3) or 1))
+
+    def read(self, record: Record) -> str:
+        """The value there, padding removed; "" when the record has none."""
+        if record.type_code.upper() != self.record_type:
+            return ""
+        components = record.field(self.field)[0] if record.field(self.field) else ()
+        if len(components) < self.component:
+            return ""
+        return components[self.component - 1].strip()
+
+    def __str__(self) -> str:
+        suffix = f".{self.component}" if self.component != 1 else ""
+        return f"{self.record_type}-{self.field}{suffix}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +96,10 @@ class Profile:
     )
     default_encoding: ClassVar[str] = "latin-1"  # LIS2-A2 default character set (ISO 8859-1)
     version: ClassVar[str] = "LIS2-A2"
+    # Where the specimen ID (our accession number, the barcode) is, in order of preference:
+    # LIS2-A2 9.4.3 puts it in O-3 and 12.1.3 in the second component of Q-3. An instrument's
+    # `specimen_fields` setting overrides this for a vendor that puts it elsewhere.
+    specimen_fields: ClassVar[tuple[str, ...]] = ("O-3", "Q-3.2")
 
     # ------------------------------------------------------------------ test IDs
 
@@ -73,6 +110,15 @@ class Profile:
     def test_id(self, code: str) -> UniversalTestId:
         """A universal test ID as this analyser writes it (LIS2-A2 5.6.1: `^^^code`)."""
         return UniversalTestId.local(code)
+
+    def dilution(self, test: UniversalTestId) -> str:
+        """The analyser's rerun or dilution qualifier of a result's test ID; "" for none."""
+        return test.dilution.strip()
+
+    def specimen_id(self, record: Record, fields: Sequence[FieldRef] | None = None) -> str:
+        """The specimen ID an O or Q record names: the first of the fields that holds one."""
+        refs = fields if fields is not None else [FieldRef.parse(f) for f in self.specimen_fields]
+        return next((value for ref in refs if (value := ref.read(record))), "")
 
     # ------------------------------------------------------------------ host side
 

@@ -7,7 +7,10 @@ newest one found published, and the points below are those confirmed from public
 and summaries:
 - the test ID carries the code in the 5th component with the dilution in the 6th:
   `^^^^WBC^1` (LIS2-A2 5.6.1 puts a local code in the 4th; Sysmex uses the 5th);
-- H-13 version `E1394-97`.
+- H-13 version `E1394-97`;
+- the sample number can come in O-4 (`rack^tube^sample number^attribute`, the number padded
+  with spaces) with O-3 empty, and likewise in the third component of Q-3 of a query; both
+  are read when O-3 (or Q-3's second component) is empty.
 """
 
 from __future__ import annotations
@@ -26,6 +29,12 @@ class SysmexXnProfile(Profile):
         "Revision 18 (R314185); revision not confirmed against the full text"
     )
     version: ClassVar[str] = "E1394-97"
+    specimen_fields: ClassVar[tuple[str, ...]] = ("O-3", "O-4.3", "Q-3.2", "Q-3.3")
+
+    def dilution(self, test: UniversalTestId) -> str:
+        # ^^^^WBC^1: the 6th component is the dilution ratio; 1 means undiluted.
+        ratio = test.dilution.strip()
+        return "" if ratio in ("", "1") else ratio
 
     def test_id(self, code: str) -> UniversalTestId:
         # ^^^^WBC^1: code in component 5, dilution ratio 1 in component 6.

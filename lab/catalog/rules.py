@@ -51,6 +51,7 @@ class TestRule:
     critical_high: Decimal | None
     turnaround_minutes: int | None
     reference_intervals: tuple[IntervalRule, ...]
+    ucum: str | None = None  # the unit in UCUM when `unit` is written otherwise
 
     @classmethod
     def of(cls, test: LabTest) -> TestRule:
@@ -73,6 +74,7 @@ class TestRule:
                 IntervalRule(ri.sex, ri.age_min_days, ri.age_max_days, ri.low, ri.high)
                 for ri in test.reference_intervals
             ),
+            ucum=test.ucum,
         )
 
 

@@ -30,6 +30,7 @@ class LabTestOut(BaseModel):
     container: str
     result_type: str
     unit: str | None
+    ucum: str | None = None
     decimals: int
     critical_low: Decimal | None
     critical_high: Decimal | None
@@ -64,6 +65,11 @@ class LabTestIn(BaseModel):
     container: str = Field(min_length=1, max_length=20)
     result_type: Literal["numeric", "text", "coded"] = "numeric"
     unit: str | None = Field(default=None, max_length=30)
+    ucum: str | None = Field(
+        default=None,
+        max_length=30,
+        description="The unit in UCUM, when `unit` is written otherwise (e.g. mIU/L: m[IU]/L).",
+    )
     decimals: int = Field(default=0, ge=0, le=6)
     critical_low: Decimal | None = None
     critical_high: Decimal | None = None

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from lab import audit
 from lab.audit import Actor
+from lab.catalog import units
 from lab.catalog.rules import TestRule, bump_version, snapshot
 from lab.catalog.schemas import LabTestIn, ReferenceIntervalIn
 from lab.errors import InvalidInput, NotFound
@@ -147,6 +148,7 @@ def save_test(session: Session, *, actor: Actor, data: LabTestIn) -> LabTest:
 def _check_test(data: LabTestIn) -> None:
     if data.result_type == "numeric" and not data.unit:
         raise InvalidInput.field("unit", "a numeric test needs a UCUM unit")
+    _check_units(data)
     if (
         data.critical_low is not None
         and data.critical_high is not None
@@ -162,6 +164,26 @@ def _check_test(data: LabTestIn) -> None:
             raise InvalidInput.field(f"reference_intervals[{index}].high", "must be above low")
         if _band(ri)[0] >= _band(ri)[1]:
             raise InvalidInput.field(f"reference_intervals[{index}].age_max_years", "empty band")
+
+
+def _check_units(data: LabTestIn) -> None:
+    """The catalog's units are UCUM units (`lab.catalog.units`): either `unit` itself, or the
+    `ucum` code given beside a unit the lab writes otherwise. Refused with the test's code, so
+    a catalog file with a typo stops at load, not at the first analyser result."""
+    if data.ucum is not None:
+        problem = units.ucum_problem(data.ucum)
+        if problem is not None:
+            raise InvalidInput.field("ucum", f"{data.code}: {problem}")
+        if not data.unit:
+            raise InvalidInput.field("unit", f"{data.code}: ucum is given, but no unit")
+        return
+    if data.unit:
+        problem = units.ucum_problem(data.unit)
+        if problem is not None:
+            raise InvalidInput.field(
+                "unit",
+                f"{data.code}: {problem}; write it in UCUM, or give its UCUM code as ucum",
+            )
 
 
 def _band(data: ReferenceIntervalIn) -> tuple[int, int]:
@@ -190,6 +212,7 @@ def test_snapshot(test: LabTest) -> dict[str, Any]:
         "loinc": test.loinc,
         "loinc_aliases": list(test.loinc_aliases or []),
         "unit": test.unit,
+        "ucum": test.ucum,
         "critical": [str(test.critical_low), str(test.critical_high)],
         "reference_intervals": [
             [ri.sex, ri.age_min_days, ri.age_max_days, str(ri.low), str(ri.high)]
@@ -227,6 +250,7 @@ def load_catalog_file(session: Session, *, actor: Actor, path: Path = DEMO_CATAL
             container=entry["container"],
             result_type=entry.get("result_type", "numeric"),
             unit=entry.get("unit"),
+            ucum=entry.get("ucum"),
             decimals=entry.get("decimals", 0),
             critical_low=_decimal(entry.get("critical_low")),
             critical_high=_decimal(entry.get("critical_high")),

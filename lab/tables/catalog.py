@@ -41,7 +41,9 @@ class LabTest(Base):
     specimen_type: Mapped[str] = mapped_column(String(10))  # HL7 table 0487
     container: Mapped[str] = mapped_column(String(20))  # EDTA, LIHEP, SERUM, FLUORIDE, ...
     result_type: Mapped[str] = mapped_column(String(10))  # numeric | text | coded
-    unit: Mapped[str | None] = mapped_column(String(30))  # UCUM
+    unit: Mapped[str | None] = mapped_column(String(30))  # UCUM, or shown as ucum says below
+    # The unit in UCUM when the lab writes it otherwise (`mIU/L` shown, `m[IU]/L` in UCUM).
+    ucum: Mapped[str | None] = mapped_column(String(30))
     decimals: Mapped[int] = mapped_column(Integer, default=0)
     critical_low: Mapped[Decimal | None] = mapped_column(Numeric)
     critical_high: Mapped[Decimal | None] = mapped_column(Numeric)

@@ -70,6 +70,8 @@ class UnmatchedResult(Base):
     observed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     reason: Mapped[str] = mapped_column(Text)
     raw_record: Mapped[str] = mapped_column(Text)
+    # The whole message the record came in (H to L), as read in the analyser's character set.
+    raw_message: Mapped[str] = mapped_column(Text, default="", server_default="")
     status: Mapped[str] = mapped_column(String(16), default=UnmatchedStatus.OPEN.value)
     handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     handled_by: Mapped[str | None] = mapped_column(String(64))
