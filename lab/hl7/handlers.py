@@ -490,6 +490,7 @@ def _cancel(
             codes=codes,
             reason=f"cancelled by the record ({content.header.message_type} "
             f"{content.header.control_id})",
+            tell_record=False,  # the record asked for it; its answer is the ACK (or ORL)
         )
     except LabError as exc:
         raise where.refused(

@@ -1,4 +1,6 @@
-"""Release of held results: orders whose hold time has run out (scheduled, see runtime.py).
+"""Release of held results: orders whose hold time has run out (scheduled, see runtime.py), and
+the reports owed for tests that will not be done (withdrawals: cancelled in the lab, specimen
+rejected), which are never held.
 
 Safe with several processes: each order is taken with `FOR UPDATE SKIP LOCKED` on its row, the
 same lock `outbox.on_result_released` takes, so an order is released by one of them only and
@@ -13,8 +15,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from lab.results.outbox import release_order
-from lab.tables import Order, PendingRelease
+from lab.hl7.logsafe import describe_failure
+from lab.results.outbox import enqueue_withdrawal, release_order
+from lab.tables import Order, PendingRelease, Withdrawal
 from lab.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,46 @@ def release_due(
                 if release_order(session, order, now=now) is not None:
                     queued += 1
                 session.commit()
-        except Exception:
-            log.exception("hl7 release: order %s failed", order_id)
+        except Exception as exc:
+            log.error("hl7 release: order %s failed: %s", order_id, describe_failure(exc))
+    return queued
+
+
+def report_withdrawals(
+    session_factory: sessionmaker[Session], *, now: datetime | None = None, limit: int = 200
+) -> int:
+    """Queue the ORU of every withdrawal not reported yet (oldest first); returns how many.
+
+    Each in its own transaction, taken with `FOR UPDATE SKIP LOCKED` so that two processes
+    never report the same one; a failing one is logged (without values) and retried next time.
+    """
+    queued = 0
+    failed: list[int] = []  # skipped for the rest of this run, so one bad row blocks nothing
+    for _ in range(limit):
+        current: int | None = None
+        try:
+            with session_factory() as session:
+                withdrawal = session.scalar(
+                    select(Withdrawal)
+                    .where(Withdrawal.message_id.is_(None), Withdrawal.id.not_in(failed))
+                    .order_by(Withdrawal.id)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
+                if withdrawal is None:
+                    session.commit()
+                    return queued
+                current = withdrawal.id
+                enqueue_withdrawal(session, withdrawal, now=now or utcnow())
+                session.commit()
+                queued += 1
+        except Exception as exc:
+            log.error(
+                "hl7 release: withdrawal %s could not be reported: %s",
+                current,
+                describe_failure(exc),
+            )
+            if current is None:
+                return queued  # the database: try again next time
+            failed.append(current)
     return queued

@@ -27,7 +27,7 @@ from lab.config import Settings
 from lab.hl7.dispatcher import DeliveryPolicy, Dispatcher, Endpoint, MllpClient
 from lab.hl7.inbox import Inbox
 from lab.hl7.listener import Hl7Listener, ListenerLimits, server_tls_context
-from lab.hl7.release import release_due
+from lab.hl7.release import release_due, report_withdrawals
 from lab.hl7.senders import SenderPolicy
 from lab.lifespan import Starter
 from lab.peers import parse_networks
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 class Timing:
     dispatch_every: float = 1.0
     release_every: float = 30.0
+    withdrawals_every: float = 2.0
+    """Tests that will not be done reach the outbox this soon (the contract says 30 s)."""
 
 
 def outbox_counts(session_factory: sessionmaker[Session]) -> dict[str, int]:
@@ -134,6 +136,9 @@ def starter(
         async def release() -> None:
             await asyncio.to_thread(release_due, factory)
 
+        async def withdrawals() -> None:
+            await asyncio.to_thread(report_withdrawals, factory)
+
         if dispatcher is not None:
             scheduler.add_job(
                 dispatch,
@@ -148,6 +153,14 @@ def starter(
             "interval",
             seconds=timing.release_every,
             id="hl7_release",
+            max_instances=1,
+            coalesce=True,
+        )
+        scheduler.add_job(
+            withdrawals,
+            "interval",
+            seconds=timing.withdrawals_every,
+            id="hl7_withdrawals",
             max_instances=1,
             coalesce=True,
         )

@@ -33,6 +33,8 @@ from lab.tables import (
     Specimen,
     SpecimenStatus,
     TestStatus,
+    Withdrawal,
+    WithdrawalKind,
 )
 from lab.timeutil import utcnow
 
@@ -297,9 +299,20 @@ def add_by_rule(
 
 
 def cancel_tests(
-    session: Session, *, actor: Actor, filler: str, codes: list[str] | None, reason: str
+    session: Session,
+    *,
+    actor: Actor,
+    filler: str,
+    codes: list[str] | None,
+    reason: str,
+    tell_record: bool = True,
 ) -> list[OrderedTest]:
-    """Cancel named tests (or all) that have no result yet; resulted ones are refused."""
+    """Cancel named tests (or all) that have no result yet; resulted ones are refused.
+
+    The record learns it (an ORU with OBR-25 `X` and the reason, `lab.hl7.release`) from the
+    withdrawal written here in the same transaction, unless the record itself asked for the
+    cancellation (`tell_record=False`): nothing the record ordered ends without a word to it.
+    """
     order = get_by_filler(session, filler)
     if not reason.strip():
         raise InvalidInput.field(
@@ -328,6 +341,16 @@ def cancel_tests(
         item.cancelled_at = utcnow()
         item.cancel_reason = reason
     refresh_status(order)
+    if cancelled and tell_record:
+        session.add(
+            Withdrawal(
+                order_id=order.id,
+                ordered_test_ids=[item.id for item in cancelled],
+                kind=WithdrawalKind.CANCELLED,
+                reason_code="",
+                reason=reason.strip(),
+            )
+        )
     audit.record(
         session,
         actor=actor,

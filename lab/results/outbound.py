@@ -26,6 +26,7 @@ from lab.hl7.codec.types import (
     PatientIdentifier,
     PersonName,
     Provider,
+    ReportedSpecimen,
     ResultReport,
     ResultStatus,
     Sex,
@@ -35,12 +36,32 @@ from lab.patients.identifiers import IdentifierKind
 from lab.tables import (
     LabTest,
     Order,
+    OrderedTest,
     Result,
     Specimen,
+    WithdrawalKind,
 )
 from lab.tables import Patient as StoredPatient
 
 SENDING_APPLICATION = "LAB"
+# The lab's specimen reject reasons (lab.specimens.service.REJECT_REASONS) as HL7 v2.5.1 table
+# 0490 codes for SPM-21. The lab's list reuses some two-letter codes with another meaning, so
+# each is mapped by what it means, not by its letters: the lab's `RA` (wrong container or
+# additive) is not 0490 `RA` (missing patient ID number), and no 0490 code says "wrong
+# container", so it goes as text only (None). A test keeps this map and the lab's list in step.
+REJECT_REASON_0490: dict[str, str | None] = {
+    "RH": "RH",  # haemolysed -> Hemolysis
+    "RC": "RC",  # clotted -> Clotting
+    "QS": "QS",  # insufficient volume -> Quantity not sufficient
+    "RA": None,  # wrong container or additive: no 0490 code
+    "RM": "RM",  # unlabelled or mislabelled -> Labeling
+    "RI": "RI",  # identification problem -> Identification problem
+    "RB": "RB",  # broken or leaking container -> Broken container
+    "EX": "EX",  # too old (transport time exceeded) -> Expired
+    "RR": "RR",  # improper storage -> Improper storage
+    "RN": "RN",  # contaminated -> Contamination
+    "RD": "RD",  # collection time missing -> Missing collection date
+}
 # Volven OIDs of the Norwegian national identifiers, sent with namespace `NOR` (CX-4).
 _NATIONAL_OIDS = {
     IdentifierKind.FNR.value: "2.16.578.1.12.4.1.4.1",
@@ -183,3 +204,78 @@ def _value(result: Result, test: LabTest) -> tuple[ValueType, Decimal | str | Co
     if test.result_type == "coded":
         return ValueType.CODED, CodedValue(code=text, text=text, coding_system="L")
     return ValueType.STRING, text
+
+
+def build_withdrawal_report(
+    session: Session,
+    order: Order,
+    tests: list[OrderedTest],
+    *,
+    kind: str,
+    reason: str,
+    reason_code: str,
+    specimen: Specimen | None,
+    control_id: str,
+    now: datetime,
+) -> ResultReport:
+    """The ORU that tells the record these tests will not be done: OBR-25 `X`, each test an
+    OBX with OBX-11 `X` and no value, the reason as a note (NTE) under the OBR, and for a
+    rejected specimen an SPM with the table 0490 reason (SPM-21)."""
+    patient = session.get(StoredPatient, order.patient_id)
+    if patient is None:
+        raise LookupError(f"order {order.id} has no patient")
+    lab_tests = {
+        test.id: test
+        for test in session.scalars(
+            select(LabTest).where(LabTest.id.in_({ordered.test_id for ordered in tests}))
+        )
+    }
+    withdrawn = [lab_tests[ordered.test_id] for ordered in tests]
+    observations = tuple(
+        Observation(
+            loinc=_codes(test)[0],
+            local=_codes(test)[1],
+            value_type=ValueType.STRING,
+            value=None,
+            status=ObservationStatus.CANNOT_BE_OBTAINED,
+        )
+        for test in withdrawn
+    )
+    service = _service(order, withdrawn)
+    reported_specimen = None
+    note = f"cancelled in the lab: {reason}" if reason else "cancelled in the lab"
+    if kind == WithdrawalKind.REJECTED and specimen is not None:
+        note = f"specimen {specimen.accession_number} rejected: {reason}; a new specimen is needed"
+        reported_specimen = ReportedSpecimen(
+            accession_number=specimen.accession_number,
+            filler_namespace=SENDING_APPLICATION,
+            specimen_type=specimen.specimen_type,
+            collected_at=specimen.collected_at,
+            received_at=specimen.received_at,
+            rejected=True,
+            reject_reason=REJECT_REASON_0490.get(reason_code),
+            reject_text=reason,
+        )
+    collected = specimen.collected_at if specimen is not None else None
+    return ResultReport(
+        control_id=control_id,
+        created_at=now,
+        sending_application=SENDING_APPLICATION,
+        sending_facility=get_settings().lab_name,
+        receiving_application=order.placer_namespace or "EHR",
+        receiving_facility="",
+        patient=_patient(patient),
+        placer_order_number=EntityId(
+            id=order.placer_order_number, namespace=order.placer_namespace
+        ),
+        filler_order_number=EntityId(id=order.filler_order_number, namespace=SENDING_APPLICATION),
+        service=service[0],
+        alternate_service=service[1],
+        ordering_provider=_provider(order.ordering_clinician),
+        collected_at=collected,
+        reported_at=now,
+        result_status=ResultStatus.CANCELLED,
+        observations=observations,
+        comments=(note,),
+        specimen=reported_specimen,
+    )

@@ -7,9 +7,11 @@ Release policy (docs/hl7-interface.md): a verified result is held, so the record
 an order in single components, until the order is complete (every test verified or cancelled)
 or `LAB_RELEASE_HOLD_MINUTES` have passed since the first result was held (`lab.hl7.release`
 sends those); with 0 every verification goes out at once. A correction goes out at once with
-OBX-11 `C`. A cancelled test goes out with the rest of the order as `X` ("results cannot be
-obtained"); a result withdrawn after it was reported goes out at once as `D` ("deletes the OBX
-record", HL7 table 0085), since the record shows a value that is no longer valid.
+OBX-11 `C`. A test that will not be done goes out at once as `X` ("results cannot be obtained")
+with OBR-25 `X`: a result cancelled before it was reported, tests cancelled in the lab and
+tests whose specimen was rejected (`enqueue_withdrawal`, with the table 0490 reason in SPM-21);
+a result withdrawn after it was reported goes out at once as `D` ("deletes the OBX record", HL7
+table 0085), since the record shows a value that is no longer valid.
 
 Each order's results are serialized by a row lock on the order, so a verification and the
 release job never report the same result twice.
@@ -30,7 +32,7 @@ from lab.hl7.codec.types import (
     ObservationStatus,
     ResultStatus,
 )
-from lab.results.outbound import SENDING_APPLICATION, build_report
+from lab.results.outbound import SENDING_APPLICATION, build_report, build_withdrawal_report
 from lab.tables import (
     ORDER_CLOSED,
     OUTBOUND,
@@ -42,6 +44,8 @@ from lab.tables import (
     PendingRelease,
     ReportedResult,
     Result,
+    Specimen,
+    Withdrawal,
 )
 from lab.tables.results import R
 from lab.timeutil import utcnow
@@ -77,6 +81,13 @@ def on_result_released(
         return enqueue(session, order, [(result, C)], ResultStatus.CORRECTED, now=now)
     if event == "cancel" and _was_reported(session, result.id):
         return enqueue(session, order, [(result, D)], ResultStatus.CORRECTED, now=now)
+    if event == "cancel":
+        # A test that will not be done goes at once, not held by the release policy: the ward
+        # must learn that a new specimen or a new order is needed. When it was the order's last
+        # open test, the held rest of the order goes with it in one ORU.
+        if order.status in ORDER_CLOSED:
+            return release_order(session, order, now=now)
+        return enqueue(session, order, [(result, X)], ResultStatus.CANCELLED, now=now)
     return _release_or_hold(session, order, now=now, hold=hold)
 
 
@@ -145,6 +156,64 @@ def enqueue(
     now: datetime,
 ) -> Hl7Message:
     """Build the ORU^R01 and add it to the outbox in the caller's transaction."""
+    row = _outbox_row(session, order, now=now)
+    report = build_report(session, order, parts, status, control_id=row.control_id, now=now)
+    row.raw = build_oru(report).encode()
+    for result, observation_status in parts:
+        session.add(
+            ReportedResult(
+                result_id=result.id,
+                result_version=result.version,
+                observation_status=observation_status.value,
+                message_id=row.id,
+            )
+        )
+    session.flush()
+    return row
+
+
+def enqueue_withdrawal(session: Session, withdrawal: Withdrawal, *, now: datetime) -> Hl7Message:
+    """Queue the ORU for tests cancelled in the lab or left without a specimen by a rejection
+    (OBR-25 `X`, the reason, SPM-21 for a rejected specimen), at once: never held by the
+    release policy. The caller holds the withdrawal's row lock; the order's is taken here."""
+    order = session.get(Order, withdrawal.order_id, with_for_update=True)
+    if order is None:
+        raise LookupError(f"withdrawal {withdrawal.id} belongs to no order")
+    tests = list(
+        session.scalars(
+            select(OrderedTest)
+            .where(OrderedTest.id.in_(withdrawal.ordered_test_ids))
+            .order_by(OrderedTest.id)
+        )
+    )
+    specimen = (
+        session.get(Specimen, withdrawal.specimen_id)
+        if withdrawal.specimen_id is not None
+        else None
+    )
+    row = _outbox_row(session, order, now=now)
+    report = build_withdrawal_report(
+        session,
+        order,
+        tests,
+        kind=withdrawal.kind,
+        reason=withdrawal.reason,
+        reason_code=withdrawal.reason_code,
+        specimen=specimen,
+        control_id=row.control_id,
+        now=now,
+    )
+    row.raw = build_oru(report).encode()
+    withdrawal.message_id = row.id
+    session.flush()
+    if order.status in ORDER_CLOSED:
+        # Nothing else will happen to the order: results held by the release policy go now.
+        release_order(session, order, now=now)
+    return row
+
+
+def _outbox_row(session: Session, order: Order, *, now: datetime) -> Hl7Message:
+    """A new outbound row with its control ID (`LAB-<id>`); the caller fills `raw`."""
     row = Hl7Message(
         direction=OUTBOUND,
         status=Hl7Status.QUEUED,
@@ -164,18 +233,6 @@ def enqueue(
     session.add(row)
     session.flush()
     row.control_id = f"LAB-{row.id}"
-    report = build_report(session, order, parts, status, control_id=row.control_id, now=now)
-    row.raw = build_oru(report).encode()
-    for result, observation_status in parts:
-        session.add(
-            ReportedResult(
-                result_id=result.id,
-                result_version=result.version,
-                observation_status=observation_status.value,
-                message_id=row.id,
-            )
-        )
-    session.flush()
     return row
 
 

@@ -86,7 +86,9 @@ def receive(accession_number: str, session: SessionDep, actor: HandleSpecimens) 
 def reject(
     accession_number: str, data: RejectIn, session: SessionDep, actor: HandleSpecimens
 ) -> SpecimenOut:
-    """Reject with a coded reason (HL7 table 0490)."""
+    """Reject with one of the lab's reason codes; the record is told at once, with the reason as
+    its HL7 table 0490 code (SPM-21) where one applies, and the tube's waiting tests stay on the
+    overdue list until a new specimen comes."""
     specimen = service.reject(
         session, actor=actor, number=accession_number, reason=data.reason, comment=data.comment
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, lazyload, selectinload
 
 from lab.catalog.rules import snapshot
@@ -28,6 +28,7 @@ from lab.tables import (
     OrderedTest,
     OrderStatus,
     Specimen,
+    SpecimenStatus,
 )
 
 PRIORITY_OF_URGENCY = {0: "stat", 1: "urgent", 2: "routine"}
@@ -125,28 +126,35 @@ def benches(session: Session) -> list[str]:
 def overdue_tests(
     session: Session, *, now: datetime, limit: int = 50
 ) -> list[tuple[OrderedTest, Specimen, datetime]]:
-    """Tests not yet verified whose result was due before `now`, the latest first served.
+    """Tests not yet verified whose result was due before `now`, the latest first served, and
+    tests that wait for a new specimen because theirs was rejected (due since they were
+    requested, whatever their turnaround target): a test not done never drops off the list.
 
     Only tests with a turnaround target in the catalog have a due time; no patient data.
     """
+    due = func.coalesce(OrderedTest.due_at, OrderedTest.requested_at)
     query = (
-        select(OrderedTest, Specimen)
+        select(OrderedTest, Specimen, due)
         .join(Specimen, Specimen.id == OrderedTest.specimen_id)
-        .where(
-            OrderedTest.status.in_(TEST_OPEN),
-            OrderedTest.due_at.is_not(None),
-            OrderedTest.due_at < now,
-            Specimen.status.not_in(SPECIMEN_FINISHED),
-        )
-        .order_by(OrderedTest.due_at, OrderedTest.id)
+        .where(_overdue(now))
+        .order_by(due, OrderedTest.id)
         .limit(limit)
     )
     found = session.execute(query.options(_WITH_TEST)).tuples().all()
-    return [
-        (ordered, specimen, ordered.due_at)
-        for ordered, specimen in found
-        if ordered.due_at is not None
-    ]
+    return [(ordered, specimen, when) for ordered, specimen, when in found]
+
+
+def _overdue(now: datetime) -> ColumnElement[bool]:
+    late = and_(
+        OrderedTest.status.in_(TEST_OPEN),
+        OrderedTest.due_at.is_not(None),
+        OrderedTest.due_at < now,
+        Specimen.status.not_in(SPECIMEN_FINISHED),
+    )
+    waiting_for_a_new_specimen = and_(
+        OrderedTest.status.in_(TEST_PENDING), Specimen.status == SpecimenStatus.REJECTED
+    )
+    return or_(late, waiting_for_a_new_specimen)
 
 
 def tests_of_many(session: Session, tubes: Iterable[Specimen]) -> dict[int, list[OrderedTest]]:
@@ -214,11 +222,6 @@ def count_overdue(session: Session, *, now: datetime) -> int:
         select(func.count())
         .select_from(OrderedTest)
         .join(Specimen, Specimen.id == OrderedTest.specimen_id)
-        .where(
-            OrderedTest.status.in_(TEST_OPEN),
-            OrderedTest.due_at.is_not(None),
-            OrderedTest.due_at < now,
-            Specimen.status.not_in(SPECIMEN_FINISHED),
-        )
+        .where(_overdue(now))
     )
     return int(session.scalar(query) or 0)

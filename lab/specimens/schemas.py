@@ -46,7 +46,10 @@ class CollectIn(BaseModel):
 
 
 class RejectIn(BaseModel):
-    reason: str = Field(description="HL7 table 0490 code, e.g. RH haemolysed, RC clotted")
+    reason: str = Field(
+        description="The lab's reject reason code, e.g. RH haemolysed, RC clotted, RA wrong "
+        "container (sent to the record as the HL7 table 0490 code of the same meaning)"
+    )
     comment: str = Field(default="", max_length=1000)
 
 

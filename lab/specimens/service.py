@@ -26,12 +26,16 @@ from lab.tables import (
     Specimen,
     SpecimenEvent,
     SpecimenStatus,
+    Withdrawal,
+    WithdrawalKind,
 )
 from lab.timeutil import as_utc, oslo_text, utcnow
 
 S = SpecimenStatus
 
-# Specimen reject reasons: HL7 v2.5.1 table 0490 (SPM-21), so the record understands them.
+# The lab's specimen reject reasons. The codes are the lab's own: some look like HL7 table 0490
+# codes but mean something else (the lab's RA is a wrong container, 0490's RA a missing patient
+# ID), so what the record is sent in SPM-21 is mapped by meaning in lab.results.outbound.
 REJECT_REASONS: dict[str, str] = {
     "RH": "haemolysed",
     "RC": "clotted",
@@ -173,6 +177,22 @@ def reject(
     specimen.rejection_comment = comment
     detail = REJECT_REASONS[reason] + (f": {comment}" if comment else "")
     _move(session, specimen, S.REJECTED, actor, detail)
+    if specimen.parent_id is None:
+        # The tube's tests that were still waiting now wait for a new specimen: the record
+        # is told (ORU, OBR-25 X, SPM-21) from this row, in this transaction. An aliquot's
+        # rejection leaves its primary tube, and so the tests, as they are.
+        waiting = [t for t in tests_of(session, specimen) if t.status in TEST_PENDING]
+        if waiting:
+            session.add(
+                Withdrawal(
+                    order_id=specimen.order_id,
+                    specimen_id=specimen.id,
+                    ordered_test_ids=[t.id for t in waiting],
+                    kind=WithdrawalKind.REJECTED,
+                    reason_code=reason,
+                    reason=detail,
+                )
+            )
     return specimen
 
 

@@ -21,6 +21,8 @@ from lab.tables.hl7 import (
     Hl7Status,
     PendingRelease,
     ReportedResult,
+    Withdrawal,
+    WithdrawalKind,
 )
 from lab.tables.instruments import (
     DownloadStatus,
@@ -157,5 +159,7 @@ __all__ = [
     "UnmatchedStatus",
     "User",
     "WebSession",
+    "Withdrawal",
+    "WithdrawalKind",
     "sql_list",
 ]

@@ -8,7 +8,9 @@ and dead (parked for an operator) on the way.
 `hl7_pending_release` is one row per order whose verified results are held back until the order
 is complete or the hold time has passed (release policy, docs/hl7-interface.md);
 `hl7_reported_result` says which version of which result went out in which message, so a
-result is reported once and a correction is known to follow an earlier report.
+result is reported once and a correction is known to follow an earlier report;
+`hl7_withdrawal` holds tests cancelled in the lab or left without a specimen by a rejection,
+until the ORU that tells the record is queued.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     DateTime,
     ForeignKey,
@@ -148,3 +151,36 @@ class ReportedResult(Base):
     result_version: Mapped[int] = mapped_column(Integer)
     observation_status: Mapped[str] = mapped_column(String(1))  # OBX-11 F C X D
     message_id: Mapped[int] = mapped_column(ForeignKey("hl7_message.id"), index=True)
+
+
+class WithdrawalKind(StrEnum):
+    CANCELLED = "cancelled"
+    """Tests cancelled in the lab."""
+    REJECTED = "rejected"
+    """The specimen was rejected: its tests wait for a new specimen."""
+
+
+class Withdrawal(Base):
+    """Tests that will not be done, to be reported to the record (ORU, OBR-25 `X`).
+
+    Written in the same transaction as the cancellation (`orders.service.cancel_tests`) or the
+    rejection (`specimens.service.reject`), which sit below the outbox and cannot build the
+    message themselves; `lab.hl7.release.report_withdrawals` turns each row into an ORU within
+    seconds and sets `message_id`. A row without `message_id` is a report still owed.
+    """
+
+    __tablename__ = "hl7_withdrawal"
+    __table_args__ = (
+        Index("ix_hl7_withdrawal_unreported", "id", postgresql_where=text("message_id IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("lab_order.id"), index=True)
+    specimen_id: Mapped[int | None] = mapped_column(ForeignKey("specimen.id"))
+    ordered_test_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    kind: Mapped[str] = mapped_column(String(16))
+    reason_code: Mapped[str] = mapped_column(String(32), default="")
+    """The lab's reject reason code (`specimens.service.REJECT_REASONS`), empty for a cancel."""
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("hl7_message.id"))

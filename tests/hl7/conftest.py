@@ -24,7 +24,7 @@ from lab.db import make_engine, make_session_factory
 from lab.hl7.codec.er7 import parse_message
 from lab.hl7.inbox import Inbox
 from lab.hl7.listener import Hl7Listener
-from lab.tables import OUTBOUND, Hl7Message, ReportedResult
+from lab.tables import OUTBOUND, Hl7Message, ReportedResult, Withdrawal
 from testkit.database import ScratchDatabase
 from testkit.mllp import send_hl7
 from testkit.orders import oml_o21
@@ -95,6 +95,7 @@ def empty_outbox(hl7_engine: Engine) -> Iterator[None]:
     def clear() -> None:
         with Session(hl7_engine) as session:
             session.execute(delete(ReportedResult))
+            session.execute(delete(Withdrawal))
             session.execute(delete(Hl7Message).where(Hl7Message.direction == OUTBOUND))
             session.execute(text("DELETE FROM hl7_pending_release"))
             session.commit()

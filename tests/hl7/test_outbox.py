@@ -138,3 +138,17 @@ def test_cancellations(db: Session, monkeypatch: pytest.MonkeyPatch) -> None:
     withdrawn = queued(db)[-1]
     assert obx(withdrawn) == [("2951-2", "NA", "", "D")]
     validate_strict(withdrawn)
+
+
+def test_a_cancelled_result_goes_at_once_while_the_rest_is_held(
+    db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hold(monkeypatch, 60)
+    na, k, _krea = resulted(db, ["NA", "K", "KREA"], ["141", "9.9", "80"])
+    results.verify(db, actor=LEGE, result_id=na)
+    assert queued(db) == []  # held: the order is not complete
+    results.cancel(db, actor=LEGE, result_id=k, reason="hemolysed")
+    [message] = queued(db)  # the cancellation is not held by the release policy
+    assert obx(message) == [("2823-3", "K", "", "X")]
+    assert obr25(message) == "X"
+    validate_strict(message)

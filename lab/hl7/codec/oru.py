@@ -13,6 +13,9 @@ released). Choices, with the clause they follow:
   D ("deletes the OBX record") is reserved for withdrawing a result that was sent before, and
   W for one posted to the wrong patient: neither describes a test that was never done.
 - OBX-6 `unit^unit^UCUM`; OBX-7 reference range as text; OBX-8 flags from table 0078 (repeat).
+- SPM (optional, after the observations) names the specimen; a rejected one carries SPM-21,
+  the reject reason from table 0490 (`RH^Hemolysis^HL70490`), or only its text when no code of
+  that table applies.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from lab.hl7.codec.errors import LocalProtocolError
 from lab.hl7.codec.escapes import NULL
 from lab.hl7.codec.timestamps import format_date, format_timestamp
 from lab.hl7.codec.types import (
+    SPECIMEN_REJECT_REASONS_0490,
     CodedValue,
     EntityId,
     Observation,
@@ -32,6 +36,7 @@ from lab.hl7.codec.types import (
     Patient,
     PersonName,
     Provider,
+    ReportedSpecimen,
     ResultReport,
     Sex,
     ValueType,
@@ -72,7 +77,42 @@ def build_oru(report: ResultReport) -> Message:
     for number, observation in enumerate(report.observations, start=1):
         segments.append(("OBX", _obx(number, observation)))
         segments += _notes(observation.comments)
+    if report.specimen is not None:
+        segments.append(("SPM", _spm(report.specimen)))
     return build_message(segments)
+
+
+def _spm(specimen: ReportedSpecimen) -> dict[int, FieldValue]:
+    """SPM (ORU_R01 SPECIMEN group, after the observations): SPM-2 our accession number as the
+    filler assigned identifier, SPM-4 the specimen type (table 0487), SPM-17/18 collected and
+    received, and for a rejected specimen SPM-20 `N` (not available) and SPM-21 the reason:
+    a table 0490 code with the table's text and the lab's words as original text (CWE.9), or
+    the lab's words alone (CWE.2) when no 0490 code applies."""
+    fields: dict[int, FieldValue] = {
+        1: "1",
+        2: ("", (specimen.accession_number, specimen.filler_namespace)),
+        4: (specimen.specimen_type, "", "HL70487"),
+    }
+    if specimen.collected_at is not None:
+        fields[17] = format_timestamp(specimen.collected_at)
+    if specimen.received_at is not None:
+        fields[18] = format_timestamp(specimen.received_at)
+    if specimen.rejected:
+        fields[20] = "N"
+        if specimen.reject_reason is not None:
+            if specimen.reject_reason not in SPECIMEN_REJECT_REASONS_0490:
+                raise LocalProtocolError(f"{specimen.reject_reason!r} is not in table 0490")
+            # CWE.2 the table's text, CWE.9 (original text) the lab's own words.
+            fields[21] = (
+                specimen.reject_reason,
+                SPECIMEN_REJECT_REASONS_0490[specimen.reject_reason],
+                "HL70490",
+                *([""] * 5),
+                specimen.reject_text,
+            )
+        else:
+            fields[21] = ("", specimen.reject_text)
+    return fields
 
 
 def _pid(patient: Patient) -> dict[int, FieldValue]:

@@ -293,6 +293,45 @@ class Observation:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReportedSpecimen:
+    """SPM of a result report (v2.5.1 section 7.4.3): which specimen, and why it was rejected.
+
+    `reject_reason` is an HL7 table 0490 code (SPM-21.1, coding system `HL70490`) or None when
+    no code of that table says what happened; `reject_text` is the lab's own words, always sent
+    (SPM-21.9 original text beside a code, SPM-21.2 without one).
+    """
+
+    accession_number: str
+    filler_namespace: str
+    specimen_type: str
+    """HL7 table 0487 code (SPM-4), e.g. BLD, SER."""
+    collected_at: datetime | None = None
+    received_at: datetime | None = None
+    rejected: bool = False
+    reject_reason: str | None = None
+    reject_text: str = ""
+
+
+# HL7 v2.5.1 table 0490 "Specimen reject reason" (SPM-21), codes and the table's descriptions.
+SPECIMEN_REJECT_REASONS_0490: dict[str, str] = {
+    "EX": "Expired",
+    "QS": "Quantity not sufficient",
+    "RA": "Missing patient ID number",
+    "RB": "Broken container",
+    "RC": "Clotting",
+    "RD": "Missing collection date",
+    "RE": "Missing patient name",
+    "RH": "Hemolysis",
+    "RI": "Identification problem",
+    "RM": "Labeling",
+    "RN": "Contamination",
+    "RP": "Missing phlebotomist ID",
+    "RR": "Improper storage",
+    "RS": "Name misspelling",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ResultReport:
     """One ORU^R01: the results of one order (or the part of it released now)."""
 
@@ -315,3 +354,5 @@ class ResultReport:
     result_status: ResultStatus
     observations: tuple[Observation, ...] = ()
     comments: tuple[str, ...] = ()
+    specimen: ReportedSpecimen | None = None
+    """SPM after the observations: the specimen the report is about (a rejected one)."""
