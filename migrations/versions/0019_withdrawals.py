@@ -1,7 +1,7 @@
 """hl7: tests that will not be done, owed to the record (cancelled in the lab, specimen rejected)
 
-Revision ID: 0017_withdrawals
-Revises: 0016_loinc_aliases
+Revision ID: 0019_withdrawals
+Revises: 0018_analyser_units
 Create Date: 2026-12-01
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0017_withdrawals"
-down_revision: str | tuple[str, ...] | None = "0016_loinc_aliases"
+revision: str = "0019_withdrawals"
+down_revision: str | tuple[str, ...] | None = "0018_analyser_units"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
