@@ -108,7 +108,8 @@ def parse_value(test: TestRule, text: str) -> result_flags.NumericValue | str | 
                 field="value",
                 message=f"{test.code} takes a number: {checked.reason}",
                 code="value_not_number",
-                params={"code": test.code, "value": text.strip()},
+                # `why`: the value check's code (negative, not_finite, ...), said by the pages.
+                params={"code": test.code, "value": text.strip(), "why": checked.code},
             )
         return result_flags.NumericValue(value=checked.value, comparator=checked.comparator)
     if (

@@ -39,16 +39,18 @@ _NOT_A_NUMBER_WORDS = {
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ValueCheck:
-    """`ok` with the value, or not `ok` with a reason a person can act on."""
+    """`ok` with the value, or not `ok` with a reason a person can act on (and its code, for
+    the pages to say it in the reader's language)."""
 
     ok: bool
     value: Decimal | None = None
     comparator: str | None = None
     reason: str = ""
+    code: str = ""
 
 
-def _refuse(reason: str) -> ValueCheck:
-    return ValueCheck(ok=False, reason=reason)
+def _refuse(code: str, reason: str) -> ValueCheck:
+    return ValueCheck(ok=False, reason=reason, code=code)
 
 
 def check_value(raw: str | Decimal | int | float, *, allow_negative: bool = False) -> ValueCheck:
@@ -59,10 +61,10 @@ def check_value(raw: str | Decimal | int | float, *, allow_negative: bool = Fals
     """
     comparator: str | None = None
     if isinstance(raw, bool):
-        return _refuse("a result value must be a number, not true/false")
+        return _refuse("not_a_number", "a result value must be a number, not true/false")
     if isinstance(raw, float):
         if raw != raw or raw in (float("inf"), float("-inf")):
-            return _refuse("the value is not a finite number (NaN or infinity)")
+            return _refuse("not_finite", "the value is not a finite number (NaN or infinity)")
         text = repr(raw)
     elif isinstance(raw, int | Decimal):
         text = str(raw)
@@ -74,29 +76,32 @@ def check_value(raw: str | Decimal | int | float, *, allow_negative: bool = Fals
                 break
         text = text.replace(",", ".")
     if not text:
-        return _refuse("the value is empty")
+        return _refuse("empty", "the value is empty")
     if text.lower() in _NOT_A_NUMBER_WORDS:
-        return _refuse(f"{raw!s:.40} is not a finite number (NaN or infinity)")
+        return _refuse("not_finite", f"{raw!s:.40} is not a finite number (NaN or infinity)")
     if not _NUMBER.match(text):
-        return _refuse(f"{raw!s:.40} is not a number (write e.g. 5,2 or <5)")
+        return _refuse("not_a_number", f"{raw!s:.40} is not a number (write e.g. 5,2 or <5)")
     try:
         value = Decimal(text)
     except InvalidOperation:  # pragma: no cover - the pattern above already refused it
-        return _refuse(f"{raw!s:.40} is not a number")
+        return _refuse("not_a_number", f"{raw!s:.40} is not a number")
     if not value.is_finite():
-        return _refuse(f"{raw!s:.40} is not a finite number")
+        return _refuse("not_finite", f"{raw!s:.40} is not a finite number")
     if abs(value) >= SANE_LIMIT:
-        return _refuse(f"{raw!s:.40} is out of any sane range for a laboratory result")
+        return _refuse(
+            "out_of_range", f"{raw!s:.40} is out of any sane range for a laboratory result"
+        )
     digits = value.normalize().as_tuple().digits
     if len(digits) > MAX_SIGNIFICANT_DIGITS:
         return _refuse(
+            "too_many_digits",
             f"{raw!s:.40} has more than {MAX_SIGNIFICANT_DIGITS} significant digits; "
-            "no analyser measures that precisely"
+            "no analyser measures that precisely",
         )
     if not value.is_zero() and abs(value) < SMALLEST:
-        return _refuse(f"{raw!s:.40} is smaller than any analyser resolves")
+        return _refuse("too_small", f"{raw!s:.40} is smaller than any analyser resolves")
     if value < 0 and not allow_negative:
-        return _refuse(f"{raw!s:.40} is negative; this quantity cannot be below zero")
+        return _refuse("negative", f"{raw!s:.40} is negative; this quantity cannot be below zero")
     if value.is_zero() and value.is_signed():
         value = Decimal(0)
     exponent = value.as_tuple().exponent

@@ -15,11 +15,9 @@ import re
 from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from babel import Locale
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context, select_autoescape
@@ -29,7 +27,9 @@ from lab.errors import FieldProblem, LabError
 from lab.reports.formatting import display_clinician, display_unit
 from lab.timeutil import OSLO, oslo_text
 from lab.users.roles import Permission, permissions_of
+from lab.web.hold_text import delta_limit, hold_detail, version_reason
 from lab.web.i18n import LANGUAGES, Language, has_text, translate, translate_plural
+from lab.web.numbers import number, signed_number
 from lab.web.status_strip import StripLine, strip_lines
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
@@ -51,32 +51,6 @@ def day(value: date | None) -> str:
     return value.strftime("%d.%m.%Y") if value is not None else ""
 
 
-def number(value: Decimal | int | float | None, language: Language = "nb") -> str:
-    """As the language writes it, with the precision the value has (`4,50`), no exponent and no
-    thousands grouping (a space inside a lab value reads as two values)."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        value = Decimal(str(value))
-    # Fixed-point text keeps the reported precision (Babel's own formatting would drop the
-    # trailing zero of 4.50); the symbols are the locale's, from Babel's CLDR data.
-    text = format(value, "f") if isinstance(value, Decimal) else str(value)
-    symbols = _symbols(language)
-    return text.replace("-", symbols["minusSign"]).replace(".", symbols["decimal"])
-
-
-@cache
-def _symbols(language: Language) -> dict[str, str]:
-    found = Locale.parse("nb_NO" if language == "nb" else "en_GB").number_symbols["latn"]
-    return {"minusSign": found["minusSign"], "decimal": found["decimal"]}
-
-
-def signed_number(value: Decimal | None, language: Language = "nb") -> str:
-    if value is None:
-        return ""
-    return ("+" if value > 0 else "") + number(value, language)
-
-
 @pass_context
 def _number_filter(context: Context, value: Decimal | int | float | None) -> str:
     return number(value, context.get("lang", "nb"))
@@ -91,6 +65,21 @@ def _decimal_text_filter(context: Context, text: str | None) -> str:
         return comparator + number(Decimal(raw[len(comparator) :]), context.get("lang", "nb"))
     except ArithmeticError:
         return raw
+
+
+@pass_context
+def _hold_text_filter(context: Context, text: str) -> str:
+    return hold_detail(text, context.get("lang", "nb"))
+
+
+@pass_context
+def _delta_limit_filter(context: Context, text: str) -> str:
+    return delta_limit(text or "", context.get("lang", "nb"))
+
+
+@pass_context
+def _version_reason_filter(context: Context, text: str) -> str:
+    return version_reason(text or "", context.get("lang", "nb"))
 
 
 @pass_context
@@ -109,6 +98,8 @@ def _shown(language: Language, name: str, value: object) -> object:
         return number(value, language)
     if name in _STATUS_PARAMS and has_text(language, f"status.{value}"):
         return translate(language, f"status.{value}")
+    if name == "why" and has_text(language, f"value_check.{value}"):
+        return translate(language, f"value_check.{value}")
     if name == "permission" and has_text(language, f"permission.{value}"):
         return translate(language, f"permission.{value}")
     return value
@@ -210,6 +201,9 @@ def _environment() -> Environment:
     env.filters["number"] = _number_filter
     env.filters["signed"] = _signed_filter
     env.filters["decimal_text"] = _decimal_text_filter
+    env.filters["hold_text"] = _hold_text_filter
+    env.filters["delta_limit"] = _delta_limit_filter
+    env.filters["version_reason"] = _version_reason_filter
     env.filters["critical_call"] = _critical_call_filter
     env.filters["unit"] = _unit_filter
     env.filters["clinician"] = display_clinician

@@ -86,3 +86,87 @@ def test_a_technician_fixes_but_does_not_discard(page: Page, live: LiveServer) -
     p.wait_for_selector("text=Verdien er erstattet")
     assert "Erstattet (var 1400): en null for mye – bio" in p.inner_text("main")
     assert status_of(live, ids["NA"]) == "awaiting_review"
+
+
+# English the rules and services write, which a bokmål page must say in bokmål.
+ENGLISH = (
+    "the ",
+    "analyser flag",
+    "within",
+    "critical limit",
+    "changed from",
+    "reference interval",
+    "measured",
+    "rerun",
+    "replaced",
+    "released",
+    "chosen",
+    "awaiting",
+    "preliminary",
+    "cancelled",
+    "verified",
+    "Verify",
+    "told ",
+)
+
+
+def test_review_specimen_and_result_pages_speak_bokmal_only(page: Page, live: LiveServer) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from lab.results import fixes
+    from lab.results import service as results
+    from lab.results.judging import ActiveRules
+    from tests.conftest import actor
+    from tests.rules.helpers import demo_ruleset
+
+    p = page
+    rules = ActiveRules(autoverification=demo_ruleset())
+    at = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+    first = place_order(live, "HP-NB1", ["KREA"], "routine")
+    second = place_order(live, "HP-NB2", ["KREA", "K", "NA", "CRP"], "routine")
+    ids: dict[str, int] = {}
+    with live.sessions() as session:
+        for tube, code, value, when, flags in (
+            (first["SERUM"], "KREA", "84", at, ""),
+            (second["SERUM"], "KREA", "160", at + timedelta(hours=20), "CLOT"),
+            (second["SERUM"], "K", "7.1", at + timedelta(hours=20), ""),
+            (second["SERUM"], "NA", "14", at + timedelta(hours=20), ""),
+            (second["SERUM"], "CRP", "12", at + timedelta(hours=20), ""),
+        ):
+            outcome = results.record(
+                session,
+                actor=actor("instrument", "cobas"),
+                measurement=results.Measurement(
+                    accession_number=tube,
+                    test_code=code,
+                    value=value,
+                    observed_at=when,
+                    instrument="cobas-c311",
+                    instrument_flags=flags,
+                    flag_profile="cobas",
+                ),
+                rules=rules if code in ("KREA", "K") else None,  # NA and CRP wait for a person
+            )
+            assert outcome.result_id is not None
+            ids[code] = outcome.result_id
+        lege = actor("physician")
+        fixes.replace(session, actor=lege, result_id=ids["NA"], value="140", reason="tastefeil")
+        fixes.discard(session, actor=lege, result_id=ids["CRP"], reason="feil rør")
+        session.commit()
+    sign_in(p, "lege")
+    pages = [
+        "/review",
+        f"/specimens/{second['SERUM']}",
+        f"/orders/{second['order']}",
+        *(f"/results/{ids[code]}" for code in ("KREA", "K", "NA", "CRP")),
+    ]
+    for path in pages:
+        p.goto(path)
+        text = p.inner_text("main")
+        found = [english for english in ENGLISH if english in text]
+        assert not found, (path, found)
+    p.goto("/review")
+    row = p.inner_text(f"tr#result-{ids['KREA']}")
+    assert "endret fra 84 til 160 (grense" in row and "analysatorflagg CLOT" in row
+    assert "over den kritiske grensen" in p.inner_text(f"tr#result-{ids['K']}")
+    shoot(p, "review-holds")

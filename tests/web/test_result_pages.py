@@ -78,8 +78,12 @@ def test_entry_shows_units_and_ranges_and_keeps_bad_input(client: TestClient, db
     # A value out of any sane range, or a negative concentration, is refused at the field too.
     crp = enter(client, token, number, CRP="1e400")
     assert crp.status_code == 422 and 'id="error_CRP"' in crp.text
-    assert "CRP skal ha et tall" in crp.text
-    assert "CRP skal ha et tall" in enter(client, token, number, CRP="-5").text
+    assert "CRP skal ha et tall: «1e400» er utenfor ethvert rimelig område" in crp.text
+    negative = enter(client, token, number, CRP="-5").text
+    assert "CRP skal ha et tall: «-5» er negativ, og denne størrelsen kan ikke være under null" in (
+        negative
+    )
+    assert "«fire komma to» er ikke et tall (skriv f.eks. 5,2 eller &lt;5)" in response.text
 
 
 def test_review_verify_one_and_all_unremarkable(client: TestClient, db: Session) -> None:
@@ -286,8 +290,10 @@ def test_review_page_shows_every_reason_and_the_delta_with_its_limit(
     review = client.get("/review").text
     later = accession_for(db, second, "SERUM")
     row = review.split(f'id="result-{result_ids(db, later)["KREA"]}"')[1].split("</tr>")[0]
-    assert "Deltasjekk" in row and "±26.5" in row and "84 to 160" in row
-    assert "Instrumentflagg</strong>: analyser flag CLOT" in row
+    # Each reason by its name and the rule's figures, in bokmål (the rules write English).
+    assert "Deltasjekk</strong>: endret fra 84 til 160 (grense ±26,5 innen 2 døgn)" in row
+    assert "Instrumentflagg</strong>: analysatorflagg CLOT" in row
+    assert "within" not in row and "analyser flag" not in row
 
 
 def test_a_further_measurement_is_chosen_on_the_result_page(
