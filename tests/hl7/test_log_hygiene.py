@@ -38,13 +38,14 @@ def test_bad_messages_leave_no_patient_data_in_the_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     fnr = random_national_number()
+    wrong_check_digit = fnr[:10] + str((int(fnr[10]) + 1) % 10)
     bad = [
         oml(control_id=unique("C"), placer=unique("P"), fnr=fnr, family=NAME * 20),  # too long
         oml(control_id=unique("C"), placer=unique("P"), fnr=fnr, family=NAME, tests=(("X", "L"),)),
         oml(
             control_id=unique("C"),
             placer=unique("P"),
-            fnr=fnr[:10] + str((int(fnr[10]) + 1) % 10),
+            fnr=wrong_check_digit,
             family=NAME,
         ),
         oml(control_id=unique("C"), placer=unique("P"), fnr=fnr, family=NAME).replace(
