@@ -12,7 +12,7 @@ import codecs
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -91,7 +91,7 @@ class InstrumentConfig:
         """`moment` as the analyser's clock shows it: its local time, without a zone, which is
         how LIS2-A2 timestamps are written (H-14, O-7, O-8, ...). A moment without a zone is
         taken to be UTC (how the lab stores time)."""
-        aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=ZoneInfo("UTC"))
+        aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
         return aware.astimezone(self.zone).replace(tzinfo=None)
 
     def read_clock(self, moment: datetime | None) -> datetime | None:
@@ -100,7 +100,10 @@ class InstrumentConfig:
         a time skipped when clocks go forward is read with the offset before the change."""
         if moment is None:
             return None
-        return moment.replace(tzinfo=self.zone) if moment.tzinfo is None else moment
+        # In UTC: an aware time in the repeated hour compares unequal to every other zone's
+        # (PEP 495), so it is turned into the instant it names at once.
+        aware = moment.replace(tzinfo=self.zone) if moment.tzinfo is None else moment
+        return aware.astimezone(UTC)
 
     def local_code(self, instrument_code: str) -> str | None:
         """The lab's test code for what the analyser calls `instrument_code`, if mapped."""

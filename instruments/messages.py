@@ -112,7 +112,12 @@ def handle_raw_message(
             raw_message=text,
             reason=f"the message could not be read: {error}",
         )
-        log.warning("analyser %s: a message could not be read (%s)", instrument.name, "record")
+        log.warning(
+            "analyser %s: a message of %d records could not be read (%s); kept whole as unmatched",
+            instrument.name,
+            len(raws),
+            type(error).__name__,
+        )
         return outcome
     outcome = handle_message(
         session,
