@@ -22,9 +22,10 @@ DEMO_USERS: list[tuple[str, str, list[Role]]] = [
 ]
 
 
-def seed(session: Session, *, password: str | None) -> dict[str, str]:
+def seed(session: Session, *, password: str | None, rules_active: bool = True) -> dict[str, str]:
     """Load the demo catalog if no tests exist, the demo rule documents (version 1 of each,
-    active) if none of their kind exist, and the demo users if no users exist.
+    active; drafts with `rules_active` false) if none of their kind exist, and the demo users if
+    no users exist.
 
     Returns the passwords of users made now (random unless `password` is given), so the caller
     can show them once.
@@ -33,7 +34,7 @@ def seed(session: Session, *, password: str | None) -> dict[str, str]:
     if not session.scalar(select(func.count()).select_from(LabTest)):
         catalog.load_catalog_file(session, actor=actor)
     seed_demo_qc(session, actor=actor)
-    rulesets.seed_demo(session, actor=actor)
+    rulesets.seed_demo(session, actor=actor, active=rules_active)
     made: dict[str, str] = {}
     if not session.scalar(select(func.count()).select_from(User)):
         for username, name, roles in DEMO_USERS:

@@ -68,15 +68,21 @@ class ScratchDatabase:
         return as_runtime_role(self.url)
 
 
-def prepare(url: str, *, password: str = PASSWORD, role_users: bool = False) -> dict[str, str]:
+def prepare(
+    url: str, *, password: str = PASSWORD, role_users: bool = False, rules_active: bool = False
+) -> dict[str, str]:
     """Migrate `url` to the head and seed it: the demo catalog and users (admin, bio, lege),
-    and with `role_users` one user `t-<role>` per role; {role: API token} of those."""
+    and with `role_users` one user `t-<role>` per role; {role: API token} of those.
+
+    The demo rule documents are stored as drafts unless `rules_active`: a test database
+    releases nothing without a person until a test activates them (the demo itself, `lab serve`
+    with LAB_DEMO=1, seeds them active)."""
     upgrade(url)
     engine = make_engine(as_runtime_role(url), pool_size=1)  # as the service will run
     tokens: dict[str, str] = {}
     try:
         with Session(engine) as session:
-            seed(session, password=password)
+            seed(session, password=password, rules_active=rules_active)
             if role_users:
                 actor = Actor.system("cli")
                 for role in Role:
@@ -103,9 +109,11 @@ def create_database(
     migrate: bool = True,
     role_users: bool = False,
     password: str = PASSWORD,
+    rules_active: bool = False,
 ) -> ScratchDatabase:
     """A new database `lab_<label>_<pid>_<random>` on `server`; migrated and seeded unless
-    `migrate` is false (an empty database, for tests of the migrations themselves)."""
+    `migrate` is false (an empty database, for tests of the migrations themselves, or for a
+    `lab serve` with LAB_DEMO=1 to migrate and seed as the demo does)."""
     name = f"lab_{label}_{os.getpid()}_{secrets.token_hex(3)}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     try:
@@ -119,7 +127,9 @@ def create_database(
     if not migrate:
         return database
     try:
-        tokens = prepare(database.url, password=password, role_users=role_users)
+        tokens = prepare(
+            database.url, password=password, role_users=role_users, rules_active=rules_active
+        )
     except BaseException:
         drop_database(database)
         raise
@@ -139,10 +149,17 @@ def drop_database(database: ScratchDatabase) -> None:
 
 @contextmanager
 def scratch_database(
-    server: str, label: str, *, migrate: bool = True, role_users: bool = False
+    server: str,
+    label: str,
+    *,
+    migrate: bool = True,
+    role_users: bool = False,
+    rules_active: bool = False,
 ) -> Iterator[ScratchDatabase]:
     """`create_database`, dropped when the block ends."""
-    database = create_database(server, label, migrate=migrate, role_users=role_users)
+    database = create_database(
+        server, label, migrate=migrate, role_users=role_users, rules_active=rules_active
+    )
     try:
         yield database
     finally:

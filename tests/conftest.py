@@ -3,7 +3,8 @@
 The database server is `LAB_TEST_DATABASE_URL` (CI: the machine's PostgreSQL on 127.0.0.1:5432),
 or, when that is unset and nothing answers on 127.0.0.1:5432, an embedded PostgreSQL. Each test
 run makes its own databases (testkit.database), migrates them once, seeds the demo catalog and
-one user per role, and wraps every test in a transaction that is rolled back (polar's pattern).
+one user per role (the demo rule documents as drafts: see `demo_rules`), and wraps every test
+in a transaction that is rolled back (polar's pattern).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from lab.audit import Actor
 from lab.config import Settings
 from lab.db import make_engine
 from lab.main import create_app
+from lab.rulesets import service as rulesets
+from lab.rulesets.service import ActiveRules as RuleBundle
+from lab.tables.rulesets import RuleKind
 from lab.users.roles import Role
 from testkit.database import ScratchDatabase, create_database, drop_database, server_url
 
@@ -107,3 +111,15 @@ def as_role(tokens: dict[str, str]) -> dict[str, dict[str, str]]:
 def actor(role: Role | str, username: str | None = None) -> Actor:
     name = str(role)
     return Actor(user_id=None, username=username or f"t-{name}", roles=frozenset({name}))
+
+
+@pytest.fixture
+def demo_rules(db: Session) -> RuleBundle:
+    """The demo rule documents (version 1 of each kind) made active by the lab physician in
+    this test's transaction, rolled back with it. The test databases keep them as drafts, so
+    a test without this fixture sees no active rule set: nothing is released without a person."""
+    physician = actor(Role.PHYSICIAN)
+    for kind in RuleKind:
+        rulesets.change_state(db, actor=physician, kind=kind.value, version=1, state="active")
+    db.flush()
+    return rulesets.active_rules(db)

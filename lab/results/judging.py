@@ -15,19 +15,19 @@ from decimal import Decimal
 from functools import cache
 from typing import Any, Literal
 
+from sqlalchemy.orm import Session
+
 from lab.catalog import service as catalog
 from lab.catalog.rules import TestRule
 from lab.errors import Conflict, FieldProblem, InvalidInput, LabError, NotFound
 from lab.results import flags as result_flags
 from lab.results.state import NewMeasurement, ResultState
 from lab.rules import (
-    FormulaSet,
     Hold,
     HoldCode,
     Interval,
     JudgementContext,
     PreviousResult,
-    ReflexSet,
     ResultToJudge,
     RuleSet,
     SerumIndices,
@@ -35,6 +35,8 @@ from lab.rules import (
     check_value,
     judge,
 )
+from lab.rulesets import service as rulesets
+from lab.rulesets.service import ActiveRules as ActiveRules
 from lab.tables.results import MeasurementOrigin, R, StoredMeasurement
 from lab.timeutil import as_utc
 
@@ -234,22 +236,14 @@ def _analyser(instrument: str) -> str:
     return instrument.split("/", 1)[0]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ActiveRules:
-    """The rule documents in force (None: no active version of that kind)."""
-
-    autoverification: RuleSet | None = None
-    formulas: FormulaSet | None = None
-    reflex: ReflexSet | None = None
+NO_RULES = ActiveRules()  # nothing is released without a person
 
 
-NO_RULES = ActiveRules()
-
-
-def active_rules(session: object) -> ActiveRules:
-    """The active rule documents. The versioned rule store (`lab.rulesets`) is not in the
-    house yet: until it is, no rule set is active and nothing is released without a person."""
-    return NO_RULES
+def active_rules(session: Session) -> ActiveRules:
+    """The rule documents in force in this transaction (`lab.rulesets`: the active version of
+    each kind, and the autoverification version in shadow if one runs). None active: nothing
+    is released without a person."""
+    return rulesets.active_rules(session)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

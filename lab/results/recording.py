@@ -12,46 +12,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lab.audit import Actor
 from lab.catalog.rules import CatalogSnapshot, TestRule, snapshot
-from lab.errors import InvalidInput, LabError, NotFound
+from lab.errors import InvalidInput
 from lab.orders import service as orders
-from lab.qc import service as qc
 from lab.results import judging
 from lab.results import outbox as hl7_outbox
-from lab.results.calculated import CALCULATOR, WAITS_FOR, patient_facts, usable
-from lab.results.judging import ActiveRules, PatientFacts, Refusal, TubeFacts, active_rules
+from lab.results.calculated import CALCULATOR, WAITS_FOR, usable
+from lab.results.judging import ActiveRules, Refusal, TubeFacts, active_rules
 from lab.results.judging import Measurement as Measurement
 from lab.results.state import Change, NewMeasurement, NewResult, ResultState
+from lab.results.tube import Tube, load_tube, tube_facts
 from lab.results.writing import Write, write_versions
 from lab.rules import (
     Formula,
     Hold,
     HoldCode,
-    PreviousResult,
     ReflexResult,
     ReflexRule,
-    RuleSet,
     calculate,
     reflexes_for,
 )
 from lab.rules import Patient as FormulaPatient
+from lab.rulesets import service as rulesets
 from lab.specimens import accession
 from lab.specimens import service as specimens
-from lab.tables import (
-    SPECIMEN_FINISHED,
-    TEST_PENDING,
-    Order,
-    OrderedTest,
-    Patient,
-    Result,
-    Specimen,
-    StoredMeasurement,
-    TestStatus,
-)
+from lab.tables import TEST_PENDING, Order, OrderedTest, Result, StoredMeasurement, TestStatus
 from lab.tables.results import RELEASED, MeasurementOrigin, R
 from lab.timeutil import as_utc, utcnow
 
@@ -86,116 +74,6 @@ def record(
 
 
 @dataclass(slots=True)
-class _Tube:
-    """One tube as the result path needs it, loaded once and locked."""
-
-    specimen: Specimen  # the tube measured (an aliquot or the primary)
-    root: Specimen  # the primary tube, whose ordered tests the results belong to
-    patient: PatientFacts
-    ordered: dict[int, OrderedTest]  # by test id, locked FOR UPDATE
-    results: dict[int, Result]  # by ordered test id
-
-
-def _load_tube(session: Session, accession_number: str) -> _Tube | Refusal:
-    try:
-        specimen = specimens.get_by_accession(session, accession_number)
-    except LabError as error:
-        return Refusal(
-            field="accession_number",
-            message=error.message,
-            kind="not_found",
-            code=error.code,
-            params=error.params,
-        )
-    if specimen.status in SPECIMEN_FINISHED:
-        return Refusal(
-            field="accession_number",
-            message=f"{specimen.accession_number} is {specimen.status}; no results can be added",
-            kind="conflict",
-            code="specimen_closed",
-            params={"number": specimen.accession_number, "status": specimen.status},
-        )
-    root = specimens.root_of(session, specimen)
-    # Locked, so two connections cannot record the same test at once.
-    ordered = {
-        t.test_id: t
-        for t in session.scalars(
-            select(OrderedTest).where(OrderedTest.specimen_id == root.id).with_for_update()
-        )
-    }
-    stored = {
-        r.ordered_test_id: r
-        for r in session.scalars(
-            select(Result)
-            .where(Result.ordered_test_id.in_([t.id for t in ordered.values()]))
-            # Locked too: a verification committed meanwhile must not be written over.
-            .with_for_update()
-        )
-    }
-    patient = session.get(Patient, specimen.patient_id)
-    if patient is None:
-        raise NotFound(f"the patient of {specimen.accession_number} is missing")
-    return _Tube(
-        specimen=specimen,
-        root=root,
-        patient=patient_facts(patient, root),
-        ordered=ordered,
-        results=stored,
-    )
-
-
-def _tube_facts(
-    session: Session,
-    tube: _Tube,
-    tests: Sequence[TestRule],
-    ruleset: RuleSet | None,
-    measured_at: datetime,
-    instruments: set[str],
-) -> TubeFacts:
-    """What the judgement needs beyond the results: the previous result of each test that has a
-    delta rule (one query for the tube), the QC locks of the analyser, the specimen's values."""
-    previous: dict[int, PreviousResult] = {}
-    with_delta = [
-        t.id
-        for t in tests
-        if ruleset is not None and (rules := ruleset.for_test(t.code)) is not None and rules.delta
-    ]
-    if with_delta:
-        measured = func.coalesce(Result.observed_at, Result.recorded_at)
-        rows = session.execute(
-            select(Result.test_id, Result.value_numeric, Result.comparator, measured)
-            .where(
-                Result.patient_id == tube.specimen.patient_id,
-                Result.test_id.in_(with_delta),
-                Result.status != R.CANCELLED,
-                Result.value_numeric.is_not(None),
-                Result.ordered_test_id.not_in([t.id for t in tube.ordered.values()]),
-                measured < measured_at,
-            )
-            .order_by(Result.test_id, measured.desc(), Result.id.desc())
-            .distinct(Result.test_id)
-        ).all()
-        previous = {
-            test_id: PreviousResult(value=value, comparator=comparator, measured_at=at)
-            for test_id, value, comparator, at in rows
-        }
-    codes = {test.id: test.code for test in tests}
-    values = {
-        codes[r.test_id]: r.value_numeric
-        for r in tube.results.values()
-        if r.value_numeric is not None and r.test_id in codes and r.status != R.CANCELLED
-    }
-    # A test QC has locked on the analyser that measured it is held (`qc`); one query per
-    # analyser of the message (a keyboard entry is never locked by an analyser's QC).
-    locked: frozenset[str] = frozenset()
-    for instrument in instruments:
-        locked |= qc.locked_tests(session, instrument=instrument, test_codes=list(codes.values()))
-    return TubeFacts(
-        patient=tube.patient, previous=previous, specimen_results=values, qc_locked=locked
-    )
-
-
-@dataclass(slots=True)
 class _Pending:
     """What the measurements of one message do to one result, before it is written."""
 
@@ -205,6 +83,8 @@ class _Pending:
     measured_before: int
     changes: list[Change] = field(default_factory=list)
     further: list[NewMeasurement] = field(default_factory=list)
+    # What the version in shadow decided: (index of the change it judged, release, holds).
+    shadow: list[tuple[int, bool, tuple[Hold, ...]]] = field(default_factory=list)
 
     @property
     def current(self) -> ResultState | None:
@@ -247,7 +127,7 @@ def record_tube(
     numbers = {accession.normalise(m.accession_number) for m in measurements}
     if len(numbers) != 1:
         raise InvalidInput.field("accession_number", "one tube at a time", code="one_tube")
-    loaded = _load_tube(session, measurements[0].accession_number)
+    loaded = load_tube(session, measurements[0].accession_number)
     if isinstance(loaded, Refusal):
         return [_refused(loaded) for _ in measurements]
     tube = loaded
@@ -258,11 +138,11 @@ def record_tube(
         code: catalog_now.by_code.get(code)
         for code in {m.test_code.strip().upper() for m in measurements}
     }
-    facts = _tube_facts(
+    facts = tube_facts(
         session,
         tube,
         [t for t in found.values() if t is not None],
-        rules.autoverification,
+        (rules.autoverification, rules.shadow),
         max((as_utc(m.observed_at) for m in measurements if m.observed_at), default=now),
         {m.instrument for m in measurements if m.instrument and m.instrument != CALCULATOR},
     )
@@ -295,10 +175,29 @@ def record_tube(
         released = _derive(session, actor, tube, pending, facts, rules, now=now) or released
     ids: dict[int, int] = {}
     if pending:
+        first = {
+            key: work.target.version + 1 if isinstance(work.target, Result) else 1
+            for key, work in pending.items()
+        }
         written = write_versions(
             session, actor=actor, writes=[p.write() for p in pending.values()], now=now
         )
         ids = dict(zip(pending, written, strict=True))
+        if rules.shadow_id is not None:
+            rulesets.record_shadow(
+                session,
+                rule_set_version_id=rules.shadow_id,
+                decisions=[
+                    rulesets.ShadowDecision(
+                        result_id=ids[key],
+                        result_version=first[key] + index,
+                        autoverify=release,
+                        holds=holds,
+                    )
+                    for key, work in pending.items()
+                    for index, release, holds in work.shadow
+                ],
+            )
         open_tests = sum(1 for t in tube.ordered.values() if t.status in TEST_PENDING)
         specimens.note_result(session, actor=actor, specimen=tube.root, open_tests=open_tests)
         if released:
@@ -326,7 +225,7 @@ def _follow(ordered: OrderedTest, work: _Pending | None) -> bool:
 # --- calculated tests and reflexes: what a recorded result adds to its tube ---------------------
 
 
-def _current_states(tube: _Tube, pending: dict[int, _Pending]) -> dict[int, ResultState]:
+def _current_states(tube: Tube, pending: dict[int, _Pending]) -> dict[int, ResultState]:
     """The newest state of every result of the tube, by test id (decided or stored)."""
     states: dict[int, ResultState] = {}
     for test_id, ordered in tube.ordered.items():
@@ -351,7 +250,7 @@ def _note(work: _Pending, key: str, name: str, text: str) -> None:
 def _derive(
     session: Session,
     actor: Actor,
-    tube: _Tube,
+    tube: Tube,
     pending: dict[int, _Pending],
     facts: TubeFacts,
     rules: ActiveRules,
@@ -400,7 +299,7 @@ def _derive(
 def _calculate(
     session: Session,
     actor: Actor,
-    tube: _Tube,
+    tube: Tube,
     pending: dict[int, _Pending],
     facts: TubeFacts,
     rules: ActiveRules,
@@ -485,7 +384,7 @@ def _calculate(
 def _reflex(
     session: Session,
     actor: Actor,
-    tube: _Tube,
+    tube: Tube,
     work: _Pending,
     rule: ReflexRule,
     version: int,
@@ -517,7 +416,7 @@ def _reflex(
 
 
 def _outcome_of(
-    tube: _Tube, pending: dict[int, _Pending], ids: dict[int, int], changed: bool, ordered_id: int
+    tube: Tube, pending: dict[int, _Pending], ids: dict[int, int], changed: bool, ordered_id: int
 ) -> Outcome:
     if ordered_id in pending:
         state = pending[ordered_id].current
@@ -532,7 +431,7 @@ def _outcome_of(
 
 
 def _decide(
-    tube: _Tube,
+    tube: Tube,
     test: TestRule,
     measurement: Measurement,
     pending: dict[int, _Pending],
@@ -624,19 +523,26 @@ def _decide(
         measured_at=now,
     )
     differing = {(m.value_numeric, m.comparator, m.value_text) for m in work.measured}
+    # Two measurements that disagree: a person chooses the one to report.
+    choose = Hold(
+        code=HoldCode.RULE,
+        text=f"measured {len(work.measured)} times with different values: choose the one to report",
+    )
     if len(differing) > 1:
-        # Two measurements that disagree: a person chooses the one to report.
-        state = state.but(
-            holds=(
-                *state.holds,
-                Hold(
-                    code=HoldCode.RULE,
-                    text=f"measured {len(work.measured)} times with different values: "
-                    "choose the one to report",
-                ),
-            )
+        state, release = state.but(holds=(*state.holds, choose)), False
+    if rules.shadow is not None:
+        # What the version in shadow would have done: kept beside the result, acted on never.
+        seen, would = judging.judged(
+            new,
+            test,
+            facts,
+            rules.shadow,
+            flag_profile=measurement.flag_profile,
+            indices=measurement.indices,
+            measured_at=now,
         )
-        release = False
+        holds = (*seen.holds, choose) if len(differing) > 1 else seen.holds
+        work.shadow.append((len(work.changes), would and len(differing) == 1, holds))
     work.changes.append(
         Change(
             state=state,
@@ -670,7 +576,7 @@ def autoverifier(version: int | None) -> Actor:
     )
 
 
-def _released_by_rules(session: Session, tube: _Tube, *, now: datetime) -> None:
+def _released_by_rules(session: Session, tube: Tube, *, now: datetime) -> None:
     """Results verified by autoverification go to the record like any verified result: the
     order's outbox entry is made (or held by the release policy) in this transaction."""
     order = session.get(Order, tube.root.order_id, with_for_update=True)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from lab.audit import Actor
 from lab.deps import SessionDep, require
 from lab.rulesets import service
+from lab.rulesets.shadow import shadow_report
 from lab.users.roles import Permission
 
 router = APIRouter(prefix="/api/v1/rules", tags=["rules"])
@@ -84,3 +85,62 @@ def change_state(
     """`active` (lab physician), `shadow` or back to `draft` (rule managers); audited."""
     row = service.change_state(session, actor=actor, kind=kind, version=version, state=body.state)
     return _out(service.snapshot(row))
+
+
+class ShadowRowOut(BaseModel):
+    result_id: int
+    result_version: int
+    decided_at: str
+    shadow_release: bool
+    shadow_holds: list[str]
+    active_release: bool
+    active_holds: list[str]
+    active_version: int | None
+    status_now: str
+    disagreement: str | None
+
+
+class ShadowOut(BaseModel):
+    kind: str
+    version: int
+    state: str
+    decided: int
+    shadow_released: int
+    active_released: int
+    agree: int
+    disagreements: dict[str, int]
+    decisions: list[ShadowRowOut]
+
+
+@router.get("/autoverification/{version}/shadow", response_model=ShadowOut)
+def shadow_decisions(
+    version: int, session: SessionDep, actor: ManageRules, limit: int = 200
+) -> ShadowOut:
+    """What the version decided in shadow for each result as it was recorded, beside the active
+    version's decision and what became of the result (hold codes and statuses only)."""
+    report = shadow_report(session, version=version, limit=max(0, min(limit, 1000)))
+    return ShadowOut(
+        kind=report.kind,
+        version=report.version,
+        state=report.state,
+        decided=report.decided,
+        shadow_released=report.shadow_released,
+        active_released=report.active_released,
+        agree=report.agree,
+        disagreements=dict(report.disagreements),
+        decisions=[
+            ShadowRowOut(
+                result_id=row.result_id,
+                result_version=row.result_version,
+                decided_at=row.decided_at,
+                shadow_release=row.shadow_release,
+                shadow_holds=list(row.shadow_holds),
+                active_release=row.active_release,
+                active_holds=list(row.active_holds),
+                active_version=row.active_version,
+                status_now=row.status_now,
+                disagreement=row.disagreement.value if row.disagreement else None,
+            )
+            for row in report.rows
+        ],
+    )

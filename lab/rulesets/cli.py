@@ -75,6 +75,7 @@ def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from lab.rulesets.replay import dry_run, replay
+    from lab.rulesets.shadow import shadow_report
 
     since = datetime.fromisoformat(args.since) if args.since else None
     with transaction(_factory(settings)) as session:
@@ -83,6 +84,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             lines = replay(session, version=args.version, since=since).report_lines(
                 limit=args.limit
             )
+            # What the version decided in shadow on results as they came in, if it ran there.
+            lines += shadow_report(session, version=args.version, limit=0).report_lines()
         else:
             lines = dry_run(
                 session, kind=args.kind, version=args.version, since=since

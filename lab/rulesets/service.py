@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from lab import audit
@@ -28,7 +29,7 @@ from lab.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from lab.rules import (
     FormulaInput,
     FormulaSet,
-    Judgement,
+    Hold,
     ReflexSet,
     RuleSet,
     RuleSetError,
@@ -111,9 +112,18 @@ def _kind(kind: str) -> RuleKind:
 
 
 def load(
-    session: Session, *, actor: Actor, kind: str, document: str, description: str = ""
+    session: Session,
+    *,
+    actor: Actor,
+    kind: str,
+    document: str,
+    description: str = "",
+    limits_from: RuleSet | None = None,
 ) -> RuleSetVersion:
-    """Store a new draft version after checking it; the version number is the next free one."""
+    """Store a new draft version after checking it; the version number is the next free one.
+
+    A formula document is checked against the plausibility limits of `limits_from`, by default
+    those of the active autoverification rule set."""
     rule_kind = _kind(kind)
     if len(document) > MAX_TEXT:
         raise InvalidInput.field("text", f"a rule document is at most {MAX_TEXT} characters")
@@ -125,7 +135,8 @@ def load(
         select(func.max(RuleSetVersion.version)).where(RuleSetVersion.kind == rule_kind.value)
     )
     number = (latest or 0) + 1
-    parse(session, kind=rule_kind, text_=document, version=number)  # refuses before storing
+    # Refuses before storing.
+    parse(session, kind=rule_kind, text_=document, version=number, limits_from=limits_from)
     row = RuleSetVersion(
         kind=rule_kind.value,
         version=number,
@@ -269,10 +280,20 @@ def _formulas_still_hold(session: Session, candidate: RuleSet) -> None:
         ) from None
 
 
-def seed_demo(session: Session, *, actor: Actor) -> list[RuleSetVersion]:
-    """Version 1 of each demo document, active, on a database that has none of that kind."""
+def seed_demo(session: Session, *, actor: Actor, active: bool = True) -> list[RuleSetVersion]:
+    """Version 1 of each demo document, active, on a database that has none of that kind.
+
+    With `active` false they are stored as drafts (a test database: nothing is released without
+    a person until a test activates them)."""
     loaded: list[RuleSetVersion] = []
     texts = demo_texts()
+    # The demo formulas divide by creatinine: checked against the demo plausibility limits.
+    limits = parse(
+        session,
+        kind=RuleKind.AUTOVERIFICATION,
+        text_=texts[RuleKind.AUTOVERIFICATION.value],
+        version=1,
+    )
     for kind in (RuleKind.AUTOVERIFICATION, RuleKind.FORMULAS, RuleKind.REFLEX):
         exists = session.scalar(
             select(RuleSetVersion.id).where(RuleSetVersion.kind == kind.value).limit(1)
@@ -285,7 +306,11 @@ def seed_demo(session: Session, *, actor: Actor) -> list[RuleSetVersion]:
             kind=kind.value,
             document=texts[kind.value],
             description="demo rules v1",
+            limits_from=limits if isinstance(limits, RuleSet) else None,
         )
+        loaded.append(row)
+        if not active:
+            continue
         row.state = RuleState.ACTIVE.value
         row.activated_at = row.state_changed_at = utcnow()
         row.activated_by = row.state_changed_by = actor.username
@@ -300,7 +325,6 @@ def seed_demo(session: Session, *, actor: Actor) -> list[RuleSetVersion]:
             detail="demo seed",
         )
         _forget(session)
-        loaded.append(row)
     return loaded
 
 
@@ -380,12 +404,16 @@ class ActiveRules:
     """The rule documents in force (or in shadow) for one transaction; None: no version.
 
     Each parsed document carries its version (`RuleSet.version`, ...); `ids` maps the kind to
-    the `rule_set_version` row, for `record_shadow`."""
+    the `rule_set_version` row. `shadow` is the autoverification version running in shadow
+    beside the active one (its row is `shadow_id`): the recording path judges each result with
+    it too and keeps what it decided (`record_shadow`), acting on nothing."""
 
     autoverification: RuleSet | None = None
     formulas: FormulaSet | None = None
     reflex: ReflexSet | None = None
     ids: dict[str, int] = field(default_factory=dict)
+    shadow: RuleSet | None = None
+    shadow_id: int | None = None
 
 
 def _bundle(session: Session, state: RuleState) -> ActiveRules:
@@ -402,9 +430,14 @@ def _bundle(session: Session, state: RuleState) -> ActiveRules:
 
 
 def active_rules(session: Session) -> ActiveRules:
-    """The active version of each kind: one small query per transaction, parsed once per
-    process (the recording path's call)."""
-    return _bundle(session, RuleState.ACTIVE)
+    """The active version of each kind, with the autoverification version in shadow if one
+    runs: one small query per transaction, parsed once per process (the recording path's
+    call)."""
+    bundle = _bundle(session, RuleState.ACTIVE)
+    in_shadow = shadow(session, kind=RuleKind.AUTOVERIFICATION)
+    if in_shadow is None or not isinstance(in_shadow.parsed, RuleSet):
+        return bundle
+    return replace(bundle, shadow=in_shadow.parsed, shadow_id=in_shadow.id)
 
 
 def shadow_rules(session: Session) -> ActiveRules:
@@ -418,26 +451,34 @@ def active_ruleset(session: Session) -> RuleSet | None:
     return loaded.parsed if loaded is not None and isinstance(loaded.parsed, RuleSet) else None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShadowDecision:
+    """What the version in shadow decided for one version of a result."""
+
+    result_id: int
+    result_version: int
+    autoverify: bool
+    holds: tuple[Hold, ...]
+
+
 def record_shadow(
-    session: Session,
-    *,
-    result_id: int,
-    result_version: int,
-    rule_set_version_id: int,
-    judgement: Judgement,
+    session: Session, *, rule_set_version_id: int, decisions: Sequence[ShadowDecision]
 ) -> None:
-    """Keep what the shadow version decided; it releases nothing."""
-    holds: list[dict[str, Any]] = [
-        {"code": hold.code.value, "text": hold.text} for hold in judgement.holds
-    ]
-    session.add(
-        RuleShadowDecision(
-            result_id=result_id,
-            result_version=result_version,
-            rule_set_version_id=rule_set_version_id,
-            autoverify=judgement.autoverify,
-            holds=holds,
-        )
+    """Keep what the shadow version decided (one INSERT for them all); it releases nothing."""
+    if not decisions:
+        return
+    session.execute(
+        insert(RuleShadowDecision),
+        [
+            {
+                "result_id": d.result_id,
+                "result_version": d.result_version,
+                "rule_set_version_id": rule_set_version_id,
+                "autoverify": d.autoverify,
+                "holds": [{"code": h.code.value, "text": h.text} for h in d.holds],
+            }
+            for d in decisions
+        ],
     )
 
 
@@ -458,6 +499,7 @@ def snapshot(row: RuleSetVersion) -> dict[str, Any]:
 __all__ = [
     "ActiveRules",
     "LoadedVersion",
+    "ShadowDecision",
     "active",
     "active_rules",
     "active_ruleset",

@@ -90,6 +90,8 @@ ALLOWED = {
         "GET /api/v1/rules/{kind}/{version}",
         "POST /api/v1/rules/{kind}",
         "POST /api/v1/rules/{kind}/{version}/state",
+        # What a version decided in shadow: result ids, statuses and hold codes, no values.
+        "GET /api/v1/rules/autoverification/{version}/shadow",
     },
     # Analysers enter results and handle specimens; they do not read patient data.
     "instrument": CATALOG

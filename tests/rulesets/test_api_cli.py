@@ -7,12 +7,13 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from lab.rules.demo import demo_texts
+from lab.rulesets.service import ActiveRules as RuleBundle
 from testkit.database import ScratchDatabase
 from tests.test_cli import lab
 
 
 def test_api_lists_loads_and_refuses_by_role(
-    client: TestClient, as_role: dict[str, dict[str, str]]
+    client: TestClient, as_role: dict[str, dict[str, str]], demo_rules: RuleBundle
 ) -> None:
     assert client.get("/api/v1/rules").status_code == 401
     assert client.get("/api/v1/rules", headers=as_role["technician"]).status_code == 403

@@ -12,12 +12,14 @@ from sqlalchemy.orm import Session
 
 from lab.audit import AuditEvent
 from lab.errors import PermissionDenied
+from lab.results import judging as results_judging
 from lab.results import service as results
 from lab.results.service import Measurement
 from lab.rules import RuleSet, RuleSetError
 from lab.rules.demo import demo_texts
 from lab.rulesets import service
 from lab.rulesets.replay import replay
+from lab.rulesets.service import ActiveRules
 from lab.specimens import service as specimens
 from lab.tables.rulesets import RuleKind, RuleSetVersion
 from lab.users.roles import Role
@@ -34,7 +36,20 @@ V2 = demo_texts()["autoverification"].replace(
 )
 
 
-def test_the_demo_seed_activates_version_1_of_each_kind(db: Session) -> None:
+def test_the_test_database_keeps_the_demo_rules_as_drafts(db: Session) -> None:
+    rows = service.list_versions(db)
+    assert {(row.kind, row.version, row.state) for row in rows} == {
+        ("autoverification", 1, "draft"),
+        ("formulas", 1, "draft"),
+        ("reflex", 1, "draft"),
+    }
+    assert service.active_rules(db) == ActiveRules()
+    assert results_judging.active_rules(db) == results_judging.NO_RULES
+
+
+def test_the_demo_rules_fixture_activates_version_1_of_each_kind(
+    db: Session, demo_rules: ActiveRules
+) -> None:
     rows = service.list_versions(db)
     assert {(row.kind, row.version, row.state) for row in rows} == {
         ("autoverification", 1, "active"),
@@ -43,6 +58,8 @@ def test_the_demo_seed_activates_version_1_of_each_kind(db: Session) -> None:
     }
     loaded = service.active(db, kind=RuleKind.AUTOVERIFICATION)
     assert loaded is not None and isinstance(loaded.parsed, RuleSet) and loaded.version == 1
+    assert demo_rules.autoverification is not None and demo_rules.shadow is None
+    assert results_judging.active_rules(db) == demo_rules
 
 
 def test_a_bad_document_is_refused_with_its_line_and_nothing_is_stored(db: Session) -> None:
@@ -54,7 +71,7 @@ def test_a_bad_document_is_refused_with_its_line_and_nothing_is_stored(db: Sessi
     assert [row.version for row in service.list_versions(db, kind="autoverification")] == [1]
 
 
-def test_load_shadow_activate_with_roles_and_audit(db: Session) -> None:
+def test_load_shadow_activate_with_roles_and_audit(db: Session, demo_rules: ActiveRules) -> None:
     row = service.load(db, actor=ADMIN, kind="autoverification", document=V2, description="v2")
     assert (row.version, row.state) == (2, "draft")
     service.change_state(db, actor=ADMIN, kind="autoverification", version=2, state="shadow")
@@ -142,9 +159,10 @@ def test_replay_counts_and_disagreements_same_figures_twice(db: Session) -> None
     assert na not in found
 
 
-def test_dry_runs_of_formulas_and_reflexes(db: Session) -> None:
+def test_dry_runs_of_formulas_and_reflexes(db: Session, demo_rules: ActiveRules) -> None:
     from lab.rulesets.replay import dry_run
 
+    assert demo_rules.formulas is not None
     order = place(db, BIO, placer="RP-2", tests=["KREA", "TSH"])
     number = next(
         s.accession_number for s in specimens.tubes_of_order(db, order.id) if s.container == "SERUM"
@@ -183,7 +201,9 @@ def test_creatinine_and_glucose_go_by_moles_codes_and_old_codes_still_order_them
     assert resolve_test(db, code="2345-7", system="LN").code == "GLUK"
 
 
-def test_a_rule_set_that_would_break_the_active_formulas_is_not_activated(db: Session) -> None:
+def test_a_rule_set_that_would_break_the_active_formulas_is_not_activated(
+    db: Session, demo_rules: ActiveRules
+) -> None:
     from lab.errors import Conflict
 
     without_limit = demo_texts()["autoverification"].replace(

@@ -1,0 +1,137 @@
+"""One tube as the result path needs it: loaded once and locked, and the facts its judgement
+reads (the patient, the previous results the delta checks need, the analyser's QC locks, the
+tube's other values). `lab.results.recording` calls these in the recording transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from lab.catalog.rules import TestRule
+from lab.errors import LabError, NotFound
+from lab.qc import service as qc
+from lab.results.calculated import patient_facts
+from lab.results.judging import PatientFacts, Refusal, TubeFacts
+from lab.rules import PreviousResult, RuleSet
+from lab.specimens import service as specimens
+from lab.tables import SPECIMEN_FINISHED, OrderedTest, Patient, Result, Specimen
+from lab.tables.results import R
+
+
+@dataclass(slots=True)
+class Tube:
+    """One tube as the result path needs it, loaded once and locked."""
+
+    specimen: Specimen  # the tube measured (an aliquot or the primary)
+    root: Specimen  # the primary tube, whose ordered tests the results belong to
+    patient: PatientFacts
+    ordered: dict[int, OrderedTest]  # by test id, locked FOR UPDATE
+    results: dict[int, Result]  # by ordered test id
+
+
+def load_tube(session: Session, accession_number: str) -> Tube | Refusal:
+    try:
+        specimen = specimens.get_by_accession(session, accession_number)
+    except LabError as error:
+        return Refusal(
+            field="accession_number",
+            message=error.message,
+            kind="not_found",
+            code=error.code,
+            params=error.params,
+        )
+    if specimen.status in SPECIMEN_FINISHED:
+        return Refusal(
+            field="accession_number",
+            message=f"{specimen.accession_number} is {specimen.status}; no results can be added",
+            kind="conflict",
+            code="specimen_closed",
+            params={"number": specimen.accession_number, "status": specimen.status},
+        )
+    root = specimens.root_of(session, specimen)
+    # Locked, so two connections cannot record the same test at once.
+    ordered = {
+        t.test_id: t
+        for t in session.scalars(
+            select(OrderedTest).where(OrderedTest.specimen_id == root.id).with_for_update()
+        )
+    }
+    stored = {
+        r.ordered_test_id: r
+        for r in session.scalars(
+            select(Result)
+            .where(Result.ordered_test_id.in_([t.id for t in ordered.values()]))
+            # Locked too: a verification committed meanwhile must not be written over.
+            .with_for_update()
+        )
+    }
+    patient = session.get(Patient, specimen.patient_id)
+    if patient is None:
+        raise NotFound(f"the patient of {specimen.accession_number} is missing")
+    return Tube(
+        specimen=specimen,
+        root=root,
+        patient=patient_facts(patient, root),
+        ordered=ordered,
+        results=stored,
+    )
+
+
+def tube_facts(
+    session: Session,
+    tube: Tube,
+    tests: Sequence[TestRule],
+    rulesets: Sequence[RuleSet | None],
+    measured_at: datetime,
+    instruments: set[str],
+) -> TubeFacts:
+    """What the judgement needs beyond the results: the previous result of each test that has a
+    delta rule in any of `rulesets` (the active one and the one in shadow; one query for the
+    tube), the QC locks of the analyser, the specimen's values."""
+    previous: dict[int, PreviousResult] = {}
+    with_delta = [
+        t.id
+        for t in tests
+        if any(
+            ruleset is not None and (rules := ruleset.for_test(t.code)) is not None and rules.delta
+            for ruleset in rulesets
+        )
+    ]
+    if with_delta:
+        measured = func.coalesce(Result.observed_at, Result.recorded_at)
+        rows = session.execute(
+            select(Result.test_id, Result.value_numeric, Result.comparator, measured)
+            .where(
+                Result.patient_id == tube.specimen.patient_id,
+                Result.test_id.in_(with_delta),
+                Result.status != R.CANCELLED,
+                Result.value_numeric.is_not(None),
+                Result.ordered_test_id.not_in([t.id for t in tube.ordered.values()]),
+                measured < measured_at,
+            )
+            .order_by(Result.test_id, measured.desc(), Result.id.desc())
+            .distinct(Result.test_id)
+        ).all()
+        previous = {
+            test_id: PreviousResult(value=value, comparator=comparator, measured_at=at)
+            for test_id, value, comparator, at in rows
+        }
+    codes = {test.id: test.code for test in tests}
+    values = {
+        codes[r.test_id]: r.value_numeric
+        for r in tube.results.values()
+        if r.value_numeric is not None and r.test_id in codes and r.status != R.CANCELLED
+    }
+    # A test QC has locked on the analyser that measured it is held (`qc`); one query per
+    # analyser of the message (a keyboard entry is never locked by an analyser's QC).
+    locked: frozenset[str] = frozenset()
+    for instrument in instruments:
+        locked |= qc.locked_tests(session, instrument=instrument, test_codes=list(codes.values()))
+    return TubeFacts(
+        patient=tube.patient, previous=previous, specimen_results=values, qc_locked=locked
+    )
