@@ -9,6 +9,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,6 +25,8 @@ from lab.migrate import upgrade
 from lab.rulesets.cli import register as register_rules
 from lab.serve import serve
 from lab.users import service as users
+from lab.users import tokens
+from lab.users.roles import MACHINE_ROLES
 
 # `demo run` plays its day with the test kit (testkit/), which is in a checkout but not in the
 # wheel: an installed lab module has `demo seed` only.
@@ -43,8 +46,9 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
-    if args.no_password:
-        password = None
+    machine = bool(args.role) and set(args.role) <= {role.value for role in MACHINE_ROLES}
+    if args.no_password or (machine and not args.password_stdin):
+        password = None  # a machine account uses tokens only
     elif args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -59,6 +63,8 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
             password=password,
         )
     print(f"user {args.username} added with roles {', '.join(args.role)}")
+    if password is None:
+        print("no password: a machine account signs in with tokens (lab token create) only")
     if password and not args.password_stdin:
         print(f"password (shown once): {password}")
     return 0
@@ -68,19 +74,75 @@ def cmd_user_password(args: argparse.Namespace, settings: Settings) -> int:
     password = getpass.getpass("new password: ") if sys.stdin.isatty() else sys.stdin.readline()
     with transaction(_factory(settings)) as session:
         users.set_password(
-            session, actor=Actor.system("cli"), username=args.username, password=password.strip()
+            session,
+            actor=Actor.system("cli"),
+            username=args.username,
+            password=password.strip(),
+            end_tokens=settings.password_change_ends_tokens,
         )
-    print(f"password of {args.username} changed")
+    ended = "sessions and tokens" if settings.password_change_ends_tokens else "sessions"
+    print(f"password of {args.username} changed; their {ended} ended")
+    return 0
+
+
+def cmd_user_active(args: argparse.Namespace, settings: Settings) -> int:
+    active = args.user_command == "enable"
+    with transaction(_factory(settings)) as session:
+        users.set_active(session, actor=Actor.system("cli"), username=args.username, active=active)
+    print(
+        f"user {args.username} enabled"
+        if active
+        else f"user {args.username} disabled; their sessions and tokens ended"
+    )
+    return 0
+
+
+def cmd_user_roles(args: argparse.Namespace, settings: Settings) -> int:
+    with transaction(_factory(settings)) as session:
+        user = users.set_roles(
+            session, actor=Actor.system("cli"), username=args.username, roles=args.role
+        )
+    print(f"user {args.username} has roles {', '.join(user.roles)}")
     return 0
 
 
 def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
     with transaction(_factory(settings)) as session:
-        token = users.create_token(
-            session, actor=Actor.system("cli"), username=args.username, label=args.label
+        made = tokens.create_token(
+            session,
+            actor=Actor.system("cli"),
+            username=args.username,
+            label=args.label,
+            days=args.days or settings.token_days,
         )
-    print(f"API token for {args.username} (shown once; send as 'Authorization: Bearer ...'):")
-    print(token)
+    print(
+        f"API token {made.id} for {args.username}, expires {made.expires_at:%Y-%m-%d %H:%M} UTC "
+        "(shown once; send as 'Authorization: Bearer ...'):"
+    )
+    print(made.token)
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace, settings: Settings) -> int:
+    with _factory(settings)() as session:
+        rows = tokens.list_tokens(session, args.username)
+        print(f"{'id':>6}  {'state':8} {'created':16}  {'expires':16}  {'last used':16}  label")
+        for row in rows:
+            print(
+                f"{row.id:>6}  {tokens.state_of(row):8} {_when(row.created_at)}  "
+                f"{_when(row.expires_at)}  {_when(row.last_used_at)}  {row.label}"
+            )
+    return 0
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}" if moment else f"{'-':16}"
+
+
+def cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    with transaction(_factory(settings)) as session:
+        tokens.revoke_token(session, actor=Actor.system("cli"), token_id=args.id)
+    print(f"token {args.id} revoked")
     return 0
 
 
@@ -176,6 +238,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     password.add_argument("username")
     password.set_defaults(run=cmd_user_password)
+    for verb, what in (
+        ("disable", "disable a user: their sessions end and their tokens are revoked at once"),
+        ("enable", "enable a disabled user again (their old tokens stay revoked)"),
+    ):
+        switch = user_commands.add_parser(verb, help=what, description=what.capitalize() + ".")
+        switch.add_argument("username")
+        switch.set_defaults(run=cmd_user_active)
+    roles = user_commands.add_parser(
+        "roles",
+        help="set a user's roles (the only way to give a clinical or machine role)",
+        description="Give USER exactly these roles. Clinical roles (technician, reviewer, "
+        "physician) and machine roles (instrument, interface) are given here, by the operator, "
+        "not on the web.",
+    )
+    roles.add_argument("username")
+    roles.add_argument("--role", action="append", required=True, help="a role (repeatable)")
+    roles.set_defaults(run=cmd_user_roles)
 
     token = commands.add_parser("token", help="API tokens", description="API tokens.")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
@@ -186,7 +265,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("username", metavar="USER")
     create.add_argument("--label", default="", help="what the token is for")
+    create.add_argument(
+        "--days", type=int, default=0, help="days until it expires (default LAB_TOKEN_DAYS, 90)"
+    )
     create.set_defaults(run=cmd_token_create)
+    listing = token_commands.add_parser(
+        "list",
+        help="list a user's tokens",
+        description="List USER's tokens: id, state, created, expires, last used (never the "
+        "token itself, which is not stored).",
+    )
+    listing.add_argument("username", metavar="USER")
+    listing.set_defaults(run=cmd_token_list)
+    revoke = token_commands.add_parser(
+        "revoke", help="revoke a token", description="Revoke the token with this id."
+    )
+    revoke.add_argument("id", type=int, metavar="ID")
+    revoke.set_defaults(run=cmd_token_revoke)
 
     audit = commands.add_parser("audit", help="the audit trail", description="The audit trail.")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")

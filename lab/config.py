@@ -71,8 +71,35 @@ class Settings(BaseSettings):
     )
     lab_phone: str = Field(default="", description="The lab's telephone number on reports.")
     session_timeout_minutes: int = 30
+    session_max_hours: float = Field(
+        default=12.0,
+        gt=0,
+        description="A web session ends this long after sign-in however busy it is "
+        "(the wall screen's `display` sessions excepted).",
+    )
     max_failed_logins: int = 5
     lockout_minutes: int = 15
+    token_days: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        description="An API token expires this many days after it is made.",
+    )
+    password_change_ends_tokens: bool = Field(
+        default=True, description="A new password also revokes the user's API tokens."
+    )
+    login_rate_per_address: int = Field(
+        default=30, ge=1, description="Sign-in attempts per minute from one address."
+    )
+    login_rate_per_account: int = Field(
+        default=10, ge=1, description="Sign-in attempts per minute for one user name."
+    )
+    login_hash_workers: int = Field(
+        default=2, ge=1, le=32, description="Passwords checked at the same time (argon2)."
+    )
+    login_hash_queue: int = Field(
+        default=8, ge=0, description="Sign-ins that may wait for a password check; more get 503."
+    )
     timezone: str = "Europe/Oslo"
     roles: str = Field(
         default="web,hl7,instruments",

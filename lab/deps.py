@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from lab.audit import Actor
 from lab.errors import AuthenticationRequired, PermissionDenied
 from lab.users import service as users
+from lab.users import tokens
 from lab.users.roles import Permission
 
 SESSION_COOKIE = "lab_session"
@@ -49,21 +50,26 @@ def current_actor(request: Request, session: SessionDep) -> Actor:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationRequired("use 'Authorization: Bearer <token>'")
-        user = users.user_for_token(session, token.strip())
-        actor = users.actor_for(user, "api")
+        user, row = tokens.user_for_token(session, token.strip())
+        actor = users.actor_for(user, "api", via=f"token:{row.id}")
     else:
         key = request.cookies.get(SESSION_COOKIE)
         if not key:
             raise AuthenticationRequired("sign in, or send an API token")
         timeout = timedelta(minutes=settings.session_timeout_minutes)
-        user, web = users.user_for_session(session, key, timeout=timeout)
+        lifetime = timedelta(hours=settings.session_max_hours)
+        try:
+            user, web = users.user_for_session(session, key, timeout=timeout, lifetime=lifetime)
+        except AuthenticationRequired:
+            session.commit()  # a session ended for its age stays ended
+            raise
         request.state.csrf_token = web.csrf_token
         unsafe = request.method not in ("GET", "HEAD", "OPTIONS")
         # A cookie rides along on any cross-site request; the token in a header does not.
         api_call = request.url.path.startswith("/api/")
         if unsafe and api_call and request.headers.get("x-csrf-token") != web.csrf_token:
             raise PermissionDenied("missing or wrong X-CSRF-Token header")
-        actor = users.actor_for(user, "ui")
+        actor = users.actor_for(user, "ui", via=f"session:{web.id}")
     # Token and web-session bookkeeping (last use, expiry) is kept even if the route then
     # fails and its own work is rolled back: this is the only commit outside `get_session`.
     session.commit()

@@ -11,7 +11,7 @@ from typing import Any
 from lab.audit import Actor
 from lab.db import make_engine, make_session_factory, transaction
 from lab.results.flags import is_critical
-from lab.users import service as users
+from lab.users import tokens
 
 
 def make_token(database_url: str, username: str, *, label: str = "test kit") -> str:
@@ -19,9 +19,9 @@ def make_token(database_url: str, username: str, *, label: str = "test kit") -> 
     engine = make_engine(database_url, pool_size=1)
     try:
         with transaction(make_session_factory(engine)) as session:
-            return users.create_token(
-                session, actor=Actor.system("testkit"), username=username, label=label
-            )
+            return tokens.create_token(
+                session, actor=Actor.system("cli"), username=username, label=label
+            ).token
     finally:
         engine.dispose()
 

@@ -24,7 +24,8 @@ from lab.db import as_runtime_role, make_engine, start_embedded_postgres, to_psy
 from lab.demo import seed
 from lab.migrate import upgrade
 from lab.users import service as users
-from lab.users.roles import Role
+from lab.users.roles import MACHINE_ROLES, Role
+from lab.users.tokens import create_token
 
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PASSWORD = "correct horse battery"  # noqa: S105 - every user of a throwaway database
@@ -93,9 +94,9 @@ def prepare(
                         username=username,
                         display_name=f"Test {role.value}",
                         roles=[role.value],
-                        password=password,
+                        password=None if role in MACHINE_ROLES else password,
                     )
-                    tokens[role.value] = users.create_token(session, actor=actor, username=username)
+                    tokens[role.value] = create_token(session, actor=actor, username=username).token
             session.commit()
     finally:
         engine.dispose()

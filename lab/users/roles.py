@@ -135,3 +135,23 @@ def permissions_of(roles: list[str]) -> frozenset[Permission]:
         except ValueError:
             continue  # a role name from an older version grants nothing
     return frozenset(granted)
+
+
+# Accounts that analysers and the record's integration act as: no password (tokens only, made
+# by the operator on the server) and no person role beside them.
+MACHINE_ROLES: frozenset[Role] = frozenset({Role.INSTRUMENT, Role.INTERFACE})
+# Roles that open patient data or sign results. Giving one (to anyone) is for the operator on
+# the server (`lab user add` / `lab user roles`), never for the web administrator alone: an
+# administrator who could make a physician account with a password they know could act as one.
+CLINICAL_ROLES: frozenset[Role] = frozenset(
+    role
+    for role, grants in GRANTS.items()
+    if role not in MACHINE_ROLES
+    and grants & {Permission.READ_PATIENT_DATA, Permission.VERIFY_RESULTS}
+)
+# Roles the operator alone may grant: clinical and machine roles.
+OPERATOR_ROLES: frozenset[Role] = CLINICAL_ROLES | MACHINE_ROLES
+
+
+def holds_any(roles: list[str], wanted: frozenset[Role]) -> bool:
+    return any(name in {role.value for role in wanted} for name in roles)

@@ -1,8 +1,15 @@
-"""Users, passwords (argon2), API tokens and sign-in with lockout."""
+"""Users, passwords (argon2), sign-in with lockout, sessions; tokens are in `tokens`.
+
+Who may give which role: an administrator (web, API) may make accounts and give the roles
+that open no patient data (`admin`, `display`), take any role away, disable, and reset the
+password of an account that holds no clinical role. Clinical roles (they open patient data or
+sign results) and machine roles are given by the operator on the server (`lab user add`,
+`lab user roles`): so no single web administrator can make, or sign in as, a physician.
+Machine accounts (`instrument`, `interface`) have no password and no other role.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,9 +29,18 @@ from lab.errors import (
     NotFound,
     PermissionDenied,
 )
-from lab.tables import ApiToken, User, WebSession
+from lab.tables import AuditEvent, User, WebSession
 from lab.timeutil import utcnow
-from lab.users.roles import Permission, Role, permissions_of
+from lab.users import tokens
+from lab.users.roles import (
+    MACHINE_ROLES,
+    OPERATOR_ROLES,
+    Permission,
+    Role,
+    holds_any,
+    permissions_of,
+)
+from lab.users.tokens import is_operator, sha256_hex
 
 _hasher = PasswordHasher()
 # Verifying against this when the user does not exist keeps sign-in time the same either way.
@@ -39,14 +55,51 @@ class SignedIn:
     csrf_token: str
 
 
-def sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def actor_for(user: User, channel: str) -> Actor:
+def actor_for(user: User, channel: str, via: str = "") -> Actor:
     return Actor(
-        user_id=user.id, username=user.username, roles=frozenset(user.roles), channel=channel
+        user_id=user.id,
+        username=user.username,
+        roles=frozenset(user.roles),
+        channel=channel,
+        via=via,
     )
+
+
+def _role_problems(roles: list[str], *, has_password: bool) -> list[FieldProblem]:
+    problems: list[FieldProblem] = []
+    unknown = [r for r in roles if r not in {role.value for role in Role}]
+    if unknown or not roles:
+        problems.append(
+            FieldProblem(
+                "roles", f"unknown or missing: {', '.join(unknown) or 'none'}", "roles_missing"
+            )
+        )
+    elif holds_any(roles, MACHINE_ROLES):
+        if not set(roles) <= {r.value for r in MACHINE_ROLES}:
+            problems.append(
+                FieldProblem(
+                    "roles", "a machine account holds no person role beside it", "machine_mixed"
+                )
+            )
+        if has_password:
+            problems.append(
+                FieldProblem(
+                    "password",
+                    "a machine account has no password: it uses tokens only",
+                    "machine_password",
+                )
+            )
+    return problems
+
+
+def _operator_only(actor: Actor, granted: list[str]) -> None:
+    """Clinical and machine roles are given by the operator on the server, never from the web."""
+    if granted and holds_any(granted, OPERATOR_ROLES) and not is_operator(actor):
+        raise PermissionDenied(
+            "clinical and machine roles are given by the operator on the server "
+            "(lab user roles USER --role ...)",
+            code="role_by_operator",
+        )
 
 
 def require(actor: Actor, permission: Permission) -> None:
@@ -76,13 +129,8 @@ def create_user(
         problems.append(
             FieldProblem("username", "use letters, digits and '-' only", "username_chars")
         )
-    unknown = [r for r in roles if r not in {role.value for role in Role}]
-    if unknown or not roles:
-        problems.append(
-            FieldProblem(
-                "roles", f"unknown or missing: {', '.join(unknown) or 'none'}", "roles_missing"
-            )
-        )
+    password = password or None
+    problems += _role_problems(roles, has_password=password is not None)
     if password is not None and len(password) < MIN_PASSWORD_LENGTH:
         problems.append(
             FieldProblem(
@@ -94,6 +142,7 @@ def create_user(
         )
     if problems:
         raise InvalidInput("the user cannot be created as given", problems=problems)
+    _operator_only(actor, roles)
     if get_by_username(session, username) is not None:
         raise Conflict(
             f"user {username} exists already", code="user_exists", params={"username": username}
@@ -119,10 +168,29 @@ def create_user(
     return user
 
 
-def set_password(session: Session, *, actor: Actor, username: str, password: str) -> None:
-    user = get_by_username(session, username)
-    if user is None:
-        raise NotFound(f"no user {username}", code="user_unknown", params={"username": username})
+def set_password(
+    session: Session, *, actor: Actor, username: str, password: str, end_tokens: bool = True
+) -> None:
+    """A new password ends the user's open sessions, and (unless `end_tokens` is false,
+    LAB_PASSWORD_CHANGE_ENDS_TOKENS) revokes their tokens. An administrator on the web resets
+    only accounts without a clinical role; the operator resets any person's."""
+    user = _existing(session, username)
+    if holds_any(list(user.roles), MACHINE_ROLES):
+        raise InvalidInput.field(
+            "password",
+            "a machine account has no password: it uses tokens only",
+            code="machine_password",
+        )
+    if (
+        not is_operator(actor)
+        and user.id != actor.user_id
+        and holds_any(list(user.roles), OPERATOR_ROLES)
+    ):
+        raise PermissionDenied(
+            "the password of an account with a clinical role is set by its owner or by the "
+            "operator on the server (lab user password USER)",
+            code="password_by_operator",
+        )
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidInput.field(
             "password",
@@ -133,45 +201,16 @@ def set_password(session: Session, *, actor: Actor, username: str, password: str
     user.password_hash = _hasher.hash(password)
     user.failed_logins = 0
     user.locked_until = None
-    audit.record(
-        session, actor=actor, action="user.set_password", entity_type="user", entity_id=user.id
-    )
-
-
-def create_token(session: Session, *, actor: Actor, username: str, label: str = "") -> str:
-    """A new API token for the user; the token is returned once and only its hash is kept."""
-    user = get_by_username(session, username)
-    if user is None or not user.active:
-        raise NotFound(f"no active user {username}")
-    token = "lab_" + secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, token_sha256=sha256_hex(token), label=label))
+    ended = end_sessions(session, user)
+    revoked = tokens.revoke_all(session, actor=actor, user=user) if end_tokens else 0
     audit.record(
         session,
         actor=actor,
-        action="token.create",
+        action="user.set_password",
         entity_type="user",
         entity_id=user.id,
-        detail=label,
+        after={"sessions_ended": ended, "tokens_revoked": revoked},
     )
-    return token
-
-
-def user_for_token(session: Session, token: str) -> User:
-    row = session.scalar(
-        select(ApiToken).where(
-            ApiToken.token_sha256 == sha256_hex(token), ApiToken.revoked_at.is_(None)
-        )
-    )
-    if row is None:
-        raise AuthenticationRequired("unknown or revoked token")
-    user = session.get(User, row.user_id)
-    if user is None or not user.active:
-        raise AuthenticationRequired("the token's user is not active")
-    now = utcnow()
-    # Touch at most once a minute: a busy interface must not write on every call.
-    if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
-        row.last_used_at = now
-    return user
 
 
 def sign_in(
@@ -190,7 +229,10 @@ def sign_in(
         _verify_quietly(_DUMMY_HASH, password)
         raise AuthenticationRequired("wrong username or password")
     if user.locked_until is not None and user.locked_until > now:
-        raise AuthenticationRequired("the account is locked after repeated failed sign-ins")
+        # The same work and the same answer as a wrong password: a lock tells nobody that
+        # the name exists.
+        _verify_quietly(_DUMMY_HASH, password)
+        raise AuthenticationRequired("wrong username or password")
     if not _verify_quietly(user.password_hash, password):
         user.failed_logins += 1
         detail = f"failed sign-in {user.failed_logins}"
@@ -232,8 +274,11 @@ def sign_in(
     return SignedIn(user=user, session_key=key, csrf_token=csrf)
 
 
-def user_for_session(session: Session, key: str, *, timeout: timedelta) -> tuple[User, WebSession]:
-    """The signed-in user of a browser; the session slides forward while it is used."""
+def user_for_session(
+    session: Session, key: str, *, timeout: timedelta, lifetime: timedelta | None = None
+) -> tuple[User, WebSession]:
+    """The signed-in user of a browser; the session slides forward while it is used, up to
+    `lifetime` after sign-in (the wall screen, which shows no patient data, excepted)."""
     now = utcnow()
     web = session.scalar(
         select(WebSession).where(
@@ -245,6 +290,10 @@ def user_for_session(session: Session, key: str, *, timeout: timedelta) -> tuple
     user = session.get(User, web.user_id)
     if user is None or not user.active:
         raise AuthenticationRequired("the user is not active")
+    wall_only = list(user.roles) == [Role.DISPLAY.value]
+    if lifetime is not None and not wall_only and web.created_at + lifetime <= now:
+        web.ended_at = now
+        raise AuthenticationRequired("the session has lasted its longest; sign in again")
     web.last_seen_at = now
     web.expires_at = now + timeout
     return user, web
@@ -294,6 +343,7 @@ def set_active(session: Session, *, actor: Actor, username: str, active: bool) -
     before = {"active": user.active}
     user.active = active
     ended = 0 if active else end_sessions(session, user)
+    revoked = 0 if active else tokens.revoke_all(session, actor=actor, user=user)
     audit.record(
         session,
         actor=actor,
@@ -301,7 +351,7 @@ def set_active(session: Session, *, actor: Actor, username: str, active: bool) -
         entity_type="user",
         entity_id=user.id,
         before=before,
-        after={"active": active, "sessions_ended": ended},
+        after={"active": active, "sessions_ended": ended, "tokens_revoked": revoked},
     )
     return user
 
@@ -349,13 +399,13 @@ def set_name(
 
 
 def set_roles(session: Session, *, actor: Actor, username: str, roles: list[str]) -> User:
-    """Give the user these roles (and no others); an admin keeps their own admin role."""
-    unknown = [r for r in roles if r not in {role.value for role in Role}]
-    if unknown or not roles:
-        raise InvalidInput.field(
-            "roles", f"unknown or missing: {', '.join(unknown) or 'none'}", code="roles_missing"
-        )
+    """Give the user these roles (and no others); an admin keeps their own admin role. Taking a
+    role away is for any administrator; giving a clinical or machine role is for the operator."""
     user = _existing(session, username)
+    problems = _role_problems(roles, has_password=user.password_hash is not None)
+    if problems:
+        raise InvalidInput("the roles cannot be set as given", problems=problems)
+    _operator_only(actor, [r for r in roles if r not in user.roles])
     if user.id == actor.user_id and Role.ADMIN in user.roles and Role.ADMIN not in roles:
         raise Conflict("you cannot take your own admin role", code="own_admin_role")
     before = {"roles": list(user.roles)}
@@ -370,3 +420,23 @@ def set_roles(session: Session, *, actor: Actor, username: str, roles: list[str]
         after={"roles": user.roles},
     )
     return user
+
+
+ACCOUNT_ACTIONS = ("user.create", "user.roles", "user.disable", "user.enable", "user.set_password")
+
+
+def account_changes(session: Session, user_id: int, limit: int = 50) -> list[AuditEvent]:
+    """The audit rows of changes to one account (role grants above all), newest first: a
+    person sees who gave them which role."""
+    return list(
+        session.scalars(
+            select(AuditEvent)
+            .where(
+                AuditEvent.entity_type == "user",
+                AuditEvent.entity_id == str(user_id),
+                AuditEvent.action.in_(ACCOUNT_ACTIONS),
+            )
+            .order_by(AuditEvent.id.desc())
+            .limit(limit)
+        )
+    )

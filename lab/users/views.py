@@ -1,6 +1,9 @@
 """User administration (administrators only; no patient data here): add a user, reset the
-password, disable or enable, lift a lockout, and set the roles. Each change is audited by the
-users service; a refused form comes back with the reason next to the field."""
+password, disable or enable, lift a lockout, set the roles, and list and revoke tokens. Each
+change is audited by the users service; a refused form comes back with the reason next to the
+field. What a web administrator may not do (give a clinical or machine role, reset the password
+of a clinical account, make a token for anyone) is refused by the service and not offered here:
+the operator does it on the server."""
 
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from lab.deps import SessionDep
 from lab.errors import LabError
 from lab.timeutil import utcnow
 from lab.users import service as users
-from lab.users.roles import Permission, Role
+from lab.users import tokens
+from lab.users.roles import OPERATOR_ROLES, Permission, Role, holds_any
 from lab.web.auth import ManageUsersPage, form_requires
 from lab.web.pages import PostedForm, field_errors, notice_of, page_router, redirect_after_post
 from lab.web.templating import render
@@ -22,8 +26,9 @@ from lab.web.templating import render
 router = page_router()
 
 ManageUsersForm = Annotated[Actor, Depends(form_requires(Permission.MANAGE_USERS))]
-# Roles a person can have; analyser and interface accounts are made with `lab user add`.
-PERSON_ROLES = (Role.TECHNICIAN, Role.REVIEWER, Role.PHYSICIAN, Role.ADMIN)
+# Roles a web administrator may give a new account; the clinical roles (technician, reviewer,
+# physician) and the machine roles are given by the operator (`lab user add`, `lab user roles`).
+WEB_ROLES = tuple(role for role in Role if role not in OPERATOR_ROLES)
 
 
 def _context(
@@ -32,10 +37,17 @@ def _context(
     errors: dict[str, dict[str, str]] | None = None,
     values: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    listed = users.list_users(session)
     return {
-        "users": users.list_users(session),
+        "users": listed,
         "roles": [r.value for r in Role],
-        "person_roles": [r.value for r in PERSON_ROLES],
+        "person_roles": [r.value for r in WEB_ROLES],
+        "operator_roles": [r.value for r in OPERATOR_ROLES],
+        "operator_accounts": {
+            u.username for u in listed if holds_any(list(u.roles), OPERATOR_ROLES)
+        },
+        "tokens": {u.username: tokens.list_tokens(session, u.username) for u in listed},
+        "token_state": tokens.state_of,
         "now": utcnow(),
         "errors": errors or {},
         "values": values or {},
@@ -158,3 +170,14 @@ def set_roles(
     except LabError as exc:
         return _refused(request, session, username, exc, {"roles": roles})
     return redirect_after_post("/admin/users", "roles_set")
+
+
+@router.post("/admin/users/tokens/{token_id}/revoke")
+def revoke_token(
+    request: Request, token_id: int, session: SessionDep, actor: ManageUsersForm
+) -> Response:
+    try:
+        tokens.revoke_token(session, actor=actor, token_id=token_id)
+    except LabError as exc:
+        return _refused(request, session, "_tokens", exc, {})
+    return redirect_after_post("/admin/users", "token_revoked")

@@ -12,18 +12,23 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
+import anyio
 from fastapi import Depends, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
+from sqlalchemy.orm import Session, sessionmaker
 
 from lab.audit import Actor
+from lab.config import Settings
+from lab.db import transaction
 from lab.deps import SESSION_COOKIE, SessionDep, current_actor
 from lab.errors import AuthenticationRequired, PermissionDenied
-from lab.timeutil import utcnow
 from lab.users import service as users
 from lab.users.roles import Permission
+from lab.users.throttle import LoginGuard
 from lab.web.pages import SignInNeeded, page_router, redirect_after_post, safe_next
 from lab.web.templating import render
 
@@ -143,15 +148,49 @@ def login_page(request: Request, next_path: Annotated[str, Query(alias="next")] 
     return _login_page(request, next_path=next_path)
 
 
+def _login_guard(request: Request) -> LoginGuard:
+    guard: LoginGuard | None = getattr(request.app.state, "login_guard", None)
+    if guard is None:
+        settings = request.app.state.settings
+        guard = LoginGuard(
+            per_address=settings.login_rate_per_address,
+            per_account=settings.login_rate_per_account,
+            workers=settings.login_hash_workers,
+            queue=settings.login_hash_queue,
+        )
+        request.app.state.login_guard = guard
+    return guard
+
+
+def _check_password(
+    factory: sessionmaker[Session], settings: Settings, username: str, password: str
+) -> users.SignedIn | None:
+    """The password check and its bookkeeping (failures, lockout, audit) in one transaction,
+    on one of the sign-in threads; None for any refusal (wrong, unknown, locked, disabled)."""
+    with transaction(factory) as session:
+        try:
+            return users.sign_in(
+                session,
+                username=username,
+                password=password,
+                timeout=timedelta(minutes=settings.session_timeout_minutes),
+                max_failures=settings.max_failed_logins,
+                lockout=timedelta(minutes=settings.lockout_minutes),
+            )
+        except AuthenticationRequired:
+            return None
+
+
 @router.post("/login")
-def login(
+async def login(
     request: Request,
-    session: SessionDep,
     username: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
     next_path: Annotated[str, Form(alias="next")] = "/",
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
+    """Sign in. Refused before any password work: a stale form, an address or a name over its
+    rate (429), or every password-checking place taken (503); see lab/users/throttle.py."""
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not secrets.compare_digest(csrf_token, expected):
         return _login_page(
@@ -169,24 +208,48 @@ def login(
             error_key="login.missing",
             status_code=400,
         )
-    settings = request.app.state.settings
-    try:
-        signed_in = users.sign_in(
-            session,
-            username=username.strip(),
-            password=password,
-            timeout=timedelta(minutes=settings.session_timeout_minutes),
-            max_failures=settings.max_failed_logins,
-            lockout=timedelta(minutes=settings.lockout_minutes),
+    guard = _login_guard(request)
+    address = request.client.host if request.client else "-"
+    if not guard.allow(address, username):
+        refused = _login_page(
+            request,
+            username=username,
+            next_path=next_path,
+            error_key="login.too_many",
+            status_code=429,
         )
-    except AuthenticationRequired:
-        user = users.get_by_username(session, username.strip())
-        locked = user is not None and user.locked_until is not None and user.locked_until > utcnow()
+        refused.headers["Retry-After"] = "60"
+        return refused
+    if not guard.enter():
+        busy = _login_page(
+            request,
+            username=username,
+            next_path=next_path,
+            error_key="login.busy",
+            status_code=503,
+        )
+        busy.headers["Retry-After"] = "2"
+        return busy
+    try:
+        signed_in = await anyio.to_thread.run_sync(
+            partial(
+                _check_password,
+                request.app.state.session_factory,
+                request.app.state.settings,
+                username.strip(),
+                password,
+            ),
+            limiter=guard.limiter(),
+        )
+    finally:
+        guard.leave()
+    if signed_in is None:
+        # One answer for a wrong password, an unknown name, a locked or a disabled account.
         return _login_page(
             request,
             username=username,
             next_path=next_path,
-            error_key="login.locked" if locked else "login.wrong",
+            error_key="login.wrong",
             status_code=400,
         )
     response = RedirectResponse(safe_next(next_path), status_code=303)

@@ -48,6 +48,7 @@ NOTICES = frozenset(
         "user_enabled",
         "user_disabled",
         "user_unlocked",
+        "token_revoked",
         "roles_set",
         "name_set",
         "order_placed",

@@ -63,11 +63,18 @@ MANAGE_QC = {
     "PUT /api/v1/qc/policies",
     "PUT /api/v1/qc/moving-settings",
 }
-CATALOG = {
+# Anyone signed in: who am I, my own tokens (made only from a session: with a token, 403).
+SELF = {
+    "GET /api/v1/me",
+    "GET /api/v1/me/tokens",
+    "POST /api/v1/me/tokens",
+    "POST /api/v1/tokens/{token_id}/revoke",
+    "POST /api/v1/users/{username}/tokens",
+}
+CATALOG = SELF | {
     "GET /api/v1/catalog/tests",
     "GET /api/v1/catalog/tests/{code}",
     "GET /api/v1/catalog/panels",
-    "GET /api/v1/me",
 }
 ALLOWED = {
     "admin": CATALOG
@@ -76,7 +83,10 @@ ALLOWED = {
     | {
         "GET /api/v1/users",
         "POST /api/v1/users",
-        "POST /api/v1/users/{username}/tokens",
+        "GET /api/v1/users/{username}/tokens",
+        "POST /api/v1/users/{username}/disable",
+        "POST /api/v1/users/{username}/enable",
+        "PUT /api/v1/users/{username}/roles",
         "PUT /api/v1/catalog/tests/{code}",
         "GET /api/v1/patients/{patient_id}/audit",
         # Message metadata without content, and resending a dead-lettered message.

@@ -9,9 +9,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from lab.audit import Actor
 from lab.tables import AuditEvent, User
 from lab.timeutil import utcnow
+from lab.users import service as users
+from lab.users import tokens
 from testkit.database import PASSWORD
+from tests.conftest import auth
 from tests.web.support import csrf_of, sign_in
 
 
@@ -37,7 +41,8 @@ def test_an_administrator_manages_users(client: TestClient, db: Session) -> None
     assert "Velg minst én kjent rolle." in form and "minst 10 tegn" in form
     assert 'value="Kari"' in form  # what was typed is kept
 
-    added = client.post(
+    # Clinical roles are not the web administrator's to give: refused, nobody made.
+    refused = client.post(
         "/admin/users",
         data={
             "csrf_token": csrf,
@@ -46,14 +51,44 @@ def test_an_administrator_manages_users(client: TestClient, db: Session) -> None
             "roles": ["technician", "reviewer"],
             "password": PASSWORD,
         },
+    )
+    assert refused.status_code == 403 and "driftsansvarlig" in refused.text
+    db.expire_all()
+    assert db.scalar(select(User).where(User.username == "kari")) is None
+    add_form = page.text.split('id="add-user"')[1]
+    assert 'value="physician"' not in add_form and 'id="operator-roles"' in page.text
+
+    # A wall-screen account is.
+    added = client.post(
+        "/admin/users",
+        data={
+            "csrf_token": csrf,
+            "username": "vakt",
+            "display_name": "Vaktrom",
+            "roles": ["display"],
+            "password": PASSWORD,
+        },
         follow_redirects=False,
     )
     assert added.status_code == 303
-    assert _user(db, "kari").roles == ["technician", "reviewer"]
+    assert _user(db, "vakt").roles == ["display"]
 
-    # Kari signs in in another browser; disabling her ends that session.
+    # The operator makes Kari (as `lab user add kari --role technician --role reviewer`).
+    users.create_user(
+        db,
+        actor=Actor.system("cli"),
+        username="kari",
+        display_name="Kari Nordmann",
+        roles=["technician", "reviewer"],
+        password=PASSWORD,
+    )
+    kari_token = tokens.create_token(db, actor=Actor.system("cli"), username="kari").token
+    db.commit()
+
+    # Kari signs in in another browser; disabling her ends that session and her token.
     other = TestClient(client.app)
     sign_in(other, "kari")
+    assert client.get("/api/v1/me", headers=auth(kari_token)).status_code == 200
     assert (
         client.post(
             "/admin/users/kari/active", data={"csrf_token": csrf, "active": "no"}
@@ -62,8 +97,11 @@ def test_an_administrator_manages_users(client: TestClient, db: Session) -> None
     )
     assert _user(db, "kari").active is False
     assert "/login" in str(other.get("/").url)
+    assert client.get("/api/v1/me", headers=auth(kari_token)).status_code == 401
     client.post("/admin/users/kari/active", data={"csrf_token": csrf, "active": "yes"})
     assert _user(db, "kari").active is True
+    # Enabled again, the old token stays revoked.
+    assert client.get("/api/v1/me", headers=auth(kari_token)).status_code == 401
 
     # A lockout lifted by hand.
     db.execute(
@@ -76,14 +114,31 @@ def test_an_administrator_manages_users(client: TestClient, db: Session) -> None
     client.post("/admin/users/kari/unlock", data={"csrf_token": csrf})
     assert _user(db, "kari").locked_until is None
 
-    client.post("/admin/users/kari/roles", data={"csrf_token": csrf, "roles": ["physician"]})
-    assert _user(db, "kari").roles == ["physician"]
-    short = client.post("/admin/users/kari/password", data={"csrf_token": csrf, "password": "kort"})
-    assert short.status_code == 422
-    assert "minst 10 tegn" in short.text.split('id="user-kari"')[1].split("</tr>")[0]
-    client.post(
+    # Giving physician is refused; taking reviewer away is not.
+    given = client.post(
+        "/admin/users/kari/roles", data={"csrf_token": csrf, "roles": ["physician"]}
+    )
+    assert given.status_code == 403 and _user(db, "kari").roles == ["technician", "reviewer"]
+    client.post("/admin/users/kari/roles", data={"csrf_token": csrf, "roles": ["technician"]})
+    assert _user(db, "kari").roles == ["technician"]
+    # Kari's password is hers or the operator's to set, not the administrator's.
+    page = client.get("/admin/users").text
+    assert 'action="/admin/users/kari/password"' not in page
+    assert 'action="/admin/users/vakt/password"' in page
+    forced = client.post(
         "/admin/users/kari/password", data={"csrf_token": csrf, "password": "et nytt passord"}
     )
+    assert forced.status_code == 403
+
+    wall = TestClient(client.app)
+    sign_in(wall, "vakt")
+    short = client.post("/admin/users/vakt/password", data={"csrf_token": csrf, "password": "kort"})
+    assert short.status_code == 422
+    assert "minst 10 tegn" in short.text.split('id="user-vakt"')[1].split("</tr>")[0]
+    client.post(
+        "/admin/users/vakt/password", data={"csrf_token": csrf, "password": "et nytt passord"}
+    )
+    assert "/login" in str(wall.get("/wall").url)  # a new password ends the open sessions
 
     actions = [
         a
@@ -107,12 +162,26 @@ def test_an_administrator_manages_users(client: TestClient, db: Session) -> None
     ]
 
 
+def test_an_administrator_lists_and_revokes_tokens(client: TestClient, db: Session) -> None:
+    made = tokens.create_token(db, actor=Actor.system("cli"), username="t-technician", label="x")
+    db.commit()
+    csrf = sign_in(client, "t-admin")
+    page = client.get("/admin/users").text
+    row = page.split(f'id="token-{made.id}"')[1].split("</tr>")[0]
+    assert "gyldig" in row and made.token not in page
+    revoked = client.post(f"/admin/users/tokens/{made.id}/revoke", data={"csrf_token": csrf})
+    assert "API-nøkkelen er trukket tilbake." in revoked.text
+    row = revoked.text.split(f'id="token-{made.id}"')[1].split("</tr>")[0]
+    assert "trukket tilbake" in row
+    assert client.get("/api/v1/me", headers=auth(made.token)).status_code == 401
+
+
 def test_an_administrator_cannot_lock_themselves_out(client: TestClient, db: Session) -> None:
     csrf = sign_in(client, "t-admin")
     refused = client.post("/admin/users/t-admin/active", data={"csrf_token": csrf, "active": "no"})
     assert refused.status_code == 409 and "Du kan ikke deaktivere deg selv." in refused.text
     refused = client.post(
-        "/admin/users/t-admin/roles", data={"csrf_token": csrf, "roles": ["technician"]}
+        "/admin/users/t-admin/roles", data={"csrf_token": csrf, "roles": ["display"]}
     )
     assert refused.status_code == 409 and "administratorrolle" in refused.text
     assert _user(db, "t-admin").active and "admin" in _user(db, "t-admin").roles
