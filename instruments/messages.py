@@ -272,6 +272,8 @@ def _handle_result(
                 instrument=f"{instrument.name}/{module}" if module else instrument.name,
                 operator=operator,
                 instrument_flags=profile.instrument_flags(group),
+                # The rule set maps these flags per analyser profile (HH: a critical call).
+                flag_profile=profile.name,
                 comment=profile.result_comment(group),
             )
     if not specimen_id and order is not None:

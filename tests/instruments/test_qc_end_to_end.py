@@ -2,9 +2,9 @@
 analyser, the next patient NA waits with `qc`, an in-control run of both levels unlocks, and the
 next patient NA no longer waits for QC; the NA measured while locked stays held.
 
-(That the next NA is then *released* by autoverification needs an active rule set, which the
-versioned rule store brings; until then nothing is autoverified and this test stops at "no `qc`
-hold".)"""
+(This test's database has no active rule set, so nothing is autoverified and it stops at "no
+`qc` hold"; that the next NA is then *released* by autoverification is tested against a running
+`lab serve` with the demo rules active in tests/results/test_judgement_end_to_end.py.)"""
 
 from __future__ import annotations
 
