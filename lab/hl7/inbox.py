@@ -37,7 +37,15 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from lab.hl7.codec.ack import AckCode, Outcome, build_ack, outcome_of, requested_acknowledgements
+from lab.hl7.codec.ack import (
+    AckCode,
+    OrderLine,
+    Outcome,
+    build_ack,
+    outcome_of,
+    requested_acknowledgements,
+    response_type,
+)
 from lab.hl7.codec.charsets import encode_message_text
 from lab.hl7.codec.er7 import Message, build_message, parse_message, parse_text
 from lab.hl7.codec.errors import ErrorCode, Hl7Error, MessageStructureError, Problem, Severity
@@ -46,6 +54,7 @@ from lab.hl7.codec.timestamps import format_timestamp
 from lab.hl7.handlers import MessageRefused, handle, interface_actor
 from lab.hl7.limits import control_id_problem
 from lab.hl7.logsafe import describe_failure
+from lab.hl7.responses import order_lines
 from lab.hl7.senders import Caller
 from lab.tables import HL7_LIFECYCLE, INBOUND, Hl7Message, Hl7Status
 from lab.timeutil import utcnow
@@ -272,12 +281,15 @@ class Inbox:
                 # Another connection processed the same message meanwhile.
                 session.commit()
                 return _stored_acks(row, commit=False)
-            outcome, problems, patient_id, summary = self._apply(
+            outcome, problems, patient_id, summary, order_ids = self._apply(
                 session, message, caller or Caller()
             )
             code = requested_acknowledgements(message).application_code(outcome)
             ack_text = None
             if code is not None:
+                lines: list[OrderLine] = []
+                if code is AckCode.APPLICATION_ACCEPT and response_type(message, code):
+                    lines = order_lines(session, message, order_ids)
                 ack_text = build_ack(
                     message,
                     code=code,
@@ -285,6 +297,7 @@ class Inbox:
                     now=self.clock(),
                     problems=problems,
                     text=summary if outcome is not Outcome.ACCEPTED else "",
+                    orders=lines,
                 ).to_er7()
             row.status = HL7_LIFECYCLE.check(row.status, _STATUS[outcome])
             row.ack = ack_text
@@ -299,11 +312,11 @@ class Inbox:
 
     def _apply(
         self, session: Session, message: Message, caller: Caller
-    ) -> tuple[Outcome, tuple[Problem, ...], int | None, str]:
+    ) -> tuple[Outcome, tuple[Problem, ...], int | None, str, tuple[int, ...]]:
         mapped = map_inbound(message)
         problems = mapped.problems
         if mapped.content is None:
-            return outcome_of(problems), problems, None, _first_error(problems)
+            return outcome_of(problems), problems, None, _first_error(problems), ()
         actor = interface_actor(mapped.content.header.sending_application, via=caller.describe())
         savepoint = session.begin_nested()
         try:
@@ -312,7 +325,7 @@ class Inbox:
         except MessageRefused as exc:
             savepoint.rollback()
             refused = problems + tuple(exc.problems)
-            return outcome_of(refused), refused, None, _first_error(refused)
+            return outcome_of(refused), refused, None, _first_error(refused), ()
         except Hl7Error as exc:
             savepoint.rollback()
             log.error(
@@ -321,14 +334,14 @@ class Inbox:
                 describe_failure(exc),
             )
             internal = _internal_problem(f"internal error ({type(exc).__name__})")
-            return Outcome.ERROR, (*problems, internal), None, internal.message
+            return Outcome.ERROR, (*problems, internal), None, internal.message, ()
         except DataError as exc:
             # A value the database cannot take (the length checks should have caught it): the
             # same message would fail the same way when resent, so it is answered, not dropped.
             savepoint.rollback()
             log.error("hl7: %s could not be stored: %s", message.control_id, describe_failure(exc))
             internal = _internal_problem("a value does not fit what the lab stores")
-            return Outcome.ERROR, (*problems, internal), None, internal.message
+            return Outcome.ERROR, (*problems, internal), None, internal.message, ()
         except Exception as exc:
             savepoint.rollback()
             if isinstance(exc, SQLAlchemyError):
@@ -336,8 +349,14 @@ class Inbox:
             # A bug: keep the message and tell the sender, rather than leave it unanswered.
             log.error("hl7: handler failed on %s: %s", message.control_id, describe_failure(exc))
             internal = _internal_problem(f"internal error ({type(exc).__name__})")
-            return Outcome.ERROR, (*problems, internal), None, internal.message
-        return Outcome.ACCEPTED, problems, handled.patient_id, handled.summary
+            return Outcome.ERROR, (*problems, internal), None, internal.message, ()
+        return (
+            Outcome.ACCEPTED,
+            problems,
+            handled.patient_id,
+            handled.summary,
+            handled.order_ids,
+        )
 
 
 def _internal_problem(text: str) -> Problem:

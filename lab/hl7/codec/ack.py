@@ -6,6 +6,10 @@ content is committed. Enhanced mode (either one valued, table 0155 AL/NE/ER/SU):
 application ACK (AA / AE / AR) as MSH-16 asks. In enhanced mode an empty MSH-15 or MSH-16 is
 read as NE: the sender named the other one and did not ask for this one.
 
+In enhanced mode, the application acknowledgement of an order is the order response IHE LTW
+asks for: ORL^O22 for OML^O21 (with the order status and our numbers), ORR^O02 for the legacy
+ORM^O01. Original mode keeps the generic ACK, as the contract promises.
+
 Every ACK: MSH with sender and receiver swapped (MSH-3/4 <-> MSH-5/6), MSH-9 `ACK^<trigger>^ACK`,
 the inbound MSH-11 processing ID, MSH-12 version and MSH-18 character set, and its own MSH-10;
 MSA-2 echoes the inbound MSH-10; one ERR per problem in v2.5 form (ERR-2 location, ERR-3 table
@@ -161,6 +165,73 @@ def _error_segment(problem: Problem) -> tuple[str, dict[int, FieldValue]]:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderLine:
+    """One ordered test in an order response (ORL^O22): ORC + OBR (+ SPM for its tube)."""
+
+    control: str
+    """ORC-1, table 0119: OK accepted, CR cancelled as requested."""
+    status: str
+    """ORC-5, table 0038: SC in process, scheduled; CA cancelled."""
+    placer: tuple[str, str]
+    """ORC-2/OBR-2: placer order number and namespace."""
+    filler: tuple[str, str]
+    """ORC-3/OBR-3: the lab's order number and namespace."""
+    service: tuple[str, ...]
+    """OBR-4 as CE components (LOINC, text, LN, local code, text, L)."""
+    accession_number: str = ""
+    """SPM-2 (filler assigned): the tube this test is done on, when there is one."""
+    specimen_type: str = ""
+    """SPM-4, table 0487."""
+
+
+# The application acknowledgement of an order message when the sender asks for one (MSH-16):
+# IHE LTW LAB-1 answers OML^O21 with ORL^O22; the legacy ORM^O01 is answered with ORR^O02.
+ORDER_RESPONSES: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("OML", "O21"): ("ORL", "O22", "ORL_O22"),
+    ("ORM", "O01"): ("ORR", "O02", "ORR_O02"),
+}
+
+
+def response_type(inbound: Message, code: AckCode) -> tuple[str, str, str] | None:
+    """ORL^O22 / ORR^O02 for the application ACK of an order in enhanced mode, else None (the
+    generic ACK: original mode, commit ACKs, other messages)."""
+    if code in (AckCode.COMMIT_ACCEPT, AckCode.COMMIT_ERROR, AckCode.COMMIT_REJECT):
+        return None
+    if not requested_acknowledgements(inbound).enhanced:
+        return None
+    kind, trigger, _ = inbound.message_type
+    return ORDER_RESPONSES.get((kind, trigger))
+
+
+def _order_segments(
+    inbound: Message, lines: Iterable[OrderLine]
+) -> list[tuple[str, dict[int, FieldValue]]]:
+    """The RESPONSE group of ORL_O22: the inbound PID, then ORC, OBR and SPM per test."""
+    pid = inbound.segment("PID")
+    lines = list(lines)
+    if pid is None or not lines:
+        return []
+    segments: list[tuple[str, dict[int, FieldValue]]] = [
+        ("PID", {1: "1", 3: _copy(pid.field(3)), 5: _copy(pid.field(5))})
+    ]
+    for number, line in enumerate(lines, start=1):
+        segments.append(("ORC", {1: line.control, 2: line.placer, 3: line.filler, 5: line.status}))
+        segments.append(("OBR", {1: str(number), 2: line.placer, 3: line.filler, 4: line.service}))
+        if line.accession_number:
+            segments.append(
+                (
+                    "SPM",
+                    {
+                        1: "1",
+                        2: ("", (line.accession_number, line.filler[1])),
+                        4: (line.specimen_type, "", "HL70487"),
+                    },
+                )
+            )
+    return segments
+
+
 def build_ack(
     inbound: Message,
     *,
@@ -169,10 +240,18 @@ def build_ack(
     now: datetime,
     problems: Iterable[Problem] = (),
     text: str = "",
+    orders: Iterable[OrderLine] = (),
 ) -> Message:
-    """The ACK (any mode, any code) for an inbound message; `text` goes to MSA-3."""
+    """The acknowledgement (any mode, any code) for an inbound message; `text` goes to MSA-3.
+
+    In enhanced mode the application acknowledgement of OML^O21 is ORL^O22 and that of
+    ORM^O01 is ORR^O02 (`response_type`), else the generic ACK. An accepted ORL^O22 carries
+    `orders` (ORC-1 OK/CR, ORC-5 order status, our filler number, the tube of each test);
+    ORR^O02 carries MSA and ERR only (see docs/hl7-interface.md for why).
+    """
     msh = inbound.header
     trigger = msh.component(9, 2)
+    response = response_type(inbound, code)
     enhanced = requested_acknowledgements(inbound).enhanced
     header: dict[int, FieldValue] = {
         3: _copy(msh.field(5)),
@@ -180,7 +259,7 @@ def build_ack(
         5: _copy(msh.field(3)),
         6: _copy(msh.field(4)),
         7: format_timestamp(now),
-        9: ("ACK", trigger, "ACK"),
+        9: response or ("ACK", trigger, "ACK"),
         10: control_id,
         11: _copy(msh.field(11)),
         12: _copy(msh.field(12)),
@@ -196,4 +275,6 @@ def build_ack(
         ("MSA", {1: code.value, 2: inbound.control_id, 3: text}),
     ]
     segments += [_error_segment(problem) for problem in problems]
+    if response is not None and response[0] == "ORL" and code is AckCode.APPLICATION_ACCEPT:
+        segments += _order_segments(inbound, orders)
     return build_message(segments, delimiters=inbound.delimiters, default_charset=inbound.charset)
