@@ -108,6 +108,7 @@ def resolve(
     accession_number: Annotated[str, Form()] = "",
     test_code: Annotated[str, Form()] = "",
     note: Annotated[str, Form()] = "",
+    unit: Annotated[str, Form()] = "",
 ) -> Response:
     try:
         service.resolve(
@@ -117,9 +118,15 @@ def resolve(
             accession_number=accession_number.strip(),
             test_code=test_code,
             note=note.strip(),
+            unit=unit.strip() or None,
         )
     except LabError as exc:
-        kept = {"accession_number": accession_number, "test_code": test_code, "note": note}
+        kept = {
+            "accession_number": accession_number,
+            "test_code": test_code,
+            "note": note,
+            "unit": unit,
+        }
         return _refused(request, session, unmatched_id, exc, kept)
     return redirect_after_post("/analysers/unmatched", "unmatched_resolved")
 

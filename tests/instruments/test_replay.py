@@ -261,3 +261,23 @@ def test_a_utf8_capture_is_not_misread_as_latin1(
         [*command, "--encoding", "klingon"], capture_output=True, text=True, env=env, timeout=120
     )
     assert bad.returncode != 0 and "unknown encoding" in bad.stderr
+
+
+def test_a_live_message_in_utf8_for_a_latin1_analyser_is_noted(db: Session) -> None:
+    from instruments.messages import handle_raw_message
+
+    lines = ["H|\\^&|||GEN^1", "P|1|||100|^Ødegård^Siv", "L|1|N"]
+    outcome = handle_raw_message(
+        db,
+        instrument=tcp_instrument("live-utf8"),
+        profile=get_profile("generic"),
+        raws=[line.encode("utf-8") for line in lines],
+    )
+    assert any("valid UTF-8" in note and "latin-1" in note for note in outcome.notes)
+    plain = handle_raw_message(
+        db,
+        instrument=tcp_instrument("live-latin1"),
+        profile=get_profile("generic"),
+        raws=[line.encode("latin-1") for line in lines],
+    )
+    assert plain.notes == []

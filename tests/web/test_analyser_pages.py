@@ -97,3 +97,51 @@ def test_the_unmatched_queue_resolves_onto_a_specimen_and_discards_with_a_reason
     )
     assert actions == {"instrument.unmatched.resolve", "instrument.unmatched.discard"}
     assert '<span class="count-badge">58</span>' in client.get("/analysers/unmatched").text
+
+
+def test_a_unit_written_otherwise_is_resolved_by_naming_its_ucum_unit(
+    client: TestClient, db: Session
+) -> None:
+    placed = order(db, "HP-UNM2", ["TPK"])
+    tube = accession_for(db, placed, "EDTA")
+    row = UnmatchedResult(
+        fingerprint="fp-unit-xn",
+        instrument="demo",
+        specimen_id=tube,
+        instrument_test_code="PLT",
+        test_code="TPK",
+        value="251",
+        unit="x10^3/uL",
+        instrument_flags="",
+        result_status="F",
+        operator="",
+        reason="unit 'x10^3/uL' is not a UCUM unit",
+        raw_record="R|4|^^^^PLT^1|251|x10&S&3/uL",
+        raw_message=f"H|\\^&|||XN-350\rP|1\rO|1||^^{tube}^B\rR|4|^^^^PLT^1|251|x10&S&3/uL\rL|1|N",
+    )
+    db.add(row)
+    db.commit()
+    csrf = sign_in(client, "t-technician")
+    page = client.get("/analysers/unmatched")
+    block = page.text.split(f'id="unmatched-{row.id}"')[1].split("</section>")[0]
+    assert "Hele meldingen" in block and "R|4|^^^^PLT^1|251|x10&amp;S&amp;3/uL" in block
+    data = {"csrf_token": csrf, "accession_number": tube, "test_code": "TPK", "note": ""}
+    as_sent = client.post(f"/analysers/unmatched/{row.id}/resolve", data=data)
+    assert as_sent.status_code == 422 and "not a UCUM unit" in as_sent.text
+    wrong_unit = client.post(
+        f"/analysers/unmatched/{row.id}/resolve", data={**data, "unit": "mg/dL"}
+    )
+    block = wrong_unit.text.split(f'id="unmatched-{row.id}"')[1].split("</section>")[0]
+    assert wrong_unit.status_code == 422 and 'value="mg/dL"' in block and "field-error" in block
+    resolved = client.post(
+        f"/analysers/unmatched/{row.id}/resolve",
+        data={**data, "unit": "10*3/uL"},
+        follow_redirects=False,
+    )
+    assert resolved.status_code == 303
+    db.expire_all()
+    kept = db.get(UnmatchedResult, row.id)
+    assert kept is not None and kept.result_id is not None
+    assert "unit read as 10*3/uL" in kept.handling_note
+    result_page = client.get(f"/results/{kept.result_id}")
+    assert "251 10*9/L" in result_page.text and "sendt som 251 x10^3/uL" in result_page.text
