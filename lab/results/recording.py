@@ -18,7 +18,7 @@ from lab.audit import Actor
 from lab.catalog.rules import CatalogSnapshot, TestRule, snapshot
 from lab.errors import InvalidInput
 from lab.orders import service as orders
-from lab.results import judging
+from lab.results import judging, lab_added
 from lab.results import outbox as hl7_outbox
 from lab.results.calculated import CALCULATOR, WAITS_FOR, usable
 from lab.results.judging import ActiveRules, Refusal, TubeFacts, active_rules
@@ -292,7 +292,9 @@ def _derive(
                     flags=(*state.flags, *state.instrument_flags.replace(",", " ").split()),
                 ),
             ):
-                _reflex(session, actor, tube, work, rule, rules.reflex.version, catalog_now)
+                _reflex(
+                    session, actor, tube, work, rule, rules.reflex.version, catalog_now, now=now
+                )
     return released
 
 
@@ -389,8 +391,11 @@ def _reflex(
     rule: ReflexRule,
     version: int,
     catalog_now: CatalogSnapshot,
+    *,
+    now: datetime,
 ) -> None:
-    """Add the reflex test to the same tube, once per result and rule."""
+    """Add the reflex test to the same tube, once per result and rule (or, when the tube
+    cannot serve it, ask for a new specimen); the record is told of the added test at once."""
     added = catalog_now.by_code.get(rule.add)
     if added is None:
         return
@@ -401,18 +406,43 @@ def _reflex(
     already = tube.ordered.get(added.id)
     if rule.id in fired or (already is not None and already.status != TestStatus.CANCELLED):
         return  # never twice for one result; nothing to add when the test is on the tube
+    order = session.get(Order, tube.root.order_id)
+    assert order is not None  # foreign key
+    if any(t.test_id == added.id and t.status != TestStatus.CANCELLED for t in order.tests):
+        return  # on the order already (on another tube)
     target = work.target
     source = target.id if isinstance(target, Result) else None
-    ordered = orders.add_by_rule(
-        session,
-        actor=actor,
-        specimen=tube.root,
-        test_id=added.id,
-        rule=f"reflex {rule.id} (reflex set v{version})"
-        + (f" on result {source}" if source else ""),
+    why = f"reflex {rule.id} (reflex set v{version})" + (f" on result {source}" if source else "")
+    new_tube = None
+    if lab_added.tube_serves(added, tube.root):
+        ordered = orders.add_by_rule(
+            session, actor=actor, specimen=tube.root, test_id=added.id, rule=why
+        )
+        tube.ordered[added.id] = ordered
+        _note(work, "reflex", rule.id, f"{rule.add} added ({rule.source})".strip())
+    else:
+        # The tube cannot serve the test: a new specimen is asked for.
+        ordered, new_tube = lab_added.add_on_new_specimen(
+            session, actor=actor, order=order, test=added, rule=f"{why}; new specimen"
+        )
+        _note(
+            work,
+            "reflex",
+            rule.id,
+            f"{rule.add} needs a new specimen ({added.specimen_type}, {added.container}): "
+            f"{new_tube.accession_number}",
+        )
+    if new_tube is None:
+        note = f"{rule.add} added by the lab: reflex {rule.id} on {rule.test}. {rule.source}"
+    else:
+        note = (
+            f"{rule.add} added by the lab: reflex {rule.id} on {rule.test}; the specimen at hand "
+            f"cannot serve it: a new {added.specimen_type} specimen ({added.container}) is "
+            f"needed, accession number {new_tube.accession_number}"
+        )
+    lab_added.tell_record(
+        session, order=order, added=ordered, note=note.strip(), new_specimen=new_tube, now=now
     )
-    tube.ordered[added.id] = ordered
-    _note(work, "reflex", rule.id, f"{rule.add} added ({rule.source})".strip())
 
 
 def _outcome_of(

@@ -192,6 +192,8 @@ def _obr(report: ResultReport) -> dict[int, FieldValue]:
     }
     if report.collected_at is not None:
         fields[7] = format_timestamp(report.collected_at)
+    if report.specimen_action:
+        fields[11] = report.specimen_action  # table 0065 (a test the lab added)
     return fields
 
 

@@ -254,6 +254,8 @@ class ResultStatus(Enum):
     CORRECTED = "C"
     CANCELLED = "X"
     PRELIMINARY = "P"
+    ORDER_RECEIVED = "O"  # order received; specimen not yet received
+    IN_PROCESS = "I"  # no results available; specimen received, procedure incomplete
 
 
 class AbnormalFlag(Enum):
@@ -356,3 +358,6 @@ class ResultReport:
     comments: tuple[str, ...] = ()
     specimen: ReportedSpecimen | None = None
     """SPM after the observations: the specimen the report is about (a rejected one)."""
+    specimen_action: str = ""
+    """OBR-11, HL7 table 0065: `G` generated (reflex) order, `L` lab to obtain a specimen from
+    the patient; empty for an ordinary report."""
