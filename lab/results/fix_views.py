@@ -24,8 +24,9 @@ from lab.results.views import result_context, review_context, tube_block, wants_
 from lab.tables import Result
 from lab.users import service as users
 from lab.users.roles import Permission
-from lab.web.auth import EnterResultsForm, VerifyResultsForm
+from lab.web.auth import EnterResultsForm, ReadPatientDataPage, VerifyResultsForm
 from lab.web.pages import error_message, page_router, redirect_after_post, show_form_again
+from lab.web.templating import render_block
 
 router = page_router()
 
@@ -98,6 +99,22 @@ def _fix(
     if back == "result":
         return redirect_after_post(f"/results/{result_id}", notice)
     return redirect_after_post("/review", notice)
+
+
+@router.get("/results/{result_id}/fix-form")
+def fix_form(
+    request: Request, result_id: int, session: SessionDep, actor: ReadPatientDataPage
+) -> Response:
+    """The fix forms of one result, for the review page that opens them (no patient data)."""
+    result = session.get(Result, result_id)
+    if result is None:
+        raise NotFound(f"no result {result_id}", code="result_unknown", params={"id": result_id})
+    return render_block(
+        request,
+        "results/fix.html",
+        "fix_form",
+        {"r": result, "current": result.versions[-1], "back": "review"},
+    )
 
 
 @router.post("/results/{result_id}/replace")

@@ -30,8 +30,8 @@ def test_fix_before_release_from_the_review_page(page: Page, live: LiveServer) -
     total = int(p.inner_text("#review-total"))
     assert p.evaluate("document.activeElement.dataset.result") == str(ids["NA"])
     # The sodium was sent wrong (14 for 140): f opens the fix forms on the value field.
-    p.keyboard.press("f")
-    assert p.evaluate("document.activeElement.name") == "value"
+    p.keyboard.press("f")  # the forms are fetched, then the value field has the cursor
+    p.wait_for_selector(f"#fix-value-{ids['NA']}:focus")
     p.keyboard.type("140")
     p.keyboard.press("Tab")
     p.keyboard.type("feil overført fra analysatoren")
@@ -45,7 +45,7 @@ def test_fix_before_release_from_the_review_page(page: Page, live: LiveServer) -
     assert status_of(live, ids["NA"]) == "awaiting_review"
     # The potassium goes back to the analyser: it leaves the queue, the place is kept.
     p.click(f"#fix-{ids['K']} summary")
-    p.fill(f"#fix-rerun-reason-{ids['K']}", "kontroll av hemolyse")
+    p.fill(f"#fix-reason-{ids['K']}", "kontroll av hemolyse")
     p.click(f"#fix-{ids['K']} button.fix-rerun")
     p.wait_for_selector(f"tr#result-{ids['K']}", state="detached")
     assert status_of(live, ids["K"]) == "preliminary"
@@ -62,7 +62,7 @@ def test_fix_before_release_from_the_review_page(page: Page, live: LiveServer) -
     p.wait_for_selector(f"#fix-{ids['CRP']} .field-error")
     assert "Skriv en begrunnelse." in p.inner_text(f"#fix-{ids['CRP']}")
     assert status_of(live, ids["CRP"]) == "awaiting_review"
-    p.fill(f"#fix-discard-reason-{ids['CRP']}", "feil rør")
+    p.fill(f"#fix-reason-{ids['CRP']}", "feil rør")
     p.click(f"#fix-{ids['CRP']} button.fix-discard")
     p.wait_for_selector(f"tr#result-{ids['CRP']}", state="detached")
     assert status_of(live, ids["CRP"]) == "cancelled"
@@ -81,7 +81,7 @@ def test_a_technician_fixes_but_does_not_discard(page: Page, live: LiveServer) -
     assert p.locator("button.fix-discard").count() == 0
     p.click(f"#fix-{ids['NA']} summary")
     p.fill(f"#fix-value-{ids['NA']}", "140")
-    p.fill(f"#fix-replace-reason-{ids['NA']}", "en null for mye")
+    p.fill(f"#fix-reason-{ids['NA']}", "en null for mye")
     p.click(f"#fix-{ids['NA']} button.fix-replace")
     p.wait_for_selector("text=Verdien er erstattet")
     assert "Erstattet (var 1400): en null for mye – bio" in p.inner_text("main")

@@ -21,9 +21,15 @@ def test_replace_from_the_review_page_redraws_the_tube(client: TestClient, db: S
     enter(client, token, number, NA="140", K="41")
     ids = result_ids(db, number)
     page = client.get("/review").text
-    assert f'action="/results/{ids["K"]}/replace"' in page
-    assert f'action="/results/{ids["K"]}/discard"' not in page  # discarding needs verify
     assert "Rett før godkjenning" in page
+    # The queue carries a link per line; the forms come when the line's fix is opened.
+    assert f'data-fix-form="/results/{ids["K"]}/fix-form"' in page
+    assert f'href="/results/{ids["K"]}#fix"' in page
+    forms = client.get(f"/results/{ids['K']}/fix-form")
+    assert forms.status_code == 200 and "<html" not in forms.text
+    assert f'action="/results/{ids["K"]}/replace"' in forms.text
+    assert f'formaction="/results/{ids["K"]}/rerun"' in forms.text
+    assert "/discard" not in forms.text  # discarding needs the right to verify
     refused = client.post(
         f"/results/{ids['K']}/replace",
         data={"csrf_token": token, "value": "4,1", "reason": " ", "back": "review"},

@@ -83,9 +83,14 @@ document.addEventListener("DOMContentLoaded", () => {
       const all = rows();
       const place = current ? all.indexOf(current) : 0;
       form.setAttribute("aria-busy", "true");
+      // A form with several actions (fix: replace, rerun, discard) names it on the button.
+      const submitter = event.submitter;
+      const action = submitter && submitter.hasAttribute("formaction")
+        ? submitter.formAction
+        : form.action;
       let response;
       try {
-        response = await fetch(form.action, {
+        response = await fetch(action, {
           method: "POST",
           body: new FormData(form),
           headers: { "X-Lab-Partial": "review" },
@@ -93,6 +98,7 @@ document.addEventListener("DOMContentLoaded", () => {
         });
       } catch (error) {
         form.removeAttribute("aria-busy");
+        form.action = action;
         form.submit(); // the network hiccupped: send it the ordinary way
         return;
       }
@@ -134,6 +140,27 @@ document.addEventListener("DOMContentLoaded", () => {
       current = null;
       focusRow(left[Math.min(place, left.length - 1)]);
     });
+
+    // The fix forms of a line are fetched when it is opened (the queue page stays light).
+    const loadFix = async (fix) => {
+      const url = fix.dataset.fixForm;
+      if (!url) return;
+      delete fix.dataset.fixForm;
+      const response = await fetch(url, { credentials: "same-origin" });
+      const type = response.headers.get("content-type") || "";
+      if (!response.ok || response.redirected || !type.startsWith("text/html")) {
+        window.location.assign(fix.querySelector("a").href);
+        return;
+      }
+      const html = await response.text();
+      const summary = fix.querySelector("summary");
+      fix.replaceChildren(summary);
+      fix.insertAdjacentHTML("beforeend", html);
+    };
+    queue.addEventListener("toggle", (event) => {
+      const fix = event.target;
+      if (fix.matches && fix.matches("details.fix") && fix.open) loadFix(fix);
+    }, true);
 
     document.addEventListener("keydown", (event) => {
       const active = document.activeElement;
@@ -200,9 +227,11 @@ document.addEventListener("DOMContentLoaded", () => {
           event.preventDefault();
           focusRow(row);
           fix.open = true;
-          const field = fix.querySelector("input[data-fix-value]") ||
-            fix.querySelector("input:not([type=hidden])");
-          if (field) field.focus();
+          loadFix(fix).then(() => {
+            const field = fix.querySelector("input[data-fix-value]") ||
+              fix.querySelector("input:not([type=hidden])");
+            if (field) field.focus();
+          });
           break;
         }
         default:
