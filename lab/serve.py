@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import instruments.runtime
 import lab.hl7.runtime
+import lab.qc.runtime
 import lab.turnaround.runtime
 from lab import audit_chain
 from lab.config import Settings
@@ -58,6 +59,8 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
         starters += [
             instruments.runtime.starter(settings, share=(0, workers)),
             lab.turnaround.runtime.starter(settings),
+            # Patient-based QC: moving statistics checked every minute, drifts stored.
+            lab.qc.runtime.starter(),
         ]
     if "hl7" in roles:
         # Poll the outbox often: a verified result should reach the record within a second.

@@ -65,6 +65,8 @@ def _status_out(instrument: str, found: list[queries.TestQcStatus]) -> schemas.Q
                         current=s.moving.current,
                         control_low=float(s.moving.control_low),
                         control_high=float(s.moving.control_high),
+                        alarm_since=s.moving.alarm_since,
+                        alarm_value=s.moving.alarm_value,
                     )
                     if s.moving is not None
                     else None

@@ -23,6 +23,7 @@ from lab.tables.qc import (
     LockState,
     QcLock,
     QcLot,
+    QcMovingAlarm,
     QcMovingSetting,
     QcPoint,
     QcRun,
@@ -53,6 +54,9 @@ class MovingStatus:
     current: float | None
     control_low: Decimal
     control_high: Decimal
+    # The stored alarm still open (lab.qc.moving_alarms raises and clears it on a schedule).
+    alarm_since: datetime | None = None
+    alarm_value: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -438,6 +442,13 @@ def moving_status(session: Session, *, instrument: str, test_id: int) -> MovingS
         within=(row.truncation_low, row.truncation_high),
     )
     series = moving.moving_series(values, settings_of(row))
+    alarm = session.scalar(
+        select(QcMovingAlarm).where(
+            QcMovingAlarm.instrument == analyser_name(instrument),
+            QcMovingAlarm.test_id == test_id,
+            QcMovingAlarm.cleared_at.is_(None),
+        )
+    )
     return MovingStatus(
         statistic=row.statistic,
         block_size=row.block_size,
@@ -445,6 +456,8 @@ def moving_status(session: Session, *, instrument: str, test_id: int) -> MovingS
         current=series.current,
         control_low=row.control_low,
         control_high=row.control_high,
+        alarm_since=alarm.raised_at if alarm is not None else None,
+        alarm_value=alarm.value if alarm is not None else None,
     )
 
 

@@ -27,6 +27,9 @@ class MovingOut(BaseModel):
     current: float | None
     control_low: float
     control_high: float
+    # The stored alarm still open: raised when the statistic drifted (checked every minute).
+    alarm_since: datetime | None = None
+    alarm_value: float | None = None
 
 
 class TestStatusOut(BaseModel):

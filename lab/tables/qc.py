@@ -31,6 +31,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -289,3 +290,33 @@ class QcMovingSetting(Base):
     control_high: Mapped[Decimal] = mapped_column(Numeric)
     note: Mapped[str] = mapped_column(Text, default="")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class QcMovingAlarm(Base):
+    """A drift of the patient-based QC of one test on one analyser: raised when the moving
+    statistic left its control limits, cleared when it came back (`cleared_at`). At most one
+    open alarm per test and analyser."""
+
+    __tablename__ = "qc_moving_alarm"
+    __table_args__ = (
+        Index(
+            "uq_qc_moving_alarm_open",
+            "instrument",
+            "test_id",
+            unique=True,
+            postgresql_where=text("cleared_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    instrument: Mapped[str] = mapped_column(String(64))
+    test_id: Mapped[int] = mapped_column(ForeignKey("lab_test.id"))
+    setting_id: Mapped[int] = mapped_column(ForeignKey("qc_moving_setting.id"))
+    statistic: Mapped[str] = mapped_column(String(8))
+    block_size: Mapped[int] = mapped_column(Integer)
+    control_low: Mapped[Decimal] = mapped_column(Numeric)
+    control_high: Mapped[Decimal] = mapped_column(Numeric)
+    value: Mapped[float] = mapped_column(Float)  # the statistic when the alarm was raised
+    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cleared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cleared_value: Mapped[float | None] = mapped_column(Float)
