@@ -58,7 +58,14 @@ def run_live_server(tmp_root: Path) -> Iterator[LiveServer]:
         engine = make_engine(database.runtime_url, pool_size=4)
         factory = make_session_factory(engine)
         app = create_app(
-            Settings(database_url=database.url, data_dir=tmp_root),
+            # One server for a whole module of browser tests, all signing in from 127.0.0.1:
+            # the sign-in rates are for strangers (tests/web/test_login_limits.py tests them).
+            Settings(
+                database_url=database.url,
+                data_dir=tmp_root,
+                login_rate_per_address=100_000,
+                login_rate_per_account=100_000,
+            ),
             engine=engine,
             session_factory=factory,
         )
