@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from instruments.profiles import get_profile
 from instruments.simulator import SpecimenRun, VirtualAnalyser
 from instruments.transports import tcp
 from testkit.api import ApiClient
-from testkit.database import ScratchDatabase
+from testkit.database import ScratchDatabase, create_database, drop_database
 from testkit.mllp import ack_code, send_hl7
 from testkit.orders import oml_o21
 from testkit.patients import synthetic_patients
@@ -39,8 +40,17 @@ ANALYSERS = [
 
 
 @pytest.fixture
-def flow_engine(committed_database: ScratchDatabase) -> Any:
-    engine = create_engine(committed_database.runtime_url)
+def flow_database(database_server: str) -> Iterator[ScratchDatabase]:
+    """A database of this flow's own: the lab process it starts dispatches every waiting ORU of
+    its database, so results other tests left unsent must not count in its turnaround report."""
+    database = create_database(database_server, "flow", role_users=True)
+    yield database
+    drop_database(database)
+
+
+@pytest.fixture
+def flow_engine(flow_database: ScratchDatabase) -> Any:
+    engine = create_engine(flow_database.runtime_url)
     yield engine
     engine.dispose()
 
@@ -57,9 +67,9 @@ async def _wait_for(check: Any, what: str, seconds: float = 20.0) -> Any:
 
 
 def test_order_to_record_ack(
-    committed_database: ScratchDatabase, flow_engine: Engine, tmp_path: Path
+    flow_database: ScratchDatabase, flow_engine: Engine, tmp_path: Path
 ) -> None:
-    url = committed_database.url
+    url = flow_database.url
     engine = flow_engine
     placer = f"WF{secrets.token_hex(4).upper()}"
     patient = synthetic_patients(1, seed=random.randrange(10**6))[0]
