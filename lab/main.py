@@ -38,6 +38,7 @@ from lab.results.api import router as results_router
 from lab.results.fix_views import router as fix_views
 from lab.results.views import router as results_views
 from lab.rulesets.api import router as rules_router
+from lab.rulesets.views import router as rules_views
 from lab.specimens.api import router as specimens_router
 from lab.specimens.views import router as specimens_views
 from lab.turnaround.api import router as reports_router
@@ -205,6 +206,7 @@ def _include_pages(app: FastAPI) -> None:
         fix_views,
         users_views,
         qc_views,
+        rules_views,
         hl7_views,
         analyser_views,
         audit_views,
