@@ -15,7 +15,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import event, insert, text
 from sqlalchemy.orm import Session
 
 from bench import bench_database, scaled
@@ -132,6 +132,49 @@ def ceiling(url: str, messages: list[bytes]) -> float:
     return len(messages) / (time.perf_counter() - started)
 
 
+def cost_per_message(url: str, messages: list[bytes]) -> dict[str, float]:
+    """What one order costs the intake, in process (no sockets): SQL statements and commits
+    per message (counted by engine events), client CPU ms (process time) and wall ms."""
+    engine = make_engine(url, pool_size=1)
+    counts = {"statements": 0, "commits": 0}
+
+    def statement(*_: Any) -> None:
+        counts["statements"] += 1
+
+    def commit(*_: Any) -> None:
+        counts["commits"] += 1
+
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", commit)
+    inbox = Inbox(make_session_factory(engine))
+    for raw in messages[:5]:  # warm up: connection, prepared statements, catalog caches
+        _intake(inbox, raw)
+    counts.update(statements=0, commits=0)
+    rest = messages[5:]
+    cpu, wall = time.process_time(), time.perf_counter()
+    for raw in rest:
+        _intake(inbox, raw)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    engine.dispose()
+    n = len(rest)
+    return {
+        "statements": counts["statements"] / n,
+        "commits": counts["commits"] / n,
+        "cpu_ms": cpu * 1000 / n,
+        "wall_ms": wall * 1000 / n,
+    }
+
+
+def _intake(inbox: Inbox, raw: bytes) -> None:
+    """What the listener does with one message (lab.hl7.listener._answer), without a socket."""
+    stored = inbox.store(raw)
+    acks = list(stored.acks)
+    if stored.pending is not None:
+        acks += inbox.process(stored.message_id, stored.pending)
+    if not acks or ack_code(acks[-1]) != "AA":
+        raise RuntimeError(f"not accepted: {acks!r}")
+
+
 # --- the outbound side ----------------------------------------------------------------------
 
 
@@ -189,6 +232,12 @@ def main() -> None:
         limit = ceiling(url, [order_message(i, run + "c") for i in range(n)])
         print(
             f"ceiling      {limit:8.0f} msg/s  parse + insert raw + ACK, one commit each, no rules"
+        )
+        cost = cost_per_message(url, [order_message(i, run + "k") for i in range(scaled(300, 20))])
+        print(
+            f"per order    {cost['statements']:.1f} statements, {cost['commits']:.1f} commits, "
+            f"{cost['cpu_ms']:.1f} ms CPU, {cost['wall_ms']:.1f} ms wall  "
+            "(in process, no socket: store + process + ACK of one OML^O21)"
         )
 
         spawn = multiprocessing.get_context("spawn")

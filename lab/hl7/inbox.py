@@ -1,16 +1,20 @@
 """One inbound message, from raw bytes to the acknowledgements that answer it (no sockets).
 
-Two transactions per message (docs/architecture.md, rules 3 and 7):
+One transaction per message where the acknowledgement rules allow, two where they do not
+(docs/architecture.md, rules 3 and 7):
 
-1. `store`: the raw bytes go into `hl7_message` (status `received`) and are committed before
-   anything is processed. MSH-10 with the sender (MSH-3/MSH-4) is unique there, so a repeat
-   finds the first row: if that one was answered, its stored ACK is sent again, byte for byte,
-   and nothing is processed again (v2.5.1 section 2.9.2; docs/hl7-interface.md, duplicates). In
-   enhanced mode the commit ACK (CA) is built here and sent as soon as this commit is done.
-2. `process`: locks the row, maps the message, calls the handlers inside a savepoint, and sets
-   the status and the ACK text in the same transaction as the change. Only after this commit is
-   the application ACK sent. A refusal rolls the savepoint back and keeps the row (`error` /
-   `rejected`) with the AE/AR that names the segment and field.
+1. `store`: the raw bytes go into `hl7_message` (status `received`). MSH-10 with the sender
+   (MSH-3/MSH-4) is unique there, so a repeat finds the first row: if that one was answered,
+   its stored ACK is sent again, byte for byte, and nothing is processed again (v2.5.1 section
+   2.9.2; docs/hl7-interface.md, duplicates). When no commit ACK is due (original mode, or
+   enhanced mode without MSH-15), the message is processed in the same transaction: the
+   handlers run inside a savepoint, and the status and the ACK text are written before the one
+   commit; a refusal rolls the savepoint back and keeps the raw message with its AE/AR. If the
+   database fails, nothing is committed and nothing answered: the sender resends.
+2. In enhanced mode with a commit ACK (MSH-15), the raw message must be committed on its own
+   before the CA goes out; `process` then locks the row, applies the message in a savepoint
+   and sets the status and the application ACK in a second transaction. Only after that commit
+   is the application ACK sent.
 
 A message too broken to read (no MSH, bad delimiters, an unknown character set) is stored as
 `rejected` with an AR built from whatever of MSH could be read.
@@ -31,8 +35,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -156,8 +161,20 @@ class Inbox:
                     )
                 # Stored before but never answered (the process died): process it now.
                 return Stored(message_id=existing.id, pending=message, duplicate=True)
+            if commit_ack is None:
+                # No commit ACK is due, so nothing needs the raw message committed on its own:
+                # it is processed in the same transaction, inside a savepoint, so a refusal
+                # keeps the raw message and its answer (one commit instead of two).
+                finished = self._finish(session, message, caller)
+                session.execute(
+                    update(Hl7Message).where(Hl7Message.id == new_id).values(**finished)
+                )
+                session.commit()
+                ack_text = finished["ack"]
+                acks = (encode_message_text(ack_text, message.charset),) if ack_text else ()
+                return Stored(message_id=new_id, acks=acks)
             session.commit()
-        acks = (encode_message_text(commit_ack, message.charset),) if commit_ack else ()
+        acks = (encode_message_text(commit_ack, message.charset),)
         return Stored(message_id=new_id, acks=acks, pending=message)
 
     def _insert(self, session: Session, values: Mapping[str, object]) -> int | None:
@@ -281,34 +298,43 @@ class Inbox:
                 # Another connection processed the same message meanwhile.
                 session.commit()
                 return _stored_acks(row, commit=False)
-            outcome, problems, patient_id, summary, order_ids = self._apply(
-                session, message, caller or Caller()
-            )
-            code = requested_acknowledgements(message).application_code(outcome)
-            ack_text = None
-            if code is not None:
-                lines: list[OrderLine] = []
-                if code is AckCode.APPLICATION_ACCEPT and response_type(message, code):
-                    lines = order_lines(session, message, order_ids)
-                ack_text = build_ack(
-                    message,
-                    code=code,
-                    control_id=new_control_id(),
-                    now=self.clock(),
-                    problems=problems,
-                    text=summary if outcome is not Outcome.ACCEPTED else "",
-                    orders=lines,
-                ).to_er7()
-            row.status = HL7_LIFECYCLE.check(row.status, _STATUS[outcome])
-            row.ack = ack_text
-            row.ack_code = None if code is None else code.value
-            row.error = "; ".join(str(p) for p in problems if p.severity is Severity.ERROR)
-            row.patient_id = patient_id
-            row.finished_at = self.clock()
+            finished = self._finish(session, message, caller or Caller())
+            row.status = HL7_LIFECYCLE.check(row.status, finished["status"])
+            for name, value in finished.items():
+                setattr(row, name, value)
+            ack_text = finished["ack"]
             session.commit()
         if ack_text is None:
             return ()
         return (encode_message_text(ack_text, message.charset),)
+
+    def _finish(self, session: Session, message: Message, caller: Caller) -> dict[str, Any]:
+        """Apply the message (in a savepoint) and build its answer: the values of the log row
+        that say what became of it, written in the caller's transaction."""
+        outcome, problems, patient_id, summary, order_ids = self._apply(session, message, caller)
+        code = requested_acknowledgements(message).application_code(outcome)
+        ack_text = None
+        if code is not None:
+            lines: list[OrderLine] = []
+            if code is AckCode.APPLICATION_ACCEPT and response_type(message, code):
+                lines = order_lines(session, message, order_ids)
+            ack_text = build_ack(
+                message,
+                code=code,
+                control_id=new_control_id(),
+                now=self.clock(),
+                problems=problems,
+                text=summary if outcome is not Outcome.ACCEPTED else "",
+                orders=lines,
+            ).to_er7()
+        return {
+            "status": HL7_LIFECYCLE.check(RECEIVED, _STATUS[outcome]),
+            "ack": ack_text,
+            "ack_code": None if code is None else code.value,
+            "error": "; ".join(str(p) for p in problems if p.severity is Severity.ERROR),
+            "patient_id": patient_id,
+            "finished_at": self.clock(),
+        }
 
     def _apply(
         self, session: Session, message: Message, caller: Caller

@@ -14,8 +14,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from lab.hl7.codec.er7 import Message
-from lab.hl7.inbox import Inbox
+from lab.hl7.inbox import Inbox, Stored
 from lab.hl7.listener import Hl7Listener, server_tls_context
 from lab.hl7.senders import Caller
 from lab.orders import service as orders
@@ -279,14 +278,12 @@ class DiesAfterCommit(Inbox):
 
     died = False
 
-    def process(
-        self, message_id: int, message: Message, *, caller: Caller | None = None
-    ) -> tuple[bytes, ...]:
-        acks = super().process(message_id, message, caller=caller)
+    def store(self, raw: bytes, *, caller: Caller | None = None) -> Stored:
+        stored = super().store(raw, caller=caller)  # stored and processed in one transaction
         if not DiesAfterCommit.died:
             DiesAfterCommit.died = True
             raise RuntimeError("killed between commit and ACK")
-        return acks
+        return stored
 
 
 def test_killed_between_commit_and_ack_then_resent(

@@ -72,14 +72,14 @@ def test_bad_messages_leave_no_patient_data_in_the_logs(
 
     # A database error naming the key that clashed: no answer (the sender resends), and the
     # log line has the error's class and SQLSTATE, not its text.
-    def clash(self: Inbox, *args: object, **kwargs: object) -> tuple[bytes, ...]:
+    def clash(self: Inbox, *args: object, **kwargs: object) -> dict[str, object]:
         raise IntegrityError(
             "INSERT INTO patient_identifier ...",
             {},
             Exception(f"Key (value)=({fnr}) already exists; {NAME}"),
         )
 
-    monkeypatch.setattr(Inbox, "process", clash)
+    monkeypatch.setattr(Inbox, "_finish", clash)
     with pytest.raises(ClosedBeforeAnswer):
         loop_thread.run(
             exchange(
