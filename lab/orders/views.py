@@ -252,7 +252,9 @@ def report_pdf(
     latest = max(released, key=lambda r: r.verified_at or utcnow(), default=None)
     report = result_report(
         lab=lab_details(request.app.state.settings),
-        signer=signer_name(session, latest.verified_by) if latest and latest.verified_by else None,
+        signer=signer_name(session, latest.verified_by, language_of(request))
+        if latest and latest.verified_by
+        else None,
         order=order,
         patient=patient,
         specimens=orders.specimens_of(session, order),

@@ -206,3 +206,15 @@ def version_reason(reason: str, language: Language) -> str:
     if found is not None:
         return translate(language, "version.recalculated", test=found["test"])
     return reason
+
+
+_AUTOVERIFIER = re.compile(r"^autoverification v(?P<version>\d+)$")
+
+
+def who(name: str, language: Language) -> str:
+    """Who made a change: a person's user name as it is; the rule set that released a result
+    (`autoverification v3`, `lab.results.recording.autoverifier`) in the page's words."""
+    found = _AUTOVERIFIER.match(name or "")
+    if found is not None:
+        return translate(language, "who.autoverification", version=found["version"])
+    return name or ""

@@ -46,6 +46,7 @@ from lab.tables import (
 )
 from lab.tables import ResultStatus as StoredStatus
 from lab.users import service as users
+from lab.web.hold_text import who
 
 NATIONAL_KINDS = (IdentifierKind.FNR.value, IdentifierKind.DNR.value, IdentifierKind.HNR.value)
 # Order priorities (lab/orders/service.py) to the report's words (ASTM O-6 / HL7 TQ1-9).
@@ -179,11 +180,14 @@ def lab_details(settings: Settings) -> LabDetails:
     )
 
 
-def signer_name(session: Session, username: str) -> str:
+def signer_name(session: Session, username: str, language: Language = "nb") -> str:
     """`Lise Lien, overlege`: who verified, by name and title as the users list has them.
 
-    A user name that is not a person (autoverification, an analyser) is printed as it is.
+    A release by the autoverification rule set says so in the report's language; another user
+    name that is not a person (an analyser) is printed as it is.
     """
+    if username != who(username, language):
+        return who(username, language)
     user = users.get_by_username(session, username)
     if user is None:
         return username

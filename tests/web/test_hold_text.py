@@ -57,3 +57,20 @@ def test_each_hold_is_said_in_bokmal_with_its_figures(sentence: str) -> None:
 def test_an_unknown_sentence_is_not_shown_in_english_on_a_bokmal_page() -> None:
     assert hold_detail("a brand new rule held it", "nb") == ""
     assert hold_detail("a brand new rule held it", "en") == "a brand new rule held it"
+
+
+def test_the_rule_set_that_released_a_result_is_named_in_the_pages_words() -> None:
+    from lab.web.hold_text import version_reason, who
+    from lab.web.printouts import signer_name
+
+    assert who("autoverification v3", "nb") == "autogodkjent (regelsett v3)"
+    assert who("autoverification v3", "en") == "autoverified (rule set v3)"
+    assert who("lege", "nb") == "lege"
+    # The report needs no user row for it (the session is not asked).
+    assert signer_name(None, "autoverification v1", "nb") == "autogodkjent (regelsett v1)"  # type: ignore[arg-type]
+    assert version_reason("rerun", "nb") == "omkjøring"
+    assert version_reason("measurement 2 (rerun) chosen", "nb") == "måling 2 (omkjøring) valgt"
+    assert (
+        version_reason("recalculated: KREA corrected", "nb") == "beregnet på nytt: KREA korrigert"
+    )
+    assert version_reason("skrivefeil", "nb") == "skrivefeil"
