@@ -32,10 +32,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 from instruments.profiles import get_profile
-from instruments.simulator import VirtualAnalyser
+from instruments.simulator import TestRange, VirtualAnalyser, ranges_from_catalog_file
 from instruments.transports import tcp
 from lab.config import Settings
 from lab.db import database_url
@@ -50,7 +51,13 @@ from testkit.serial import PtyLine
 Say = Callable[[str], None]
 
 # What the wards order: blood counts go to the TCP analyser, serum to the serial one.
-_ORDER_MENU = [["BLODSTATUS", "CRP"], ["ELKREA", "GLUK"], ["BLODSTATUS"], ["CRP", "ELKREA"]]
+_ORDER_MENU = [
+    ["BLODSTATUS", "CRP"],
+    ["ELKREA", "GLUK"],
+    ["TSH"],
+    ["BLODSTATUS"],
+    ["CRP", "ELKREA"],
+]
 # The day's analysers: blood counts over TCP, chemistry over a serial line (docs/analysers.md).
 BLOOD = Analyser(name="demo")
 CHEMISTRY = Analyser(name="c311-serial", profile="cobas", line="serial", tests=COBAS_TESTS)
@@ -66,6 +73,7 @@ class DayOutcome:
     by_analyser: dict[str, list[str]] = field(default_factory=dict)  # accession numbers
     outcomes: dict[str, str] = field(default_factory=dict)  # accession -> simulator outcome
     verified_placers: list[str] = field(default_factory=list)
+    waiting: int = 0  # results the rules held for a person
 
 
 async def play_day(
@@ -100,17 +108,25 @@ async def play_day(
 
     edta: list[str] = []
     serum: list[str] = []
-    for placer in day.placers:
+    thyroid: list[str] = []  # TSH: run by the TCP analyser (generic profile, the lab's codes)
+    for placer, tests in zip(
+        day.placers,
+        (_ORDER_MENU[n % len(_ORDER_MENU)] for n in range(len(day.placers))),
+        strict=True,
+    ):
         for tube in await asyncio.to_thread(technician.tubes, placer):
             await asyncio.to_thread(technician.receive, tube["accession_number"])
-            (edta if tube["container"].upper() == "EDTA" else serum).append(
-                tube["accession_number"]
-            )
+            if tests == ["TSH"]:
+                thyroid.append(tube["accession_number"])
+            elif tube["container"].upper() == "EDTA":
+                edta.append(tube["accession_number"])
+            else:
+                serum.append(tube["accession_number"])
     say(
-        f"bio received {len(edta) + len(serum)} tubes: EDTA {' '.join(edta)}; "
-        f"serum {' '.join(serum)}"
+        f"bio received {len(edta) + len(serum) + len(thyroid)} tubes: EDTA {' '.join(edta)}; "
+        f"serum {' '.join(serum + thyroid)}"
     )
-    day.by_analyser = {"demo": edta, "c311-serial": serum}
+    day.by_analyser = {"demo": edta + thyroid, "c311-serial": serum}
 
     blood = VirtualAnalyser(
         profile=get_profile("generic"), name="XN-DEMO", rng=random.Random(rng.random())
@@ -122,6 +138,20 @@ async def play_day(
         rng=random.Random(rng.random()),
     )
 
+    # The thyroid analyser's TSH is always above every interval of the demo catalog (8.5-15
+    # mIU/L), so the demo shows the reflex: FT4 is added to the tube, and the analyser's second
+    # host query is answered with it.
+    immuno = VirtualAnalyser(
+        profile=get_profile("generic"),
+        name="XN-DEMO",
+        rng=random.Random(rng.random()),
+        ranges={
+            **ranges_from_catalog_file(),
+            "TSH": TestRange(low=Decimal("8.5"), high=Decimal("15"), unit="mIU/L", decimals=2),
+        },
+        out_of_range_share=0.0,
+    )
+
     async def over_tcp() -> None:
         if edta:
             channel = await tcp.open_channel("127.0.0.1", astm_port)
@@ -131,6 +161,21 @@ async def play_day(
                     f"analyser demo (TCP): {run.accession_number} {run.outcome}: "
                     + ", ".join(f"{r.test_code} {r.value} {r.unit}" for r in run.sent)
                 )
+        for round_ in ("TSH", "reflex"):
+            for _ in range(3):  # the line of the run before may still be closing
+                if not thyroid:
+                    break
+                await asyncio.sleep(1.0)
+                channel = await tcp.open_channel("127.0.0.1", astm_port)
+                runs = await immuno.run(channel, thyroid)
+                for run in runs:
+                    day.outcomes[run.accession_number] = run.outcome
+                    say(
+                        f"analyser demo (TCP, {round_}): {run.accession_number} {run.outcome}: "
+                        + ", ".join(f"{r.test_code} {r.value} {r.unit}" for r in run.sent)
+                    )
+                if all(run.outcome != "no answer" for run in runs):
+                    break
 
     async def over_serial() -> None:
         if serum:
@@ -147,6 +192,7 @@ async def play_day(
 
     await asyncio.gather(over_tcp(), over_serial())
 
+    day.waiting = await say_what_the_rules_did(day, technician, say)
     for placer in day.placers[: round(len(day.placers) * verify_share)]:
         verified = 0
         for tube in await asyncio.to_thread(physician.tubes, placer):
@@ -154,6 +200,36 @@ async def play_day(
         day.verified_placers.append(placer)
         say(f"lege verified {verified} results of order {placer}")
     return day
+
+
+async def say_what_the_rules_did(day: DayOutcome, reader: ApiClient, say: Say) -> int:
+    """What the demo rules did to the day's results: released without a person, held (and
+    why), eGFR calculated, tests added by reflex."""
+    released = held = 0
+    for placer in day.placers:
+        for tube in await asyncio.to_thread(reader.tubes, placer):
+            number = tube["accession_number"]
+            found = await asyncio.to_thread(
+                reader.call, "GET", f"/api/v1/results?accession={number}"
+            )
+            for result in found:
+                if str(result.get("verified_by") or "").startswith("autoverification"):
+                    released += 1
+                elif result["holds"]:
+                    held += 1
+                    reasons = ", ".join(h["code"] for h in result["holds"])
+                    say(f"rules: {number} {result['test_code']} waits for a person ({reasons})")
+                if result["test_code"] == "EGFR":
+                    say(
+                        f"rules: {number} eGFR {result['value']} {result['unit']} calculated "
+                        "from its creatinine (CKD-EPI 2021)"
+                    )
+            specimen = await asyncio.to_thread(reader.call, "GET", f"/api/v1/specimens/{number}")
+            for test in specimen["tests"]:
+                if test["code"] == "FT4":  # the demo orders no FT4: the reflex added it
+                    say(f"rules: {number} FT4 added by reflex (TSH outside its interval)")
+    say(f"rules: {released} results released by autoverification v1, {held} wait for a person")
+    return held
 
 
 def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -228,12 +304,11 @@ def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
             await asyncio.sleep(2.5)  # the archive indexer reads the analysers' lines every 2 s
             report = await asyncio.to_thread(physician.call, "GET", "/api/v1/reports/turnaround")
             say(f"turnaround, the lab module's share (seconds): {json.dumps(report)}")
-            waiting = [p for p in day.placers if p not in day.verified_placers]
             say(
                 f"\nThe day is under way. Open {lab.base}/ and sign in as lege: "
-                f"{len(waiting)} orders ({', '.join(waiting)}) wait for review. Verify them "
-                "and watch them leave for the record here (and in "
-                f"{folder / 'record.log'}). Ctrl-C ends the day."
+                f"{day.waiting} results the rules held wait for review (the rest were released "
+                "by autoverification). Verify them and watch them leave for the record here "
+                f"(and in {folder / 'record.log'}). Ctrl-C ends the day."
             )
             if args.exit:
                 return 0 if all(a == "AA" for a in day.acks) else 1
