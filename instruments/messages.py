@@ -458,14 +458,21 @@ def _judge_controls(
 ) -> None:
     """Judge the message's control results (a run per test). Should judging fail, the control
     results stay stored in `qc_result` and the message is still acknowledged: nothing is lost,
-    and the failure is logged for the operator."""
+    and the failure is logged for the operator (its kind and place, not its text)."""
     try:
         with session.begin_nested():
             qc.take_analyser_results(
                 session, actor=actor, instrument=instrument.name, qc_result_ids=qc_result_ids
             )
-    except LabError as error:
-        log.error("QC results from %s could not be judged: %s", instrument.name, error.message)
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: the whole message is refused and comes again
+    except Exception as error:
+        log.error(
+            "analyser %s: QC results of a message could not be judged (%s at %s); kept",
+            instrument.name,
+            type(error).__name__,
+            failure_site(error),
+        )
 
 
 def _insert_once(session: Session, table: type[UnmatchedResult], values: dict[str, Any]) -> int:

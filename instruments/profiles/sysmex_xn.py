@@ -9,8 +9,8 @@ and summaries:
   `^^^^WBC^1` (LIS2-A2 5.6.1 puts a local code in the 4th; Sysmex uses the 5th);
 - H-13 version `E1394-97`;
 - the sample number can come in O-4 (`rack^tube^sample number^attribute`, the number padded
-  with spaces) with O-3 empty, and likewise in the third component of Q-3 of a query; both
-  are read when O-3 (or Q-3's second component) is empty.
+  with spaces) with O-3 empty, and a query's Q-3 has the same layout (the number third); both
+  are read (O-4 when O-3 is empty).
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ class SysmexXnProfile(Profile):
         "Revision 18 (R314185); revision not confirmed against the full text"
     )
     version: ClassVar[str] = "E1394-97"
-    specimen_fields: ClassVar[tuple[str, ...]] = ("O-3", "O-4.3", "Q-3.2", "Q-3.3")
+    # A query's Q-3 is rack^tube^sample number^attribute: Q-3.2 is the tube's position, so the
+    # sample number (Q-3.3) is read first; `^SPECIMEN` (LIS2-A2's layout) still works after it.
+    specimen_fields: ClassVar[tuple[str, ...]] = ("O-3", "O-4.3", "Q-3.3", "Q-3.2")
 
     def dilution(self, test: UniversalTestId) -> str:
         # ^^^^WBC^1: the 6th component is the dilution ratio; 1 means undiluted.
