@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -210,6 +211,11 @@ def test_order_to_record_ack(
     assert 0 < report["verified_to_record_ack"]["p50"] < 30
     assert found["technician_status"] == 403
     assert found["health"]["components"]["turnaround_indexer"]["state"] == "up"
+    # The lab's own log names no patient: the order carried the national number and the name.
+    log = (tmp_path / "lab-serve.log").read_text(encoding="utf-8", errors="replace")
+    assert "analyser" in log  # the analysers' lines were up and logging
+    assert patient.fnr not in log and patient.family not in log
+    assert not re.search(r"(?<!\d)\d{6}[ -]?\d{5}(?!\d)", log)  # no national number at all
 
 
 def _steps(engine: Engine, placer: str, edta: str, serum: str) -> dict[str, datetime]:
