@@ -24,7 +24,12 @@ from lab.specimens import accession
 from lab.specimens import service as specimens
 from lab.tables import SPECIMEN_FINISHED, TEST_PENDING, Order, Patient, TestStatus
 from lab.timeutil import utcnow
-from lab.web.auth import CancelOrdersForm, PlaceOrdersForm, ReadPatientDataPage
+from lab.web.auth import (
+    CancelOrdersForm,
+    PlaceOrdersForm,
+    ReadPatientDataForm,
+    ReadPatientDataPage,
+)
 from lab.web.pages import (
     PostedForm,
     error_message,
@@ -47,8 +52,19 @@ router = page_router()
 
 
 @router.get("/search")
+def search_page(request: Request, actor: ReadPatientDataPage) -> Response:
+    """The search form. The term is never taken from the address: a fødselsnummer in a URL
+    ends up in browser history, proxies and access logs, so the form is POSTed."""
+    context: dict[str, Any] = {"q": "", "error": None, "orders": [], "patients": []}
+    return render(request, "orders/search.html", context)
+
+
+@router.post("/search")
 def search(
-    request: Request, session: SessionDep, actor: ReadPatientDataPage, q: str = ""
+    request: Request,
+    session: SessionDep,
+    actor: ReadPatientDataForm,
+    q: Annotated[str, Form()] = "",
 ) -> Response:
     term = q.strip()
     context: dict[str, Any] = {"q": term, "error": None, "orders": [], "patients": []}

@@ -155,3 +155,7 @@ OPERATOR_ROLES: frozenset[Role] = CLINICAL_ROLES | MACHINE_ROLES
 
 def holds_any(roles: list[str], wanted: frozenset[Role]) -> bool:
     return any(name in {role.value for role in wanted} for name in roles)
+
+
+def holds_only(roles: list[str], allowed: frozenset[Role]) -> bool:
+    return set(roles) <= {role.value for role in allowed}

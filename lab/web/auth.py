@@ -27,7 +27,7 @@ from lab.db import transaction
 from lab.deps import SESSION_COOKIE, SessionDep, current_actor
 from lab.errors import AuthenticationRequired, PermissionDenied
 from lab.users import service as users
-from lab.users.roles import Permission
+from lab.users.roles import MACHINE_ROLES, Permission, holds_only
 from lab.users.throttle import LoginGuard
 from lab.web.pages import SignInNeeded, page_router, redirect_after_post, safe_next
 from lab.web.templating import render
@@ -50,13 +50,17 @@ def _path_to_return_to(request: Request) -> str:
 
 
 def current_user_page(request: Request, session: SessionDep) -> Actor:
-    """The signed-in person; without a valid session, a redirect to the sign-in page."""
+    """The signed-in person; without a valid session, a redirect to the sign-in page. Pages
+    are for people: a machine account (analyser, interface) that sends its token gets 403."""
     try:
-        return current_actor(request, session)
+        actor = current_actor(request, session)
     except AuthenticationRequired as exc:
         # A cookie that no longer works means the session timed out (or was signed out).
         expired = SESSION_COOKIE in request.cookies
         raise SignInNeeded(_path_to_return_to(request), expired=expired) from exc
+    if actor.roles and holds_only(list(actor.roles), MACHINE_ROLES):
+        raise PermissionDenied("pages are for people; a machine account uses the API")
+    return actor
 
 
 CurrentUserPage = Annotated[Actor, Depends(current_user_page)]
@@ -99,6 +103,7 @@ def form_requires(permission: Permission) -> Callable[[Actor], Coroutine[Any, An
 
 P = Permission
 ReadPatientDataPage = Annotated[Actor, Depends(page_requires(P.READ_PATIENT_DATA))]
+ReadPatientDataForm = Annotated[Actor, Depends(form_requires(P.READ_PATIENT_DATA))]
 EnterResultsPage = Annotated[Actor, Depends(page_requires(P.ENTER_RESULTS))]
 VerifyResultsPage = Annotated[Actor, Depends(page_requires(P.VERIFY_RESULTS))]
 ManageUsersPage = Annotated[Actor, Depends(page_requires(P.MANAGE_USERS))]

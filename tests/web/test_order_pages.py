@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
+from httpx import Response
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -20,25 +21,33 @@ def test_search_finds_by_accession_order_numbers_identifier_and_name(
 ) -> None:
     placed = order(db, "HP-S1", ["HB"])
     number = accession_for(db, placed, "EDTA")
-    sign_in(client)
-    by_accession = client.get(f"/search?q={number}", follow_redirects=False)
+    csrf = sign_in(client)
+
+    def search(term: str, **kwargs: bool) -> Response:
+        return client.post("/search", data={"q": term, "csrf_token": csrf}, **kwargs)
+
+    # The form is POSTed: no term (a fødselsnummer) in the address, history or access log.
+    assert 'method="post" action="/search"' in client.get("/search").text
+    from_address = client.get(f"/search?q={KARI_FNR}").text  # a term in the address is not read
+    assert KARI_FNR not in from_address and "Østbø" not in from_address
+    by_accession = search(number, follow_redirects=False)
     assert by_accession.headers["location"] == f"/specimens/{number}"
-    by_filler = client.get(f"/search?q={placed.filler_order_number}", follow_redirects=False)
+    by_filler = search(f"{placed.filler_order_number}", follow_redirects=False)
     assert by_filler.headers["location"] == f"/orders/{placed.filler_order_number}"
-    by_placer = client.get("/search?q=HP-S1", follow_redirects=False)
+    by_placer = search("HP-S1", follow_redirects=False)
     assert by_placer.headers["location"] == f"/orders/{placed.filler_order_number}"
-    by_fnr = client.get(f"/search?q={KARI_FNR}")
+    by_fnr = search(f"{KARI_FNR}")
     assert "Østbø, Kari Åse" in by_fnr.text and placed.filler_order_number in by_fnr.text
-    by_name = client.get("/search?q=østb")
+    by_name = search("østb")
     assert placed.filler_order_number in by_name.text
     searched = db.scalars(
         select(AuditEvent).where(AuditEvent.action == "read.patient.search")
     ).all()
     assert searched and searched[-1].patient_id == placed.patient_id
-    nothing = client.get("/search?q=Nordmann")
+    nothing = search("Nordmann")
     assert "Fant ingenting" in nothing.text
     wrong_digit = number[:-1] + str((int(number[-1]) + 1) % 10)
-    mistyped = client.get(f"/search?q={wrong_digit}")
+    mistyped = search(f"{wrong_digit}")
     assert mistyped.status_code == 422 and "feil kontrollsiffer" in mistyped.text
 
 
