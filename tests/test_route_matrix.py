@@ -191,6 +191,11 @@ MATRIX: dict[str, Rule] = {
     "POST /analysers/unmatched/{unmatched_id}/discard": P.RESOLVE_UNMATCHED,
     "GET /audit": P.READ_AUDIT,
     "GET /patients/{patient_id}/access": P.READ_AUDIT,
+    "GET /rules": P.MANAGE_RULES,
+    "POST /rules/load": P.MANAGE_RULES,
+    "GET /rules/{kind}/{version}": P.MANAGE_RULES,
+    "POST /rules/{kind}/{version}/dry-run": P.MANAGE_RULES,
+    "POST /rules/{kind}/{version}/state": P.MANAGE_RULES,
     "GET /requisitions/new": P.PLACE_ORDERS,
     "POST /requisitions/new": P.PLACE_ORDERS,
 }
