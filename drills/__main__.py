@@ -2,7 +2,8 @@
 
 Names: kill, postgres, receiver-down, serial-noise, hostile-input, failover, node-loss
 (default: all, in that order). Exit status 1 when any drill fails. Work files go to a temporary
-folder (kept, and named, when a drill fails).
+folder (kept, and named, when a drill fails). After each drill its `lab serve` logs are scanned
+for national numbers and patient names; any found fails the drill.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from drills import (
     receiver_down,
     serial_noise,
 )
-from drills.common import DrillResult
+from drills.common import DrillResult, patient_data_in_logs
 
 DRILLS: dict[str, Callable[[Path], DrillResult]] = {
     "kill": kill_lab.run,
@@ -52,6 +53,12 @@ def main(argv: list[str]) -> int:
         except Exception as error:
             traceback.print_exc()
             result = DrillResult(name=name, ok=False, summary=f"crashed: {error!r}")
+        # Every drill's `lab serve` log is scanned: a drill that leaks patient data fails.
+        leaks = patient_data_in_logs(root / name) if (root / name).exists() else []
+        if leaks:
+            result = DrillResult(
+                name=name, ok=False, summary=f"{result.summary}; LOGS: {'; '.join(leaks)}"
+            )
         failed += not result.ok
         mark = "PASS" if result.ok else "FAIL"
         print(f"{mark} {name} ({time.monotonic() - started:.0f} s): {result.summary}", flush=True)

@@ -11,10 +11,12 @@ child, the fake record and the serial line come from `testkit`.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
@@ -50,6 +52,28 @@ class DrillResult:
         if problems:
             summary += "; PROBLEMS: " + "; ".join(problems[:shown])
         return cls(name=name, ok=not problems, summary=summary)
+
+
+# A fødselsnummer, D- or H-number: eleven digits, the last five maybe set apart.
+NATIONAL_NUMBER = re.compile(r"(?<!\d)\d{6}[ -]?\d{5}(?!\d)")
+
+
+def patient_data_in_logs(folder: Path) -> list[str]:
+    """What patient data the `lab serve` logs under `folder` hold: national numbers and the
+    synthetic patients' family names (the lab must log neither). Says which log and what kind,
+    never the value. The fake record's own log (`record.log`) is the receiving side's and is
+    not scanned: showing what it received is its job."""
+    families = {patient.family for patient in synthetic_patients(12)}
+    found: list[str] = []
+    for log in sorted(folder.rglob("lab-serve.log")):
+        text = log.read_text(encoding="utf-8", errors="replace")
+        where = str(log.relative_to(folder))
+        if NATIONAL_NUMBER.search(text):
+            found.append(f"{where} holds a national number")
+        named = sorted(name for name in families if name in text)
+        if named:
+            found.append(f"{where} holds {len(named)} patient name(s)")
+    return found
 
 
 @contextmanager

@@ -31,7 +31,7 @@ from lab.hl7.release import release_due, report_withdrawals
 from lab.hl7.senders import SenderPolicy
 from lab.lifespan import Starter
 from lab.peers import parse_networks
-from lab.tables import HL7_UNDELIVERED, OUTBOUND, Hl7Message, Hl7Status
+from lab.tables import HL7_UNDELIVERED, OUTBOUND, Hl7Message, Hl7Status, Withdrawal
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,12 @@ def outbox_counts(session_factory: sessionmaker[Session]) -> dict[str, int]:
             )
             .group_by(Hl7Message.status)
         ).all()
-    return {str(status): int(count) for status, count in rows}
+        waiting = session.scalar(
+            select(func.count()).select_from(Withdrawal).where(Withdrawal.message_id.is_(None))
+        )
+    counts = {str(status): int(count) for status, count in rows}
+    counts["withdrawals_waiting"] = int(waiting or 0)
+    return counts
 
 
 def _listener(
@@ -176,6 +181,8 @@ def starter(
                 "queued": counts.get(Hl7Status.QUEUED, 0) + counts.get(Hl7Status.FAILED, 0),
                 "in_flight": counts.get(Hl7Status.SENT, 0),
                 "dead": counts.get(Hl7Status.DEAD, 0),
+                # Tests cancelled or left without a specimen whose ORU is not queued yet.
+                "withdrawals_waiting": counts["withdrawals_waiting"],
                 "last_delivery_at": last.isoformat() if last else None,
                 "last_error": stats.last_error if stats is not None else "",
             }

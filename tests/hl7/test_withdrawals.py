@@ -184,6 +184,10 @@ def test_cancelled_and_rejected_tests_reach_the_record_within_30_seconds(
         assert spm.field(21).text(1) == "" and spm.field(21).text(3) == ""
         assert "wrong container" in spm.field(21).text(2)
 
+        outbox = client.get(
+            "/healthz", headers={"Authorization": f"Bearer {tokens['admin']}"}
+        ).json()["components"]["hl7_outbox"]
+        assert outbox["withdrawals_waiting"] == 0
         # The record's own cancellation was not reported back to it.
         with committing() as session:
             other = orders.find_by_placer(session, record_cancel, "EPIC")
