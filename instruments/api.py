@@ -145,8 +145,11 @@ def list_unmatched(
     instrument: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[Any]:
-    """Results an analyser sent that could not be recorded, oldest first, with the reason."""
-    return list(service.list_unmatched(session, status=status, instrument=instrument, limit=limit))
+    """Results an analyser sent that could not be recorded, oldest first, with the reason and
+    the whole message each came in. The look is audited."""
+    rows = service.list_unmatched(session, status=status, instrument=instrument, limit=limit)
+    service.note_read(session, actor=actor, rows=rows)
+    return rows
 
 
 @router.post("/unmatched/{unmatched_id}/resolve", response_model=ResolvedOut)

@@ -58,6 +58,21 @@ def list_unmatched(
     return list(session.scalars(query.limit(limit)))
 
 
+def note_read(session: Session, *, actor: Actor, rows: list[UnmatchedResult]) -> None:
+    """A look at the queue is a look at patient data (values, and the whole messages with
+    their P records): audited, one row per listing naming the rows shown."""
+    if not rows:
+        return
+    audit.record(
+        session,
+        actor=actor,
+        action="read.unmatched_result",
+        entity_type="unmatched_result",
+        entity_id=f"{rows[0].id}..{rows[-1].id}",
+        detail=",".join(str(row.id) for row in rows),
+    )
+
+
 def count_unmatched(session: Session, *, status: str = OPEN, instrument: str | None = None) -> int:
     query = select(func.count()).select_from(UnmatchedResult)
     query = query.where(UnmatchedResult.status == status)

@@ -81,6 +81,7 @@ def unmatched_page(
     after: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
     context = _queue_context(session, after=after)
+    service.note_read(session, actor=actor, rows=context["rows"])
     context["notice"] = notice_of(request)
     return render(request, "analysers/unmatched.html", context)
 

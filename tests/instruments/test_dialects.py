@@ -23,7 +23,7 @@ from instruments.transports import tcp
 from lab.config import Settings
 from lab.main import create_app
 from lab.specimens import service as specimens
-from lab.tables import Hl7Message, UnmatchedResult
+from lab.tables import AuditEvent, Hl7Message, UnmatchedResult
 from testkit.database import ScratchDatabase
 from tests.conftest import auth
 
@@ -193,6 +193,11 @@ def test_sysmex_counts_in_another_ucum_unit_and_the_sample_number_in_o4(
     with TestClient(app) as client:
         listed = client.get(f"/api/v1/instruments/unmatched?instrument={name}", headers=technician)
         assert [r["raw_message"].split("\r")[0][:5] for r in listed.json()] == ["H|\\^&"] * 2
+        with committing_factory() as session:
+            looked = session.scalars(
+                select(AuditEvent.detail).where(AuditEvent.action == "read.unmatched_result")
+            ).all()
+        assert ",".join(str(r.id) for r in rows) in looked  # the look is audited
         as_sent = client.post(
             f"/api/v1/instruments/unmatched/{rows[0].id}/resolve",
             json={"accession_number": edta, "test_code": "TPK"},
