@@ -119,6 +119,8 @@ def known_fnr(factory: sessionmaker[Session], fnr: str) -> bool:
         ({"control_id": "C" * 65}, "AR", "MSH^1^10"),
         ({"birth": "19851399"}, "AE", "PID^1^7"),
         ({"collected": "20261127999999"}, "AE", "OBR^1^7^1^1"),
+        ({"collected": "99991231235959-1400"}, "AE", "OBR^1^7^1^1"),
+        ({"collected": "00010101000000+1400"}, "AE", "OBR^1^7^1^1"),
         ({"sex": "Q"}, "AE", "PID^1^8"),
         ({"message_type": "ORU^R01^ORU_R01"}, "AR", "MSH^1^9^1^1"),
     ],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Final
 
 from lab.hl7.codec.errors import LocalProtocolError
@@ -32,7 +32,7 @@ def parse_timestamp(text: str, local_zone: tzinfo) -> datetime:
         if hours > 14 or minutes > 59:
             raise ValueError(f"{text!r} has an impossible UTC offset")
         zone = timezone(sign * timedelta(hours=hours, minutes=minutes))
-    return datetime(
+    moment = datetime(
         int(year),
         int(month),
         int(day),
@@ -42,6 +42,11 @@ def parse_timestamp(text: str, local_zone: tzinfo) -> datetime:
         micro,
         tzinfo=zone,
     )
+    try:
+        moment.astimezone(UTC)  # the lab stores times in UTC: year 1 +14:00 has none
+    except OverflowError:
+        raise ValueError(f"{text!r} lies outside the dates that can be stored") from None
+    return moment
 
 
 def parse_date(text: str) -> date:
