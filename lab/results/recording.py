@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from lab import audit
 from lab.audit import Actor
 from lab.catalog.rules import CatalogSnapshot, TestRule, snapshot
 from lab.errors import InvalidInput
@@ -180,7 +182,11 @@ def record_tube(
             for key, work in pending.items()
         }
         written = write_versions(
-            session, actor=actor, writes=[p.write() for p in pending.values()], now=now
+            session,
+            actor=actor,
+            writes=[p.write() for p in pending.values()],
+            now=now,
+            extra_audits=tube.audit_rows,
         )
         ids = dict(zip(pending, written, strict=True))
         if rules.shadow_id is not None:
@@ -345,14 +351,13 @@ def _calculate(
         return False
     ordered = tube.ordered.get(test.id)
     if ordered is None:
-        ordered = orders.add_by_rule(
+        ordered = _add_calculated(
             session,
-            actor=actor,
-            specimen=tube.root,
-            test_id=test.id,
+            actor,
+            tube,
+            test,
             rule=f"calculated {test.code} (formula set v{rules.formulas.version})",
         )
-        tube.ordered[test.id] = ordered
     if ordered.status == TestStatus.CANCELLED:
         return False
     taken_at = [s.observed_at for s in inputs.values() if s.observed_at is not None]
@@ -381,6 +386,45 @@ def _calculate(
         if hold not in last.state.holds:
             work.changes[-1] = replace(last, state=last.state.but(holds=(*last.state.holds, hold)))
     return _follow(ordered, work)
+
+
+def _add_calculated(
+    session: Session, actor: Actor, tube: Tube, test: TestRule, *, rule: str
+) -> OrderedTest:
+    """The calculated test on the tube, as `orders.add_by_rule` adds a test by rule but lean:
+    this runs with every creatinine. One INSERT (its id is needed now); the due time from the
+    tube's receipt; the audit row goes with the tube's other audit rows in one INSERT. The order
+    needs no new status: an input of the formula was just measured on it, so it is active."""
+    received = tube.root.received_at
+    minutes = test.turnaround_minutes
+    item = OrderedTest(
+        order_id=tube.root.order_id,
+        test_id=test.id,
+        specimen_id=tube.root.id,
+        status=TestStatus.ORDERED,
+        add_on=True,
+        added_by_rule=rule[:120],
+        due_at=received + timedelta(minutes=minutes) if received and minutes else None,
+    )
+    session.add(item)
+    session.flush([item])
+    tube.ordered[test.id] = item
+    with session.no_autoflush:  # the tube's status changes go in the one flush at the end
+        order_number = session.scalar(
+            select(Order.filler_order_number).where(Order.id == tube.root.order_id)
+        )
+    tube.audit_rows.append(
+        audit.row(
+            actor=actor,
+            action="order.add_test",
+            entity_type="order",
+            entity_id=order_number,
+            patient_id=tube.specimen.patient_id,
+            after={"test_id": test.id, "specimen_id": tube.root.id, "added_by_rule": rule[:120]},
+            detail=rule[:120],
+        )
+    )
+    return item
 
 
 def _reflex(

@@ -298,7 +298,8 @@ def withdraw_reflexes(
     for rule in rules.reflex.rules:
         if rule.test != code or rule.id in still:
             continue
-        for ordered in specimens.tests_of(session, root):
+        # On the same tube, or on a new tube the reflex asked for (lab/results/lab_added.py).
+        for ordered in order.tests:
             if (
                 ordered.added_by_rule.startswith(f"reflex {rule.id} ")
                 and ordered.status == TestStatus.ORDERED

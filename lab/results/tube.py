@@ -6,8 +6,9 @@ tube's other values). `lab.results.recording` calls these in the recording trans
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -32,6 +33,8 @@ class Tube:
     patient: PatientFacts
     ordered: dict[int, OrderedTest]  # by test id, locked FOR UPDATE
     results: dict[int, Result]  # by ordered test id
+    # Audit rows of what the rules added to the tube, written with the results' rows.
+    audit_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_tube(session: Session, accession_number: str) -> Tube | Refusal:

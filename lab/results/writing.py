@@ -39,10 +39,17 @@ class Write:
 
 
 def write_versions(
-    session: Session, *, actor: Actor, writes: Sequence[Write], now: datetime
+    session: Session,
+    *,
+    actor: Actor,
+    writes: Sequence[Write],
+    now: datetime,
+    extra_audits: Sequence[dict[str, Any]] = (),
 ) -> list[int]:
     """Store every change as a version and every new measurement; returns the result ids, in
-    the order of `writes`. A new result comes with at least one change."""
+    the order of `writes`. A new result comes with at least one change. `extra_audits` (rows of
+    `audit.row`, e.g. a test the rules added to the tube) go in the same INSERT as the
+    versions' audit rows."""
     ids = _insert_results(session, writes, now=now)
     measured = _insert_measurements(session, actor, writes, ids, now=now)
     versions: list[dict[str, Any]] = []
@@ -109,7 +116,7 @@ def write_versions(
             session.expire(write.result, ["measurements"])
     if versions:
         session.execute(insert(ResultVersion), versions)
-    audit.record_rows(session, audits)
+    audit.record_rows(session, [*audits, *extra_audits])
     return ids
 
 

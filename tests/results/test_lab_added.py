@@ -19,7 +19,7 @@ from lab.results.service import Measurement
 from lab.rulesets import service as rulesets
 from lab.rulesets.service import ActiveRules
 from lab.specimens import service as specimens
-from lab.tables import Hl7Message, OrderedTest, Specimen
+from lab.tables import Hl7Message, OrderedTest, Result, Specimen
 from lab.users.roles import Role
 from testkit.orders import place
 from tests.conftest import actor
@@ -138,3 +138,14 @@ def test_a_tube_that_cannot_serve_the_reflex_test_asks_for_a_new_specimen(
         )
         == 1
     )
+    # A correction that no longer meets the condition cancels the test on the new tube.
+    hb = next(
+        r
+        for r in db.scalars(select(Result).where(Result.specimen_id == edta.id))
+        if r.test_id == snapshot(db).by_code["HB"].id
+    )
+    assert hb.status == "verified"
+    results.correct(db, actor=LEGE, result_id=hb.id, value="0.9", reason="wrong sample")
+    db.flush()
+    db.refresh(added)
+    assert added.status == "cancelled" and "reflex HB-FT4 withdrawn" in added.cancel_reason
