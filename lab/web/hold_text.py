@@ -218,3 +218,83 @@ def who(name: str, language: Language) -> str:
     if found is not None:
         return translate(language, "who.autoverification", version=found["version"])
     return name or ""
+
+
+# Why an analyser's result is in the unmatched queue: the sentences the analyser side and the
+# result path write there (instruments.messages, lab.results), said as the errors are
+# (`error.<code>`) or by `unmatched.why.<name>`.
+_VALUE_CHECK = (
+    ("is not a finite number", "not_finite"),
+    ("is not a number", "not_a_number"),
+    ("out of any sane range", "out_of_range"),
+    ("significant digits", "too_many_digits"),
+    ("smaller than any analyser", "too_small"),
+    ("is negative", "negative"),
+    ("the value is empty", "empty"),
+)
+_UNMATCHED: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"^test code '(?P<code>.+)' is not mapped for analyser (?P<analyser>\S+)$"),
+        "unmatched.why.not_mapped",
+    ),
+    (
+        re.compile(r"^the result has no specimen ID \(looked in (?P<fields>.+) of the O record"),
+        "unmatched.why.no_specimen",
+    ),
+    (
+        re.compile(r"^result status '(?P<status>.*)' \(R-9\) is not a result to record$"),
+        "unmatched.why.status",
+    ),
+    (re.compile(r"^(?P<code>\S+) is not ordered on (?P<number>\S+)$"), "error.test_not_ordered"),
+    (re.compile(r"^unknown test code '(?P<code>.+)'$"), "error.test_unknown"),
+    (
+        re.compile(r"^(?P<code>\S+) on (?P<number>\S+) (?:was|is) cancelled$"),
+        "error.test_cancelled",
+    ),
+    (
+        re.compile(
+            r"^(?P<code>\S+) is reported in (?P<unit>\S+), not (?P<given>.+); "
+            r"no conversion is made$"
+        ),
+        "error.unit_mismatch",
+    ),
+    (
+        re.compile(r"^(?P<number>\S+) is (?P<status>\S+); no results can be added$"),
+        "error.specimen_closed",
+    ),
+    (re.compile(r"^no specimen with accession number (?P<number>\S+)$"), "error.specimen_unknown"),
+    (
+        re.compile(r"^(?P<number>\S+) is not a valid accession number \(check digit\)$"),
+        "error.accession_check_digit",
+    ),
+)
+_NOT_A_NUMBER = re.compile(r"^(?P<code>\S+) takes a number: (?P<why>.+)$")
+
+
+def unmatched_reason(reason: str, language: Language) -> str:
+    """Why the result could not be stored, in `language`; an unknown sentence as it is (the
+    page marks it as English)."""
+    found = _NOT_A_NUMBER.match(reason or "")
+    if found is not None:
+        why = found["why"]
+        code = next((code for marker, code in _VALUE_CHECK if marker in why), "")
+        value = why.split(" is ", 1)[0].split(" has ", 1)[0] if code != "empty" else ""
+        return translate(
+            language,
+            "error.value_not_number",
+            code=found["code"],
+            value=value,
+            why=translate(language, f"value_check.{code}"),
+        )
+    for pattern, key in _UNMATCHED:
+        found = pattern.match(reason or "")
+        if found is not None:
+            params = dict(found.groupdict())
+            if "status" in params and has_text(language, f"status.{params['status']}"):
+                params["status"] = translate(language, f"status.{params['status']}")
+            return translate(language, key, **params)
+    return reason or ""
+
+
+def unmatched_known(reason: str) -> bool:
+    return bool(_NOT_A_NUMBER.match(reason)) or any(p.match(reason) for p, _ in _UNMATCHED)

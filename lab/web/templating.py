@@ -27,7 +27,14 @@ from lab.errors import FieldProblem, LabError
 from lab.reports.formatting import display_clinician, display_unit
 from lab.timeutil import OSLO, oslo_text
 from lab.users.roles import Permission, permissions_of
-from lab.web.hold_text import delta_limit, hold_detail, version_reason, who
+from lab.web.hold_text import (
+    delta_limit,
+    hold_detail,
+    unmatched_known,
+    unmatched_reason,
+    version_reason,
+    who,
+)
 from lab.web.i18n import LANGUAGES, Language, has_text, translate, translate_plural
 from lab.web.numbers import number, signed_number
 from lab.web.status_strip import StripLine, strip_lines
@@ -85,6 +92,11 @@ def _version_reason_filter(context: Context, text: str) -> str:
 @pass_context
 def _who_filter(context: Context, name: str | None) -> str:
     return who(name or "", context.get("lang", "nb"))
+
+
+@pass_context
+def _unmatched_reason_filter(context: Context, text: str) -> str:
+    return unmatched_reason(text or "", context.get("lang", "nb"))
 
 
 @pass_context
@@ -210,6 +222,8 @@ def _environment() -> Environment:
     env.filters["delta_limit"] = _delta_limit_filter
     env.filters["version_reason"] = _version_reason_filter
     env.filters["who"] = _who_filter
+    env.filters["unmatched_reason"] = _unmatched_reason_filter
+    env.tests["unmatched_known"] = unmatched_known
     env.filters["critical_call"] = _critical_call_filter
     env.filters["unit"] = _unit_filter
     env.filters["clinician"] = display_clinician

@@ -56,6 +56,9 @@ def test_the_unmatched_queue_resolves_onto_a_specimen_and_discards_with_a_reason
     assert page.status_code == 200
     assert '<span class="count-badge">60</span>' in page.text
     assert page.text.count('class="card unmatched') == 50 and 'rel="next"' in page.text
+    # Why each waits, in bokmål (the analyser side writes it in English).
+    assert "Ingen prøve har prøvenummer 999990." in page.text
+    assert "no specimen with accession number" not in page.text
     link = re.search(r'rel="next" href="([^"]+)"', page.text)
     assert link is not None
     assert client.get(link.group(1)).text.count('class="card unmatched') == 10

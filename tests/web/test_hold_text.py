@@ -74,3 +74,30 @@ def test_the_rule_set_that_released_a_result_is_named_in_the_pages_words() -> No
         version_reason("recalculated: KREA corrected", "nb") == "beregnet på nytt: KREA korrigert"
     )
     assert version_reason("skrivefeil", "nb") == "skrivefeil"
+
+
+@pytest.mark.parametrize(
+    ("reason", "shown"),
+    [
+        (
+            "test code 'XYZ' is not mapped for analyser cobas-1",
+            "analysekoden «XYZ» er ikke koblet til en analyse for analysatoren cobas-1",
+        ),
+        ("K is not ordered on 2600000014", "K er ikke rekvirert på 2600000014."),
+        ("unknown test code 'XYZ'", "Ukjent analysekode «XYZ»."),
+        (
+            "K takes a number: -4 is negative; this quantity cannot be below zero",
+            "K skal ha et tall: «-4» er negativ, og denne størrelsen kan ikke være under null.",
+        ),
+        (
+            "K is reported in mmol/L, not mg/dL; no conversion is made",
+            "K rapporteres i mmol/L, ikke mg/dL; ingen omregning gjøres.",
+        ),
+        ("no specimen with accession number 2600000099", "Ingen prøve har prøvenummer 2600000099."),
+    ],
+)
+def test_unmatched_reasons_are_said_in_bokmal(reason: str, shown: str) -> None:
+    from lab.web.hold_text import unmatched_known, unmatched_reason
+
+    assert unmatched_known(reason)
+    assert unmatched_reason(reason, "nb") == shown
