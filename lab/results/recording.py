@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnClause, insert, literal_column
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from lab import audit
 from lab.audit import Actor
@@ -392,27 +392,37 @@ def _add_calculated(
     session: Session, actor: Actor, tube: Tube, test: TestRule, *, rule: str
 ) -> OrderedTest:
     """The calculated test on the tube, as `orders.add_by_rule` adds a test by rule but lean:
-    this runs with every creatinine. One INSERT (its id is needed now); the due time from the
-    tube's receipt; the audit row goes with the tube's other audit rows in one INSERT. The order
-    needs no new status: an input of the formula was just measured on it, so it is active."""
+    this runs with every creatinine. One INSERT, which returns the new id and the order's
+    number for the audit row; the due time from the tube's receipt; the audit row goes with the
+    tube's other audit rows in one INSERT. The order needs no new status: an input of the formula
+    was just measured on it, so it is active."""
     received = tube.root.received_at
     minutes = test.turnaround_minutes
-    item = OrderedTest(
-        order_id=tube.root.order_id,
-        test_id=test.id,
-        specimen_id=tube.root.id,
-        status=TestStatus.ORDERED,
-        add_on=True,
-        added_by_rule=rule[:120],
-        due_at=received + timedelta(minutes=minutes) if received and minutes else None,
+    columns = {
+        "order_id": tube.root.order_id,
+        "test_id": test.id,
+        "specimen_id": tube.root.id,
+        "panel_code": None,
+        "status": TestStatus.ORDERED.value,
+        "add_on": True,
+        "due_at": received + timedelta(minutes=minutes) if received and minutes else None,
+        "cancelled_at": None,
+        "cancel_reason": "",
+        "added_by_rule": rule[:120],
+    }
+    number: ColumnClause[str] = literal_column(
+        "(SELECT o.filler_order_number FROM lab_order o WHERE o.id = ordered_test.order_id)"
     )
-    session.add(item)
-    session.flush([item])
-    tube.ordered[test.id] = item
     with session.no_autoflush:  # the tube's status changes go in the one flush at the end
-        order_number = session.scalar(
-            select(Order.filler_order_number).where(Order.id == tube.root.order_id)
-        )
+        new_id, requested_at, order_number = session.execute(
+            insert(OrderedTest)
+            .values(**columns)
+            .returning(OrderedTest.id, OrderedTest.requested_at, number)
+        ).one()
+    item = OrderedTest(id=new_id, requested_at=requested_at, **columns)
+    make_transient_to_detached(item)
+    session.add(item)  # persistent, as stored: later status changes are flushed as UPDATEs
+    tube.ordered[test.id] = item
     tube.audit_rows.append(
         audit.row(
             actor=actor,
