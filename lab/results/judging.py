@@ -18,6 +18,7 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from lab.catalog import service as catalog
+from lab.catalog import units
 from lab.catalog.rules import TestRule
 from lab.errors import Conflict, FieldProblem, InvalidInput, LabError, NotFound
 from lab.results import flags as result_flags
@@ -177,6 +178,9 @@ def measured_state(
     if isinstance(value, Refusal):
         return value
     unit = measurement.unit.strip() if measurement.unit else test.unit
+    # The same unit written otherwise (umol/l, µmol/L) is the catalog's (lab.catalog.units).
+    if unit and test.unit and unit != test.unit and units.same_unit(unit, test.ucum or test.unit):
+        unit = test.unit
     if test.result_type == "numeric" and unit != test.unit:
         return Refusal(
             field="unit",

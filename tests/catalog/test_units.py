@@ -17,7 +17,10 @@ from lab.catalog import units
 from lab.catalog.rules import snapshot
 from lab.catalog.schemas import LabTestIn
 from lab.errors import InvalidInput
+from lab.results import queries
+from lab.results import service as results
 from lab.users.roles import Role
+from testkit.orders import place_and_receive
 from tests.conftest import actor
 
 ADMIN = actor(Role.ADMIN)
@@ -154,3 +157,32 @@ def test_a_catalog_file_with_a_typo_in_a_unit_does_not_load(db: Session, tmp_pat
     with pytest.raises(InvalidInput, match="UCUMY: 'mmol/LL' is not a UCUM unit"):
         catalog.load_catalog_file(db, actor=ADMIN, path=path)
     assert snapshot(db).by_code["TSH"].ucum == "m[IU]/L"  # the demo catalog as loaded
+
+
+def test_a_result_typed_in_the_same_unit_written_otherwise_is_taken(db: Session) -> None:
+    """The keyboard and the API compare units through the same module as the analysers: the
+    same unit written otherwise is the catalog's; one that needs a factor is refused there."""
+    tubes = place_and_receive(db, ADMIN, placer="UCUM-KB1", tests=["KREA", "TSH"])
+    technician = actor(Role.TECHNICIAN)
+    typed = [("KREA", "80", "umol/l"), ("KREA", "81", "µmol/L"), ("TSH", "2.1", "mIU/L")]
+    for code, value, unit in typed:
+        results.record(
+            db,
+            actor=technician,
+            measurement=results.Measurement(
+                accession_number=tubes[code], test_code=code, value=value, unit=unit
+            ),
+        )
+    with pytest.raises(InvalidInput, match="no conversion is made"):
+        results.record(
+            db,
+            actor=technician,
+            measurement=results.Measurement(
+                accession_number=tubes["KREA"], test_code="KREA", value="0.08", unit="mmol/L"
+            ),
+        )
+    krea = snapshot(db).by_code["KREA"].id
+    (stored,) = [
+        r for r in queries.for_specimen(db, tubes["KREA"], actor=ADMIN) if r.test_id == krea
+    ]
+    assert (stored.unit, str(stored.value_numeric)) == ("umol/L", "81")
