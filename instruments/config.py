@@ -82,6 +82,10 @@ class InstrumentConfig:
     # Where this analyser puts the specimen ID (`O-3`, `O-4.3`, `Q-3.2`, ...), in order of
     # preference; None: the profile's own list.
     specimen_fields: tuple[FieldRef, ...] | None = None
+    # The analyser's codes of the serum indices it sends as R records ({"h": ..., "i": ...,
+    # "l": ...}): taken out of the results and given to each result of the specimen, so the
+    # rules can hold one the index interferes with (potassium and haemolysis).
+    serum_indices: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -189,6 +193,15 @@ def parse_config(
                 raise ConfigError(f"{where}: specimen_fields: {error}") from None
             if any(ref.record_type not in ("O", "Q") for ref in refs):
                 raise ConfigError(f"{where}: specimen_fields name O or Q record fields")
+        indices = entry.get("serum_indices", {})
+        if (
+            not isinstance(indices, dict)
+            or not set(indices) <= {"h", "i", "l"}
+            or not all(isinstance(v, str) and v.strip() for v in indices.values())
+        ):
+            raise ConfigError(
+                f"{where}: serum_indices maps h, i and l to the analyser's codes of the indices"
+            )
         prefixes = entry.get("qc_prefixes", ["QC"])
         if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
             raise ConfigError(f"{where}: qc_prefixes is a list of strings")
@@ -205,6 +218,7 @@ def parse_config(
                 timezone=timezone,
                 host_name=str(entry.get("host_name", "LAB")),
                 specimen_fields=refs if specimen_fields is not None else None,
+                serum_indices={k: v.strip() for k, v in indices.items()},
             )
         )
     names = [c.name for c in configs]

@@ -22,8 +22,9 @@ import hashlib
 import logging
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert
@@ -48,6 +49,7 @@ from lab.catalog.rules import snapshot
 from lab.errors import LabError
 from lab.qc import service as qc
 from lab.results import service as results
+from lab.rules import SerumIndices
 from lab.specimens import service as specimens
 from lab.tables import QcResult, UnmatchedResult, UnmatchedStatus
 
@@ -199,12 +201,13 @@ def handle_message(
         _judge_controls(session, actor=intake.actor, instrument=instrument, qc_result_ids=controls)
     for specimen_id, order_group in patient_groups:
         ready: list[tuple[ResultGroup, results.Measurement]] = []
-        for group in order_group.results:
+        indices, groups = _serum_indices(intake, order_group.results)
+        for group in groups:
             measurement = _handle_result(
                 intake, specimen_id=specimen_id, order=order_group.order, group=group
             )
             if measurement is not None:
-                ready.append((group, measurement))
+                ready.append((group, replace(measurement, indices=indices)))
         _record(intake, specimen_id=specimen_id, ready=ready)
     queries = [q for q in message.queries if q.request_status.upper() != "A"]  # A: cancel (Q-13)
     if queries:
@@ -218,6 +221,32 @@ def handle_message(
             now=now or datetime.now(UTC),
         )
     return outcome
+
+
+def _serum_indices(
+    intake: _Intake, groups: Sequence[ResultGroup]
+) -> tuple[SerumIndices | None, list[ResultGroup]]:
+    """The specimen's haemolysis, icterus and lipaemia indices, from the R records whose codes
+    the analyser's `serum_indices` names; they are not results, and the rest are returned. An
+    index that is not a number is left among the results (it goes to the unmatched queue)."""
+    codes = {code: key for key, code in intake.instrument.serum_indices.items()}
+    if not codes:
+        return None, list(groups)
+    found: dict[str, Decimal] = {}
+    rest: list[ResultGroup] = []
+    for group in groups:
+        key = codes.get(intake.profile.test_code(group.result.test).strip())
+        try:
+            value = Decimal(group.result.value.strip()) if key else None
+        except InvalidOperation:
+            value = None
+        if key is None or value is None or not value.is_finite():
+            rest.append(group)
+        else:
+            found[key] = value
+    if not found:
+        return None, rest
+    return SerumIndices(h=found.get("h"), i=found.get("i"), l=found.get("l")), rest
 
 
 def in_catalog_unit(

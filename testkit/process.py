@@ -57,11 +57,18 @@ class Analyser:
     profile: str = "generic"
     line: Literal["tcp", "serial"] = "tcp"
     tests: Mapping[str, str] = field(default_factory=dict)  # analyser code -> lab code
+    serum_indices: Mapping[str, str] = field(default_factory=dict)  # h/i/l -> analyser code
 
     def toml(self, *, port: int = 0, path: str = "") -> str:
         text = f'[[instrument]]\nname = "{self.name}"\nprofile = "{self.profile}"\n'
         if not self.tests:
             text += "local_codes = true\n"
+        if self.serum_indices:
+            text += (
+                "serum_indices = { "
+                + ", ".join(f'{key} = "{code}"' for key, code in self.serum_indices.items())
+                + " }\n"
+            )
         if self.line == "tcp":
             text += f'[instrument.tcp]\nmode = "server"\nhost = "127.0.0.1"\nport = {port}\n'
         else:

@@ -6,7 +6,9 @@ API, results from an analyser over a real ASTM TCP connection, and what the reco
   OBX-11 `F`), its creatinine with the eGFR calculated from it in the same message;
 - each hold reason comes from its own case: a value no patient can have (`plausibility`), the
   analyser's HH flag (`critical`), a creatinine that rose overnight (`delta`), a child for whom
-  no interval exists (`no_reference_interval`), an analyser flag (`instrument_flag`);
+  no interval exists (`no_reference_interval`), an analyser flag (`instrument_flag`), a
+  haemolysis index over potassium's limit (`interference`, sent as an R record the analyser's
+  `serum_indices` names);
 - a TSH above its interval adds FT4, which the analyser's host query is then answered with;
 - QC: a 1-3s control run locks NA on the analyser, a patient NA is held with `qc`, an in-control
   run unlocks, the next patient NA is released by autoverification, the held one stays held.
@@ -35,13 +37,15 @@ from testkit.database import ScratchDatabase, create_database, drop_database
 from testkit.mllp import ack_code, send_hl7
 from testkit.orders import oml_o21
 from testkit.patients import SyntheticPatient, national_number
-from testkit.process import Lab, running_lab
+from testkit.process import Analyser, Lab, running_lab
 from testkit.record import FakeRecord
 
 pytestmark = pytest.mark.slow
 PROFILE = get_profile("generic")
 OSLO = ZoneInfo("Europe/Oslo")
 DEMO = {"LAB_DEMO": "1", "LAB_DEMO_PASSWORD": "demo demo demo"}
+# The analyser sends the serum indices as R records with these codes.
+WITH_INDICES = Analyser(name="tcp", serum_indices={"h": "HIL-H", "i": "HIL-I", "l": "HIL-L"})
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +148,9 @@ def test_results_over_astm_are_judged_by_the_demo_rules(
 
     async def scenario() -> None:
         record = FakeRecord()
-        async with running_lab(empty_database.url, tmp_path, record=record, extra_env=DEMO) as lab:
+        async with running_lab(
+            empty_database.url, tmp_path, analysers=[WITH_INDICES], record=record, extra_env=DEMO
+        ) as lab:
             bio = ApiClient(lab.base, lab.token("bio"))
             admin = ApiClient(lab.base, lab.token("admin"))
             rules = await asyncio.to_thread(admin.call, "GET", "/api/v1/rules")
@@ -159,6 +165,7 @@ def test_results_over_astm_are_judged_by_the_demo_rules(
             implausible = await orders.place(adult_f, ["NA"])
             critical = await orders.place(adult_f, ["K"])
             flagged = await orders.place(adult_f, ["K"])
+            haemolysed = await orders.place(adult_f, ["K"])
             young = await orders.place(child, ["NA"])
             before = await orders.place(adult_m, ["KREA"])
             after = await orders.place(adult_m, ["KREA"])
@@ -176,6 +183,11 @@ def test_results_over_astm_are_judged_by_the_demo_rules(
                     message(implausible, [("NA", "41", ())], when=now),
                     message(critical, [("K", "4.1", ("HH",))], when=now),
                     message(flagged, [("K", "4.1", ("CLOT",))], when=now),
+                    message(
+                        haemolysed,
+                        [("K", "4.1", ()), ("HIL-H", "80", ()), ("HIL-L", "5", ())],
+                        when=now,
+                    ),
                     message(young, [("NA", "140", ())], when=now),
                     message(before, [("KREA", "84", ())], when=now - timedelta(hours=12)),
                     message(after, [("KREA", "160", ())], when=now),
@@ -217,6 +229,7 @@ def test_results_over_astm_are_judged_by_the_demo_rules(
                 implausible: ("NA", "plausibility"),
                 critical: ("K", "critical"),
                 flagged: ("K", "instrument_flag"),
+                haemolysed: ("K", "interference"),
                 young: ("NA", "no_reference_interval"),
                 after: ("KREA", "delta"),
             }
