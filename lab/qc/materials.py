@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from lab import audit
 from lab.audit import Actor
 from lab.catalog import service as catalog
+from lab.catalog import units
 from lab.errors import Conflict, InvalidInput, NotFound
 from lab.qc import moving, westgard
 from lab.tables.qc import (
@@ -41,12 +42,13 @@ def analyser_name(instrument: str) -> str:
 
 def same_unit(given: str, expected: str) -> bool:
     """Units as analysers write them: case and the micro sign do not matter (`µmol/L`, `umol/l`
-    and `umol/L` are the same UCUM unit); anything else must match exactly."""
+    and `umol/L` are the same UCUM unit), and any unit UCUM says is the same quantity with no
+    factor (`10*3/uL` and `10*9/L`) is the same (`lab.catalog.units`); anything else is not."""
 
     def plain(unit: str) -> str:
         return unit.strip().replace("µ", "u").replace("μ", "u").lower()
 
-    return plain(given) == plain(expected)
+    return plain(given) == plain(expected) or units.same_unit(given, expected)
 
 
 def decimal_of(text: str, *, field: str) -> Decimal:

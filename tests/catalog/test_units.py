@@ -186,3 +186,21 @@ def test_a_result_typed_in_the_same_unit_written_otherwise_is_taken(db: Session)
         r for r in queries.for_specimen(db, tubes["KREA"], actor=ADMIN) if r.test_id == krea
     ]
     assert (stored.unit, str(stored.value_numeric)) == ("umol/L", "81")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected", "same"),
+    [
+        ("10*3/uL", "10*9/L", True),  # a Sysmex control in its own unit
+        ("µmol/L", "umol/L", True),
+        ("UMOL/L", "umol/L", True),  # the QC check's own leniency on case stays
+        ("mg/dL", "umol/L", False),
+        ("g/L", "g/dL", False),  # a factor: not the same unit for a control's value
+    ],
+)
+def test_qc_compares_a_controls_unit_through_the_same_module(
+    given: str, expected: str, same: bool
+) -> None:
+    from lab.qc.materials import same_unit
+
+    assert same_unit(given, expected) is same
