@@ -25,16 +25,30 @@ from sqlalchemy import Engine
 from lab.config import Settings
 from lab.db import make_engine
 from lab.main import create_app
-from testkit.database import ScratchDatabase
+from testkit.database import ScratchDatabase, create_database, drop_database
 from testkit.process import LabProcess, free_port
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _ERROR = re.compile(r'<p class="error" role="alert" id="login-error">([^<]*)</p>')
 
 
+@pytest.fixture(scope="module")
+def login_database(database_server: str) -> Iterator[ScratchDatabase]:
+    """A database of this module's own: its servers commit, and the wrong passwords they are
+    sent lock `t-reviewer` and `t-technician`, who must still sign in in every other test."""
+    database = create_database(database_server, "login", role_users=True)
+    yield database
+    drop_database(database)
+
+
 @pytest.fixture
-def runtime_engine(test_database: ScratchDatabase) -> Iterator[Engine]:
-    engine = make_engine(test_database.runtime_url, pool_size=8)
+def settings(login_database: ScratchDatabase, tmp_path: Path) -> Settings:
+    return Settings(database_url=login_database.url, data_dir=tmp_path)
+
+
+@pytest.fixture
+def runtime_engine(login_database: ScratchDatabase) -> Iterator[Engine]:
+    engine = make_engine(login_database.runtime_url, pool_size=8)
     yield engine
     engine.dispose()
 
@@ -64,12 +78,12 @@ def base(settings: Settings, runtime_engine: Engine) -> Iterator[str]:
 
 
 @pytest.fixture
-def flood_base(tmp_path: Path, test_database: ScratchDatabase) -> Iterator[str]:
+def flood_base(tmp_path: Path, login_database: ScratchDatabase) -> Iterator[str]:
     """`lab serve` (web only) in a process of its own, as in production, with rates high
     enough that every sign-in of the flood reaches the password check."""
     server = LabProcess(
         env={
-            "LAB_DATABASE_URL": test_database.url,
+            "LAB_DATABASE_URL": login_database.url,
             "LAB_DATA_DIR": str(tmp_path),
             "LAB_ROLES": "web",
             "LAB_LOGIN_RATE_PER_ADDRESS": "10000",
