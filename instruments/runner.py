@@ -44,10 +44,16 @@ from instruments.status import InstrumentStatus
 from instruments.transports import serial as serial_transport
 from instruments.transports import tcp
 from instruments.transports.base import ByteChannel, LineDriver, LineOverflow
+from lab.catalog import units
 from lab.db import transaction
 from lab.peers import Refusal
 
 log = logging.getLogger(__name__)
+
+
+async def _warm_units() -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.to_thread(units.ucum_problem, "10*9/L")
 
 
 class LabGateway:
@@ -122,6 +128,9 @@ class InstrumentRunner:
         return port
 
     async def start(self) -> None:
+        # The UCUM registry takes seconds to build; build it now, not while an analyser waits
+        # (LIS1-A gives the sender 15 s for the ACK of a message's last frame).
+        self._tasks.append(asyncio.create_task(_warm_units()))
         transport = self.instrument.transport
         if isinstance(transport, TcpSettings) and transport.mode == "server":
             self._tasks.append(asyncio.create_task(self._listen(transport)))
