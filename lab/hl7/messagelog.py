@@ -98,6 +98,15 @@ def read(session: Session, message_id: int, *, actor: Actor) -> Hl7Message:
             what="hl7_message",
             entity_id=message.id,
         )
+    elif may_read_content(actor):
+        # Not (yet) tied to a patient, the content still carries names and numbers.
+        audit.record(
+            session,
+            actor=actor,
+            action="read.hl7_message",
+            entity_type="hl7_message",
+            entity_id=message.id,
+        )
     return message
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.orm import Session
 
+from lab import audit
 from lab.audit import Actor
 from lab.catalog.service import ReferenceRange
 from lab.deps import (
@@ -117,8 +118,23 @@ def results_for_specimen(
 def review_queue(
     session: SessionDep, actor: VerifyResults, limit: int = Query(default=100, ge=1, le=1000)
 ) -> list[ResultOut]:
-    """Results awaiting review: stat first, then oldest first."""
-    return [result_out(session, r) for r in queries.review_queue(session, limit=limit)]
+    """Results awaiting review: stat first, then oldest first. The look is audited: one row per
+    result shown, naming its patient (as the review page's reads are)."""
+    queue = queries.review_queue(session, limit=limit)
+    audit.record_rows(
+        session,
+        [
+            audit.row(
+                actor=actor,
+                action="read.result.review_queue",
+                entity_type="result",
+                entity_id=result.id,
+                patient_id=result.patient_id,
+            )
+            for result in queue
+        ],
+    )
+    return [result_out(session, r) for r in queue]
 
 
 @router.post("", response_model=ResultOut, status_code=201)

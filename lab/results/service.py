@@ -20,7 +20,7 @@ from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.catalog.rules import TestRule, rule_by_id
 from lab.catalog.service import ReferenceRange
-from lab.errors import Conflict, InvalidInput, NotFound
+from lab.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from lab.orders import service as orders
 from lab.results import judging
 from lab.results import outbox as hl7_outbox
@@ -101,6 +101,7 @@ def verify(
         )
     if result.status == R.CANCELLED:
         raise Conflict(f"result {result.id} is cancelled", code="result_cancelled")
+    _not_own_typed_value(session, actor, result)
     if ResultState.of(result).critical:
         if critical is None:
             raise InvalidInput.field(
@@ -159,6 +160,24 @@ def _release_calculated(session: Session, *, actor: Actor, result: Result) -> No
         )
         _change_one(session, actor=actor, result=other, change=change)
         mark_ordered_test(session, other, TestStatus.VERIFIED)
+
+
+# The instrument of a value a person typed in (entry page, API, a replacement before release).
+BY_HAND = "manual"
+
+
+def _not_own_typed_value(session: Session, actor: Actor, result: Result) -> None:
+    """Four eyes: whoever typed a value in by hand (entry page, API, a replacement) does not
+    release it; another reviewer does. Analyser values carry no such person."""
+    state = ResultState.of(result)
+    if state.instrument != BY_HAND or state.measurement_id is None:
+        return
+    typed = session.get(StoredMeasurement, state.measurement_id)
+    if typed is not None and typed.recorded_by == actor.username:
+        raise PermissionDenied(
+            f"you typed in result {result.id} yourself; another reviewer must verify it",
+            code="verify_own_result",
+        )
 
 
 def verify_unremarkable(session: Session, *, actor: Actor, accession_number: str) -> list[Result]:

@@ -30,6 +30,15 @@ def enter(client: TestClient, token: str, number: str, **values: str) -> httpx.R
     return response
 
 
+def typed_by_technician(client: TestClient, number: str, **values: str) -> None:
+    """Receive the tube and type the values in as the technician, in a browser of their own:
+    whoever types a value in does not release it (four eyes)."""
+    with TestClient(client.app) as bio:
+        token = sign_in(bio, "t-technician")
+        received(bio, token, number)
+        assert enter(bio, token, number, **values).status_code == 303
+
+
 def result_ids(db: Session, number: str) -> dict[str, int]:
     from lab.tables import LabTest, Specimen
 
@@ -120,9 +129,11 @@ def test_review_verify_one_and_all_unremarkable(client: TestClient, db: Session)
 def test_critical_result_needs_the_call_documented(client: TestClient, db: Session) -> None:
     placed = order(db, "HP-V2", ["K"])
     number = accession_for(db, placed, "SERUM")
+    bio = TestClient(client.app)  # the technician types the value; the physician releases it
+    bio_token = sign_in(bio, "t-technician")
+    received(bio, bio_token, number)
+    enter(bio, bio_token, number, K="7,1")
     token = sign_in(client, "t-physician")
-    received(client, token, number)
-    enter(client, token, number, K="7,1")
     result_id = result_ids(db, number)["K"]
     review = client.get("/review")
     assert "flag-HH" in review.text and 'name="notified_person"' in review.text
@@ -165,9 +176,8 @@ def test_physician_corrects_with_a_reason_and_the_report_says_corrected(
 ) -> None:
     placed = order(db, "HP-C1", ["CRP"])
     number = accession_for(db, placed, "SERUM")
+    typed_by_technician(client, number, CRP="12")
     token = sign_in(client, "t-physician")
-    received(client, token, number)
-    enter(client, token, number, CRP="12")
     result_id = result_ids(db, number)["CRP"]
     client.post(f"/results/{result_id}/verify", data={"csrf_token": token})
     page = client.get(f"/results/{result_id}")
@@ -215,10 +225,9 @@ def test_review_page_shows_previous_result_change_and_analyser_flags(
 
     first = order(db, "HP-D1", ["KREA"])
     second = order(db, "HP-D2", ["KREA"])
-    token = sign_in(client, "t-reviewer")
     earlier = accession_for(db, first, "SERUM")
-    received(client, token, earlier)
-    enter(client, token, earlier, KREA="80")
+    typed_by_technician(client, earlier, KREA="80")
+    token = sign_in(client, "t-reviewer")
     client.post(f"/results/{result_ids(db, earlier)['KREA']}/verify", data={"csrf_token": token})
     later = accession_for(db, second, "SERUM")
     results.record(

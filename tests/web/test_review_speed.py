@@ -14,7 +14,7 @@ from lab.results import views as result_views
 from lab.tables import Result
 from tests.conftest import actor
 from tests.web.support import accession_for, order, sign_in
-from tests.web.test_result_pages import enter, received, result_ids
+from tests.web.test_result_pages import enter, received, result_ids, typed_by_technician
 
 PARTIAL = {"X-Lab-Partial": "review"}
 
@@ -47,11 +47,9 @@ def test_verify_answers_with_the_tubes_block_and_the_new_count(
     placed = order(db, "HP-PU1", ["NA", "K"])
     number = accession_for(db, placed, "SERUM")
     other = accession_for(db, order(db, "HP-PU2", ["NA"]), "SERUM")
+    typed_by_technician(client, number, NA="140", K="4,1")
+    typed_by_technician(client, other, NA="139")
     token = sign_in(client, "t-physician")
-    for tube in (number, other):
-        received(client, token, tube)
-    enter(client, token, number, NA="140", K="4,1")
-    enter(client, token, other, NA="139")
     ids = result_ids(db, number)
     first = client.post(f"/results/{ids['NA']}/verify", data={"csrf_token": token}, headers=PARTIAL)
     assert first.status_code == 200 and "<html" not in first.text
@@ -75,9 +73,8 @@ def test_one_call_covers_several_critical_results_of_the_tube(
 ) -> None:
     placed = order(db, "HP-CC1", ["NA", "K"])
     number = accession_for(db, placed, "SERUM")
+    typed_by_technician(client, number, NA="170", K="7,1")
     token = sign_in(client, "t-physician")
-    received(client, token, number)
-    enter(client, token, number, NA="170", K="7,1")
     ids = result_ids(db, number)
     page = client.get("/review").text
     assert "Én telefon for 2 kritiske svar" in page
