@@ -7,7 +7,7 @@ per table (this is the analysers' hot path), whatever the number of results.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -114,10 +114,16 @@ def write_versions(
             session.expire(write.result, ["versions", "measurements"])
         elif isinstance(write.result, Result) and write.further:
             session.expire(write.result, ["measurements"])
+    # The ORM leaves a None value out of the row and sends each run of rows with the same
+    # columns as one INSERT: grouped (a stable sort), each set of columns is one statement.
     if versions:
-        session.execute(insert(ResultVersion), versions)
-    audit.record_rows(session, [*audits, *extra_audits])
+        session.execute(insert(ResultVersion), sorted(versions, key=_none_columns))
+    audit.record_rows(session, [*audits, *extra_audits])  # in order: the trail is read by id
     return ids
+
+
+def _none_columns(row: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(name for name, value in row.items() if value is None)
 
 
 def _check_moves(write: Write, result_id: int) -> None:
