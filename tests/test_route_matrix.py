@@ -57,6 +57,9 @@ MATRIX: dict[str, Rule] = {
     "POST /login": OPEN,
     "POST /logout": SIGNED_IN,
     "GET /": SIGNED_IN,
+    "GET /account": SIGNED_IN,
+    "POST /account/tokens": SIGNED_IN,
+    "POST /account/tokens/{token_id}/revoke": SIGNED_IN,
     # Who am I, my own tokens (made from a session only), revoking a token (mine; admin: any).
     "GET /api/v1/me": SIGNED_IN,
     "GET /api/v1/me/tokens": SIGNED_IN,

@@ -19,8 +19,15 @@ from lab.timeutil import utcnow
 from lab.users import service as users
 from lab.users import tokens
 from lab.users.roles import OPERATOR_ROLES, Permission, Role, holds_any
-from lab.web.auth import ManageUsersPage, form_requires
-from lab.web.pages import PostedForm, field_errors, notice_of, page_router, redirect_after_post
+from lab.web.auth import CurrentUserPage, FormUser, ManageUsersPage, form_requires
+from lab.web.pages import (
+    PostedForm,
+    error_message,
+    field_errors,
+    notice_of,
+    page_router,
+    redirect_after_post,
+)
 from lab.web.templating import render
 
 router = page_router()
@@ -181,3 +188,67 @@ def revoke_token(
     except LabError as exc:
         return _refused(request, session, "_tokens", exc, {})
     return redirect_after_post("/admin/users", "token_revoked")
+
+
+# --- the signed-in person's own account: their roles and who gave them, their tokens ----------
+
+
+def _account(request: Request, session: Session, actor: Actor, **extra: Any) -> Response:
+    context: dict[str, Any] = {
+        "roles": sorted(actor.roles),
+        "changes": users.account_changes(session, actor.user_id) if actor.user_id else [],
+        "tokens": tokens.list_tokens(session, actor.username),
+        "token_state": tokens.state_of,
+        "default_days": request.app.state.settings.token_days,
+        "new_token": None,
+        "error": None,
+        "notice": notice_of(request),
+    }
+    context.update(extra)
+    status = 200 if context["error"] is None else int(extra.get("status_code", 400))
+    context.pop("status_code", None)
+    return render(request, "users/account.html", context, status_code=status)
+
+
+@router.get("/account")
+def account_page(request: Request, session: SessionDep, actor: CurrentUserPage) -> Response:
+    """My account: my roles and who gave them, my API tokens (made here, shown once)."""
+    return _account(request, session, actor)
+
+
+@router.post("/account/tokens")
+def make_my_token(
+    request: Request,
+    session: SessionDep,
+    actor: FormUser,
+    label: Annotated[str, Form()] = "",
+    days: Annotated[int | None, Form()] = None,
+) -> Response:
+    try:
+        made = tokens.create_token(
+            session,
+            actor=actor,
+            username=actor.username,
+            label=label.strip()[:100],
+            days=days or request.app.state.settings.token_days,
+        )
+    except LabError as exc:
+        session.rollback()
+        return _account(
+            request, session, actor, error=error_message(request, exc), status_code=exc.http_status
+        )
+    return _account(request, session, actor, new_token=made)
+
+
+@router.post("/account/tokens/{token_id}/revoke")
+def revoke_my_token(
+    request: Request, token_id: int, session: SessionDep, actor: FormUser
+) -> Response:
+    try:
+        tokens.revoke_token(session, actor=actor, token_id=token_id)
+    except LabError as exc:
+        session.rollback()
+        return _account(
+            request, session, actor, error=error_message(request, exc), status_code=exc.http_status
+        )
+    return redirect_after_post("/account", "token_revoked")

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from lab.audit import Actor
-from lab.tables import AuditEvent, User
+from lab.tables import ApiToken, AuditEvent, User
 from lab.timeutil import utcnow
 from lab.users import service as users
 from lab.users import tokens
@@ -205,7 +205,7 @@ def test_the_signers_name_and_title_are_printed(client: TestClient, db: Session)
     from pypdf import PdfReader
 
     from tests.web.support import accession_for, order
-    from tests.web.test_result_pages import enter, received
+    from tests.web.test_result_pages import typed_by_technician
 
     csrf = sign_in(client, "t-admin")
     page = client.get("/admin/users").text
@@ -237,8 +237,7 @@ def test_the_signers_name_and_title_are_printed(client: TestClient, db: Session)
     # The report says who verified by name and title, not by user name.
     placed = order(db, "HP-SIGN1", ["CRP"])
     number = accession_for(db, placed, "SERUM")
-    received(lege, token, number)
-    enter(lege, token, number, CRP="12")
+    typed_by_technician(lege, number, CRP="12")  # four eyes: the physician only releases it
     result_id = (
         db.execute(
             select(AuditEvent.entity_id).where(
@@ -256,3 +255,29 @@ def test_the_signers_name_and_title_are_printed(client: TestClient, db: Session)
     text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(report.content)).pages)
     assert "Godkjent av Lise Lien, overlege" in text
     assert "t-physician" not in text
+
+
+def test_a_person_sees_their_roles_and_makes_and_revokes_their_own_token(
+    client: TestClient, db: Session
+) -> None:
+    csrf = sign_in(client, "t-physician")
+    page = client.get("/account")
+    assert page.status_code == 200 and "Min konto" in page.text
+    # Who gave the physician role: the operator's `user.create` (the test kit's system actor).
+    assert "user.create" in page.text and "physician" in page.text.split("account-changes")[1]
+    made = client.post("/account/tokens", data={"csrf_token": csrf, "label": "skript", "days": "7"})
+    assert made.status_code == 200 and "vises ikke igjen" in made.text
+    token = made.text.split('id="new-token"')[1].split("<code>")[1].split("</code>")[0]
+    assert client.get("/api/v1/me", headers=auth(token)).json()["username"] == "t-physician"
+    again = client.get("/account").text
+    assert token not in again  # shown once
+    token_id = db.scalar(select(ApiToken.id).where(ApiToken.label == "skript"))
+    assert token_id is not None and f'id="token-{token_id}"' in again
+    revoked = client.post(f"/account/tokens/{token_id}/revoke", data={"csrf_token": csrf})
+    assert "API-nøkkelen er trukket tilbake." in revoked.text
+    assert client.get("/api/v1/me", headers=auth(token)).status_code == 401
+    # Someone else's token is not theirs to revoke.
+    other = tokens.create_token(db, actor=Actor.system("cli"), username="t-technician")
+    db.commit()
+    refused = client.post(f"/account/tokens/{other.id}/revoke", data={"csrf_token": csrf})
+    assert refused.status_code == 403 and "dine egne" in refused.text
