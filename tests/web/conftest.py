@@ -1,6 +1,6 @@
 """Every page test runs with strict translations: a text missing from a catalog fails it.
 
-The browser tests share one headless Chromium (Debian's, `make system-deps`) and a fresh
+The browser tests of a module share one headless Chromium (Debian's, `make system-deps`) and a fresh
 bokmål page per test, on the `live` server their module starts (tests/web/live_server.py).
 """
 
@@ -23,7 +23,9 @@ def strict_translations() -> Iterator[None]:
     i18n.mode.strict = False
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API is open its event loop runs in this
+# thread, and tests after the browser modules that call asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (make system-deps)")
