@@ -38,6 +38,7 @@ from lab.tables import (
     Order,
     OrderedTest,
     Result,
+    ResultVersion,
     Specimen,
     WithdrawalKind,
 )
@@ -190,8 +191,16 @@ def _observation(result: Result, test: LabTest, status: ObservationStatus) -> Ob
         abnormal_flags=tuple(_FLAGS[flag] for flag in result.flags if flag in _FLAGS),
         observed_at=result.observed_at,
         responsible_observer=Provider(id=result.verified_by) if result.verified_by else None,
-        comments=(current.comment,) if current.comment else (),
+        comments=_notes_of(current),
     )
+
+
+def _notes_of(version: ResultVersion) -> tuple[str, ...]:
+    """The OBX's NTEs: the coded comments the rules gave the result (an interference from a
+    serum index, `HEM: ...`), then the person's comment."""
+    coded = (version.judgement or {}).get("comments", ())
+    notes = tuple(f"{comment['code']}: {comment['text']}" for comment in coded)
+    return notes + ((version.comment,) if version.comment else ())
 
 
 def _value(result: Result, test: LabTest) -> tuple[ValueType, Decimal | str | CodedValue]:

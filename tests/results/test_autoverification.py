@@ -249,3 +249,30 @@ def test_a_test_locked_by_qc_on_its_analyser_is_held_and_never_autoverified(db: 
     assert held.status == "awaiting_review"
     assert [hold["code"] for hold in held.holds] == ["qc"]
     assert stored(db, k).status == "verified"  # K is in control on that analyser
+
+
+def test_an_interference_goes_to_the_record_as_a_coded_comment(db: Session) -> None:
+    """A haemolysed potassium: held with `interference`, and once a person verifies it, the
+    record gets the rules' coded comment (`HEM`) as a note on the observation."""
+    from lab.rules import SerumIndices
+
+    number = tube(db, patient(ADULT, "F"), ["K"])
+    outcome = results.record(
+        db,
+        actor=ANALYSER,
+        measurement=measure(number, "K", "4.1", indices=SerumIndices(h=Decimal("80"))),
+        rules=rules(),
+    )
+    result = stored(db, outcome)
+    assert [hold["code"] for hold in result.holds] == ["interference"]
+    results.verify(db, actor=LEGE, result_id=result.id)
+    db.flush()
+    (reported,) = db.scalars(select(ReportedResult).where(ReportedResult.result_id == result.id))
+    message = db.get(Hl7Message, reported.message_id)
+    assert message is not None
+    segments = message.raw.split(b"\r")
+    observation = next(
+        i for i, s in enumerate(segments) if s.startswith(b"OBX|") and b"|2823-3^" in s
+    )
+    note = segments[observation + 1]
+    assert note.startswith(b"NTE|1||HEM: Interference: haemolysis (H) index 80 > 50"), note
