@@ -6,6 +6,7 @@ sent it (the one path for every result), with the person who assigned it in the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -258,26 +259,25 @@ def worklist(
 def orders_to_download(
     session: Session, *, instrument: InstrumentConfig, limit: int = 50
 ) -> list[SpecimenOrder]:
-    """Received specimens with tests this analyser runs that were not pushed to it yet (or
-    whose push failed), claimed by a `queued` row in the same transaction."""
-    done = select(OrderDownload.specimen_id).where(
-        OrderDownload.instrument == instrument.name, OrderDownload.status != DownloadStatus.FAILED
-    )
+    """Received specimens with tests this analyser runs that were not pushed to it yet, whose
+    push failed, or that have tests the last push did not carry (a reflex or add-on test, or a
+    rerun, which empties the pushed codes): claimed by a `queued` row in the same transaction."""
     found: list[SpecimenOrder] = []
     for entry in worklist(session, instrument=instrument, limit=limit * 4):
-        specimen = session.scalar(
-            select(Specimen).where(
-                Specimen.accession_number == entry.accession_number, Specimen.id.not_in(done)
+        pair = session.execute(
+            select(Specimen, OrderDownload)
+            .outerjoin(
+                OrderDownload,
+                (OrderDownload.specimen_id == Specimen.id)
+                & (OrderDownload.instrument == instrument.name),
             )
-        )
-        if specimen is None:
+            .where(Specimen.accession_number == entry.accession_number)
+        ).first()
+        if pair is None:
             continue
-        row = session.scalar(
-            select(OrderDownload).where(
-                OrderDownload.instrument == instrument.name,
-                OrderDownload.specimen_id == specimen.id,
-            )
-        )
+        specimen, row = pair._tuple()
+        if row is not None and not _push_due(row, entry.test_codes):
+            continue
         if row is None:
             row = OrderDownload(
                 instrument=instrument.name,
@@ -305,6 +305,12 @@ def orders_to_download(
             break
     session.flush()
     return found
+
+
+def _push_due(row: OrderDownload, test_codes: Sequence[str]) -> bool:
+    if row.status == DownloadStatus.FAILED:
+        return True
+    return row.status == DownloadStatus.SENT and not set(test_codes) <= set(row.test_codes)
 
 
 def download_finished(

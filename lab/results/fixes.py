@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from lab.audit import Actor
@@ -36,7 +37,14 @@ from lab.results.state import Change, ResultState
 from lab.results.writing import Write, write_versions
 from lab.rules import HoldCode
 from lab.specimens import service as specimens
-from lab.tables import SPECIMEN_FINISHED, Result, Specimen, TestStatus
+from lab.tables import (
+    SPECIMEN_FINISHED,
+    DownloadStatus,
+    OrderDownload,
+    Result,
+    Specimen,
+    TestStatus,
+)
 from lab.tables.results import RELEASED, R
 from lab.timeutil import utcnow
 from lab.users import service as users
@@ -158,9 +166,21 @@ def rerun(session: Session, *, actor: Actor, result_id: int, reason: str) -> Res
         ),
     )
     service.mark_ordered_test(session, result, TestStatus.IN_PROGRESS)
+    _push_again(session, root)
     session.flush()
     specimens.note_result(session, actor=actor, specimen=root)  # back on the worklist
     return result
+
+
+def _push_again(session: Session, root: Specimen) -> None:
+    """An analyser that gets its orders pushed (order download) was sent this tube's tests once;
+    what was sent no longer stands, so the tube's pending tests are pushed to it again."""
+    tubes = select(Specimen.id).where(or_(Specimen.id == root.id, Specimen.parent_id == root.id))
+    session.execute(
+        update(OrderDownload)
+        .where(OrderDownload.specimen_id.in_(tubes), OrderDownload.status == DownloadStatus.SENT)
+        .values(test_codes=[])
+    )
 
 
 def discard(session: Session, *, actor: Actor, result_id: int, reason: str) -> Result:
