@@ -117,8 +117,13 @@ def test_rejecting_at_the_scan_bench_stays_there(page: Page, live: LiveServer) -
     tubes = place_order(live, "HP-REJ1", ["HB"], "urgent")
     sign_in(p, "bio")
     p.goto("/specimens/receive")
-    p.keyboard.type(tubes["EDTA"] + "\n")
-    p.wait_for_selector("[data-outcome=received]")
+    # As a scanner types: the number and Enter into the scan field.
+    p.press("#accession_number", "End")
+    p.type("#accession_number", tubes["EDTA"])
+    p.press("#accession_number", "Enter")
+    outcome = p.wait_for_selector("[data-outcome]")
+    assert outcome is not None
+    assert outcome.get_attribute("data-outcome") == "received", outcome.inner_text()
     p.click("summary:has-text('Avvis prøven')")
     p.select_option("#reject-reason", "RC")
     p.fill("#reject-comment", "koagel i røret")
