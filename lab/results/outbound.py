@@ -99,6 +99,33 @@ def build_report(
         for result, observation_status in parts
     )
     service = _service(order, [tests[result.test_id] for result, _ in parts])
+    return _order_report(
+        order,
+        patient,
+        control_id=control_id,
+        now=now,
+        service=service,
+        collected_at=min(collected) if collected else None,
+        result_status=status,
+        observations=observations,
+    )
+
+
+def _order_report(
+    order: Order,
+    patient: StoredPatient,
+    *,
+    control_id: str,
+    now: datetime,
+    service: tuple[CodedValue, CodedValue | None],
+    collected_at: datetime | None,
+    result_status: ResultStatus,
+    observations: tuple[Observation, ...],
+    comments: tuple[str, ...] = (),
+    specimen: ReportedSpecimen | None = None,
+) -> ResultReport:
+    """One ORU for one order: the parts every report of an order shares (MSH, PID, OBR
+    numbers, service, clinician) around what this report says."""
     return ResultReport(
         control_id=control_id,
         created_at=now,
@@ -114,10 +141,12 @@ def build_report(
         service=service[0],
         alternate_service=service[1],
         ordering_provider=_provider(order.ordering_clinician),
-        collected_at=min(collected) if collected else None,
+        collected_at=collected_at,
         reported_at=now,
-        result_status=status,
+        result_status=result_status,
         observations=observations,
+        comments=comments,
+        specimen=specimen,
     )
 
 
@@ -265,24 +294,13 @@ def build_withdrawal_report(
             reject_reason=REJECT_REASON_0490.get(reason_code),
             reject_text=reason,
         )
-    collected = specimen.collected_at if specimen is not None else None
-    return ResultReport(
+    return _order_report(
+        order,
+        patient,
         control_id=control_id,
-        created_at=now,
-        sending_application=SENDING_APPLICATION,
-        sending_facility=get_settings().lab_name,
-        receiving_application=order.placer_namespace or "EHR",
-        receiving_facility="",
-        patient=_patient(patient),
-        placer_order_number=EntityId(
-            id=order.placer_order_number, namespace=order.placer_namespace
-        ),
-        filler_order_number=EntityId(id=order.filler_order_number, namespace=SENDING_APPLICATION),
-        service=service[0],
-        alternate_service=service[1],
-        ordering_provider=_provider(order.ordering_clinician),
-        collected_at=collected,
-        reported_at=now,
+        now=now,
+        service=service,
+        collected_at=specimen.collected_at if specimen is not None else None,
         result_status=ResultStatus.CANCELLED,
         observations=observations,
         comments=(note,),
