@@ -6,6 +6,8 @@ recorded; `lab.results.service.correct` recalculates them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -17,7 +19,7 @@ from lab.rules import Calculation, HoldCode, calculate
 from lab.rules import Patient as FormulaPatient
 from lab.specimens import service as specimens
 from lab.tables import OrderedTest, Patient, Result, Specimen
-from lab.tables.results import R
+from lab.tables.results import RELEASED, R
 from lab.timeutil import OSLO, utcnow
 
 # The hold of a calculated result while an input waits for a person (CLSI AUTO15 step 10: a
@@ -51,11 +53,18 @@ def usable(state: ResultState) -> bool:
     )
 
 
-def recalculated(
-    session: Session, *, result: Result, rules: ActiveRules
-) -> list[tuple[TestRule, Calculation]]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recalculation:
+    """A calculated test of the tube worked out afresh, and its inputs not yet released."""
+
+    test: TestRule
+    calculation: Calculation
+    waiting: tuple[str, ...]  # input test codes that wait for a person
+
+
+def recalculated(session: Session, *, result: Result, rules: ActiveRules) -> list[Recalculation]:
     """The calculated tests of the tube that read `result`'s test, calculated afresh from the
-    tube's current results (after a correction)."""
+    tube's current results (after a correction, or another measurement chosen)."""
     if rules.formulas is None:
         return []
     catalog_now = snapshot(session)
@@ -70,26 +79,52 @@ def recalculated(
         for t in session.scalars(select(OrderedTest).where(OrderedTest.specimen_id == root.id))
     }
     stored = session.scalars(select(Result).where(Result.ordered_test_id.in_(list(tests)))).all()
+    states = {catalog_now.by_id[r.test_id].code: ResultState.of(r) for r in stored}
     values = {
-        catalog_now.by_id[r.test_id].code: state.value_numeric
-        for r in stored
-        if usable(state := ResultState.of(r)) and state.value_numeric is not None
+        code: state.value_numeric
+        for code, state in states.items()
+        if usable(state) and state.value_numeric is not None
     }
-    found: list[tuple[TestRule, Calculation]] = []
+    found: list[Recalculation] = []
     for formula in rules.formulas.using(code):
         test = catalog_now.by_code.get(formula.test_code)
         if test is None:
             continue
-        found.append(
-            (
-                test,
-                calculate(
-                    formula,
-                    results=values,
-                    patient=FormulaPatient(
-                        age_years=facts.age_years, age_days=facts.age_days, sex=facts.sex
-                    ),
-                ),
-            )
+        calculation = calculate(
+            formula,
+            results=values,
+            patient=FormulaPatient(
+                age_years=facts.age_years, age_days=facts.age_days, sex=facts.sex
+            ),
         )
+        waiting = tuple(
+            sorted(c for c in formula.inputs if c in states and states[c].status not in RELEASED)
+        )
+        found.append(Recalculation(test=test, calculation=calculation, waiting=waiting))
     return found
+
+
+def waiting_inputs(session: Session, result: Result) -> list[str]:
+    """The inputs a calculated result waits for (named in its hold) that are not released yet:
+    while there are any, it is not verified on its own (CLSI AUTO15 step 10)."""
+    names = {
+        name.strip()
+        for hold in ResultState.of(result).holds
+        if hold.text.startswith(WAITS_FOR)
+        for name in hold.text[len(WAITS_FOR) :].split(",")
+    }
+    if not names:
+        return []
+    catalog_now = snapshot(session)
+    specimen = session.get(Specimen, result.specimen_id)
+    assert specimen is not None  # foreign key
+    root = specimens.root_of(session, specimen)
+    ordered = select(OrderedTest.id).where(OrderedTest.specimen_id == root.id)
+    return sorted(
+        catalog_now.by_id[other.test_id].code
+        for other in session.scalars(select(Result).where(Result.ordered_test_id.in_(ordered)))
+        if catalog_now.by_id[other.test_id].code in names
+        and other.id != result.id
+        and other.status not in RELEASED
+        and other.status != R.CANCELLED
+    )

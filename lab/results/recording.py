@@ -607,6 +607,8 @@ def _decide(
         measured_at=now,
     )
     differing = {(m.value_numeric, m.comparator, m.value_text) for m in work.measured}
+    if measurement.instrument == CALCULATOR:  # it follows its inputs; no one chooses for it
+        differing = {(new.value_numeric, new.comparator, new.value_text)}
     # Two measurements that disagree: a person chooses the one to report.
     choose = Hold(
         code=HoldCode.RULE,

@@ -24,7 +24,14 @@ from lab.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from lab.orders import service as orders
 from lab.results import judging
 from lab.results import outbox as hl7_outbox
-from lab.results.calculated import CALCULATOR, WAITS_FOR, patient_facts, recalculated
+from lab.results.calculated import (
+    CALCULATOR,
+    WAITS_FOR,
+    Recalculation,
+    patient_facts,
+    recalculated,
+    waiting_inputs,
+)
 from lab.results.judging import ActiveRules, Refusal, active_rules
 from lab.results.judging import Measurement as Measurement
 from lab.results.queries import is_unremarkable, results_of_tube
@@ -33,7 +40,7 @@ from lab.results.recording import record as record
 from lab.results.recording import record_tube as record_tube
 from lab.results.state import Change, ResultState
 from lab.results.writing import Write, write_versions
-from lab.rules import ReflexResult, reflexes_for
+from lab.rules import Hold, HoldCode, ReflexResult, reflexes_for
 from lab.specimens import service as specimens
 from lab.tables import (
     LabTest,
@@ -102,6 +109,14 @@ def verify(
     if result.status == R.CANCELLED:
         raise Conflict(f"result {result.id} is cancelled", code="result_cancelled")
     _not_own_typed_value(session, actor, result)
+    waiting = waiting_inputs(session, result)
+    if waiting:
+        raise Conflict(
+            f"result {result.id} is calculated from {', '.join(waiting)}, which is not verified "
+            "yet; it is released together with its inputs",
+            code="inputs_not_released",
+            params={"tests": ", ".join(waiting)},
+        )
     if ResultState.of(result).critical:
         if critical is None:
             raise InvalidInput.field(
@@ -244,19 +259,24 @@ def correct(
     return result
 
 
-def recalculate(session: Session, *, actor: Actor, result: Result, rules: ActiveRules) -> None:
-    """A corrected input: its calculated tests on the tube are calculated again, and a released
-    one is corrected too (the record gets the correction)."""
+def recalculate(
+    session: Session, *, actor: Actor, result: Result, rules: ActiveRules, chosen: str = ""
+) -> None:
+    """A corrected input, or another measurement of an input chosen: its calculated tests on the
+    tube are calculated again from what the inputs now report. A released one is corrected
+    (the record gets the correction); one not yet released takes the new value and keeps
+    waiting for its inputs."""
     code = rule_by_id(session, result.test_id).code
     specimen = session.get(Specimen, result.specimen_id)
     assert specimen is not None  # foreign key
     root = specimens.root_of(session, specimen)
     of_tube = {r.test_id: r for r in results_of_tube(session, root)}
-    for test, calculation in recalculated(session, result=result, rules=rules):
+    why = f"recalculated: {code} corrected" + (f"; {chosen}" if chosen else "")
+    for found in recalculated(session, result=result, rules=rules):
+        test, calculation = found.test, found.calculation
         calculated = of_tube.get(test.id)
         if calculated is None or calculated.status == R.CANCELLED:
             continue
-        why = f"recalculated: {code} corrected"
         if not calculation.calculated:
             cancel(
                 session, actor=actor, result_id=calculated.id, reason=f"{why}; {calculation.reason}"
@@ -272,19 +292,72 @@ def recalculate(session: Session, *, actor: Actor, result: Result, rules: Active
                     rules=rules,
                 )
         else:
-            record(
-                session,
-                actor=actor,
-                measurement=Measurement(
-                    accession_number=root.accession_number,
-                    test_code=test.code,
-                    value=calculation.reported,
-                    unit=test.unit,
-                    observed_at=result.observed_at,
-                    instrument=CALCULATOR,
-                ),
-                rules=rules,
-            )
+            _follow_inputs(session, actor=actor, calculated=calculated, found=found, why=why)
+
+
+def _follow_inputs(
+    session: Session, *, actor: Actor, calculated: Result, found: Recalculation, why: str
+) -> None:
+    """A calculated result not yet released takes the value its inputs now give: the earlier
+    calculated measurement with that value is reported again, or a new one is stored. It
+    waits for its inputs not yet released, or, when none waits, for a person."""
+    test = rule_by_id(session, calculated.test_id)
+    parsed = judging.parse_value(test, found.calculation.reported)
+    if isinstance(parsed, Refusal):  # pragma: no cover - the formula gives the test's unit
+        raise parsed.error()
+    current = ResultState.of(calculated)
+    specimen = session.get(Specimen, calculated.specimen_id)
+    patient = session.get(Patient, calculated.patient_id)
+    assert specimen is not None and patient is not None  # foreign keys
+    text = f"{WAITS_FOR} {', '.join(found.waiting)}" if found.waiting else why
+    state = judging.with_value(
+        current.but(
+            status=R.AWAITING_REVIEW,
+            comparator=None,
+            holds=(Hold(code=HoldCode.RULE, text=text),),
+            verified_at=None,
+            verified_by=None,
+        ),
+        test,
+        patient_facts(patient, specimens.root_of(session, specimen)),
+        parsed,
+    )
+    earlier = next(
+        (
+            m
+            for m in calculated.measurements
+            if m.value_numeric == state.value_numeric and m.comparator == state.comparator
+        ),
+        None,
+    )
+    new = None
+    if earlier is not None:
+        state = state.but(measurement_id=earlier.id, observed_at=earlier.observed_at)
+    else:
+        new = judging.new_measurement(
+            state,
+            Measurement(
+                accession_number=specimen.accession_number,
+                test_code=test.code,
+                value=found.calculation.reported,
+                unit=test.unit,
+                observed_at=current.observed_at,
+                instrument=CALCULATOR,
+            ),
+            specimen_id=calculated.specimen_id,
+            earlier=list(calculated.measurements),
+        )
+    if state == current:
+        return
+    change = Change(
+        state=state,
+        action="result.record" if new is not None else "result.choose",
+        author=actor.username,
+        reason=why,
+        detail=why,
+        measurement=new,
+    )
+    _change_one(session, actor=actor, result=calculated, change=change)
 
 
 def withdraw_reflexes(
@@ -351,10 +424,17 @@ def cancel(session: Session, *, actor: Actor, result_id: int, reason: str) -> Re
 
 
 def choose(
-    session: Session, *, actor: Actor, result_id: int, measurement_id: int, reason: str = ""
+    session: Session,
+    *,
+    actor: Actor,
+    result_id: int,
+    measurement_id: int,
+    reason: str = "",
+    rules: ActiveRules | None = None,
 ) -> Result:
     """Report another of the test's measurements. Before release it becomes the value to
-    verify; after release it is a correction (with its reason) and the record gets it as `C`."""
+    verify; after release it is a correction (with its reason) and the record gets it as `C`.
+    The tube's calculated tests that read it are calculated again from the chosen value."""
     result = locked(session, result_id)
     measurement = session.get(StoredMeasurement, measurement_id, with_for_update=True)
     if measurement is None or measurement.result_id != result.id:
@@ -364,6 +444,11 @@ def choose(
         raise Conflict(f"result {result.id} is cancelled", code="result_cancelled")
     if current.measurement_id == measurement.id:
         raise Conflict(f"measurement {measurement.number} is the one reported already")
+    if current.instrument == CALCULATOR:
+        raise Conflict(
+            f"result {result.id} is calculated: it follows the measurements chosen for its inputs",
+            code="calculated_follows_inputs",
+        )
     released = current.status in RELEASED
     if released:
         users.require(actor, Permission.CORRECT_RESULTS)  # it is a correction
@@ -406,6 +491,13 @@ def choose(
     _mark_reviewed(session, actor=actor, result=result, now=now)
     if released:
         hl7_outbox.on_result_released(session, result, event="correct")  # same transaction
+    recalculate(
+        session,
+        actor=actor,
+        result=result,
+        rules=rules if rules is not None else active_rules(session),
+        chosen=f"measurement {measurement.number} chosen",
+    )
     return result
 
 
