@@ -61,6 +61,7 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
             display_name=args.name or args.username,
             roles=args.role,
             password=password,
+            title=args.title,
         )
     print(f"user {args.username} added with roles {', '.join(args.role)}")
     if password is None:
@@ -230,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="technician, reviewer, physician, admin, instrument or interface (repeatable)",
     )
     add.add_argument("--name", help="display name")
+    add.add_argument(
+        "--title", default="", help='title printed after the name on reports, e.g. "overlege"'
+    )
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     add.add_argument("--no-password", action="store_true", help="machine account: tokens only")
     add.set_defaults(run=cmd_user_add)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from testkit.database import ScratchDatabase
 
@@ -58,6 +59,19 @@ def test_user_and_token(test_database: ScratchDatabase) -> None:
     added = lab("user", "add", "cli-bio", "--role", "technician", database_url=url)
     assert added.returncode == 0, added.stderr
     assert "password (shown once)" in added.stdout
+    titled = lab(
+        "user", "add", "cli-lege", "--role", "physician", "--name", "Lise Lien",
+        "--title", "overlege", database_url=url,
+    )  # fmt: skip
+    assert titled.returncode == 0, titled.stderr
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(
+                text("SELECT display_name, title FROM lab_user WHERE username = 'cli-lege'")
+            ).one() == ("Lise Lien", "overlege")
+    finally:
+        engine.dispose()
     again = lab("user", "add", "cli-bio", "--role", "technician", database_url=url)
     assert again.returncode == 2 and "exists already" in again.stderr
     bad = lab("user", "add", "cli-x", "--role", "wizard", database_url=url)

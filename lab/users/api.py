@@ -111,6 +111,7 @@ def create_user(data: UserIn, session: SessionDep, actor: ManageUsers) -> UserOu
         display_name=data.display_name,
         roles=data.roles,
         password=data.password,
+        title=data.title,
     )
     return UserOut.model_validate(user)
 

@@ -10,6 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 class UserIn(BaseModel):
     username: str = Field(min_length=2, max_length=64)
     display_name: str = Field(default="", max_length=200)
+    title: str = Field(
+        default="",
+        max_length=100,
+        description='Printed after the name ("Godkjent av"), e.g. overlege',
+    )
     roles: list[str] = Field(min_length=1)
     password: str | None = Field(default=None, description="Omit for machine accounts")
 
@@ -18,6 +23,7 @@ class UserOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     username: str
     display_name: str
+    title: str = ""
     roles: list[str]
     active: bool
 

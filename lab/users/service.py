@@ -123,8 +123,14 @@ def create_user(
     display_name: str,
     roles: list[str],
     password: str | None,
+    title: str = "",
 ) -> User:
+    """A new account; `title` (e.g. "overlege") is printed with the full name beside
+    "Godkjent av" on the reports of results the user verifies."""
     problems: list[FieldProblem] = []
+    title = title.strip()
+    if len(title) > 100:
+        problems.append(FieldProblem("title", "the name or title is too long", "name_too_long"))
     if not username or not username.isascii() or not username.replace("-", "").isalnum():
         problems.append(
             FieldProblem("username", "use letters, digits and '-' only", "username_chars")
@@ -150,6 +156,7 @@ def create_user(
     user = User(
         username=username,
         display_name=display_name or username,
+        title=title,
         roles=roles,
         password_hash=_hasher.hash(password) if password else None,
         active=True,
@@ -163,7 +170,7 @@ def create_user(
         action="user.create",
         entity_type="user",
         entity_id=user.id,
-        after={"username": username, "roles": roles},
+        after={"username": username, "roles": roles, "title": title},
     )
     return user
 

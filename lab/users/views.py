@@ -86,6 +86,7 @@ def add_user(
     form: PostedForm,
     username: Annotated[str, Form()] = "",
     display_name: Annotated[str, Form()] = "",
+    title: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
 ) -> Response:
     roles = [r for r in form.getlist("roles") if isinstance(r, str)]
@@ -95,11 +96,12 @@ def add_user(
             actor=actor,
             username=username.strip(),
             display_name=display_name.strip(),
+            title=title,
             roles=roles,
             password=password,
         )
     except LabError as exc:
-        kept = {"username": username, "display_name": display_name, "roles": roles}
+        kept = {"username": username, "display_name": display_name, "title": title, "roles": roles}
         return _refused(request, session, "_new", exc, kept)
     return redirect_after_post("/admin/users", "user_added")
 

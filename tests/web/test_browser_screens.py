@@ -214,6 +214,15 @@ def test_operations_pages(page: Page, live: LiveServer) -> None:
     p.goto("/admin/users")
     p.wait_for_selector("text=Ny bruker")
     shoot(p, "users")
+    # A new account gets its title (printed with "Godkjent av") in the same form.
+    p.fill("#new-username", "kontor")
+    p.fill("#new-name", "Kari Kontor")
+    p.fill("#new-title", "seksjonsleder")
+    p.check("#add-user input[value=admin]")
+    p.fill("#new-password", PASSWORD)
+    p.click("#add-user button[type=submit]")
+    p.wait_for_selector("#title-kontor")
+    assert p.input_value("#title-kontor") == "seksjonsleder"
     p.click("text=Logg ut")
     p.fill("#username", "vegg")
     p.fill("#password", PASSWORD)

@@ -284,3 +284,68 @@ def test_a_person_sees_their_roles_and_makes_and_revokes_their_own_token(
     db.commit()
     refused = client.post(f"/account/tokens/{other.id}/revoke", data={"csrf_token": csrf})
     assert refused.status_code == 403 and "dine egne" in refused.text
+
+
+def test_a_title_is_given_when_the_user_is_made(
+    client: TestClient, db: Session, tokens: dict[str, str]
+) -> None:
+    """The title printed with "Godkjent av" need not wait for a second form: the web form and
+    the API take it with the new account (the CLI's `lab user add --title`: tests/test_cli.py)."""
+    csrf = sign_in(client, "t-admin")
+    assert 'id="new-title"' in client.get("/admin/users").text
+    too_long = client.post(
+        "/admin/users",
+        data={
+            "csrf_token": csrf,
+            "username": "titled-web",
+            "display_name": "Siri Sjef",
+            "title": "x" * 101,
+            "roles": ["admin"],
+            "password": PASSWORD,
+        },
+    )
+    assert too_long.status_code == 422 and "Navnet eller tittelen er for lang." in too_long.text
+    db.expire_all()
+    assert db.scalar(select(User).where(User.username == "titled-web")) is None
+    added = client.post(
+        "/admin/users",
+        data={
+            "csrf_token": csrf,
+            "username": "titled-web",
+            "display_name": "Siri Sjef",
+            "title": " seksjonsleder ",
+            "roles": ["admin"],
+            "password": PASSWORD,
+        },
+        follow_redirects=False,
+    )
+    assert added.status_code == 303
+    assert _user(db, "titled-web").title == "seksjonsleder"
+    made = db.scalars(
+        select(AuditEvent).where(
+            AuditEvent.action == "user.create",
+            AuditEvent.entity_id == str(_user(db, "titled-web").id),
+        )
+    ).one()
+    assert made.after is not None and made.after["title"] == "seksjonsleder"
+
+    answer = client.post(
+        "/api/v1/users",
+        json={
+            "username": "titled-api",
+            "display_name": "Per Patolog",
+            "title": "overlege",
+            "roles": ["display"],
+            "password": PASSWORD,
+        },
+        headers=auth(tokens["admin"]),
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["title"] == "overlege"
+    assert _user(db, "titled-api").title == "overlege"
+    refused = client.post(
+        "/api/v1/users",
+        json={"username": "titled-api2", "title": "x" * 101, "roles": ["display"]},
+        headers=auth(tokens["admin"]),
+    )
+    assert refused.status_code == 422
