@@ -222,6 +222,10 @@ class InstrumentRunner:
         except ArchiveFull:
             pass  # alarmed in _keep_traffic; the line closes
         finally:
+            if self.archive is not None:
+                with contextlib.suppress(OSError):
+                    # The line's last bytes on disk: once per line, so on the loop's thread.
+                    self.archive.sync_now(self.instrument.name)
             self._drivers.remove(driver)
             for (line, _), future in list(self._deliveries.items()):
                 if line == id(driver) and not future.done():
@@ -253,13 +257,18 @@ class InstrumentRunner:
             else:
                 self.status.error(f"incomplete message discarded: {event.reason.value}")
 
+    def _store(self, records: Sequence[bytes]) -> MessageOutcome:
+        """In a worker thread: the message's raw bytes forced to disk, then its transaction
+        (one thread hop for both)."""
+        if self.archive is not None:
+            self.archive.sync_now(self.instrument.name)
+        return self.gateway.handle(self.instrument, self.profile, records)
+
     async def _message_received(self, driver: LineDriver, event: MessageReceived) -> None:
         connection = driver.connection
         self.status.message_received()
         try:
-            outcome = await asyncio.to_thread(
-                self.gateway.handle, self.instrument, self.profile, event.records
-            )
+            outcome = await asyncio.to_thread(self._store, event.records)
         except Exception as error:
             # Ours, not the analyser's (database down, a bug): refuse the last frame so the
             # analyser sends it again; its earlier frames stay buffered in the connection.
