@@ -11,6 +11,11 @@ the end) with four analysers configured as TCP servers. Ordinary clients:
 The naive loop is a bare asyncio MLLP server in its own process that parses each message,
 inserts it with one commit and answers an ACK: the ceiling of "MLLP + parse + insert + ACK".
 `BENCH_SCALE` (default 1) shrinks the counts for a quick run.
+
+Figures a busy machine disturbs less are printed beside the rates (`bench/intake_cost.py`): the
+SQL statements, commits and CPU ms of one order and of one analyser message run in this process
+without sockets, and the CPU that the outside runs cost the `lab serve` processes and the
+database's PostgreSQL backends, per order and per analyser message, read from /proc.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.orm import Session
 
 from bench import bench_database, scaled
+from bench.intake_cost import Cost, CpuMeter, analyser_cost, order_cost
 from instruments.profiles import get_profile
 from instruments.simulator import VirtualAnalyser
 from instruments.transports import tcp
@@ -178,14 +184,21 @@ def measure_lab(url: str, workers: int, folder: Path) -> dict[str, Any]:
     )
     label = f"W{workers}X{secrets.token_hex(2).upper()}"
     lab.start(wait=180)
+    assert lab.process is not None
+    meter = CpuMeter(url, lab.process.pid)
     try:
         send_orders(mllp, orders(label + "WARM", 20), CONNECTIONS)  # connections, caches
+        start = meter.reading()
         rate, accepted = send_orders(mllp, orders(label, scaled(1200, 40)), CONNECTIONS)
+        order_cpu = meter.since(start)
         p50, p99 = paced_latency(mllp, orders(label + "P", scaled(300, 30)), 30.0)
         tubes = receive_tubes(url, label)
+        start = meter.reading()
         results_rate, results = send_results(ports, tubes)
+        result_cpu = meter.since(start)
     finally:
         lab.stop()
+        meter.close()
     return {
         "orders_per_s": rate,
         "orders": accepted,
@@ -193,6 +206,11 @@ def measure_lab(url: str, workers: int, folder: Path) -> dict[str, Any]:
         "ack_p99_ms": p99,
         "results_per_s": results_rate,
         "results": results,
+        # CPU ms per order and per analyser message (5 results): lab processes, PostgreSQL.
+        "order_cpu_ms": tuple(seconds * 1000 / max(1, accepted) for seconds in order_cpu),
+        "message_cpu_ms": tuple(
+            seconds * 1000 / max(1, results / len(TESTS)) for seconds in result_cpu
+        ),
     }
 
 
@@ -243,49 +261,82 @@ def _naive_server(url: str, port: int, ready: Any) -> None:
     asyncio.run(main())
 
 
-def naive_loop(url: str) -> float:
+def naive_loop(url: str) -> tuple[float, tuple[float, float]]:
+    """Messages per second, and CPU ms per message (its process, PostgreSQL)."""
     port = free_port()
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
     child = context.Process(target=_naive_server, args=(url, port, ready), daemon=True)
     child.start()
+    meter = CpuMeter(url, child.pid)
     try:
         ready.wait(60)
-        rate, _ = send_orders(port, orders("NAIVE", scaled(1200, 40)), CONNECTIONS)
+        send_orders(port, orders("NAIVEWARM", 20), CONNECTIONS)
+        start = meter.reading()
+        rate, sent = send_orders(port, orders("NAIVE", scaled(1200, 40)), CONNECTIONS)
+        cpu = meter.since(start)
     finally:
         child.terminate()
         child.join(10)
-    return rate
+        meter.close()
+    return rate, (cpu[0] * 1000 / max(1, sent), cpu[1] * 1000 / max(1, sent))
+
+
+def in_process(url: str) -> tuple[Cost, Cost]:
+    """One order and one analyser message, each alone in this process (no sockets)."""
+    order = order_cost(url, orders("COST", scaled(300, 60)))
+    message = analyser_cost(url, "COST", TESTS, ACTOR)
+    return order, message
 
 
 def main() -> None:
     default = max(1, len(os.sched_getaffinity(0)))
     counts = sorted({1, default})
     with bench_database("intake") as url, tempfile.TemporaryDirectory() as folder:
-        ceiling = naive_loop(url)
+        print(f"load average at the start: {_load()}")
+        order, message = in_process(url)
+        print(
+            "in process, no sockets (the intake's own cost):\n"
+            f"  one order (OML^O21, 5 ORC/OBR pairs, new patient): {order.line()}\n"
+            f"  one analyser message (H, P, O, 5 R, L): {message.line()}",
+            flush=True,
+        )
+        ceiling, naive_cpu = naive_loop(url)
         print(
             f"naive loop (MLLP + parse + insert + ACK, 1 process, {CONNECTIONS} connections): "
-            f"{ceiling:.0f} messages/s"
+            f"{ceiling:.0f} messages/s; CPU per message: {naive_cpu[0]:.1f} ms in its process, "
+            f"{naive_cpu[1]:.1f} ms in PostgreSQL",
+            flush=True,
         )
         for workers in counts:
             figures = measure_lab(url, workers, Path(folder) / f"w{workers}")
+            lab_order, pg_order = figures["order_cpu_ms"]
+            lab_message, pg_message = figures["message_cpu_ms"]
             print(
-                f"lab serve, LAB_WORKERS={workers}:\n"
+                f"lab serve, LAB_WORKERS={workers} (load average {_load()}):\n"
                 f"  orders ACKed over {CONNECTIONS} connections: {figures['orders_per_s']:.0f}/s "
                 f"({figures['orders']} orders of 5 ORC/OBR pairs; "
                 f"{figures['orders_per_s'] / ceiling:.0%} of the naive loop; aim >= 300/s "
-                "and >= 50 %)\n"
+                "and >= 50 %); CPU per order: "
+                f"{lab_order:.1f} ms in lab serve, {pg_order:.1f} ms in PostgreSQL\n"
                 f"  ACK at 30 orders/s on 1 connection: p50 {figures['ack_p50_ms']:.1f} ms, "
                 f"p99 {figures['ack_p99_ms']:.1f} ms (aim p99 < 50 ms)\n"
                 f"  results committed from {ANALYSERS} analysers: "
-                f"{figures['results_per_s']:.0f}/s ({figures['results']} results; aim >= 1,000/s)",
+                f"{figures['results_per_s']:.0f}/s ({figures['results']} results; aim >= 1,000/s)"
+                f"; CPU per message of 5 results: {lab_message:.1f} ms in lab serve, "
+                f"{pg_message:.1f} ms in PostgreSQL",
                 flush=True,
             )
+    print(f"load average at the end: {_load()}")
     print(
         "The figures are what outside clients see: parse, validation, order placement, audit, "
         "commit and ACK. With one process the intake uses one core; the machine has "
         f"{default} core(s), shared with PostgreSQL and the clients of this benchmark."
     )
+
+
+def _load() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":

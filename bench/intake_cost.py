@@ -1,0 +1,228 @@
+"""What one message costs the intake, in figures a busy machine disturbs little.
+
+- `order_cost` and `analyser_cost`: one OML^O21 (five ORC/OBR pairs) through the listener's
+  store-process-ACK path, and one analyser message (H, P, O, five R, L) through the analyser
+  runner's transaction, in this process without sockets: SQL statements and commits per message
+  (engine events) and this process's CPU time per message.
+- `CpuMeter`: the CPU time a phase of the outside measurement cost the `lab serve` process
+  tree (worker 0 and its intake children) and the PostgreSQL backends of the benchmark's
+  database, read from /proc (Linux). Divided by the messages of the phase, it says what each
+  message cost both sides however many other programs shared the cores meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+
+from bench.bench_hl7_flow import _intake
+from instruments.astm.record_codec import build_records
+from instruments.config import InstrumentConfig, TcpSettings
+from instruments.messages import handle_raw_message
+from instruments.profiles import SpecimenOrder, get_profile
+from instruments.simulator import VirtualAnalyser
+from lab.audit import Actor
+from lab.db import make_engine, make_session_factory, transaction
+from lab.hl7.inbox import Inbox
+from lab.specimens import service as specimens
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    statements: float
+    commits: float
+    cpu_ms: float
+    wall_ms: float
+
+    def line(self) -> str:
+        return (
+            f"{self.statements:.1f} statements, {self.commits:.1f} commits, "
+            f"CPU {self.cpu_ms:.1f} ms, wall {self.wall_ms:.1f} ms"
+        )
+
+
+class _Counted:
+    """Statements and commits sent through `engine` while the block runs."""
+
+    def __init__(self, engine: Any) -> None:
+        self.statements = 0
+        self.commits = 0
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "commit", self._commit)
+
+    def _statement(self, *_: Any) -> None:
+        self.statements += 1
+
+    def _commit(self, *_: Any) -> None:
+        self.commits += 1
+
+    def reset(self) -> None:
+        self.statements = self.commits = 0
+
+
+def _timed(work: Sequence[Any], run: Any, counted: _Counted) -> Cost:
+    import time
+
+    counted.reset()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for item in work:
+        run(item)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    n = len(work)
+    return Cost(
+        statements=counted.statements / n,
+        commits=counted.commits / n,
+        cpu_ms=cpu * 1000 / n,
+        wall_ms=wall * 1000 / n,
+    )
+
+
+def order_cost(url: str, messages: list[bytes]) -> Cost:
+    """Per order, the first 10 messages warming caches and prepared statements."""
+    engine = make_engine(url, pool_size=1)
+    counted = _Counted(engine)
+    inbox = Inbox(make_session_factory(engine))
+    try:
+        for raw in messages[:10]:
+            _intake(inbox, raw)
+        return _timed(messages[10:], lambda raw: _intake(inbox, raw), counted)
+    finally:
+        engine.dispose()
+
+
+def analyser_cost(url: str, placer_prefix: str, tests: Sequence[str], actor: Actor) -> Cost:
+    """Per analyser message of `tests` (one per tube of the orders placed under
+    `placer_prefix`, received first), the first 10 warming up."""
+    engine = make_engine(url, pool_size=1)
+    factory = make_session_factory(engine)
+    with engine.connect() as connection:
+        numbers = [
+            str(n)
+            for (n,) in connection.execute(
+                text(
+                    "SELECT s.accession_number FROM specimen s JOIN lab_order o "
+                    "ON o.id = s.order_id WHERE o.placer_order_number LIKE :p ORDER BY s.id"
+                ),
+                {"p": f"{placer_prefix}%"},
+            )
+        ]
+    with transaction(factory) as session:
+        for number in numbers:
+            specimens.receive(session, actor=actor, number=number)
+    instrument = InstrumentConfig(
+        name="bench-cost",
+        profile="generic",
+        transport=TcpSettings(mode="server", host="127.0.0.1", port=1),
+        local_codes=True,
+    )
+    profile = get_profile("generic")
+    analyser = VirtualAnalyser(profile=profile, name="SIM", rng=random.Random(11))
+    now = datetime.now().replace(microsecond=0)  # an analyser keeps its local time
+
+    def raws(number: str) -> list[bytes]:
+        sent = [analyser.measure(code, now) for code in tests]
+        order = SpecimenOrder(accession_number=number, test_codes=tuple(tests))
+        records = profile.results_message(order, sent, name="SIM", now=now)
+        return build_records(records, encoding=profile.default_encoding, trim=True)
+
+    messages = [raws(number) for number in numbers]
+
+    def one(message: list[bytes]) -> None:
+        with transaction(factory) as session:
+            outcome = handle_raw_message(
+                session, instrument=instrument, profile=profile, raws=message
+            )
+        if outcome.recorded != len(tests):
+            raise RuntimeError(f"recorded {outcome.recorded} of {len(tests)}")
+
+    counted = _Counted(engine)
+    try:
+        for message in messages[:10]:
+            one(message)
+        return _timed(messages[10:], one, counted)
+    finally:
+        engine.dispose()
+
+
+# --- CPU of the server side, from /proc ------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _tree(root: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            parent = _parent(int(entry.name))
+            if parent is not None:
+                parents[int(entry.name)] = parent
+    found = [root]
+    for pid in sorted(parents):
+        chain, seen = pid, set()
+        while chain in parents and chain not in seen:
+            seen.add(chain)
+            chain = parents[chain]
+            if chain == root:
+                found.append(pid)
+                break
+    return found
+
+
+class CpuMeter:
+    """CPU seconds of a process tree and of the database's backends between two readings."""
+
+    def __init__(self, url: str, root_pid: int | None) -> None:
+        self.engine = make_engine(url, pool_size=1)
+        self.root_pid = root_pid
+        with self.engine.connect() as connection:
+            self.database = connection.execute(text("SELECT current_database()")).scalar_one()
+            self.own = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+    def _backends(self) -> list[int]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = :d AND pid <> :me"),
+                {"d": self.database, "me": self.own},
+            )
+            return [int(pid) for (pid,) in rows]
+
+    def reading(self) -> tuple[dict[int, float], dict[int, float]]:
+        lab = {} if self.root_pid is None else self._read(_tree(self.root_pid))
+        return lab, self._read(self._backends())
+
+    @staticmethod
+    def _read(pids: list[int]) -> dict[int, float]:
+        return {pid: cpu for pid in pids if (cpu := _cpu_seconds(pid)) is not None}
+
+    def since(self, start: tuple[dict[int, float], dict[int, float]]) -> tuple[float, float]:
+        """(lab CPU s, PostgreSQL CPU s) since `start`: processes that appeared count whole."""
+        now = self.reading()
+        return tuple(  # type: ignore[return-value]
+            sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+            for before, after in zip(start, now, strict=True)
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
