@@ -6,6 +6,7 @@ points on that analyser and then fixed (`establish_if_ready`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -444,20 +445,37 @@ def rules_for(
         )
         .order_by(QcPolicy.instrument.desc())
     ).first()
-    if policy is not None and policy.rules:
+    return choose_rules(
+        rules=None if policy is None else policy.rules,
+        tea_percent=None if policy is None else policy.tea_percent,
+        bias_percent=None if policy is None else policy.bias_percent,
+        spreads=[(t.mean, t.sd) for t in targets],
+    )
+
+
+def choose_rules(
+    *,
+    rules: list[str] | None,
+    tea_percent: Decimal | None,
+    bias_percent: Decimal | None,
+    spreads: Sequence[tuple[Decimal | None, Decimal | None]],
+) -> RuleChoice:
+    """`rules_for` once the policy's figures are read (None for a test with no policy);
+    `spreads` are the (mean, SD) of the run's targets."""
+    if rules:
         return RuleChoice(
-            rules=westgard.parse_rules(policy.rules), sigma=None, why="rules set for the test"
+            rules=westgard.parse_rules(rules), sigma=None, why="rules set for the test"
         )
-    if policy is None or policy.tea_percent is None:
+    if tea_percent is None:
         return RuleChoice(rules=westgard.MULTIRULE, sigma=None, why="no allowable error set")
     sigmas = [
         westgard.sigma_metric(
-            tea_percent=float(policy.tea_percent),
-            bias_percent=float(policy.bias_percent or 0),
-            cv_percent=abs(float(t.sd) / float(t.mean)) * 100,
+            tea_percent=float(tea_percent),
+            bias_percent=float(bias_percent or 0),
+            cv_percent=abs(float(sd) / float(mean)) * 100,
         )
-        for t in targets
-        if t.mean and t.sd
+        for mean, sd in spreads
+        if mean and sd
     ]
     known = [s for s in sigmas if s is not None]
     if not known:

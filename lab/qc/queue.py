@@ -9,8 +9,9 @@ from sqlalchemy.orm import Session
 from lab import audit
 from lab.audit import Actor
 from lab.errors import Conflict, InvalidInput, NotFound
+from lab.qc.judging import read_results
 from lab.qc.materials import analyser_name
-from lab.qc.service import Lookups, candidate_of, store_run
+from lab.qc.service import store_run
 from lab.tables.instruments import QcResult
 from lab.tables.qc import ProblemStatus, QcProblem, QcRun, RunSource
 from lab.timeutil import utcnow
@@ -44,11 +45,12 @@ def retry_problem(session: Session, *, actor: Actor, problem_id: int) -> QcRun:
     if row is None:
         raise NotFound(f"the control result of queue entry {problem_id} is missing")
     name = analyser_name(row.instrument)
-    lookups = Lookups.load(session, instrument=name, rows=[row])
-    candidate, reason = candidate_of(lookups, instrument=name, row=row)
+    session.flush()
+    (item,) = read_results(session, instrument=name, ids=[row.id])
+    candidate = item.candidate
     if candidate is None:
-        problem.reason = reason
-        raise Conflict(f"still cannot be judged: {reason}")
+        problem.reason = item.reason
+        raise Conflict(f"still cannot be judged: {item.reason}")
     run = store_run(
         session,
         actor=actor,

@@ -13,25 +13,24 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import literal, select, tuple_
-from sqlalchemy.orm import Session, noload
+from sqlalchemy.orm import Session, make_transient_to_detached, noload
 
 from lab import audit
 from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.errors import Conflict, InvalidInput
+from lab.qc import judging, materials, westgard
 from lab.qc import lock as qc_lock
-from lab.qc import materials, westgard
+from lab.qc.judging import Candidate, Target
 from lab.qc.materials import analyser_name
 from lab.tables.catalog import LabTest
-from lab.tables.instruments import QcResult
 from lab.tables.qc import (
     LockState,
     ProblemStatus,
     QcLock,
-    QcLot,
     QcOverride,
     QcPoint,
     QcProblem,
@@ -44,8 +43,7 @@ from lab.tables.qc import (
 )
 from lab.timeutil import as_utc, utcnow
 
-# LIS2-A2 10.1.9 (R-9): results a control may be judged on (as for patient results).
-_JUDGEABLE_STATUS = {"", "F", "C", "P", "R"}
+__all__ = ["Candidate", "IntakeOutcome", "ManualValue", "Target"]
 
 
 # --- the question the results ask ---------------------------------------------------------------
@@ -93,19 +91,6 @@ def locked_of(session: Session, *, measured: Iterable[tuple[str, str]]) -> froze
 # --- control results in -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Candidate:
-    """A control result that can be judged: its lot, level and the target in force."""
-
-    level: int
-    lot_id: int
-    value: Decimal
-    unit: str
-    observed_at: datetime
-    target: QcTarget
-    qc_result_id: int | None = None
-
-
 @dataclass(slots=True, kw_only=True)
 class IntakeOutcome:
     runs: list[QcRun] = field(default_factory=list)
@@ -124,22 +109,18 @@ def take_analyser_results(
     outcome = IntakeOutcome()
     if not qc_result_ids:
         return outcome
-    rows = list(
-        session.scalars(
-            select(QcResult).where(QcResult.id.in_(qc_result_ids)).order_by(QcResult.id)
-        )
-    )
+    session.flush()  # the statements below read the tables, not the session
     name = analyser_name(instrument)
     by_test: dict[int, list[Candidate]] = {}
-    lookups = Lookups.load(session, instrument=name, rows=rows)
-    for row in rows:
-        candidate, reason = candidate_of(lookups, instrument=name, row=row)
-        if candidate is None:
-            problem = QcProblem(qc_result_id=row.id, reason=reason, status=ProblemStatus.OPEN)
+    for item in judging.read_results(session, instrument=name, ids=qc_result_ids):
+        if item.candidate is None:
+            problem = QcProblem(
+                qc_result_id=item.qc_result_id, reason=item.reason, status=ProblemStatus.OPEN
+            )
             session.add(problem)
             outcome.problems.append(problem)
             continue
-        by_test.setdefault(candidate.target.test_id, []).append(candidate)
+        by_test.setdefault(item.candidate.target.test_id, []).append(item.candidate)
     if outcome.problems:
         session.flush()
     for test_id, candidates in by_test.items():
@@ -178,83 +159,6 @@ def _split_by_level(candidates: list[Candidate]) -> list[list[Candidate]]:
         else:
             groups.append([candidate])
     return groups
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Lookups:
-    """What judging a message's control results needs, read in three queries for all of them:
-    the lots their control IDs stand for, their tests, and the targets of those lots."""
-
-    lots: dict[str, QcLot]  # by control ID
-    tests: dict[str, LabTest]  # by local code, upper case
-    targets: dict[tuple[int, int], QcTarget]  # by (lot, test)
-
-    @classmethod
-    def load(cls, session: Session, *, instrument: str, rows: Sequence[QcResult]) -> Lookups:
-        lots = materials.lots_for_controls(
-            session, instrument=instrument, control_ids={r.control_id for r in rows}
-        )
-        codes = {r.test_code.strip().upper() for r in rows if r.test_code}
-        tests = {
-            t.code.upper(): t
-            for t in (
-                session.scalars(select(LabTest).where(LabTest.code.in_(codes))) if codes else []
-            )
-        }
-        targets = materials.targets_for(
-            session,
-            instrument=instrument,
-            lot_ids={lot.id for lot in lots.values()},
-            test_ids={t.id for t in tests.values()},
-        )
-        return cls(lots=lots, tests=tests, targets=targets)
-
-
-def candidate_of(
-    lookups: Lookups, *, instrument: str, row: QcResult
-) -> tuple[Candidate | None, str]:
-    """The judgeable form of a stored control result, or why it cannot be judged."""
-    observed_at = row.observed_at or row.received_at or utcnow()
-    if row.test_code is None:
-        return None, (
-            f"test code {row.instrument_test_code!r} is not mapped for analyser {instrument}"
-        )
-    if row.result_status.upper() not in _JUDGEABLE_STATUS:
-        return None, f"result status {row.result_status!r} (R-9) is not a result to judge"
-    try:
-        value = materials.decimal_of(row.value, field="value")
-    except InvalidInput:
-        return None, f"the control value {row.value!r} is not a number"
-    lot = lookups.lots.get(row.control_id.strip())
-    if lot is None:
-        return None, (
-            f"control ID {row.control_id!r} is not mapped to a control lot on analyser {instrument}"
-        )
-    label = f"lot {lot.lot_number} of {lot.material.name}"
-    if lot.expires_on < materials.local_day(observed_at):
-        return None, f"{label} expired on {lot.expires_on.isoformat()}"
-    if not lot.active:
-        return None, f"{label} is not in use"
-    test = lookups.tests.get(row.test_code.strip().upper())
-    if test is None:
-        return None, f"test {row.test_code!r} is not in the catalog"
-    target = lookups.targets.get((lot.id, test.id))
-    if target is None:
-        return None, f"{label} has no target for {test.code} on analyser {instrument}"
-    if row.unit.strip() and not materials.same_unit(row.unit, target.unit):
-        return None, f"unit {row.unit!r} does not match the target's unit {target.unit!r}"
-    return (
-        Candidate(
-            level=lot.material.level,
-            lot_id=lot.id,
-            value=value,
-            unit=target.unit,
-            observed_at=as_utc(observed_at),
-            target=target,
-            qc_result_id=row.id,
-        ),
-        "",
-    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -309,7 +213,7 @@ def enter_run(
                 value=materials.decimal_of(entry.value, field=f"{where}.value"),
                 unit=target.unit,
                 observed_at=as_utc(run_at),
-                target=target,
+                target=Target.of(target),
             )
         )
     return store_run(
@@ -327,10 +231,6 @@ def enter_run(
 # --- judging and storing a run ------------------------------------------------------------------
 
 
-def _judgeable(target: QcTarget) -> bool:
-    return target.source != TargetSource.ESTABLISHING and bool(target.mean) and bool(target.sd)
-
-
 def _as_engine_run(run: QcRun) -> westgard.Run | None:
     points = tuple(
         westgard.Point(
@@ -346,7 +246,8 @@ def history_before(
     session: Session, *, instrument: str, test_id: int, run_at: datetime, run_id: int | None
 ) -> list[westgard.Run]:
     """The accepted runs before this one (oldest first), as many as a rule can look back at.
-    A run not stored yet (`run_id` None) comes after every stored run of the same time."""
+    A run not stored yet (`run_id` None) comes after every stored run of the same time.
+    (Judging a new run reads the same runs with `judging.read_context`.)"""
     before = (
         QcRun.run_at <= run_at
         if run_id is None
@@ -373,6 +274,10 @@ def _point_json(ref: westgard.PointRef, *, this_run: int) -> dict[str, object]:
     return {"run_id": run_id, "level": ref.level, "z": round(ref.z, 4)}
 
 
+def _judged(target: Target) -> bool:
+    return target.judgeable and target.sd is not None and target.sd > 0
+
+
 def store_run(
     session: Session,
     *,
@@ -384,111 +289,213 @@ def store_run(
     source: RunSource,
     comment: str = "",
 ) -> QcRun:
-    """Store a run, judge it, and step the lock; the same run key again returns the first."""
-    existing = session.scalar(
-        select(QcRun).where(
-            QcRun.instrument == instrument, QcRun.test_id == test_id, QcRun.run_key == run_key
-        )
-    )
-    if existing is not None:
-        return existing
+    """Store a run, judge it, and step the lock; the same run key again returns the first.
+
+    Three statements in all (`lab.qc.judging`): what judging needs, then the run with its
+    points, decisions, audit row and lock written at once. The run is judged before it is
+    stored: the run and its decision are written once, never updated."""
     run_at = max(c.observed_at for c in candidates)
-    targets = [c.target for c in candidates]
-    choice = materials.rules_for(session, instrument=instrument, test_id=test_id, targets=targets)
-    points = [
-        QcPoint(
-            level=c.level,
-            lot_id=c.lot_id,
-            value=c.value,
-            unit=c.unit,
-            mean=c.target.mean if _judgeable(c.target) else None,
-            sd=c.target.sd if _judgeable(c.target) else None,
-            z=(
-                float((c.value - c.target.mean) / c.target.sd)
-                if _judgeable(c.target) and c.target.mean is not None and c.target.sd
-                else None
-            ),
-            qc_result_id=c.qc_result_id,
-            excluded=False,
-        )
-        for c in sorted(candidates, key=lambda c: c.level)
-    ]
-    # Judged before it is stored: the run and its decision are written once, never updated.
+    context = judging.read_context(
+        session, instrument=instrument, test_id=test_id, run_key=run_key, run_at=run_at
+    )
+    if context.existing_run_id is not None:
+        existing = session.get(QcRun, context.existing_run_id)
+        assert existing is not None
+        return existing
+    run_id = context.run_id
+    choice = materials.choose_rules(
+        rules=context.policy_rules,
+        tea_percent=context.tea_percent,
+        bias_percent=context.bias_percent,
+        spreads=[(c.target.mean, c.target.sd) for c in candidates],
+    )
+    ordered = sorted(candidates, key=lambda c: c.level)
     engine_points = tuple(
-        westgard.Point(level=p.level, value=float(p.value), mean=float(p.mean), sd=float(p.sd))
-        for p in points
-        if p.mean is not None and p.sd is not None and p.sd > 0
+        westgard.Point(
+            level=c.level,
+            value=float(c.value),
+            mean=float(c.target.mean or 0),
+            sd=float(c.target.sd or 0),
+        )
+        for c in ordered
+        if _judged(c.target)
     )
     judgement: westgard.Judgement | None = None
     status = RunStatus.ESTABLISHING
     if engine_points:
-        history = history_before(
-            session, instrument=instrument, test_id=test_id, run_at=run_at, run_id=None
-        )
-        # The engine names points by run; this run's id is not known yet (0 stands for it).
+        # The engine names points by run; this run's id is drawn but 0 stands for it there.
         judgement = westgard.judge_run(
-            westgard.Run(run_id=0, points=engine_points), history, rules=choice.rules
+            westgard.Run(run_id=0, points=engine_points), context.history, rules=choice.rules
         )
         rejected = judgement.status is westgard.RunStatus.REJECTED
         status = RunStatus.REJECTED if rejected else RunStatus.ACCEPTED
-        for point in points:
-            point.excluded = rejected
-    required = materials.required_levels(session, instrument=instrument, test_id=test_id)
-    judged_levels = {p.level for p in points if p.mean is not None}
-    run = QcRun(
-        instrument=instrument,
-        test_id=test_id,
-        run_at=run_at,
-        run_key=run_key,
-        source=source,
-        status=status,
-        rules_applied=sorted(r.value for r in choice.rules),
-        first_rule=judgement.first_rule.value if judgement and judgement.first_rule else "",
-        all_levels=bool(required) and required <= judged_levels,
-        entered_by=actor.username,
-        comment=comment,
-        points=points,
-        violations=[],
-    )
-    session.add(run)
-    session.flush()
-    if judgement is not None and judgement.violations:
-        run.violations = [
-            QcViolation(
-                rule=v.rule.value,
-                severity=v.severity.value,
-                scope=v.scope.value,
-                points=[_point_json(p, this_run=run.id) for p in v.points],
+    judged_levels = {c.level for c in ordered if _judged(c.target)}
+    first_rule = judgement.first_rule.value if judgement and judgement.first_rule else ""
+    run_values: dict[str, Any] = {
+        "id": run_id,
+        "instrument": instrument,
+        "test_id": test_id,
+        "run_at": run_at,
+        "run_key": run_key,
+        "source": source,
+        "status": status,
+        "rules_applied": sorted(r.value for r in choice.rules),
+        "first_rule": first_rule,
+        "all_levels": bool(context.required_levels) and context.required_levels <= judged_levels,
+        "entered_by": actor.username,
+        "comment": comment,
+    }
+    point_values: list[dict[str, Any]] = [
+        {
+            "run_id": run_id,
+            "level": c.level,
+            "lot_id": c.lot_id,
+            "value": c.value,
+            "unit": c.unit,
+            "mean": c.target.mean if _judged(c.target) else None,
+            "sd": c.target.sd if _judged(c.target) else None,
+            "z": (
+                float((c.value - c.target.mean) / c.target.sd)
+                if _judged(c.target) and c.target.mean is not None and c.target.sd
+                else None
+            ),
+            "qc_result_id": c.qc_result_id,
+            "excluded": status == RunStatus.REJECTED,
+        }
+        for c in ordered
+    ]
+    violation_values: list[dict[str, Any]] = [
+        {
+            "run_id": run_id,
+            "rule": v.rule.value,
+            "severity": v.severity.value,
+            "scope": v.scope.value,
+            "points": [_point_json(p, this_run=run_id) for p in v.points],
+        }
+        for v in (judgement.violations if judgement is not None else ())
+    ]
+    audit_rows = [
+        audit.row(
+            actor=actor,
+            action="qc.run",
+            entity_type="qc_run",
+            entity_id=run_id,
+            after={
+                "instrument": instrument,
+                "test_id": test_id,
+                "status": status,
+                "rules_applied": run_values["rules_applied"],
+                "rule_choice": choice.why,
+                "violations": [
+                    {"rule": v["rule"], "scope": v["scope"], "points": v["points"]}
+                    for v in violation_values
+                ],
+                "points": [
+                    {
+                        "level": p["level"],
+                        "lot_id": p["lot_id"],
+                        "value": str(p["value"]),
+                        "z": p["z"],
+                    }
+                    for p in point_values
+                ],
+            },
+        )
+    ]
+    event: qc_lock.QcEvent | None = None
+    lock_write: judging.LockWrite | None = None
+    lock_audit: dict[str, Any] | None = None
+    if status != RunStatus.ESTABLISHING:
+        event = qc_lock.QcEvent(
+            at=run_at,
+            sequence=run_id,
+            kind=qc_lock.EventKind.RUN,
+            rejected=status == RunStatus.REJECTED,
+            all_levels=run_values["all_levels"],
+            rule=first_rule,
+            run_id=run_id,
+        )
+        if context.last_event is None or qc_lock.order_key(event) > context.last_event:
+            after = qc_lock.step(context.lock, event)
+            lock_write = judging.LockWrite(
+                instrument=instrument,
+                test_id=test_id,
+                lock_id=context.lock_id,
+                after=after,
+                newest=qc_lock.order_key(event),
             )
-            for v in judgement.violations
-        ]
-        session.flush()
-    audit.record(
+            if after.state is not context.lock.state:
+                lock_audit = _lock_audit_row(
+                    actor=actor,
+                    instrument=instrument,
+                    test_id=test_id,
+                    lock_id=context.lock_id,
+                    before=context.lock,
+                    after=after,
+                )
+                if context.lock_id is not None:
+                    audit_rows.append(lock_audit)
+                    lock_audit = None
+    written = judging.write_run(
         session,
-        actor=actor,
-        action="qc.run",
-        entity_type="qc_run",
-        entity_id=run.id,
-        after={
-            "instrument": instrument,
-            "test_id": test_id,
-            "status": run.status,
-            "rules_applied": run.rules_applied,
-            "rule_choice": choice.why,
-            "violations": [
-                {"rule": v.rule, "scope": v.scope, "points": v.points} for v in run.violations
-            ],
-            "points": [
-                {"level": p.level, "lot_id": p.lot_id, "value": str(p.value), "z": p.z}
-                for p in points
-            ],
-        },
+        run=run_values,
+        points=point_values,
+        violations=violation_values,
+        audit_rows=audit_rows,
+        lock=lock_write,
     )
-    if run.status != RunStatus.ESTABLISHING:
-        _note_event(session, actor=actor, instrument=instrument, test_id=test_id, event=_event(run))
+    if lock_audit is not None:  # the lock row was new: its id is known now
+        lock_audit["entity_id"] = str(written.lock_id)
+        audit.record_rows(session, [lock_audit])
+    if event is not None and lock_write is None:
+        # A run sent late (older than the last event folded in): refold from the stored events.
+        _note_event(session, actor=actor, instrument=instrument, test_id=test_id, event=event)
     for candidate in candidates:
         if candidate.target.source == TargetSource.ESTABLISHING:
-            materials.establish_if_ready(session, actor=actor, target=candidate.target)
+            target = session.get(QcTarget, candidate.target.id)
+            if target is not None:
+                materials.establish_if_ready(session, actor=actor, target=target)
+    return _as_stored(run_values, point_values, violation_values, written, session=session)
+
+
+def _lock_audit_row(
+    *,
+    actor: Actor,
+    instrument: str,
+    test_id: int,
+    lock_id: int | None,
+    before: qc_lock.Lock,
+    after: qc_lock.Lock,
+) -> dict[str, Any]:
+    return audit.row(
+        actor=actor,
+        action="qc.lock" if after.locked else "qc.unlock",
+        entity_type="qc_lock",
+        entity_id=lock_id,
+        before={"state": before.state.value, "rule": before.rule, "run_id": before.run_id},
+        after={"state": after.state.value, "rule": after.rule, "run_id": after.run_id},
+        detail=f"{instrument} test {test_id}",
+    )
+
+
+def _as_stored(
+    run_values: dict[str, Any],
+    point_values: list[dict[str, Any]],
+    violation_values: list[dict[str, Any]],
+    written: judging.Written,
+    *,
+    session: Session,
+) -> QcRun:
+    """The run just written as an ORM object in the session, as if read back (without a read)."""
+    run = QcRun(**run_values, judged_at=written.judged_at)
+    run.points = [QcPoint(id=written.point_ids[p["level"]], **p) for p in point_values]
+    run.violations = [
+        QcViolation(id=violation_id, **v)
+        for violation_id, v in zip(written.violation_ids, violation_values, strict=True)
+    ]
+    for stored in (*run.points, *run.violations, run):
+        make_transient_to_detached(stored)
+    session.add(run)
     return run
 
 
@@ -579,15 +586,18 @@ def _note_event(
     row.last_event_at, row.last_event_sequence, row.last_event_kind = qc_lock.order_key(newest)
     session.flush()
     if after.state is not before.state:
-        audit.record(
+        audit.record_rows(
             session,
-            actor=actor,
-            action="qc.lock" if after.locked else "qc.unlock",
-            entity_type="qc_lock",
-            entity_id=row.id,
-            before={"state": before.state.value, "rule": before.rule, "run_id": before.run_id},
-            after={"state": after.state.value, "rule": after.rule, "run_id": after.run_id},
-            detail=f"{instrument} test {test_id}",
+            [
+                _lock_audit_row(
+                    actor=actor,
+                    instrument=instrument,
+                    test_id=test_id,
+                    lock_id=row.id,
+                    before=before,
+                    after=after,
+                )
+            ],
         )
     return row
 
