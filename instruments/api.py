@@ -44,6 +44,10 @@ class UnmatchedOut(BaseModel):
     operator: str
     observed_at: datetime | None
     reason: str
+    reason_code: str = Field(
+        default="", description="the reason as a stable name, to translate with reason_params"
+    )
+    reason_params: dict[str, str] = Field(default_factory=dict)
     raw_record: str
     raw_message: str  # the whole message the result came in
     status: str

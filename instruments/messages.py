@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -113,6 +113,8 @@ def handle_raw_message(
             raw=text,
             raw_message=text,
             reason=f"the message could not be read: {error}",
+            code="unreadable",
+            params={"error": str(error)},
         )
         log.warning(
             "analyser %s: a message of %d records could not be read (%s); kept whole as unmatched",
@@ -267,24 +269,29 @@ def _handle_result(
     result = group.result
     instrument_code = profile.test_code(result.test)
     local_code = instrument.local_code(instrument_code)
-    reason = ""
+    reason, code, params = "", "", {}
     if not specimen_id:
         fields = ", ".join(map(str, intake.fields or profile.specimen_fields))
         reason = f"the result has no specimen ID (looked in {fields} of the O record before it)"
+        code, params = "no_specimen", {"fields": fields}
     elif local_code is None:
         reason = f"test code {instrument_code!r} is not mapped for analyser {instrument.name}"
+        code, params = "not_mapped", {"code": instrument_code, "analyser": instrument.name}
     elif result.status.upper() not in _RECORDABLE:
         reason = f"result status {result.status!r} (R-9) is not a result to record"
+        code, params = "status", {"status": result.status}
     if not reason and local_code is not None:
         try:
             observed_at = instrument.read_clock(result.completed_at)
         except RecordError as error:
             observed_at, reason = None, f"R-13 cannot be read: {error}"
+            code, params = "clock", {"error": str(error)}
         reading = in_catalog_unit(
             intake.session, test_code=local_code, value=result.value, unit=result.units or None
         )
         if isinstance(reading, units.NotConvertible):
-            reason = reason or reading.reason
+            if not reason:
+                reason, code, params = reading.reason, reading.code, dict(reading.params)
         elif not reason:
             operator = result.operator[0] if result.operator else ""
             module = result.instrument[0] if result.instrument else ""
@@ -307,7 +314,9 @@ def _handle_result(
             )
     if not specimen_id and order is not None:
         specimen_id = _any_sample_number(order)
-    _unmatched(intake, specimen_id=specimen_id, group=group, reason=reason)
+    _unmatched(
+        intake, specimen_id=specimen_id, group=group, reason=reason, code=code, params=params
+    )
     return None
 
 
@@ -359,12 +368,22 @@ def _record(
             specimen_id=specimen_id,
             group=group,
             reason=f"the result could not be stored ({detail}); the rest of the message was",
+            code="not_stored",
+            params={"detail": detail},
         )
         return
     outcome = intake.outcome
     for (group, _), one in zip(ready, recorded, strict=True):
         if one.refusal is not None:
-            _unmatched(intake, specimen_id=specimen_id, group=group, reason=one.refusal.message)
+            refusal = one.refusal
+            _unmatched(
+                intake,
+                specimen_id=specimen_id,
+                group=group,
+                reason=refusal.message,
+                code=refusal.code or "",
+                params=refusal.params,
+            )
         elif one.changed:
             outcome.recorded += 1
         else:
@@ -380,7 +399,15 @@ def failure_site(error: BaseException) -> str:
     return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
 
 
-def _unmatched(intake: _Intake, *, specimen_id: str, group: ResultGroup, reason: str) -> None:
+def _unmatched(
+    intake: _Intake,
+    *,
+    specimen_id: str,
+    group: ResultGroup,
+    reason: str,
+    code: str = "",
+    params: Mapping[str, object] | None = None,
+) -> None:
     instrument, profile = intake.instrument, intake.profile
     instrument_code = profile.test_code(group.result.test)
     intake.outcome.unmatched += _keep_unmatched(
@@ -393,6 +420,8 @@ def _unmatched(intake: _Intake, *, specimen_id: str, group: ResultGroup, reason:
         raw=build_record_text(group.result),
         raw_message=intake.raw_message,
         reason=reason,
+        code=code,
+        params=params,
         profile=profile,
     )
 
@@ -419,6 +448,8 @@ def _keep_unmatched(
     raw: str,
     raw_message: str,
     reason: str,
+    code: str = "",
+    params: Mapping[str, object] | None = None,
     profile: Profile | None = None,
 ) -> int:
     """Insert once: the same result sent again (same analyser, record and time) adds nothing.
@@ -439,6 +470,9 @@ def _keep_unmatched(
         "operator": (result.operator[0] if result and result.operator else "")[:80],
         "observed_at": _observed(instrument, result) if result else None,
         "reason": reason,
+        # The same reason as a code and parameters (texts), said by the pages in their language.
+        "reason_code": code[:40],
+        "reason_params": {name: str(value) for name, value in (params or {}).items()},
         "raw_record": raw,
         "raw_message": raw_message,
         "status": UnmatchedStatus.OPEN,

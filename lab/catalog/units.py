@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
@@ -111,9 +112,12 @@ class Reading:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NotConvertible:
-    """Why a value cannot be read in the catalog's unit (kept for a person to decide)."""
+    """Why a value cannot be read in the catalog's unit (kept for a person to decide): the
+    English sentence, and its code with parameters for the pages to say it."""
 
     reason: str
+    code: str = ""
+    params: Mapping[str, str] = field(default_factory=dict)
 
 
 def in_catalog_unit(
@@ -133,10 +137,16 @@ def in_catalog_unit(
     if multiplier is None:
         problem = ucum_problem(sent)
         if problem is not None:
-            return NotConvertible(reason=f"unit {problem}; the catalog's unit is {catalog_unit}")
+            return NotConvertible(
+                reason=f"unit {problem}; the catalog's unit is {catalog_unit}",
+                code="unit_unknown",
+                params={"unit": sent, "catalog_unit": catalog_unit},
+            )
         return NotConvertible(
             reason=f"unit {sent} cannot be converted to the catalog's {catalog_unit} "
-            "(another kind of quantity, or another annotation)"
+            "(another kind of quantity, or another annotation)",
+            code="unit_not_convertible",
+            params={"unit": sent, "catalog_unit": catalog_unit},
         )
     kept = {"original_value": value, "original_unit": sent}
     if multiplier == 1:
@@ -145,12 +155,18 @@ def in_catalog_unit(
     if number is None:
         return NotConvertible(
             reason=f"value {value!r} in {sent} is not a number, so it cannot be converted to "
-            f"{catalog_unit} (factor {multiplier})"
+            f"{catalog_unit} (factor {multiplier})",
+            code="value_not_convertible",
+            params={"value": value, "unit": sent, "catalog_unit": catalog_unit},
         )
     try:
         amount = Decimal(number.group("num").replace(",", ".")) * multiplier
     except InvalidOperation:
-        return NotConvertible(reason=f"value {value!r} cannot be read as a number")
+        return NotConvertible(
+            reason=f"value {value!r} cannot be read as a number",
+            code="value_not_convertible",
+            params={"value": value, "unit": sent, "catalog_unit": catalog_unit},
+        )
     written = _plain(amount)
     return Reading(value=f"{number.group('cmp') or ''}{written}", unit=catalog_unit, **kept)
 

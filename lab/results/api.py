@@ -58,7 +58,15 @@ def result_out(session: Session, result: Result, *, with_versions: bool = False)
         observed_at=result.observed_at,
         verified_at=result.verified_at,
         verified_by=result.verified_by,
-        holds=[HoldOut(code=hold["code"], text=hold["text"]) for hold in result.holds],
+        holds=[
+            HoldOut(
+                code=hold["code"],
+                text=hold["text"],
+                key=hold.get("key", ""),
+                params=hold.get("params", {}),
+            )
+            for hold in result.holds
+        ],
         ruleset_version=result.ruleset_version,
         versions=[
             ResultVersionOut(

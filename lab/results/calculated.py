@@ -110,8 +110,8 @@ def waiting_inputs(session: Session, result: Result) -> list[str]:
     names = {
         name.strip()
         for hold in ResultState.of(result).holds
-        if hold.text.startswith(WAITS_FOR)
-        for name in hold.text[len(WAITS_FOR) :].split(",")
+        if hold.key == "waits_for"
+        for name in hold.params.get("tests", "").split(",")
     }
     if not names:
         return []

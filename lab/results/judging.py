@@ -302,7 +302,7 @@ def judged(
         for hold in judgement.holds
         # The test not being enabled for autoverification is why no machine releases it, not a
         # reason for a person to look closer: it is kept in `judgement`, not among the holds.
-        if enabled or not (hold.code is HoldCode.RULE and _NOT_ENABLED in hold.text)
+        if enabled or hold.key != "not_enabled"
     )
     shown: dict[str, Any] = {
         "implausible": judgement.implausible,
@@ -320,6 +320,10 @@ def judged(
             "change": str(delta.change),
             "relative_change": delta.relative_change,
             "limit": delta.limit_text,
+            # The same limit in parts, for the pages to say in the reader's language.
+            "allowed": delta.limit,
+            "window": delta.window,
+            "window_unit": delta.window_unit,
             "beyond_limit": delta.beyond_limit,
         }
     if judgement.comments:
@@ -336,9 +340,6 @@ def judged(
     return new, release
 
 
-_NOT_ENABLED = "is not released without a person"
-
-
 def _judged_without_rules(state: ResultState, test: TestRule, facts: TubeFacts) -> ResultState:
     """No active rule set: the flag from the catalog, and the holds the contract asks of every
     result (no interval applies; beyond a critical limit)."""
@@ -352,13 +353,21 @@ def _judged_without_rules(state: ResultState, test: TestRule, facts: TubeFacts) 
             Hold(
                 code=HoldCode.NO_REFERENCE_INTERVAL,
                 text="no reference interval applies to this patient",
+                key="no_interval",
             )
         )
     if any(flag in ("LL", "HH") for flag in state.flags):
-        holds.append(Hold(code=HoldCode.CRITICAL, text="beyond the critical limit"))
+        holds.append(Hold(code=HoldCode.CRITICAL, text="beyond the critical limit", key="critical"))
     if test.code in facts.qc_locked:
         analyser = _analyser(state.instrument) or "its analyser"
-        holds.append(Hold(code=HoldCode.QC, text=f"{test.code} is locked by QC on {analyser}"))
+        holds.append(
+            Hold(
+                code=HoldCode.QC,
+                text=f"{test.code} is locked by QC on {analyser}",
+                key="qc_locked",
+                params={"test": test.code, "analyser": _analyser(state.instrument), "rule": ""},
+            )
+        )
     return state.but(holds=tuple(holds), ruleset_version=None, judgement=None)
 
 

@@ -382,7 +382,13 @@ def _calculate(
         work.changes.pop()
     if waiting:
         last = work.changes[-1]
-        hold = Hold(code=HoldCode.RULE, text=f"{WAITS_FOR} {', '.join(sorted(waiting))}")
+        tests = ", ".join(sorted(waiting))
+        hold = Hold(
+            code=HoldCode.RULE,
+            text=f"{WAITS_FOR} {tests}",
+            key="waits_for",
+            params={"tests": tests},
+        )
         if hold not in last.state.holds:
             work.changes[-1] = replace(last, state=last.state.but(holds=(*last.state.holds, hold)))
     return _follow(ordered, work)
@@ -613,6 +619,8 @@ def _decide(
     choose = Hold(
         code=HoldCode.RULE,
         text=f"measured {len(work.measured)} times with different values: choose the one to report",
+        key="choose",
+        params={"n": str(len(work.measured))},
     )
     if len(differing) > 1:
         state, release = state.but(holds=(*state.holds, choose)), False

@@ -98,7 +98,13 @@ class MeasurementOut(BaseModel):
 class HoldOut(BaseModel):
     # plausibility, critical, delta, instrument_flag, no_reference_interval, interference, qc, rule
     code: str
-    text: str
+    text: str = Field(description="why, as an English sentence")
+    key: str = Field(
+        default="", description="the same reason as a stable name, to translate (with params)"
+    )
+    params: dict[str, str] = Field(
+        default_factory=dict, description="the figures and names the reason concerns"
+    )
 
 
 class ResultOut(BaseModel):

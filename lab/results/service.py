@@ -157,10 +157,10 @@ def _release_calculated(session: Session, *, actor: Actor, result: Result) -> No
     for other in results_of_tube(session, specimens.root_of(session, specimen)):
         if other.id == result.id or other.status != R.AWAITING_REVIEW or not other.holds:
             continue
-        waits = [h for h in other.holds if h["text"].startswith(WAITS_FOR)]
+        waits = [h for h in other.holds if h.get("key") == "waits_for"]
         if len(waits) != len(other.holds):
             continue  # held for something else too: a person looks at it
-        names = {n.strip() for h in waits for n in h["text"][len(WAITS_FOR) :].split(",")}
+        names = {n.strip() for h in waits for n in h["params"]["tests"].split(",")}
         if names - {code}:
             continue
         current = ResultState.of(other)
@@ -292,11 +292,19 @@ def recalculate(
                     rules=rules,
                 )
         else:
-            _follow_inputs(session, actor=actor, calculated=calculated, found=found, why=why)
+            _follow_inputs(
+                session, actor=actor, calculated=calculated, found=found, why=why, changed=code
+            )
 
 
 def _follow_inputs(
-    session: Session, *, actor: Actor, calculated: Result, found: Recalculation, why: str
+    session: Session,
+    *,
+    actor: Actor,
+    calculated: Result,
+    found: Recalculation,
+    why: str,
+    changed: str,
 ) -> None:
     """A calculated result not yet released takes the value its inputs now give: the earlier
     calculated measurement with that value is reported again, or a new one is stored. It
@@ -309,12 +317,22 @@ def _follow_inputs(
     specimen = session.get(Specimen, calculated.specimen_id)
     patient = session.get(Patient, calculated.patient_id)
     assert specimen is not None and patient is not None  # foreign keys
-    text = f"{WAITS_FOR} {', '.join(found.waiting)}" if found.waiting else why
+    tests = ", ".join(found.waiting)
+    hold = (
+        Hold(
+            code=HoldCode.RULE,
+            text=f"{WAITS_FOR} {tests}",
+            key="waits_for",
+            params={"tests": tests},
+        )
+        if found.waiting
+        else Hold(code=HoldCode.RULE, text=why, key="recalculated", params={"test": changed})
+    )
     state = judging.with_value(
         current.but(
             status=R.AWAITING_REVIEW,
             comparator=None,
-            holds=(Hold(code=HoldCode.RULE, text=text),),
+            holds=(hold,),
             verified_at=None,
             verified_by=None,
         ),

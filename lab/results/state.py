@@ -113,7 +113,13 @@ class ResultState:
             verified_by=result.verified_by,
             measurement_id=current.measurement_id,
             holds=tuple(
-                Hold(code=HoldCode(hold["code"]), text=hold["text"]) for hold in current.holds
+                Hold(
+                    code=HoldCode(hold["code"]),
+                    text=hold["text"],
+                    key=hold.get("key", ""),
+                    params=hold.get("params", {}),
+                )
+                for hold in current.holds
             ),
             ruleset_version=current.ruleset_version,
             judgement=current.judgement,
@@ -135,8 +141,16 @@ class ResultState:
         row["holds"] = self.holds_json()
         return row
 
-    def holds_json(self) -> list[dict[str, str]]:
-        return [{"code": hold.code.value, "text": hold.text} for hold in self.holds]
+    def holds_json(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "code": hold.code.value,
+                "text": hold.text,
+                "key": hold.key,
+                "params": dict(hold.params),
+            }
+            for hold in self.holds
+        ]
 
     @property
     def critical(self) -> bool:

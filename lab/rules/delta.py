@@ -35,17 +35,17 @@ def assess_delta(
     if rule.method is DeltaMethod.ABSOLUTE:
         allowed = rule.change if rule.change is not None else Decimal(0)
         beyond = abs(change) > allowed
-        limit_text = f"±{allowed} within {_hours(rule)}"
+        limit = f"±{allowed}"
     else:
         fall, rise = rule.limits()
         # A previous value of 0 has no relative change: any change is beyond the limit.
         beyond = change != 0 if relative is None else (relative > rise or relative < fall)
         if rule.method is DeltaMethod.RCV:
-            limit_text = f"RCV ±{rise * 100:.1f} % within {_hours(rule)}"
+            limit = f"RCV ±{rise * 100:.1f} %"
         else:
-            limit_text = (
-                f"log-normal RCV +{rise * 100:.0f} % / {fall * 100:.0f} % within {_hours(rule)}"
-            )
+            limit = f"RCV +{rise * 100:.0f} % / {fall * 100:.0f} %"
+    window, unit = _window(rule)
+    shown = f"log-normal {limit}" if rule.method is DeltaMethod.RCV_LOGNORMAL else limit
     if rule.min_change is not None and abs(change) <= rule.min_change:
         beyond = False
     return DeltaFinding(
@@ -53,11 +53,14 @@ def assess_delta(
         previous_at=previous.measured_at,
         change=change,
         relative_change=relative,
-        limit_text=limit_text,
+        limit_text=f"{shown} within {window} {unit}",
         beyond_limit=beyond,
+        limit=limit,
+        window=window,
+        window_unit=unit,
     )
 
 
-def _hours(rule: DeltaRule) -> str:
+def _window(rule: DeltaRule) -> tuple[str, str]:
     hours = rule.window.total_seconds() / 3600
-    return f"{hours / 24:g} days" if hours >= 48 and hours % 24 == 0 else f"{hours:g} h"
+    return (f"{hours / 24:g}", "days") if hours >= 48 and hours % 24 == 0 else (f"{hours:g}", "h")

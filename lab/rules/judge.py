@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 
 from lab.rules.delta import assess_delta
 from lab.rules.intervals import flag_for, interval_for
@@ -40,12 +41,23 @@ def judge(subject: ResultToJudge, context: JudgementContext, ruleset: RuleSet) -
 
     # Step 0: preconditions.
     if context.specimen_rejected:
-        holds.append(Hold(code=HoldCode.RULE, text="the specimen is rejected"))
+        holds.append(
+            Hold(code=HoldCode.RULE, text="the specimen is rejected", key="specimen_rejected")
+        )
     if context.qc_locked:
         rule = f" ({context.qc_rule})" if context.qc_rule else ""
         analyser = subject.instrument or "its analyser"
         holds.append(
-            Hold(code=HoldCode.QC, text=f"{subject.test_code} is locked by QC on {analyser}{rule}")
+            Hold(
+                code=HoldCode.QC,
+                text=f"{subject.test_code} is locked by QC on {analyser}{rule}",
+                key="qc_locked",
+                params={
+                    "test": subject.test_code,
+                    "analyser": subject.instrument,
+                    "rule": context.qc_rule or "",
+                },
+            )
         )
     if rules is None or not rules.autoverify:
         holds.append(
@@ -53,6 +65,8 @@ def judge(subject: ResultToJudge, context: JudgementContext, ruleset: RuleSet) -
                 code=HoldCode.RULE,
                 text=f"{subject.test_code} is not released without a person in rule set "
                 f"v{ruleset.version}",
+                key="not_enabled",
+                params={"test": subject.test_code, "version": str(ruleset.version)},
             )
         )
 
@@ -65,7 +79,12 @@ def judge(subject: ResultToJudge, context: JudgementContext, ruleset: RuleSet) -
             if action is FlagAction.CRITICAL:
                 critical = True
                 holds.append(
-                    Hold(code=HoldCode.CRITICAL, text=f"the analyser flagged it critical ({sent})")
+                    Hold(
+                        code=HoldCode.CRITICAL,
+                        text=f"the analyser flagged it critical ({sent})",
+                        key="analyser_critical",
+                        params={"flag": sent},
+                    )
                 )
             elif action is FlagAction.HOLD:
                 held_flags.append(sent)
@@ -74,11 +93,15 @@ def judge(subject: ResultToJudge, context: JudgementContext, ruleset: RuleSet) -
                 Hold(
                     code=HoldCode.INSTRUMENT_FLAG,
                     text=f"analyser flag {', '.join(held_flags)}",
+                    key="analyser_flag",
+                    params={"flags": ", ".join(held_flags)},
                 )
             )
 
     if subject.value is None:
-        holds.append(Hold(code=HoldCode.RULE, text="a text result is not released unseen"))
+        holds.append(
+            Hold(code=HoldCode.RULE, text="a text result is not released unseen", key="text_result")
+        )
         return _judgement(ruleset, holds, comments, critical=critical, rerun=rerun, flag=None)
 
     value = subject.value
@@ -93,6 +116,8 @@ def judge(subject: ResultToJudge, context: JudgementContext, ruleset: RuleSet) -
                 Hold(
                     code=HoldCode.RULE,
                     text=f"reported as {subject.comparator}{value}: outside the measuring range",
+                    key="measuring_range",
+                    params={"value": f"{subject.comparator}{value}"},
                 )
             )
 
@@ -112,6 +137,13 @@ def judge(subject: ResultToJudge, context: JudgementContext, ruleset: RuleSet) -
                 code=HoldCode.PLAUSIBILITY,
                 text=f"{value} {subject.unit or ''} is not a value a living patient can have "
                 f"({_limits_text(rules)}); measure again".replace("  ", " "),
+                key="implausible",
+                params={
+                    "value": str(value),
+                    "unit": subject.unit or "",
+                    "low": _text(rules.plausible_low if rules else None),
+                    "high": _text(rules.plausible_high if rules else None),
+                },
             )
         )
 
@@ -124,6 +156,14 @@ def judge(subject: ResultToJudge, context: JudgementContext, ruleset: RuleSet) -
                 Hold(
                     code=HoldCode.DELTA,
                     text=f"changed from {delta.previous} to {value} (limit {delta.limit_text})",
+                    key="delta",
+                    params={
+                        "previous": str(delta.previous),
+                        "value": str(value),
+                        "limit": delta.limit,
+                        "window": delta.window,
+                        "window_unit": delta.window_unit,
+                    },
                 )
             )
 
@@ -134,6 +174,7 @@ def judge(subject: ResultToJudge, context: JudgementContext, ruleset: RuleSet) -
             Hold(
                 code=HoldCode.NO_REFERENCE_INTERVAL,
                 text=_no_interval_text(context),
+                **_no_interval_key(context),
             )
         )
     if rules is not None and not implausible:
@@ -145,6 +186,11 @@ def judge(subject: ResultToJudge, context: JudgementContext, ruleset: RuleSet) -
                     code=HoldCode.RULE,
                     text=f"outside the autoverification range "
                     f"{rules.autoverify_low or ''}-{rules.autoverify_high or ''}",
+                    key="autoverify_range",
+                    params={
+                        "low": _text(rules.autoverify_low),
+                        "high": _text(rules.autoverify_high),
+                    },
                 )
             )
 
@@ -166,6 +212,8 @@ def judge(subject: ResultToJudge, context: JudgementContext, ruleset: RuleSet) -
                 Hold(
                     code=HoldCode.CRITICAL,
                     text=f"{'below' if flag == 'LL' else 'above'} the critical limit {limit}",
+                    key="critical_below" if flag == "LL" else "critical_above",
+                    params={"limit": _text(limit)},
                 )
             )
     if critical and rules is not None and rules.critical_autoverify:
@@ -245,15 +293,25 @@ def _interference(
     limits: IndexLimits, indices: SerumIndices, test_code: str, holds: list[Hold]
 ) -> CodedComment | None:
     over: list[str] = []
+    params = {"test": test_code}
     for key in ("h", "i", "l"):
         limit = getattr(limits, key)
         measured = getattr(indices, key)
         if limit is not None and measured is not None and measured > limit:
             over.append(f"{_INDEX_NAMES[key]} index {measured} > {limit}")
+            params[key] = str(measured)
+            params[f"{key}_limit"] = str(limit)
     if not over:
         return None
     text = "; ".join(over)
-    holds.append(Hold(code=HoldCode.INTERFERENCE, text=f"{test_code}: {text}"))
+    holds.append(
+        Hold(
+            code=HoldCode.INTERFERENCE,
+            text=f"{test_code}: {text}",
+            key="interference",
+            params=params,
+        )
+    )
     code = limits.comment or "INTERFERENCE"
     return CodedComment(code=code, text=f"Interference: {text}. The result may be falsely altered.")
 
@@ -267,3 +325,16 @@ def _no_interval_text(context: JudgementContext) -> str:
             f"{context.age_days} days of age"
         )
     return f"no reference interval for sex {context.sex} at {context.age_days} days of age"
+
+
+def _no_interval_key(context: JudgementContext) -> dict[str, Any]:
+    if context.age_days is None:
+        return {"key": "no_interval_age"}
+    return {
+        "key": "no_interval_for",
+        "params": {"sex": context.sex or "unknown", "days": str(context.age_days)},
+    }
+
+
+def _text(value: Decimal | None) -> str:
+    return "" if value is None else str(value)

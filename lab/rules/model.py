@@ -30,8 +30,17 @@ class HoldCode(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Hold:
+    """One reason a result waits for a person.
+
+    `text` is the English sentence of the API and the audit trail; `key` and `params` say the
+    same for the pages, which translate `hold.text.<key>` with the params in the reader's
+    language (numbers as figures in text, never parsed back out of the sentence).
+    """
+
     code: HoldCode
     text: str
+    key: str = ""
+    params: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +132,11 @@ class DeltaFinding:
     relative_change: float | None  # fraction of the previous value; None when it was 0
     limit_text: str  # e.g. "RCV 15.3 %" or "+193 % / -66 % (log-normal RCV)"
     beyond_limit: bool
+    # The same limit in parts, for the pages: the change allowed (`±1.0`, `RCV ±12.5 %`) and
+    # the window (`48` `h`, `7` `days`).
+    limit: str = ""
+    window: str = ""
+    window_unit: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -475,7 +475,10 @@ def record_shadow(
                 "result_version": d.result_version,
                 "rule_set_version_id": rule_set_version_id,
                 "autoverify": d.autoverify,
-                "holds": [{"code": h.code.value, "text": h.text} for h in d.holds],
+                "holds": [
+                    {"code": h.code.value, "text": h.text, "key": h.key, "params": dict(h.params)}
+                    for h in d.holds
+                ],
             }
             for d in decisions
         ],

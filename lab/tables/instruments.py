@@ -20,7 +20,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from lab.db import Base
@@ -68,7 +70,13 @@ class UnmatchedResult(Base):
     result_status: Mapped[str] = mapped_column(String(4))
     operator: Mapped[str] = mapped_column(String(80))
     observed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    reason: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)  # in English, for the API and the audit trail
+    # The same reason for the pages to say in the reader's language: `unmatched.why.<code>` or,
+    # for a refusal of the result path, `error.<code>`, with its parameters.
+    reason_code: Mapped[str] = mapped_column(String(40), default="", server_default="")
+    reason_params: Mapped[dict[str, str]] = mapped_column(
+        JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
     raw_record: Mapped[str] = mapped_column(Text)
     # The whole message the record came in (H to L), as read in the analyser's character set.
     raw_message: Mapped[str] = mapped_column(Text, default="", server_default="")

@@ -109,8 +109,9 @@ class Result(Base):
     )
     verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     verified_by: Mapped[str | None] = mapped_column(String(64))
-    # Why it waits for a person: [{"code": "delta", "text": "..."}], empty when nothing holds it.
-    holds: Mapped[list[dict[str, str]]] = mapped_column(
+    # Why it waits for a person, empty when nothing holds it: [{"code": "delta", "text": "...",
+    # "key": "delta", "params": {...}}] (`lab.rules.model.Hold`).
+    holds: Mapped[list[dict[str, Any]]] = mapped_column(
         JSONB, default=list, server_default=text("'[]'::jsonb")
     )
     # The autoverification rule set version that judged it (None: no rule set was active).
@@ -149,7 +150,7 @@ class ResultVersion(Base):
     measurement_id: Mapped[int | None] = mapped_column(ForeignKey("measurement.id"))
     # The judgement kept with the version: every hold, the rule set version that made it, and
     # what the reviewer is shown of it (the delta with its limit, implausible, critical, rerun).
-    holds: Mapped[list[dict[str, str]]] = mapped_column(
+    holds: Mapped[list[dict[str, Any]]] = mapped_column(
         JSONB, default=list, server_default=text("'[]'::jsonb")
     )
     ruleset_version: Mapped[int | None] = mapped_column(Integer)

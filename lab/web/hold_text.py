@@ -1,11 +1,12 @@
-"""Why a result is held, in the page's language.
+"""Why a result is held, or an analyser's result is unmatched, in the page's language.
 
-The rules write each hold as a code and a short English sentence with the rule's figures in it
-(`above the critical limit 6.2`); the sentence is also what the API and the audit trail keep.
-The pages show the code's name and the sentence said again in the reader's language with the
-same figures (`hold.text.<name>` in the catalogs, numbers with the page's decimal sign). A
-sentence this module does not know is shown as it is only on an English page; a bokmål page
-shows the code's name alone rather than English.
+The services store each reason as a stable key with its parameters beside the English sentence
+of the API and the audit trail (`lab.rules.model.Hold`: `key`, `params`; the unmatched queue's
+`reason_code`, `reason_params`). The pages translate the key through the message catalogs
+(`hold.text.<key>`, `unmatched.why.<code>`, `error.<code>`) with the figures in the page's
+number format; the sentence itself is never read back. A reason without a key (one a newer
+rule wrote before the catalogs knew it) is shown as its sentence on an English page only; a
+bokmål page shows the hold's code name alone rather than English.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from lab.web.i18n import Language, has_text, translate
 from lab.web.numbers import number
@@ -21,7 +23,7 @@ _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
 
 def _numbers(text: str, language: Language) -> str:
-    """Every decimal number in `text` with the page's decimal sign and minus."""
+    """Every decimal number in a figure (`<0.6`, `±1.0`, `RCV ±12.5 %`) in the page's format."""
 
     def shown(found: re.Match[str]) -> str:
         try:
@@ -32,157 +34,138 @@ def _numbers(text: str, language: Language) -> str:
     return _NUMBER.sub(shown, text)
 
 
-def delta_limit(text: str, language: Language) -> str:
-    """A delta check's limit (`±20 within 48 h`, `RCV ±12.5 % within 7 days`)."""
-    found = re.fullmatch(r"(?P<limit>.+?) within (?P<n>[\d.]+) (?P<unit>h|days)", text)
-    if found is None:
-        return _numbers(text, language)
-    limit = _numbers(found["limit"], language).replace("log-normal ", "")
-    key = "hold.window_days" if found["unit"] == "days" else "hold.window_hours"
-    return translate(language, key, limit=limit, n=_numbers(found["n"], language))
+def delta_limit(delta: Mapping[str, Any], language: Language) -> str:
+    """A delta check's limit (`±1,0 innen 48 t`) from the judgement's parts; a judgement made
+    before the parts were kept shows its limit with the page's number format."""
+    window = str(delta.get("window") or "")
+    if not window:
+        return _numbers(str(delta.get("limit") or ""), language)
+    key = "hold.window_days" if delta.get("window_unit") == "days" else "hold.window_hours"
+    return translate(
+        language,
+        key,
+        limit=_numbers(str(delta.get("allowed") or ""), language),
+        n=_numbers(window, language),
+    )
 
 
-_INDEX = re.compile(
-    r"(?P<name>haemolysis|icterus|lipaemia) \((?P<letter>[HIL])\) index "
-    r"(?P<measured>[\d.]+) > (?P<limit>[\d.]+)"
-)
+def _limits(params: Mapping[str, str], language: Language) -> str:
+    """Plausibility limits: `80–200`, `≥ 1,5`, `≤ 300`."""
+    low, high = params.get("low", ""), params.get("high", "")
+    if low and high:
+        return f"{_numbers(low, language)}–{_numbers(high, language)}"
+    if low:
+        return f"≥ {_numbers(low, language)}"
+    return f"≤ {_numbers(high, language)}" if high else ""
 
 
-def _indices(text: str, language: Language) -> str:
+_INDICES = (("h", "haemolysis"), ("i", "icterus"), ("l", "lipaemia"))
+
+
+def _interference(params: Mapping[str, str], language: Language) -> dict[str, object]:
     parts = [
         translate(
             language,
-            f"hold.index.{found['name']}",
-            measured=_numbers(found["measured"], language),
-            limit=_numbers(found["limit"], language),
+            f"hold.index.{name}",
+            measured=_numbers(params[key], language),
+            limit=_numbers(params.get(f"{key}_limit", ""), language),
         )
-        for found in _INDEX.finditer(text)
+        for key, name in _INDICES
+        if key in params
     ]
-    return "; ".join(parts)
+    return {"indices": "; ".join(parts)}
 
 
-def _limits(text: str, language: Language) -> str:
-    """Plausibility limits: `80-200`, `>= 1.5`, `<= 300`."""
-    found = re.fullmatch(r"(?P<low>[\d.]+)-(?P<high>[\d.]+)", text)
-    if found is not None:
-        return f"{_numbers(found['low'], language)}–{_numbers(found['high'], language)}"
-    return _numbers(text, language).replace(">= ", "≥ ").replace("<= ", "≤ ")
+def _sex(params: Mapping[str, str], language: Language) -> dict[str, object]:
+    sex = params.get("sex", "")
+    shown = translate(language, f"sex.{sex}") if has_text(language, f"sex.{sex}") else sex
+    return {"sex": shown, "days": params.get("days", "")}
 
 
-_Params = Callable[[re.Match[str], Language], Mapping[str, object]]
+def _qc(params: Mapping[str, str], language: Language) -> dict[str, object]:
+    analyser = params.get("analyser") or translate(language, "hold.its_analyser")
+    rule = params.get("rule", "")
+    return {
+        "test": params.get("test", ""),
+        "analyser": analyser,
+        "rule": f" ({rule})" if rule else "",
+    }
 
 
-def _plain(found: re.Match[str], language: Language) -> Mapping[str, object]:
-    return {name: _numbers(value or "", language) for name, value in found.groupdict().items()}
-
-
-# (pattern of the rules' sentence, catalog key, how its figures are shown)
-_SENTENCES: tuple[tuple[re.Pattern[str], str, _Params], ...] = (
-    (re.compile(r"^the specimen is rejected$"), "specimen_rejected", _plain),
-    (
-        re.compile(r"^(?P<test>\S+) is locked by QC on (?P<analyser>.+?)(?: \((?P<rule>.+)\))?$"),
-        "qc_locked",
-        lambda found, language: {
-            "test": found["test"],
-            "analyser": found["analyser"],
-            "rule": f" ({found['rule']})" if found["rule"] else "",
-        },
-    ),
-    (
-        re.compile(r"^(?P<test>\S+) is not released without a person in rule set v(?P<v>\d+)$"),
-        "not_enabled",
-        lambda found, language: {"test": found["test"], "version": found["v"]},
-    ),
-    (
-        re.compile(r"^the analyser flagged it critical \((?P<flag>.+)\)$"),
-        "analyser_critical",
-        lambda found, language: {"flag": found["flag"]},
-    ),
-    (
-        re.compile(r"^analyser flag (?P<flags>.+)$"),
-        "analyser_flag",
-        lambda found, language: {"flags": found["flags"]},
-    ),
-    (re.compile(r"^a text result is not released unseen$"), "text_result", _plain),
-    (
-        re.compile(r"^reported as (?P<value>\S+): outside the measuring range$"),
-        "measuring_range",
-        _plain,
-    ),
-    (
-        re.compile(
-            r"^(?P<value>\S+) (?P<unit>\S*) ?is not a value a living patient can have "
-            r"\(plausible (?P<limits>.+)\); measure again$"
+def _delta(params: Mapping[str, str], language: Language) -> dict[str, object]:
+    return {
+        "previous": _numbers(params.get("previous", ""), language),
+        "value": _numbers(params.get("value", ""), language),
+        "limit": delta_limit(
+            {
+                "allowed": params.get("limit", ""),
+                "window": params.get("window", ""),
+                "window_unit": params.get("window_unit", ""),
+            },
+            language,
         ),
+    }
+
+
+_Shown = Callable[[Mapping[str, str], Language], Mapping[str, object]]
+
+# Keys whose parameters need more than figures in the page's number format.
+_SHOWN: dict[str, _Shown] = {
+    "qc_locked": _qc,
+    "implausible": lambda p, language: {
+        "value": _numbers(p.get("value", ""), language),
+        "limits": _limits(p, language),
+    },
+    "delta": _delta,
+    "no_interval_for": _sex,
+    "interference": _interference,
+}
+# Parameters that are names, never figures (a test code such as FT4 has a digit in it).
+_NAMES = frozenset({"test", "tests", "flag", "flags", "analyser", "rule", "code"})
+
+# Every key the services write (lab/rules/judge.py, lab/results/judging.py, recording.py).
+HOLD_KEYS = frozenset(
+    {
+        "specimen_rejected",
+        "qc_locked",
+        "not_enabled",
+        "analyser_critical",
+        "analyser_flag",
+        "text_result",
+        "measuring_range",
         "implausible",
-        lambda found, language: {
-            "value": _numbers(found["value"], language),
-            "limits": _limits(found["limits"], language),
-        },
-    ),
-    (
-        re.compile(r"^changed from (?P<previous>\S+) to (?P<value>\S+) \(limit (?P<limit>.+)\)$"),
         "delta",
-        lambda found, language: {
-            "previous": _numbers(found["previous"], language),
-            "value": _numbers(found["value"], language),
-            "limit": delta_limit(found["limit"], language),
-        },
-    ),
-    (
-        re.compile(r"^no reference interval: the patient's age at collection is unknown$"),
         "no_interval_age",
-        _plain,
-    ),
-    (
-        re.compile(r"^no reference interval for sex (?P<sex>\S+) at (?P<days>\d+) days of age$"),
         "no_interval_for",
-        lambda found, language: {
-            "sex": translate(language, f"sex.{found['sex']}")
-            if has_text(language, f"sex.{found['sex']}")
-            else found["sex"],
-            "days": found["days"],
-        },
-    ),
-    (re.compile(r"^no reference interval applies to this patient$"), "no_interval", _plain),
-    (
-        re.compile(r"^outside the autoverification range (?P<low>\S*)-(?P<high>\S*)$"),
+        "no_interval",
         "autoverify_range",
-        _plain,
-    ),
-    (re.compile(r"^below the critical limit (?P<limit>\S+)$"), "critical_below", _plain),
-    (re.compile(r"^above the critical limit (?P<limit>\S+)$"), "critical_above", _plain),
-    (re.compile(r"^beyond the critical limit$"), "critical", _plain),
-    (
-        re.compile(r"^(?P<test>\S+): (?P<indices>.*index.*)$"),
+        "critical_below",
+        "critical_above",
+        "critical",
         "interference",
-        lambda found, language: {"indices": _indices(found["indices"], language)},
-    ),
-    (
-        re.compile(r"^released together with (?P<tests>.+)$"),
         "waits_for",
-        lambda found, language: {"tests": found["tests"]},
-    ),
-    (
-        re.compile(r"^measured (?P<n>\d+) times with different values: choose the one to report$"),
+        "recalculated",
         "choose",
-        lambda found, language: {"n": found["n"]},
-    ),
+    }
 )
 
 
-def hold_detail(text: str, language: Language) -> str:
-    """The hold's sentence in `language`; "" on a bokmål page when the sentence is unknown."""
-    for pattern, name, params in _SENTENCES:
-        found = pattern.match(text or "")
-        if found is not None:
-            return translate(language, f"hold.text.{name}", **params(found, language))
-    return text if language == "en" else ""
-
-
-def known(text: str) -> bool:
-    """Whether the sentence is one this module says in every language (for the tests)."""
-    return any(pattern.match(text) for pattern, _, _ in _SENTENCES)
+def hold_detail(hold: Mapping[str, Any], language: Language) -> str:
+    """A hold (`{"code", "text", "key", "params"}`) said in `language`; "" on a bokmål page
+    when the hold has no key the catalogs know."""
+    key = str(hold.get("key") or "")
+    if not key or not has_text(language, f"hold.text.{key}"):
+        return str(hold.get("text") or "") if language == "en" else ""
+    params: Mapping[str, str] = hold.get("params") or {}
+    special = _SHOWN.get(key)
+    if special is not None:
+        shown = special(params, language)
+    else:
+        shown = {
+            name: value if name in _NAMES else _numbers(str(value), language)
+            for name, value in params.items()
+        }
+    return translate(language, f"hold.text.{key}", **shown)
 
 
 _ORIGINS = ("rerun", "dilution", "repeat")
@@ -220,81 +203,18 @@ def who(name: str, language: Language) -> str:
     return name or ""
 
 
-# Why an analyser's result is in the unmatched queue: the sentences the analyser side and the
-# result path write there (instruments.messages, lab.results), said as the errors are
-# (`error.<code>`) or by `unmatched.why.<name>`.
-_VALUE_CHECK = (
-    ("is not a finite number", "not_finite"),
-    ("is not a number", "not_a_number"),
-    ("out of any sane range", "out_of_range"),
-    ("significant digits", "too_many_digits"),
-    ("smaller than any analyser", "too_small"),
-    ("is negative", "negative"),
-    ("the value is empty", "empty"),
+# Why an analyser's result is in the unmatched queue: its code and parameters as the analyser
+# side (instruments.messages) or the result path (lab.results, `error.<code>`) wrote them.
+UNMATCHED_CODES = frozenset(
+    {
+        "not_mapped",
+        "no_specimen",
+        "status",
+        "unreadable",
+        "clock",
+        "not_stored",
+        "unit_unknown",
+        "unit_not_convertible",
+        "value_not_convertible",
+    }
 )
-_UNMATCHED: tuple[tuple[re.Pattern[str], str], ...] = (
-    (
-        re.compile(r"^test code '(?P<code>.+)' is not mapped for analyser (?P<analyser>\S+)$"),
-        "unmatched.why.not_mapped",
-    ),
-    (
-        re.compile(r"^the result has no specimen ID \(looked in (?P<fields>.+) of the O record"),
-        "unmatched.why.no_specimen",
-    ),
-    (
-        re.compile(r"^result status '(?P<status>.*)' \(R-9\) is not a result to record$"),
-        "unmatched.why.status",
-    ),
-    (re.compile(r"^(?P<code>\S+) is not ordered on (?P<number>\S+)$"), "error.test_not_ordered"),
-    (re.compile(r"^unknown test code '(?P<code>.+)'$"), "error.test_unknown"),
-    (
-        re.compile(r"^(?P<code>\S+) on (?P<number>\S+) (?:was|is) cancelled$"),
-        "error.test_cancelled",
-    ),
-    (
-        re.compile(
-            r"^(?P<code>\S+) is reported in (?P<unit>\S+), not (?P<given>.+); "
-            r"no conversion is made$"
-        ),
-        "error.unit_mismatch",
-    ),
-    (
-        re.compile(r"^(?P<number>\S+) is (?P<status>\S+); no results can be added$"),
-        "error.specimen_closed",
-    ),
-    (re.compile(r"^no specimen with accession number (?P<number>\S+)$"), "error.specimen_unknown"),
-    (
-        re.compile(r"^(?P<number>\S+) is not a valid accession number \(check digit\)$"),
-        "error.accession_check_digit",
-    ),
-)
-_NOT_A_NUMBER = re.compile(r"^(?P<code>\S+) takes a number: (?P<why>.+)$")
-
-
-def unmatched_reason(reason: str, language: Language) -> str:
-    """Why the result could not be stored, in `language`; an unknown sentence as it is (the
-    page marks it as English)."""
-    found = _NOT_A_NUMBER.match(reason or "")
-    if found is not None:
-        why = found["why"]
-        code = next((code for marker, code in _VALUE_CHECK if marker in why), "")
-        value = why.split(" is ", 1)[0].split(" has ", 1)[0] if code != "empty" else ""
-        return translate(
-            language,
-            "error.value_not_number",
-            code=found["code"],
-            value=value,
-            why=translate(language, f"value_check.{code}"),
-        )
-    for pattern, key in _UNMATCHED:
-        found = pattern.match(reason or "")
-        if found is not None:
-            params = dict(found.groupdict())
-            if "status" in params and has_text(language, f"status.{params['status']}"):
-                params["status"] = translate(language, f"status.{params['status']}")
-            return translate(language, key, **params)
-    return reason or ""
-
-
-def unmatched_known(reason: str) -> bool:
-    return bool(_NOT_A_NUMBER.match(reason)) or any(p.match(reason) for p, _ in _UNMATCHED)

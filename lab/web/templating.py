@@ -27,14 +27,7 @@ from lab.errors import FieldProblem, LabError
 from lab.reports.formatting import display_clinician, display_unit
 from lab.timeutil import OSLO, oslo_text
 from lab.users.roles import Permission, permissions_of
-from lab.web.hold_text import (
-    delta_limit,
-    hold_detail,
-    unmatched_known,
-    unmatched_reason,
-    version_reason,
-    who,
-)
+from lab.web.hold_text import delta_limit, hold_detail, version_reason, who
 from lab.web.i18n import LANGUAGES, Language, has_text, translate, translate_plural
 from lab.web.numbers import number, signed_number
 from lab.web.status_strip import StripLine, strip_lines
@@ -75,13 +68,13 @@ def _decimal_text_filter(context: Context, text: str | None) -> str:
 
 
 @pass_context
-def _hold_text_filter(context: Context, text: str) -> str:
-    return hold_detail(text, context.get("lang", "nb"))
+def _hold_text_filter(context: Context, hold: Mapping[str, Any]) -> str:
+    return hold_detail(hold, context.get("lang", "nb"))
 
 
 @pass_context
-def _delta_limit_filter(context: Context, text: str) -> str:
-    return delta_limit(text or "", context.get("lang", "nb"))
+def _delta_limit_filter(context: Context, delta: Mapping[str, Any]) -> str:
+    return delta_limit(delta or {}, context.get("lang", "nb"))
 
 
 @pass_context
@@ -94,9 +87,31 @@ def _who_filter(context: Context, name: str | None) -> str:
     return who(name or "", context.get("lang", "nb"))
 
 
+def unmatched_reason(language: Language, code: str, params: Mapping[str, Any]) -> str | None:
+    """Why an analyser's result is unmatched, from the code and parameters stored with it
+    (`unmatched.why.<code>` or, for the result path's refusals, `error.<code>`); None when
+    no catalog knows the code."""
+    if not code:
+        return None
+    if has_text(language, f"unmatched.why.{code}"):
+        shown = {name: _shown(language, name, value) for name, value in params.items()}
+        return translate(language, f"unmatched.why.{code}", **shown)
+    return coded_text(language, code, params)
+
+
 @pass_context
-def _unmatched_reason_filter(context: Context, text: str) -> str:
-    return unmatched_reason(text or "", context.get("lang", "nb"))
+def _unmatched_reason_filter(context: Context, row: Any) -> str:
+    """The row's reason in the page's language, or its English sentence."""
+    said = unmatched_reason(context.get("lang", "nb"), row.reason_code, row.reason_params or {})
+    return said if said is not None else row.reason or ""
+
+
+@pass_context
+def _unmatched_known(context: Context, row: Any) -> bool:
+    return (
+        unmatched_reason(context.get("lang", "nb"), row.reason_code, row.reason_params or {})
+        is not None
+    )
 
 
 @pass_context
@@ -223,7 +238,7 @@ def _environment() -> Environment:
     env.filters["version_reason"] = _version_reason_filter
     env.filters["who"] = _who_filter
     env.filters["unmatched_reason"] = _unmatched_reason_filter
-    env.tests["unmatched_known"] = unmatched_known
+    env.tests["unmatched_known"] = _unmatched_known
     env.filters["critical_call"] = _critical_call_filter
     env.filters["unit"] = _unit_filter
     env.filters["clinician"] = display_clinician

@@ -26,6 +26,8 @@ def _unmatched(db: Session, n: int = 1, *, code: str = "NA", value: str = "140")
             result_status="F",
             operator="",
             reason="no specimen with accession number 999990",
+            reason_code="specimen_unknown",
+            reason_params={"number": "999990"},
             raw_record=f"R|1|^^^{code}|{value}|mmol/L",
         )
         for i in range(n)

@@ -167,6 +167,8 @@ def test_operations_pages(page: Page, live: LiveServer) -> None:
                 result_status="F",
                 operator="",
                 reason="no specimen with accession number 999999",
+                reason_code="specimen_unknown",
+                reason_params={"number": "999999"},
                 raw_record="R|1|^^^NA|141|mmol/L",
             )
         )

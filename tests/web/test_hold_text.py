@@ -1,18 +1,46 @@
-"""Holds said in the page's language with the rule's figures; unknown English never on a
-bokmål page."""
+"""Holds and unmatched reasons said in the page's language from their keys and parameters;
+the sentences stored before the keys existed are read once by the migration into the same
+keys; unknown English never on a bokmål page."""
 
 from __future__ import annotations
 
+import importlib.util
+from decimal import Decimal
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
 import pytest
 
-from lab.web.hold_text import hold_detail, known
+from lab.web.hold_text import HOLD_KEYS, UNMATCHED_CODES, hold_detail
+from lab.web.i18n import LANGUAGES, has_text
+from lab.web.templating import unmatched_reason
+
+_MIGRATION = Path(__file__).parents[2] / "migrations" / "versions" / "0021_reason_keys.py"
+
+
+def _migration() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("reason_keys", _MIGRATION)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MIGRATION = _migration()
+
+
+def _migrated(sentence: str) -> dict[str, Any]:
+    key, params = MIGRATION.hold_key(sentence)
+    return {"code": "rule", "text": sentence, "key": key, "params": params}
+
 
 # The sentences the rules write (lab/rules/judge.py, lab/results/judging.py, recording.py),
 # with what a bokmål page shows of each.
 SENTENCES = {
     "the specimen is rejected": "prøven er avvist",
     "K is locked by QC on cobas-1 (1-3s)": "K er sperret av kvalitetskontrollen på cobas-1 (1-3s)",
-    "K is locked by QC on its analyser": "K er sperret av kvalitetskontrollen på its analyser",
+    "K is locked by QC on its analyser": "K er sperret av kvalitetskontrollen på analysatoren sin",
     "K is not released without a person in rule set v3": "K godkjennes ikke uten en person i "
     "regelsett v3",
     "the analyser flagged it critical (HH)": "analysatoren merket den kritisk (HH)",
@@ -41,22 +69,71 @@ SENTENCES = {
     "K: haemolysis (H) index 120 > 50; lipaemia (L) index 300 > 200": "hemolyseindeks (H) 120 > "
     "50; lipemiindeks (L) 300 > 200",
     "released together with KREA": "godkjennes sammen med KREA",
+    "recalculated: KREA corrected; measurement 2 (rerun) chosen": "beregnet på nytt: KREA "
+    "korrigert",
     "measured 2 times with different values: choose the one to report": "målt 2 ganger med ulike "
     "verdier: velg den som skal rapporteres",
 }
 
 
+def test_every_key_has_a_text_in_both_languages() -> None:
+    for language in LANGUAGES:
+        assert [k for k in HOLD_KEYS if not has_text(language, f"hold.text.{k}")] == []
+        assert [c for c in UNMATCHED_CODES if not has_text(language, f"unmatched.why.{c}")] == []
+        assert has_text(language, "hold.its_analyser")
+
+
 @pytest.mark.parametrize("sentence", sorted(SENTENCES))
-def test_each_hold_is_said_in_bokmal_with_its_figures(sentence: str) -> None:
-    assert known(sentence)
-    assert hold_detail(sentence, "nb") == SENTENCES[sentence]
-    english = hold_detail(sentence, "en")
+def test_a_stored_sentence_migrates_to_its_key_and_is_said_in_bokmal(sentence: str) -> None:
+    hold = _migrated(sentence)
+    assert hold["key"] in HOLD_KEYS
+    assert hold_detail(hold, "nb") == SENTENCES[sentence]
+    english = hold_detail(hold, "en")
     assert english and english != SENTENCES[sentence]
 
 
-def test_an_unknown_sentence_is_not_shown_in_english_on_a_bokmal_page() -> None:
-    assert hold_detail("a brand new rule held it", "nb") == ""
-    assert hold_detail("a brand new rule held it", "en") == "a brand new rule held it"
+def test_the_pages_read_the_key_never_the_sentence() -> None:
+    hold = {"code": "critical", "text": "anything at all", "key": "critical_above"}
+    hold["params"] = {"limit": "6.2"}
+    assert hold_detail(hold, "nb") == "over den kritiske grensen 6,2"
+    qc = {"code": "qc", "text": "", "key": "qc_locked", "params": {"test": "K", "analyser": ""}}
+    assert hold_detail(qc, "nb") == "K er sperret av kvalitetskontrollen på analysatoren sin"
+
+
+def test_each_hold_the_rules_write_has_a_key_the_migration_agrees_with() -> None:
+    from lab.rules import PreviousResult, SerumIndices
+    from tests.rules.helpers import MEASURED
+    from tests.rules.test_judge import _judge
+
+    cases = [
+        _judge("NA", "41"),
+        _judge("NA", "140", qc_locked=True, rejected=True),
+        _judge("K", "7.0", flags=("Clot", "HH"), indices=SerumIndices(h=Decimal(200))),
+        _judge("NA", "200", comparator=">"),
+        _judge("NA", None),
+        _judge("K", "4.0", age_days=None, sex="U"),
+        _judge(
+            "KREA",
+            "160",
+            previous=PreviousResult(
+                value=Decimal(84), comparator=None, measured_at=MEASURED.replace(hour=1)
+            ),
+        ),
+    ]
+    seen = set()
+    for judgement in cases:
+        for hold in judgement.holds:
+            assert hold.key in HOLD_KEYS, hold
+            assert MIGRATION.hold_key(hold.text) == (hold.key, dict(hold.params)), hold
+            assert hold_detail({"key": hold.key, "params": hold.params}, "nb")
+            seen.add(hold.key)
+    assert len(seen) >= 8, seen
+
+
+def test_a_hold_without_a_key_is_not_shown_in_english_on_a_bokmal_page() -> None:
+    hold = {"code": "rule", "text": "a brand new rule held it", "key": "", "params": {}}
+    assert hold_detail(hold, "nb") == ""
+    assert hold_detail(hold, "en") == "a brand new rule held it"
 
 
 def test_the_rule_set_that_released_a_result_is_named_in_the_pages_words() -> None:
@@ -96,8 +173,8 @@ def test_the_rule_set_that_released_a_result_is_named_in_the_pages_words() -> No
         ("no specimen with accession number 2600000099", "Ingen prøve har prøvenummer 2600000099."),
     ],
 )
-def test_unmatched_reasons_are_said_in_bokmal(reason: str, shown: str) -> None:
-    from lab.web.hold_text import unmatched_known, unmatched_reason
-
-    assert unmatched_known(reason)
-    assert unmatched_reason(reason, "nb") == shown
+def test_stored_unmatched_reasons_migrate_and_are_said_in_bokmal(reason: str, shown: str) -> None:
+    code, params = MIGRATION.unmatched_code(reason)
+    assert code
+    assert unmatched_reason("nb", code, params) == shown
+    assert unmatched_reason("en", code, params)
