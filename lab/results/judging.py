@@ -17,12 +17,13 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
+from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.catalog import units
 from lab.catalog.rules import TestRule
 from lab.errors import Conflict, FieldProblem, InvalidInput, LabError, NotFound
 from lab.results import flags as result_flags
-from lab.results.state import NewMeasurement, ResultState
+from lab.results.state import Change, NewMeasurement, ResultState
 from lab.rules import (
     Hold,
     HoldCode,
@@ -36,6 +37,7 @@ from lab.rules import (
     check_value,
     judge,
 )
+from lab.rules.choice import Measured, MeasurementChoice, chosen
 from lab.rulesets import service as rulesets
 from lab.rulesets.service import ActiveRules as ActiveRules
 from lab.tables.results import MeasurementOrigin, R, StoredMeasurement
@@ -390,3 +392,67 @@ def test_facts(test: TestRule) -> TestFacts:
         critical_low=test.critical_low,
         critical_high=test.critical_high,
     )
+
+
+def rules_report(
+    ruleset: RuleSet | None,
+    test_code: str,
+    measured: Sequence[NewMeasurement | StoredMeasurement],
+) -> NewMeasurement | StoredMeasurement | None:
+    """The measurement the rule set reports of several that differ (`report_measurement`);
+    None when a person chooses (the rule set says so, or it picked an earlier measurement of
+    the same message, which has no stored row to name yet)."""
+    rules = ruleset.for_test(test_code) if ruleset is not None else None
+    policy = rules.report_measurement if rules is not None else MeasurementChoice.PERSON
+    pick = chosen(
+        policy,
+        [
+            Measured(value=m.value_numeric, comparator=m.comparator, text=m.value_text)
+            for m in measured
+        ],
+    )
+    if pick is None:
+        return None
+    found = measured[pick]
+    if pick != len(measured) - 1 and not isinstance(found, StoredMeasurement):
+        return None
+    return found
+
+
+def chosen_by_rules(
+    state: ResultState,
+    measurement: StoredMeasurement,
+    test: TestRule,
+    facts: TubeFacts,
+    ruleset: RuleSet | None,
+    *,
+    by: Actor,
+    seen: tuple[Measurement, datetime],
+) -> tuple[Change, bool]:
+    """The version in which the rule set reports an earlier measurement (judged again), and
+    whether it may then be released without a person. `seen`: the new measurement (its
+    analyser's flag profile) and when it was recorded."""
+    base = state.but(
+        status=R.PRELIMINARY if measurement.preliminary else R.AWAITING_REVIEW,
+        unit=measurement.unit,
+        instrument_flags=measurement.instrument_flags,
+        instrument=measurement.instrument,
+        operator=measurement.operator,
+        observed_at=measurement.observed_at,
+        comment=measurement.comment,
+        measurement_id=measurement.id,
+    )
+    base = with_value(base, test, facts.patient, value_of(measurement))
+    new, release = judged(
+        base, test, facts, ruleset, flag_profile=seen[0].flag_profile, measured_at=seen[1]
+    )
+    why = f"measurement {measurement.number} ({measurement.origin}) chosen"
+    change = Change(
+        state=new,
+        action="result.choose",
+        author=by.username,
+        reason=why,
+        detail=f"{why} by rule set v{new.ruleset_version} (report_measurement)",
+        by=by,
+    )
+    return change, release

@@ -622,8 +622,13 @@ def _decide(
         key="choose",
         params={"n": str(len(work.measured))},
     )
+    earlier: StoredMeasurement | None = None  # one the rule set reports instead of the new
     if len(differing) > 1:
-        state, release = state.but(holds=(*state.holds, choose)), False
+        reported = judging.rules_report(rules.autoverification, test.code, work.measured)
+        if reported is None:
+            state, release = state.but(holds=(*state.holds, choose)), False
+        elif isinstance(reported, StoredMeasurement):
+            earlier, release = reported, False
     if rules.shadow is not None:
         # What the version in shadow would have done: kept beside the result, acted on never.
         seen, would = judging.judged(
@@ -646,6 +651,13 @@ def _decide(
             measurement=taken,
         )
     )
+    if earlier is not None:  # the rule set reports an earlier measurement: a version says so
+        by = autoverifier(state.ruleset_version)
+        change, release = judging.chosen_by_rules(
+            state, earlier, test, facts, rules.autoverification, by=by, seen=(measurement, now)
+        )
+        state = change.state
+        work.changes.append(change)
     if release:
         machine = autoverifier(state.ruleset_version)
         work.changes.append(

@@ -11,6 +11,7 @@ it judged). It has one table per test and one per analyser profile:
     autoverify_range = { low = 3.0, high = 6.0 }  # step 8 (optional)
     critical_autoverify = false       # step 9: a critical result always waits for a person
     below_comparator = "release"      # step 3: "<x" is a result (CRP below its detection limit)
+    report_measurement = "in_range"   # measurements that differ: person, latest or in_range
 
     [profile.generic]
     unknown = "hold"                  # any flag not named below
@@ -34,6 +35,7 @@ from types import MappingProxyType
 from typing import Any
 
 from lab.errors import FieldProblem, InvalidInput
+from lab.rules.choice import MeasurementChoice
 
 
 class RuleSetError(InvalidInput):
@@ -102,6 +104,8 @@ class TestRules:
     critical_autoverify: bool = False
     below_comparator_releases: bool = False
     above_comparator_releases: bool = False
+    # Which of the test's measurements is reported when they differ (lab.rules.choice).
+    report_measurement: MeasurementChoice = MeasurementChoice.PERSON
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -255,6 +259,7 @@ _TEST_KEYS = {
     "critical_autoverify",
     "below_comparator",
     "above_comparator",
+    "report_measurement",
 }
 
 
@@ -325,6 +330,10 @@ def _test_rules(
         comparators[key] = choice == "release"
     indices = _indices(problems, table, entry["indices"]) if "indices" in entry else None
     delta = _delta(problems, table, entry["delta"]) if "delta" in entry else None
+    report = entry.get("report_measurement", MeasurementChoice.PERSON.value)
+    if report not in set(MeasurementChoice):
+        choices = ", ".join(f'"{c.value}"' for c in MeasurementChoice)
+        problems.add(table, "report_measurement", f"must be one of {choices}")
     if len(problems.found) > before:
         return None
     return TestRules(
@@ -339,6 +348,7 @@ def _test_rules(
         critical_autoverify=bool(critical_autoverify),
         below_comparator_releases=comparators["below_comparator"],
         above_comparator_releases=comparators["above_comparator"],
+        report_measurement=MeasurementChoice(report),
     )
 
 
