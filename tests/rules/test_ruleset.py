@@ -97,7 +97,10 @@ def test_crp_log_normal_limits_are_asymmetric() -> None:
 
 def test_the_demo_reflex_rules_parse() -> None:
     reflexes = parse_reflexes(demo_texts()["reflex"], version=1, known_tests=UNITS)
-    assert [(r.id, r.test, r.add) for r in reflexes.rules] == [("TSH-FT4", "TSH", "FT4")]
+    assert [(r.id, r.test, r.add) for r in reflexes.rules] == [
+        ("TSH-FT4", "TSH", "FT4"),
+        ("CA-ALB", "CA", "ALB"),
+    ]
 
 
 def test_reflex_with_unknown_test_is_refused_with_its_line() -> None:
