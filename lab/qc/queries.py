@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
 from lab import audit
@@ -27,6 +28,8 @@ from lab.tables.qc import (
     QcMovingSetting,
     QcPoint,
     QcRun,
+    QcTarget,
+    QcViolation,
     RunStatus,
     TargetSource,
 )
@@ -156,22 +159,23 @@ class ChartSeries:
     accepted: westgard.Statistics | None  # of the accepted points shown (rejected left out)
 
 
-def chart_lots(session: Session, *, instrument: str, test_code: str) -> list[QcLot]:
-    """The lots that have points for a test on an analyser, newest first."""
-    test = catalog.get_by_code(session, test_code)
-    query = (
-        select(QcLot)
+def chart_lots(
+    session: Session, *, instrument: str, test_code: str, test: LabTest | None = None
+) -> list[QcLot]:
+    """The lots that have points for a test on an analyser, newest first (each lot's points
+    are looked at until the first of this test on this analyser, not all of them)."""
+    test = test or catalog.get_by_code(session, test_code)
+    has_points = (
+        select(QcPoint.id)
+        .join(QcRun, QcRun.id == QcPoint.run_id)
         .where(
-            QcLot.id.in_(
-                select(QcPoint.lot_id)
-                .join(QcRun, QcRun.id == QcPoint.run_id)
-                .where(QcRun.instrument == analyser_name(instrument), QcRun.test_id == test.id)
-                .distinct()
-            )
+            QcPoint.lot_id == QcLot.id,
+            QcRun.instrument == analyser_name(instrument),
+            QcRun.test_id == test.id,
         )
-        .order_by(QcLot.id.desc())
+        .exists()
     )
-    return list(session.scalars(query))
+    return list(session.scalars(select(QcLot).where(has_points).order_by(QcLot.id.desc())))
 
 
 def chart_series(
@@ -183,16 +187,42 @@ def chart_series(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 120,
+    test: LabTest | None = None,
+    in_use: Sequence[QcTarget] | None = None,
 ) -> ChartSeries:
     """The points of one lot (so one level) of a test on an analyser, oldest first: the last
-    `limit` runs up to `until`, or every run between `since` and `until`."""
+    `limit` runs up to `until`, or every run between `since` and `until`. One query for the
+    points with their runs' decisions (plain rows); a caller drawing several lots passes the
+    test and the targets in use it has read already."""
     name = analyser_name(instrument)
-    test = catalog.get_by_code(session, test_code)
+    test = test or catalog.get_by_code(session, test_code)
     lot = session.get(QcLot, lot_id)
     if lot is None:
         raise NotFound(f"no control lot {lot_id}")
+    decisions = (
+        select(
+            func.json_agg(
+                aggregate_order_by(
+                    func.json_build_array(QcViolation.rule, QcViolation.points), QcViolation.id
+                )
+            )
+        )
+        .where(QcViolation.run_id == QcRun.id)
+        .correlate(QcRun)
+        .scalar_subquery()
+    )
     query = (
-        select(QcPoint, QcRun)
+        select(
+            QcPoint.level,
+            QcPoint.value,
+            QcPoint.z,
+            QcPoint.mean,
+            QcPoint.sd,
+            QcRun.id,
+            QcRun.run_at,
+            QcRun.status,
+            decisions.label("decisions"),
+        )
         .join(QcRun, QcRun.id == QcPoint.run_id)
         .where(QcRun.instrument == name, QcRun.test_id == test.id, QcPoint.lot_id == lot_id)
         .order_by(QcRun.run_at.desc(), QcRun.id.desc())
@@ -203,36 +233,31 @@ def chart_series(
         query = query.where(QcRun.run_at <= until)
     if since is None:
         query = query.limit(limit)
-    rows = list(reversed(session.execute(query).tuples().all()))
+    rows = list(reversed(session.execute(query).all()))
     fired: dict[tuple[int, int], list[str]] = {}
-    for _, run in rows:
-        for violation in run.violations:
-            for ref in violation.points:
+    for row in rows:
+        for rule, refs in row.decisions or []:
+            for ref in refs:
                 key = (int(ref["run_id"]), int(ref["level"]))
-                fired.setdefault(key, []).append(violation.rule)
-    target = next(
-        (
-            t
-            for t in targets_in_use(session, instrument=name, test_id=test.id)
-            if t.lot_id == lot_id
-        ),
-        None,
-    )
+                fired.setdefault(key, []).append(rule)
+    if in_use is None:
+        in_use = targets_in_use(session, instrument=name, test_id=test.id)
+    target = next((t for t in in_use if t.lot_id == lot_id and t.test_id == test.id), None)
     points = [
         ChartPoint(
-            run_id=run.id,
-            at=run.run_at,
-            value=float(point.value),
-            z=point.z,
-            rejected=run.status == RunStatus.REJECTED,
-            rules=tuple(dict.fromkeys(fired.get((run.id, point.level), []))),
+            run_id=row.id,
+            at=row.run_at,
+            value=float(row.value),
+            z=row.z,
+            rejected=row.status == RunStatus.REJECTED,
+            rules=tuple(dict.fromkeys(fired.get((row.id, row.level), []))),
         )
-        for point, run in rows
+        for row in rows
     ]
     mean = float(target.mean) if target is not None and target.mean is not None else None
     sd = float(target.sd) if target is not None and target.sd is not None else None
     if mean is None and rows:  # the lot's target is no longer in use: the one the points had
-        last_judged = next((p for p, _ in reversed(rows) if p.mean is not None), None)
+        last_judged = next((r for r in reversed(rows) if r.mean is not None), None)
         if last_judged is not None and last_judged.sd is not None:
             mean, sd = float(last_judged.mean or 0), float(last_judged.sd)
     return ChartSeries(

@@ -107,7 +107,13 @@ def chart_page(
     charts: list[dict[str, Any]] = []
     for lot_id in lot_ids:
         series = queries.chart_series(
-            session, instrument=name, test_code=test_row.code, lot_id=lot_id, limit=runs
+            session,
+            instrument=name,
+            test_code=test_row.code,
+            lot_id=lot_id,
+            limit=runs,
+            test=test_row,
+            in_use=in_use,
         )
         charts.append({"series": series, "svg": levey_jennings_svg(report.chart_of(series))})
     recent = session.scalars(
@@ -123,7 +129,9 @@ def chart_page(
             "instrument": name,
             "test": test_row,
             "charts": charts,
-            "lots": queries.chart_lots(session, instrument=name, test_code=test_row.code),
+            "lots": queries.chart_lots(
+                session, instrument=name, test_code=test_row.code, test=test_row
+            ),
             "lot": lot,
             "runs": runs,
             "recent": recent,
