@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -36,6 +37,7 @@ from lab.qc.api import router as qc_router
 from lab.qc.views import router as qc_views
 from lab.results.api import router as results_router
 from lab.results.fix_views import router as fix_views
+from lab.results.history_views import router as history_views
 from lab.results.views import router as results_views
 from lab.rulesets.api import router as rules_router
 from lab.rulesets.views import router as rules_views
@@ -51,6 +53,16 @@ from lab.web.pages import SignInNeeded, answer_for_page, is_page, sign_in_redire
 from lab.web.templating import STATIC_DIR, render
 
 log = logging.getLogger(__name__)
+
+
+def _freeze_what_lives_long() -> None:
+    """What exists once the app has started (modules, routes, the parts' state) lives as long
+    as the process: frozen, Python's full garbage collections no longer walk it. Unfrozen, those
+    ~300,000 objects made every few page requests wait for a full collection, up to a second on
+    a busy machine (bench/bench_web.py). Once per process: a test run makes many apps."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
 
 
 def create_app(
@@ -73,6 +85,7 @@ def create_app(
                 part = starter(app)
                 await part.__aenter__()
                 started.append(part)
+            _freeze_what_lives_long()
             yield
         finally:
             for part in reversed(started):
@@ -204,6 +217,7 @@ def _include_pages(app: FastAPI) -> None:
         orders_views,
         results_views,
         fix_views,
+        history_views,
         users_views,
         qc_views,
         rules_views,

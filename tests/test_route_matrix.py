@@ -162,6 +162,7 @@ MATRIX: dict[str, Rule] = {
     "POST /results/{result_id}/correct": P.CORRECT_RESULTS,
     "POST /results/{result_id}/choose": P.VERIFY_RESULTS,
     "POST /results/{result_id}/set-aside": P.VERIFY_RESULTS,
+    "GET /patients/{patient_id}/cumulative": P.READ_PATIENT_DATA,
     "GET /patients/{patient_id}/cumulative.pdf": P.READ_PATIENT_DATA,
     "POST /results/{result_id}/replace": P.ENTER_RESULTS,
     "POST /results/{result_id}/rerun": P.ENTER_RESULTS,

@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session, aliased, lazyload, selectinload
 
 from lab import audit
 from lab.audit import Actor
-from lab.catalog import service as catalog
 from lab.errors import NotFound
 from lab.specimens import queries as work_lists
 from lab.specimens import service as specimens
@@ -142,19 +141,60 @@ class CumulativePoint(NamedTuple):
     unit: str | None
     reference_low: Decimal | None
     reference_high: Decimal | None
+    measured_at: datetime  # observed, else recorded: the history's order and its pages' cursor
+
+    @property
+    def cursor(self) -> HistoryCursor:
+        return HistoryCursor(self.measured_at, self.result_id)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryCursor:
+    """Where a page of a patient's history of a test ended: its last result's measured time
+    (observed, else recorded) and id. The next page starts after it: keyset paging along
+    `ix_result_patient_history`, one range scan per page however long the history."""
+
+    measured_at: datetime
+    result_id: int
+
+    def text(self) -> str:
+        return f"{self.measured_at.isoformat()}~{self.result_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> HistoryCursor | None:
+        try:
+            measured_at, result_id = text.split("~")
+            return cls(datetime.fromisoformat(measured_at), int(result_id))
+        except ValueError:
+            return None
+
+
+# The order of `ix_result_patient_history` (migration 0022): newest measured first.
+_MEASURED = func.coalesce(Result.observed_at, Result.recorded_at)
 
 
 def cumulative(
-    session: Session, *, actor: Actor, patient_id: int, test_code: str, limit: int = 10_000
+    session: Session,
+    *,
+    actor: Actor,
+    patient_id: int,
+    test_code: str,
+    limit: int = 10_000,
+    before: HistoryCursor | None = None,
 ) -> list[CumulativePoint]:
-    """One patient's released results of one test over time, newest first, in one query."""
-    test = catalog.get_by_code(session, test_code)
+    """One patient's released results of one test over time, newest measured first, in one
+    query: the first `limit` of them, or those after `before` (the next page)."""
+    code = test_code.strip().upper()
+    # The test's id only: the catalog's test with its reference intervals is not needed here.
+    test_id = session.scalar(select(LabTest.id).where(LabTest.code == code))
+    if test_id is None:
+        raise NotFound(
+            f"unknown test code {test_code!r}", code="test_unknown", params={"code": test_code}
+        )
     taken = func.coalesce(
         Specimen.collected_at, Specimen.received_at, Result.observed_at, Result.recorded_at
     )
-    # Core, not ORM, execution: the rows are plain values, and ten thousand of them go through
-    # the ORM's row handling at several times the cost of the query itself.
-    rows = session.connection().execute(
+    query = (
         select(
             Result.id,
             Specimen.accession_number,
@@ -167,6 +207,7 @@ def cumulative(
             Result.unit,
             ResultVersion.reference_low,
             ResultVersion.reference_high,
+            _MEASURED,
         )
         .join(Specimen, Specimen.id == Result.specimen_id)
         .join(
@@ -175,12 +216,20 @@ def cumulative(
         )
         .where(
             Result.patient_id == patient_id,
-            Result.test_id == test.id,
+            Result.test_id == test_id,
             Result.status.in_(tuple(RELEASED)),
         )
-        .order_by(Result.observed_at.desc().nulls_last(), Result.id.desc())
+        .order_by(_MEASURED.desc(), Result.id.desc())
         .limit(limit)
     )
+    if before is not None:
+        query = query.where(
+            tuple_(_MEASURED, Result.id)
+            < tuple_(literal(before.measured_at), literal(before.result_id))
+        )
+    # Core, not ORM, execution: the rows are plain values, and ten thousand of them go through
+    # the ORM's row handling at several times the cost of the query itself.
+    rows = session.connection().execute(query)
     points = [
         CumulativePoint(
             ident,
@@ -193,11 +242,12 @@ def cumulative(
             unit,
             low,
             high,
+            measured,
         )
-        for ident, number, taken_at, value, text, comp, flags, unit, low, high in rows
+        for ident, number, taken_at, value, text, comp, flags, unit, low, high, measured in rows
     ]
     audit.record_read(
-        session, actor=actor, patient_id=patient_id, what="result.cumulative", entity_id=test.code
+        session, actor=actor, patient_id=patient_id, what="result.cumulative", entity_id=code
     )
     return points
 
@@ -208,11 +258,16 @@ _is_critical = or_(*(any_(Result.flags) == flag for flag in CRITICAL_FLAGS))
 
 
 def awaiting_review_counts(session: Session) -> tuple[int, int]:
-    """How many results await review, and how many of them are critical (LL/HH)."""
+    """How many results await review, and how many of them are critical (LL/HH): true counts,
+    in one statement, each an index-only count of a partial index (`ix_result_review_queue`,
+    `ix_result_critical_review`) whose size is the queue's, not the million results stored."""
     waiting = Result.status == R.AWAITING_REVIEW
-    total = session.scalar(select(func.count()).select_from(Result).where(waiting))
-    critical = session.scalar(select(func.count()).select_from(Result).where(waiting, _is_critical))
-    return int(total or 0), int(critical or 0)
+    total = select(func.count()).select_from(Result).where(waiting).scalar_subquery()
+    critical = (
+        select(func.count()).select_from(Result).where(waiting, _is_critical).scalar_subquery()
+    )
+    found = session.execute(select(total, critical)).one()
+    return int(found[0] or 0), int(found[1] or 0)
 
 
 def critical_awaiting_review(session: Session, *, limit: int = 50) -> list[Result]:
@@ -252,6 +307,8 @@ def read_review_queue(
         queue = waiting_on_tube(session, specimen_id)
     else:
         queue = review_queue(session, limit=limit, after=after)
+    if not queue:  # nothing waits (a partial update after the tube's last result): no questions
+        return ReviewQueue(results=[], tubes={}, patients={}, orders={}, tests={})
     specimen_ids = {result.specimen_id for result in queue}
     tubes = {
         specimen.id: specimen
@@ -306,11 +363,16 @@ def waiting_on_tube(session: Session, specimen_id: int) -> list[Result]:
     return list(session.scalars(query))
 
 
+# Made once: a fresh alias on every call costs SQLAlchemy tens of milliseconds of CPU building
+# the alias's column index, more than the query takes in PostgreSQL.
+_CURRENT, _EARLIER = aliased(Result, name="current_result"), aliased(Result, name="earlier")
+
+
 def previous_released_many(session: Session, results: list[Result]) -> dict[int, Result | None]:
     """`previous_released` for many results in two queries (the review page)."""
     if not results:
         return {}
-    current, earlier = aliased(Result), aliased(Result)
+    current, earlier = _CURRENT, _EARLIER
     measured = func.coalesce(earlier.observed_at, earlier.recorded_at)
     latest = (
         select(earlier.id)

@@ -16,11 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lab.audit import Actor
-from lab.catalog import service as catalog
 from lab.deps import SessionDep
 from lab.errors import InvalidInput, LabError, NotFound
 from lab.qc import queries as qc_queries
-from lab.reports import render_cumulative_report
 from lab.results import queries as result_queries
 from lab.results import service as results
 from lab.results.state import ResultState
@@ -55,8 +53,7 @@ from lab.web.pages import (
     redirect_after_post,
     show_form_again,
 )
-from lab.web.printouts import cumulative_report, lab_details, pdf_response
-from lab.web.templating import language_of, render, render_block
+from lab.web.templating import render, render_block
 
 router = page_router()
 
@@ -272,9 +269,12 @@ def review_context(
         group["unremarkable"] = [line for line in group["lines"] if line["unremarkable"]]
     shown = {result.id for result in shown_results}
     total, critical = result_queries.awaiting_review_counts(session)
+    # The further measurements are listed below the queue on the whole page, not in a tube's block.
     further = [
         {"result": result, "measurement": measurement, "test": session.get(LabTest, result.test_id)}
-        for result, measurement in result_queries.further_measurements(session)
+        for result, measurement in (
+            result_queries.further_measurements(session) if specimen_id is None else []
+        )
     ]
     return {
         "further": further,
@@ -619,42 +619,3 @@ def _result_again(
         status_code=exc.http_status,
         choose_error=error_message(request, exc),
     )
-
-
-# --- cumulative report ----------------------------------------------------------------------
-
-
-@router.get("/patients/{patient_id}/cumulative.pdf")
-def cumulative_pdf(
-    request: Request,
-    patient_id: int,
-    session: SessionDep,
-    actor: ReadPatientDataPage,
-    test: Annotated[list[str] | None, Query()] = None,
-) -> Response:
-    """The patient's released results of one or more tests over time (newest sample first):
-    `?test=NA&test=K&test=KREA`, or `?test=NA,K,KREA`."""
-    patient = session.get(Patient, patient_id)
-    if patient is None:
-        raise NotFound(
-            f"no patient {patient_id}", code="patient_unknown", params={"id": patient_id}
-        )
-    codes = [c.strip().upper() for value in test or [] for c in value.split(",") if c.strip()]
-    if not codes:
-        raise InvalidInput.field("test", "name at least one test", code="choose_test")
-    chosen = []
-    for code in dict.fromkeys(codes):
-        lab_test = catalog.get_by_code(session, code)
-        found = result_queries.cumulative(
-            session, actor=actor, patient_id=patient.id, test_code=code
-        )
-        chosen.append((lab_test, found))
-    report = cumulative_report(
-        lab=lab_details(request.app.state.settings),
-        patient=patient,
-        tests=chosen,
-        printed_at=utcnow(),
-        language=language_of(request),
-    )
-    name = "-".join(t.code for t, _ in chosen)
-    return pdf_response(render_cumulative_report(report), f"cumulative-{name}.pdf")

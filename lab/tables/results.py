@@ -68,7 +68,14 @@ class Result(Base):
     __tablename__ = "result"
     __table_args__ = (
         Index("ix_result_status_recorded", "status", "recorded_at"),
-        Index("ix_result_patient_test_observed", "patient_id", "test_id", "observed_at"),
+        # A patient's history of a test, newest measured first (migration 0022).
+        Index(
+            "ix_result_patient_history",
+            "patient_id",
+            "test_id",
+            text("coalesce(observed_at, recorded_at) DESC"),
+            text("id DESC"),
+        ),
         Index(
             "ix_result_review_queue",
             "urgency",

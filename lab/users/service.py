@@ -281,28 +281,38 @@ def sign_in(
     return SignedIn(user=user, session_key=key, csrf_token=csrf)
 
 
+# How far a session's idle timeout may lag behind its last request (at most a tenth of the
+# timeout; see `user_for_session`).
+SLIDE_STEP = timedelta(seconds=30)
+
+
 def user_for_session(
     session: Session, key: str, *, timeout: timedelta, lifetime: timedelta | None = None
 ) -> tuple[User, WebSession]:
     """The signed-in user of a browser; the session slides forward while it is used, up to
     `lifetime` after sign-in (the wall screen, which shows no patient data, excepted)."""
     now = utcnow()
-    web = session.scalar(
-        select(WebSession).where(
-            WebSession.key_sha256 == sha256_hex(key), WebSession.ended_at.is_(None)
-        )
-    )
-    if web is None or web.expires_at <= now:
+    # The session and its user in one question: every page and API call asks it.
+    found = session.execute(
+        select(WebSession, User)
+        .join(User, User.id == WebSession.user_id)
+        .where(WebSession.key_sha256 == sha256_hex(key), WebSession.ended_at.is_(None))
+    ).one_or_none()
+    if found is None or found[0].expires_at <= now:
         raise AuthenticationRequired("the session has ended; sign in again")
-    user = session.get(User, web.user_id)
-    if user is None or not user.active:
+    web, user = found
+    if not user.active:
         raise AuthenticationRequired("the user is not active")
     wall_only = list(user.roles) == [Role.DISPLAY.value]
     if lifetime is not None and not wall_only and web.created_at + lifetime <= now:
         web.ended_at = now
         raise AuthenticationRequired("the session has lasted its longest; sign in again")
-    web.last_seen_at = now
-    web.expires_at = now + timeout
+    # The idle timeout slides in steps of SLIDE_STEP, not on every request: a page read then
+    # writes nothing (no UPDATE and no commit to wait for) unless the step has passed.
+    step = min(SLIDE_STEP, timeout / 10)
+    if now - web.last_seen_at >= step or web.expires_at - now < timeout - step:
+        web.last_seen_at = now
+        web.expires_at = now + timeout
     return user, web
 
 

@@ -6,6 +6,7 @@ import io
 import re
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from pypdf import PdfReader
 from sqlalchemy import select
@@ -342,3 +343,43 @@ def test_a_further_measurement_is_chosen_on_the_result_page(
         data={"csrf_token": token, "measurement_id": str(first_measurement)},
     )
     assert again.status_code == 409 and "reported already" in again.text
+
+
+def test_the_cumulative_page_shows_the_newest_first_a_page_at_a_time(
+    client: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lab.results import history_views
+
+    monkeypatch.setattr(history_views, "HISTORY_PAGE", 2)
+    numbers = []
+    for n, value in enumerate(("31", "32", "33")):
+        placed = order(db, f"HP-CUM{n}", ["CRP"])
+        numbers.append(accession_for(db, placed, "SERUM"))
+        typed_by_technician(client, numbers[-1], CRP=value)
+    token = sign_in(client, "t-physician")
+    for number in numbers:
+        verified = client.post(
+            f"/results/{result_ids(db, number)['CRP']}/verify", data={"csrf_token": token}
+        )
+        assert verified.status_code in (200, 303)
+    patient_id = placed.patient_id
+    order_page = client.get(f"/orders/{placed.filler_order_number}").text
+    assert f'href="/patients/{patient_id}/cumulative?test=CRP"' in order_page
+    first = client.get(f"/patients/{patient_id}/cumulative?test=crp")
+    assert first.status_code == 200 and "Kumulativt: CRP" in first.text
+    # Newest first, two a page: this test's last two tubes, then a link to older results.
+    assert first.text.index(numbers[2]) < first.text.index(numbers[1])
+    assert numbers[0] not in first.text
+    older = re.search(r'href="([^"]*before=[^"]*)">Eldre resultater', first.text)
+    assert older is not None
+    second = client.get(older.group(1).replace("&amp;", "&"))
+    assert second.status_code == 200 and numbers[0] in second.text
+    assert numbers[1] not in second.text and "Første side" in second.text
+    reads = db.scalars(
+        select(AuditEvent).where(
+            AuditEvent.action == "read.result.cumulative", AuditEvent.patient_id == patient_id
+        )
+    ).all()
+    assert len(reads) >= 2  # each page's read of the history is audited
+    assert client.get(f"/patients/{patient_id}/cumulative?test=NOPE").status_code == 404
+    assert client.get(f"/patients/{patient_id}/cumulative").status_code == 422
