@@ -1,5 +1,6 @@
-"""QC as it is read: the state per test on an analyser, chart series, the look-back list and
-patient-based QC. No changes here, except the audit rows of patient data read (look-back)."""
+"""QC as it is read: the state per test on an analyser (with the patient-based QC of
+`lab.qc.moving_alarms`), chart series, the look-back list and the locks and alarms open now.
+No changes here, except the audit rows of patient data read (look-back)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,14 @@ from lab import audit
 from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.errors import NotFound
-from lab.qc import moving, westgard
+from lab.qc import westgard
 from lab.qc.materials import analyser_name, rules_for, targets_in_use
+from lab.qc.moving_alarms import MovingStatus, OpenAlarm, moving_status, open_alarms
 from lab.tables.catalog import LabTest
 from lab.tables.qc import (
-    ANY_ANALYSER,
     LockState,
     QcLock,
     QcLot,
-    QcMovingAlarm,
-    QcMovingSetting,
     QcPoint,
     QcRun,
     QcTarget,
@@ -47,19 +46,6 @@ class LevelInUse:
     sd: Decimal | None
     unit: str
     source: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MovingStatus:
-    statistic: str
-    block_size: int
-    state: str
-    current: float | None
-    control_low: Decimal
-    control_high: Decimal
-    # The stored alarm still open (lab.qc.moving_alarms raises and clears it on a schedule).
-    alarm_since: datetime | None = None
-    alarm_value: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,7 +110,9 @@ def status(session: Session, *, instrument: str) -> list[TestQcStatus]:
                     )
                     for t in mine
                 ],
-                moving=moving_status(session, instrument=name, test_id=test_id),
+                moving=moving_status(
+                    session, instrument=name, test_id=test_id, test_code=tests[test_id].code
+                ),
             )
         )
     return found
@@ -383,115 +371,17 @@ def _value_text(result: Result) -> str:
     return result.value_text or ""
 
 
-# --- patient-based QC ---------------------------------------------------------------------------
-
-
-def moving_setting(session: Session, *, instrument: str, test_id: int) -> QcMovingSetting | None:
-    return session.scalars(
-        select(QcMovingSetting)
-        .where(
-            QcMovingSetting.test_id == test_id,
-            QcMovingSetting.active.is_(True),
-            QcMovingSetting.instrument.in_([analyser_name(instrument), ANY_ANALYSER]),
-        )
-        .order_by(QcMovingSetting.instrument.desc())
-    ).first()
-
-
-def settings_of(row: QcMovingSetting) -> moving.MovingSettings:
-    return moving.MovingSettings(
-        statistic=moving.Statistic(row.statistic),
-        block_size=row.block_size,
-        truncation_low=float(row.truncation_low),
-        truncation_high=float(row.truncation_high),
-        control_low=float(row.control_low),
-        control_high=float(row.control_high),
-    )
-
-
-def patient_values(
-    session: Session,
-    *,
-    instrument: str,
-    test_id: int,
-    count: int,
-    within: tuple[Decimal, Decimal] | None = None,
-) -> Sequence[float]:
-    """The last `count` numeric patient results of a test measured on the analyser, oldest
-    first (any status but cancelled: the method's output, reviewed or not). No patient is
-    named: only the values leave this function."""
-    name = analyser_name(instrument)
-    version = ResultVersion
-    query = (
-        select(Result.value_numeric)
-        .join(version, (version.result_id == Result.id) & (version.version == Result.version))
-        .where(
-            Result.test_id == test_id,
-            Result.value_numeric.is_not(None),
-            Result.comparator.is_(None),
-            Result.status != "cancelled",
-            (version.instrument == name) | version.instrument.like(f"{name}/%"),
-        )
-        .order_by(Result.observed_at.desc().nulls_last(), Result.id.desc())
-        .limit(count)
-    )
-    if within is not None:  # only the values inside the truncation limits
-        query = query.where(Result.value_numeric.between(*within))
-    return [float(v) for v in reversed(session.scalars(query).all()) if v is not None]
-
-
-def moving_series_for(
-    session: Session, *, instrument: str, test_id: int, blocks: int = 10
-) -> tuple[QcMovingSetting, moving.MovingSeries] | None:
-    """The moving statistic over the last `blocks` blocks of patient results (those outside
-    the truncation limits are fetched too, so the series can say how many were left out)."""
-    row = moving_setting(session, instrument=instrument, test_id=test_id)
-    if row is None:
-        return None
-    values = patient_values(
-        session, instrument=instrument, test_id=test_id, count=row.block_size * (blocks + 1)
-    )
-    return row, moving.moving_series(values, settings_of(row))
-
-
-def moving_status(session: Session, *, instrument: str, test_id: int) -> MovingStatus | None:
-    """The statistic of the last block of results inside the truncation limits, and its state."""
-    row = moving_setting(session, instrument=instrument, test_id=test_id)
-    if row is None:
-        return None
-    values = patient_values(
-        session,
-        instrument=instrument,
-        test_id=test_id,
-        count=row.block_size,
-        within=(row.truncation_low, row.truncation_high),
-    )
-    series = moving.moving_series(values, settings_of(row))
-    alarm = session.scalar(
-        select(QcMovingAlarm).where(
-            QcMovingAlarm.instrument == analyser_name(instrument),
-            QcMovingAlarm.test_id == test_id,
-            QcMovingAlarm.cleared_at.is_(None),
-        )
-    )
-    return MovingStatus(
-        statistic=row.statistic,
-        block_size=row.block_size,
-        state=series.state.value,
-        current=series.current,
-        control_low=row.control_low,
-        control_high=row.control_high,
-        alarm_since=alarm.raised_at if alarm is not None else None,
-        alarm_value=alarm.value if alarm is not None else None,
-    )
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ActiveLock:
     instrument: str
     test_code: str
     rule: str
     since: datetime | None
+
+
+def active_alarms(session: Session) -> list[OpenAlarm]:
+    """Every patient-based QC alarm open now, on every analyser (beside the locks)."""
+    return open_alarms(session)
 
 
 def active_locks(session: Session) -> list[ActiveLock]:

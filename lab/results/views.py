@@ -81,6 +81,7 @@ def worklist_page(
             "entries": entries,
             "now": utcnow(),
             "qc_locks": qc_queries.active_locks(session),
+            "qc_alarms": qc_queries.active_alarms(session),
         },
     )
 

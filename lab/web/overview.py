@@ -92,6 +92,7 @@ def _work(session: Session) -> dict[str, Any]:
             for s, o in in_lab
         ],
         "qc_locks": qc_queries.active_locks(session),
+        "qc_alarms": qc_queries.active_alarms(session),
         "review_total": review_total,
         "review_critical": review_critical,
         "critical": critical,

@@ -73,6 +73,20 @@ def test_a_drift_is_stored_once_shown_and_cleared(
     na = next(t for t in shown.json()["tests"] if t["test"] == "NA")
     assert na["state"] == "in_control" and na["moving"]["state"] == "alarm"
     assert na["moving"]["alarm_value"] == 145.0 and na["moving"]["alarm_since"] is not None
+    # The QC page shows the stored alarm beside the Westgard state, with its time and figures,
+    # in both languages; the overview and the worklist show it beside the QC locks.
+    since = "30.11.2026 10:15"  # the lab's time (Oslo) of AT + 15 minutes
+    technician = as_role["technician"]
+    english = client.get("/qc?instrument=demo&lang=en", headers=technician).text
+    assert "Patient-based alarm" in english and f"since {since}" in english
+    assert "moving mean 145.0 outside the control limits 138–142 (block of 3 results)" in english
+    norwegian = client.get("/qc?instrument=demo&lang=nb", headers=technician).text
+    assert "Pasientbasert alarm" in norwegian and f"siden {since}" in norwegian
+    assert "glidende gjennomsnitt 145,0 utenfor kontrollgrensene 138–142" in norwegian
+    for path in ("/?lang=en", "/worklist?lang=en"):
+        shown = client.get(path, headers=technician).text
+        assert "Patient-based QC: alarm" in shown, path
+        assert f"<strong>NA</strong> on demo: since {since}: moving mean 145.0" in shown, path
     # Back in control: the alarm is cleared.
     for i, value in enumerate(["140", "140", "140"]):
         _verified_na(db, f"MV-back-{i}", value, AT + timedelta(minutes=20 + i), "demo")
