@@ -8,7 +8,7 @@ they decide to `writing`. A measurement that cannot be stored is answered with a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from dataclasses import field as dataclass_field
 from datetime import datetime
 from decimal import Decimal
@@ -172,6 +172,28 @@ def with_value(
     )
 
 
+def in_test_unit(test: TestRule, measurement: Measurement) -> Measurement:
+    """A numeric value in a unit convertible to the catalog's (`mmol/L` for `umol/L`, `10*3/uL`
+    for `10*9/L`), converted as the analyser path converts it (lab.catalog.units), with the value
+    and unit as given kept as the original; anything else as it is (`measured_state` refuses a
+    unit it cannot take)."""
+    given = (measurement.unit or "").strip()
+    if test.result_type != "numeric" or not given or not test.unit or given == test.unit:
+        return measurement
+    reading = units.in_catalog_unit(
+        measurement.value, given, catalog_unit=test.unit, catalog_ucum=test.ucum
+    )
+    if isinstance(reading, units.NotConvertible) or not reading.original_unit:
+        return measurement
+    return replace(
+        measurement,
+        value=reading.value,
+        unit=test.unit,
+        original_value=reading.original_value,
+        original_unit=reading.original_unit,
+    )
+
+
 def measured_state(
     test: TestRule, measurement: Measurement, patient: PatientFacts
 ) -> ResultState | Refusal:
@@ -186,7 +208,7 @@ def measured_state(
     if test.result_type == "numeric" and unit != test.unit:
         return Refusal(
             field="unit",
-            message=f"{test.code} is reported in {test.unit}, not {unit}; no conversion is made",
+            message=f"{test.code} is reported in {test.unit}; {unit} cannot be converted to it",
             code="unit_mismatch",
             params={"code": test.code, "unit": test.unit, "given": unit},
         )

@@ -556,6 +556,7 @@ def _decide(
                 params={"code": test.code, "number": number},
             )
         )
+    measurement = judging.in_test_unit(test, measurement)  # converted, the original kept
     new = judging.measured_state(test, measurement, tube.patient)
     if isinstance(new, Refusal):
         return _refused(new)

@@ -175,9 +175,10 @@ def test_bad_input_at_every_step(client: TestClient, as_role: dict[str, dict[str
     assert response.status_code == 422 and response.json()["problems"][0]["field"] == "value"
     response = client.post(
         "/api/v1/results",
-        json={"accession_number": edta, "test_code": "HB", "value": "13.1", "unit": "g/L"},
+        json={"accession_number": edta, "test_code": "HB", "value": "13.1", "unit": "mmol/L"},
         headers=bio,
     )
+    # Mass per volume cannot be had from amount per volume: refused, naming the field.
     assert response.status_code == 422 and response.json()["problems"][0]["field"] == "unit"
     response = client.post(
         "/api/v1/results",

@@ -161,7 +161,8 @@ def test_a_catalog_file_with_a_typo_in_a_unit_does_not_load(db: Session, tmp_pat
 
 def test_a_result_typed_in_the_same_unit_written_otherwise_is_taken(db: Session) -> None:
     """The keyboard and the API compare units through the same module as the analysers: the
-    same unit written otherwise is the catalog's; one that needs a factor is refused there."""
+    same unit written otherwise is the catalog's; one that needs a factor is converted with the
+    value as typed kept; one of another kind of quantity is refused."""
     tubes = place_and_receive(db, ADMIN, placer="UCUM-KB1", tests=["KREA", "TSH"])
     technician = actor(Role.TECHNICIAN)
     typed = [("KREA", "80", "umol/l"), ("KREA", "81", "µmol/L"), ("TSH", "2.1", "mIU/L")]
@@ -173,19 +174,30 @@ def test_a_result_typed_in_the_same_unit_written_otherwise_is_taken(db: Session)
                 accession_number=tubes[code], test_code=code, value=value, unit=unit
             ),
         )
-    with pytest.raises(InvalidInput, match="no conversion is made"):
+    results.record(
+        db,
+        actor=technician,
+        measurement=results.Measurement(
+            accession_number=tubes["KREA"], test_code="KREA", value="0.079", unit="mmol/L"
+        ),
+    )
+    with pytest.raises(InvalidInput, match="cannot be converted"):
         results.record(
             db,
             actor=technician,
             measurement=results.Measurement(
-                accession_number=tubes["KREA"], test_code="KREA", value="0.08", unit="mmol/L"
+                accession_number=tubes["KREA"], test_code="KREA", value="0.9", unit="mg/dL"
             ),
         )
     krea = snapshot(db).by_code["KREA"].id
     (stored,) = [
         r for r in queries.for_specimen(db, tubes["KREA"], actor=ADMIN) if r.test_id == krea
     ]
-    assert (stored.unit, str(stored.value_numeric)) == ("umol/L", "81")
+    assert (stored.unit, str(stored.value_numeric)) == ("umol/L", "79")
+    assert (stored.measurements[-1].original_value, stored.measurements[-1].original_unit) == (
+        "0.079",
+        "mmol/L",
+    )
 
 
 @pytest.mark.parametrize(

@@ -168,7 +168,7 @@ def test_the_rule_set_that_released_a_result_is_named_in_the_pages_words() -> No
         ),
         (
             "K is reported in mmol/L, not mg/dL; no conversion is made",
-            "K rapporteres i mmol/L, ikke mg/dL; ingen omregning gjøres.",
+            "K rapporteres i mmol/L; mg/dL kan ikke regnes om til det.",
         ),
         ("no specimen with accession number 2600000099", "Ingen prøve har prøvenummer 2600000099."),
     ],
