@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lab.qc import queries
 from lab.reports.qc_charts import ChartPoint, LeveyJennings
-from lab.reports.qc_report import QcReport, QcReportSection, RejectedRun
+from lab.reports.qc_report import QcAction, QcReport, QcReportSection, RejectedRun
 from lab.tables.catalog import LabTest
-from lab.tables.qc import QcPoint, QcRun
+from lab.tables.instruments import QcResult
+from lab.tables.qc import (
+    ProblemStatus,
+    QcMovingAlarm,
+    QcOverride,
+    QcPoint,
+    QcProblem,
+    QcRun,
+)
 from lab.timeutil import OSLO, oslo_text, utcnow
 
 
@@ -102,8 +110,92 @@ def monthly_report(
         month=start.strftime("%m.%Y"),
         printed=oslo_text(utcnow()),
         sections=tuple(sections),
+        actions=month_actions(session, start=start, end=end, instrument=instrument),
         note=(
             "Statistics are of the accepted points of the month; rejected points are shown "
             "and listed but left out. Targets are those in use at printing."
         ),
     )
+
+
+def month_actions(
+    session: Session, *, start: datetime, end: datetime, instrument: str | None = None
+) -> tuple[QcAction, ...]:
+    """The month's lock overrides (who and why), control results kept in the QC queue (the
+    reason, and what became of them) and patient-based alarms, oldest first."""
+    found: list[tuple[datetime, QcAction]] = []
+    overrides = (
+        select(QcOverride, LabTest.code)
+        .join(LabTest, LabTest.id == QcOverride.test_id)
+        .where(QcOverride.at >= start, QcOverride.at < end)
+    )
+    problems = (
+        select(QcProblem, QcResult)
+        .join(QcResult, QcResult.id == QcProblem.qc_result_id)
+        .where(QcProblem.created_at >= start, QcProblem.created_at < end)
+    )
+    alarms = (
+        select(QcMovingAlarm, LabTest.code)
+        .join(LabTest, LabTest.id == QcMovingAlarm.test_id)
+        .where(QcMovingAlarm.raised_at >= start, QcMovingAlarm.raised_at < end)
+    )
+    if instrument:
+        overrides = overrides.where(QcOverride.instrument == instrument)
+        problems = problems.where(func.split_part(QcResult.instrument, "/", 1) == instrument)
+        alarms = alarms.where(QcMovingAlarm.instrument == instrument)
+    for override, code in session.execute(overrides).tuples():
+        found.append(
+            (
+                override.at,
+                QcAction(
+                    when=oslo_text(override.at),
+                    instrument=override.instrument,
+                    test_code=code,
+                    what="lock override",
+                    by=override.person,
+                    detail=f"lock of run {override.locked_by_run_id} released: {override.reason}",
+                ),
+            )
+        )
+    for problem, result in session.execute(problems).tuples():
+        outcome = {
+            ProblemStatus.OPEN: "still open",
+            ProblemStatus.RESOLVED: f"judged later as run {problem.run_id}",
+            ProblemStatus.DISCARDED: f"discarded: {problem.note}",
+        }.get(ProblemStatus(problem.status), problem.status)
+        found.append(
+            (
+                problem.created_at,
+                QcAction(
+                    when=oslo_text(problem.created_at),
+                    instrument=result.instrument,
+                    test_code=result.test_code or result.instrument_test_code,
+                    what="QC queue",
+                    by=problem.handled_by or "",
+                    detail=f"control {result.control_id} value {result.value} {result.unit}: "
+                    f"{problem.reason}; {outcome}",
+                ),
+            )
+        )
+    for alarm, code in session.execute(alarms).tuples():
+        cleared = (
+            f"cleared {oslo_text(alarm.cleared_at)} at {alarm.cleared_value:g}"
+            if alarm.cleared_at is not None and alarm.cleared_value is not None
+            else "still open"
+        )
+        found.append(
+            (
+                alarm.raised_at,
+                QcAction(
+                    when=oslo_text(alarm.raised_at),
+                    instrument=alarm.instrument,
+                    test_code=code,
+                    what="patient-based alarm",
+                    by="",
+                    detail=f"moving {alarm.statistic} {alarm.value:g} outside "
+                    f"{alarm.control_low:g}-{alarm.control_high:g} (block of {alarm.block_size}); "
+                    f"{cleared}",
+                ),
+            )
+        )
+    return tuple(action for _, action in sorted(found, key=lambda pair: pair[0]))

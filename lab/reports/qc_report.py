@@ -1,6 +1,8 @@
 """The monthly internal QC report (A4 portrait, PDF): per analyser, test, level and lot a
 Levey-Jennings chart, the target in use, the month's statistics of accepted points (rejected
-points left out), and every rejected run with the rule that fired. Pure: plain data in, bytes out.
+points left out), and every rejected run with the rule that fired; then the month's lock overrides
+(who and why), control results kept in the QC queue (the reason, and what became of them) and
+patient-based alarms. Pure: plain data in, bytes out.
 """
 
 from __future__ import annotations
@@ -53,12 +55,26 @@ class QcReportSection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class QcAction:
+    """Something a person or the lab must answer for: a lock released by override, a control
+    result kept in the QC queue, a patient-based alarm."""
+
+    when: str
+    instrument: str
+    test_code: str
+    what: str  # "lock override", "QC queue", "patient-based alarm"
+    by: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class QcReport:
     lab_name: str
     month: str  # "November 2026"
     printed: str
     sections: tuple[QcReportSection, ...]
     note: str = ""
+    actions: tuple[QcAction, ...] = ()
 
 
 def render_qc_report(report: QcReport) -> bytes:
@@ -129,6 +145,7 @@ def render_qc_report(report: QcReport) -> bytes:
             )
             parts += [Spacer(1, 2 * mm), table]
         story += [KeepTogether(parts), Spacer(1, 6 * mm)]
+    story += _actions(report, fonts.regular, fonts.bold, section_head, body, small)
     buffer = io.BytesIO()
     document = SimpleDocTemplate(
         buffer,
@@ -144,3 +161,36 @@ def render_qc_report(report: QcReport) -> bytes:
     )
     document.build(story)
     return buffer.getvalue()
+
+
+def _actions(
+    report: QcReport,
+    regular: str,
+    bold: str,
+    head: ParagraphStyle,
+    body: ParagraphStyle,
+    small: ParagraphStyle,
+) -> list[Flowable]:
+    """The month's overrides, QC queue entries and patient-based alarms, oldest first."""
+    story: list[Flowable] = [Paragraph("Overrides, QC queue and patient-based alarms", head)]
+    if not report.actions:
+        return [*story, Paragraph("None this month.", body)]
+    rows: list[list[Flowable | str]] = [["when", "analyser", "test", "what", "by", "detail"]]
+    rows += [
+        [a.when, a.instrument, a.test_code, a.what, a.by, Paragraph(escape(a.detail), small)]
+        for a in report.actions
+    ]
+    table = Table(
+        rows, hAlign="LEFT", colWidths=[26 * mm, 20 * mm, 12 * mm, 28 * mm, 18 * mm, 76 * mm]
+    )
+    table.setStyle(
+        TableStyle(
+            [
+                ("FONT", (0, 0), (-1, -1), regular, 8),
+                ("FONT", (0, 0), (-1, 0), bold, 8),
+                ("LINEBELOW", (0, 0), (-1, 0), 0.5, colors.grey),
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ]
+        )
+    )
+    return [*story, table]
