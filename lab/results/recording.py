@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import ColumnClause, insert, literal_column
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 
-from lab import audit
 from lab.audit import Actor
 from lab.catalog.rules import CatalogSnapshot, TestRule, snapshot
 from lab.errors import InvalidInput
@@ -26,9 +24,10 @@ from lab.results.calculated import CALCULATOR, WAITS_FOR, usable
 from lab.results.judging import ActiveRules, Refusal, TubeFacts, active_rules
 from lab.results.judging import Measurement as Measurement
 from lab.results.state import Change, NewMeasurement, NewResult, ResultState
-from lab.results.tube import Tube, load_tube, tube_facts
+from lab.results.tube import Tube, add_tests, load_tube, tube_facts
 from lab.results.writing import Write, write_versions
 from lab.rules import (
+    Calculation,
     Formula,
     Hold,
     HoldCode,
@@ -274,12 +273,28 @@ def _derive(
     }
     released = False
     if rules.formulas is not None:
+        # Only the formulas that read a test just measured; each evaluated once, then the
+        # calculated tests the tube lacks are added in one INSERT, then each result is decided.
         formulas = {f.test_code: f for code in measured for f in rules.formulas.using(code)}
-        for formula in formulas.values():
-            released = (
-                _calculate(session, actor, tube, pending, facts, rules, formula, measured, now=now)
-                or released
-            )
+        states = _current_states(tube, pending)
+        worked = [
+            found
+            for formula in formulas.values()
+            if (found := _calculate(tube, pending, facts, formula, measured, catalog_now, states))
+        ]
+        version = rules.formulas.version
+        add_tests(
+            session,
+            actor,
+            tube,
+            [
+                (w.test, f"calculated {w.test.code} (formula set v{version})")
+                for w in worked
+                if w.test.id not in tube.ordered
+            ],
+        )
+        for found in worked:
+            released = _store_calculated(tube, pending, facts, rules, found, now=now) or released
     if rules.reflex is not None:
         states = _current_states(tube, pending)
         for code, ordered in measured.items():
@@ -304,24 +319,30 @@ def _derive(
     return released
 
 
+@dataclass(frozen=True, slots=True)
+class _Worked:
+    """A formula evaluated for the tube: its test, the value, and the inputs' states."""
+
+    test: TestRule
+    formula: Formula
+    calculation: Calculation
+    inputs: dict[str, ResultState]
+
+
 def _calculate(
-    session: Session,
-    actor: Actor,
     tube: Tube,
     pending: dict[int, _Pending],
     facts: TubeFacts,
-    rules: ActiveRules,
     formula: Formula,
     measured: dict[str, OrderedTest],
-    *,
-    now: datetime,
-) -> bool:
-    assert rules.formulas is not None
-    catalog_now = snapshot(session)
+    catalog_now: CatalogSnapshot,
+    states: dict[int, ResultState],
+) -> _Worked | None:
+    """The formula evaluated with the tube's current results; None when there is nothing to
+    store (the reason of a value not calculated is noted with the input just measured)."""
     test = catalog_now.by_code.get(formula.test_code)
     if test is None:
-        return False
-    states = _current_states(tube, pending)
+        return None
     inputs = {
         code: states[catalog_now.by_code[code].id]
         for code in formula.inputs
@@ -348,27 +369,34 @@ def _calculate(
             work = pending.get(ordered.id) if ordered is not None else None
             if work is not None and work.changes:
                 _note(work, "not_calculated", formula.test_code, calculation.reason)
-        return False
+        return None
+    return _Worked(test=test, formula=formula, calculation=calculation, inputs=inputs)
+
+
+def _store_calculated(
+    tube: Tube,
+    pending: dict[int, _Pending],
+    facts: TubeFacts,
+    rules: ActiveRules,
+    found: _Worked,
+    *,
+    now: datetime,
+) -> bool:
+    """The calculated value as a measurement of its test on the tube, held while an input
+    waits for a person; True when it was released."""
+    test, inputs = found.test, found.inputs
     ordered = tube.ordered.get(test.id)
-    if ordered is None:
-        ordered = _add_calculated(
-            session,
-            actor,
-            tube,
-            test,
-            rule=f"calculated {test.code} (formula set v{rules.formulas.version})",
-        )
-    if ordered.status == TestStatus.CANCELLED:
+    if ordered is None or ordered.status == TestStatus.CANCELLED:
         return False
     taken_at = [s.observed_at for s in inputs.values() if s.observed_at is not None]
     measurement = Measurement(
         accession_number=tube.specimen.accession_number,
         test_code=test.code,
-        value=calculation.reported,
+        value=found.calculation.reported,
         unit=test.unit,
         observed_at=max(taken_at) if taken_at else None,
         instrument=CALCULATOR,
-        comment=f"{formula.source}" if formula.source else "",
+        comment=found.formula.source,
     )
     decision = _decide(tube, test, measurement, pending, facts, rules, author=CALCULATOR, now=now)
     if isinstance(decision, Outcome):
@@ -392,55 +420,6 @@ def _calculate(
         if hold not in last.state.holds:
             work.changes[-1] = replace(last, state=last.state.but(holds=(*last.state.holds, hold)))
     return _follow(ordered, work)
-
-
-def _add_calculated(
-    session: Session, actor: Actor, tube: Tube, test: TestRule, *, rule: str
-) -> OrderedTest:
-    """The calculated test on the tube, as `orders.add_by_rule` adds a test by rule but lean:
-    this runs with every creatinine. One INSERT, which returns the new id and the order's
-    number for the audit row; the due time from the tube's receipt; the audit row goes with the
-    tube's other audit rows in one INSERT. The order needs no new status: an input of the formula
-    was just measured on it, so it is active."""
-    received = tube.root.received_at
-    minutes = test.turnaround_minutes
-    columns = {
-        "order_id": tube.root.order_id,
-        "test_id": test.id,
-        "specimen_id": tube.root.id,
-        "panel_code": None,
-        "status": TestStatus.ORDERED.value,
-        "add_on": True,
-        "due_at": received + timedelta(minutes=minutes) if received and minutes else None,
-        "cancelled_at": None,
-        "cancel_reason": "",
-        "added_by_rule": rule[:120],
-    }
-    number: ColumnClause[str] = literal_column(
-        "(SELECT o.filler_order_number FROM lab_order o WHERE o.id = ordered_test.order_id)"
-    )
-    with session.no_autoflush:  # the tube's status changes go in the one flush at the end
-        new_id, requested_at, order_number = session.execute(
-            insert(OrderedTest)
-            .values(**columns)
-            .returning(OrderedTest.id, OrderedTest.requested_at, number)
-        ).one()
-    item = OrderedTest(id=new_id, requested_at=requested_at, **columns)
-    make_transient_to_detached(item)
-    session.add(item)  # persistent, as stored: later status changes are flushed as UPDATEs
-    tube.ordered[test.id] = item
-    tube.audit_rows.append(
-        audit.row(
-            actor=actor,
-            action="order.add_test",
-            entity_type="order",
-            entity_id=order_number,
-            patient_id=tube.specimen.patient_id,
-            after={"test_id": test.id, "specimen_id": tube.root.id, "added_by_rule": rule[:120]},
-            detail=rule[:120],
-        )
-    )
-    return item
 
 
 def _reflex(

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnClause, func, insert, literal_column, select
+from sqlalchemy.orm import Session, make_transient_to_detached
 
+from lab import audit
+from lab.audit import Actor
 from lab.catalog.rules import TestRule
 from lab.errors import LabError, NotFound
 from lab.qc import service as qc
@@ -20,7 +22,7 @@ from lab.results.calculated import patient_facts
 from lab.results.judging import PatientFacts, Refusal, TubeFacts
 from lab.rules import PreviousResult, RuleSet
 from lab.specimens import service as specimens
-from lab.tables import SPECIMEN_FINISHED, OrderedTest, Patient, Result, Specimen
+from lab.tables import SPECIMEN_FINISHED, OrderedTest, Patient, Result, Specimen, TestStatus
 from lab.tables.results import R
 
 
@@ -138,3 +140,65 @@ def tube_facts(
     return TubeFacts(
         patient=tube.patient, previous=previous, specimen_results=values, qc_locked=locked
     )
+
+
+def add_tests(
+    session: Session, actor: Actor, tube: Tube, tests: Sequence[tuple[TestRule, str]]
+) -> None:
+    """Tests the rules add to the tube (calculated tests: `(test, rule)`), as
+    `orders.add_by_rule` adds a test by rule but lean, since this runs with every creatinine
+    or lipid tube: one INSERT for all of them, which returns the new ids and the order's number
+    for the audit rows; the due time from the tube's receipt; the audit rows go with the tube's
+    other audit rows in one INSERT. The order needs no new status: an input was just measured
+    on it, so it is active."""
+    if not tests:
+        return
+    received = tube.root.received_at
+    rows = [
+        {
+            "order_id": tube.root.order_id,
+            "test_id": test.id,
+            "specimen_id": tube.root.id,
+            "panel_code": None,
+            "status": TestStatus.ORDERED.value,
+            "add_on": True,
+            "due_at": received + timedelta(minutes=test.turnaround_minutes)
+            if received and test.turnaround_minutes
+            else None,
+            "cancelled_at": None,
+            "cancel_reason": "",
+            "added_by_rule": rule[:120],
+        }
+        for test, rule in tests
+    ]
+    number: ColumnClause[str] = literal_column(
+        "(SELECT o.filler_order_number FROM lab_order o WHERE o.id = ordered_test.order_id)"
+    )
+    with session.no_autoflush:  # the tube's status changes go in the one flush at the end
+        returned = session.execute(
+            insert(OrderedTest)
+            .values(rows)
+            .returning(OrderedTest.id, OrderedTest.test_id, OrderedTest.requested_at, number)
+        ).all()
+    by_test = {row.test_id: row for row in returned}
+    for columns in rows:
+        new_id, _, requested_at, order_number = by_test[columns["test_id"]]
+        item = OrderedTest(id=new_id, requested_at=requested_at, **columns)
+        make_transient_to_detached(item)
+        session.add(item)  # persistent, as stored: later status changes are flushed as UPDATEs
+        tube.ordered[item.test_id] = item
+        tube.audit_rows.append(
+            audit.row(
+                actor=actor,
+                action="order.add_test",
+                entity_type="order",
+                entity_id=order_number,
+                patient_id=tube.specimen.patient_id,
+                after={
+                    "test_id": item.test_id,
+                    "specimen_id": tube.root.id,
+                    "added_by_rule": columns["added_by_rule"],
+                },
+                detail=str(columns["added_by_rule"]),
+            )
+        )
