@@ -47,6 +47,7 @@ from lab.audit import Actor
 from lab.catalog import units
 from lab.catalog.rules import snapshot
 from lab.errors import LabError
+from lab.qc import queue as qc_queue
 from lab.qc import service as qc
 from lab.results import service as results
 from lab.rules import SerumIndices
@@ -536,6 +537,15 @@ def _judge_controls(
             type(error).__name__,
             failure_site(error),
         )
+        # ... and put in the QC queue with the reason, where a person sees them.
+        with session.begin_nested():
+            qc_queue.keep_unjudged(
+                session,
+                actor=actor,
+                qc_result_ids=qc_result_ids,
+                reason=f"could not be judged ({type(error).__name__} at {failure_site(error)}): "
+                "judge it again from the QC queue once the cause is fixed",
+            )
 
 
 def _insert_once(session: Session, table: type[UnmatchedResult], values: dict[str, Any]) -> int:

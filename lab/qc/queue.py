@@ -3,7 +3,9 @@ them. Never applied to a patient, never dropped."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Sequence
+
+from sqlalchemy import exists, insert, literal, select
 from sqlalchemy.orm import Session
 
 from lab import audit
@@ -13,7 +15,7 @@ from lab.qc.judging import read_results
 from lab.qc.materials import analyser_name
 from lab.qc.service import store_run
 from lab.tables.instruments import QcResult
-from lab.tables.qc import ProblemStatus, QcProblem, QcRun, RunSource
+from lab.tables.qc import ProblemStatus, QcPoint, QcProblem, QcRun, RunSource
 from lab.timeutil import utcnow
 
 
@@ -35,6 +37,47 @@ def _open_problem(session: Session, problem_id: int) -> QcProblem:
     if problem.status != ProblemStatus.OPEN:
         raise Conflict(f"QC queue entry {problem_id} is {problem.status} already")
     return problem
+
+
+def keep_unjudged(
+    session: Session, *, actor: Actor, qc_result_ids: Sequence[int], reason: str
+) -> list[int]:
+    """Put control results whose judging failed (a defect, not bad input) in the QC queue with
+    the reason, so a person sees them and judges them again (`retry_problem`) once it is fixed:
+    never silently dropped. Results queued or judged already are left as they are. The ids of
+    the queue entries made."""
+    if not qc_result_ids:
+        return []
+    made = list(
+        session.scalars(
+            insert(QcProblem)
+            .from_select(
+                ["qc_result_id", "reason", "status"],
+                select(QcResult.id, literal(reason), literal(ProblemStatus.OPEN.value))
+                .where(
+                    QcResult.id.in_(qc_result_ids),
+                    ~exists().where(QcProblem.qc_result_id == QcResult.id),
+                    ~exists().where(QcPoint.qc_result_id == QcResult.id),
+                )
+                .order_by(QcResult.id),
+            )
+            .returning(QcProblem.id)
+        )
+    )
+    audit.record_rows(
+        session,
+        [
+            audit.row(
+                actor=actor,
+                action="qc.queue.add",
+                entity_type="qc_problem",
+                entity_id=problem_id,
+                detail=reason,
+            )
+            for problem_id in made
+        ],
+    )
+    return made
 
 
 def retry_problem(session: Session, *, actor: Actor, problem_id: int) -> QcRun:

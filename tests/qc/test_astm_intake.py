@@ -3,6 +3,7 @@ judged before the message's patient results are recorded; what cannot be judged 
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -13,6 +14,7 @@ from lab.qc import service as qc
 from lab.tables.instruments import QcResult
 from lab.tables.qc import QcRun
 from tests.instruments.conftest import tcp_instrument
+from tests.qc.builders import ANALYSER
 
 HEADER = r"H|\^&|||cobas^1|||||||P|1|20261130080000"
 
@@ -60,3 +62,28 @@ def test_an_unknown_control_and_a_wrong_unit_wait_in_the_qc_queue(db: Session) -
     assert len(db.scalars(select(QcResult).where(QcResult.instrument == "demo")).all()) == 2
     assert db.scalars(select(QcRun).where(QcRun.instrument == "demo")).all() == []
     assert qc.locked_tests(db, instrument="demo", test_codes=["NA", "GLUK"]) == frozenset()
+
+
+def test_control_results_whose_judging_fails_wait_in_the_qc_queue(
+    db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A defect while judging never refuses the message nor loses the controls: they are kept
+    in the QC queue with the reason, and are judged once the cause is gone."""
+
+    def broken(*_: object, **__: object) -> object:
+        raise RuntimeError("a defect")
+
+    analyser = tcp_instrument("demo")
+    raws = message(("QC1-DEMO", [("NA", "140.1", "mmol/L")]))
+    with monkeypatch.context() as patched:
+        patched.setattr(qc, "store_run", broken)
+        outcome = handle_raw_message(
+            db, instrument=analyser, profile=get_profile("generic"), raws=raws
+        )
+    assert outcome.qc == 1
+    assert db.scalars(select(QcRun).where(QcRun.instrument == "demo")).all() == []
+    ((problem, result),) = qc_queue.open_problems(db)
+    assert result.control_id == "QC1-DEMO"
+    assert problem.reason.startswith("could not be judged (RuntimeError at ")
+    run = qc_queue.retry_problem(db, actor=ANALYSER, problem_id=problem.id)
+    assert run.status == "accepted" and qc_queue.open_problems(db) == []
