@@ -11,7 +11,7 @@ only the order's priority), and the tests of the listed tubes come in one query
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session, lazyload, selectinload
@@ -127,9 +127,13 @@ def overdue_tests(
     session: Session, *, now: datetime, limit: int = 50
 ) -> list[tuple[OrderedTest, Specimen, datetime]]:
     """Tests not yet verified whose result was due before `now`, the latest first served, and
-    tests that wait for a new specimen because theirs was rejected (due since they were
-    requested, whatever their turnaround target): a test not done never drops off the list.
+    tests that wait for a new specimen because theirs was rejected: a test not done never
+    drops off the list.
 
+    A test is due its turnaround target after receipt of its tube; a tube not received yet
+    (never collected, lost on the way) counts from the time the test was ordered
+    (`specimens.service.set_due_times`), and so does a test waiting for a new specimen, which
+    is listed at once, whenever it falls due (a test without a target: since it was ordered).
     Only tests with a turnaround target in the catalog have a due time; no patient data. The
     two kinds are read apart, each from its own index (`ix_ordered_test_due`; the rejected
     tubes by `ix_specimen_status_created`): one query with OR over both tables reads every
@@ -151,13 +155,16 @@ def overdue_tests(
         .limit(limit)
         .options(_WITH_TEST)
     ).tuples()
-    found = [
-        (ordered, specimen, when)
-        for ordered, specimen, when in [*late, *waiting]
-        if when is not None
+    found = [(ordered, specimen, when) for ordered, specimen, when in late if when is not None]
+    found += [
+        (ordered, specimen, _due_from_order(ordered, when)) for ordered, specimen, when in waiting
     ]
     found.sort(key=lambda row: (row[2], row[0].id))
     return found[:limit]
+
+
+def _due_from_order(ordered: OrderedTest, requested_at: datetime) -> datetime:
+    return requested_at + timedelta(minutes=ordered.test.turnaround_minutes or 0)
 
 
 def _late(now: datetime) -> ColumnElement[bool]:

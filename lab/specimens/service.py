@@ -84,10 +84,16 @@ def create_for_tests(
     ]
     session.add_all(made)
     session.flush()
+    now = utcnow()
     for specimen, ordered_tests in zip(made, kinds.values(), strict=True):
         _event(session, specimen, actor, "created", f"for order {order.filler_order_number}")
         for ordered in ordered_tests:
             ordered.specimen_id = specimen.id
+            # Due from the order time until the tube is received (see `set_due_times`).
+            ordered.requested_at = ordered.requested_at or now
+            minutes = rule_by_id(session, ordered.test_id).turnaround_minutes
+            if minutes and ordered.due_at is None and ordered.status in TEST_PENDING:
+                ordered.due_at = as_utc(ordered.requested_at) + timedelta(minutes=minutes)
     session.add_all(tests)
     return made
 
@@ -268,13 +274,21 @@ ROUTINE_URGENCY = 2
 
 
 def set_due_times(session: Session, specimen: Specimen) -> None:
-    """Give the tube's open tests the time their result is due: receipt + turnaround target."""
-    if specimen.received_at is None:
-        return
+    """Give the tube's open tests the time their result is due: the test's turnaround target
+    from receipt of the tube; until it is received, from the time the test was ordered, so a
+    tube never received (or never collected) is on the overdue list like any late test. The
+    receipt replaces a due time counted from the order; a time set otherwise stays."""
     for ordered in tests_of(session, specimen):
         minutes = rule_by_id(session, ordered.test_id).turnaround_minutes
-        if minutes and ordered.status in TEST_PENDING and ordered.due_at is None:
-            ordered.due_at = specimen.received_at + timedelta(minutes=minutes)
+        if not minutes or ordered.status not in TEST_PENDING:
+            continue
+        span = timedelta(minutes=minutes)
+        from_order = as_utc(ordered.requested_at or utcnow()) + span
+        if specimen.received_at is None:
+            if ordered.due_at is None:
+                ordered.due_at = from_order
+        elif ordered.due_at is None or as_utc(ordered.due_at) == from_order:
+            ordered.due_at = as_utc(specimen.received_at) + span
 
 
 def note_result(
