@@ -21,6 +21,7 @@ from instruments.api import router as instruments_router
 from instruments.views import router as analyser_views
 from lab import health
 from lab.catalog.api import router as catalog_router
+from lab.catalog.views import router as catalog_views
 from lab.config import Settings, get_settings
 from lab.db import make_engine, make_session_factory, runtime_url
 from lab.errors import AuthenticationRequired, LabError
@@ -221,6 +222,7 @@ def _include_pages(app: FastAPI) -> None:
         users_views,
         qc_views,
         rules_views,
+        catalog_views,
         hl7_views,
         analyser_views,
         audit_views,

@@ -196,6 +196,7 @@ MATRIX: dict[str, Rule] = {
     "GET /audit": P.READ_AUDIT,
     "GET /patients/{patient_id}/access": P.READ_AUDIT,
     "GET /rules": P.MANAGE_RULES,
+    "GET /catalog": P.READ_CATALOG,
     "POST /rules/load": P.MANAGE_RULES,
     "GET /rules/{kind}/{version}": P.MANAGE_RULES,
     "POST /rules/{kind}/{version}/dry-run": P.MANAGE_RULES,
