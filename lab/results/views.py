@@ -450,7 +450,9 @@ def critical_call(
     """One telephone call that covered several critical results of the tube: documented once,
     and each result chosen is verified with that same record, all or none."""
     specimen = specimens.get_by_accession(session, accession_number)
-    chosen = [int(v) for v in form.getlist("result_id") if isinstance(v, str) and v.isdigit()]
+    # In id order: a calculated result (a corrected calcium) comes after its inputs, which it
+    # is released with and never before.
+    chosen = sorted(int(v) for v in form.getlist("result_id") if isinstance(v, str) and v.isdigit())
     try:
         if not chosen:
             raise InvalidInput.field(

@@ -7,6 +7,7 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -14,6 +15,7 @@ from lab.errors import Conflict
 from lab.results import service as results
 from lab.tables import ReportedResult, Result
 from tests.results.test_derived import ANALYSER, LEGE, by_code, measure, rules, tube
+from tests.web.support import sign_in
 
 
 def _result(found: dict[str, object], code: str) -> Result:
@@ -104,3 +106,40 @@ def test_choosing_another_measurement_after_release_corrects_the_calculated_resu
     db.flush()
     db.refresh(egfr)
     assert egfr.status == "corrected" and egfr.value_numeric == Decimal("32")
+
+
+def test_one_call_covers_a_critical_corrected_calcium_and_its_input_in_any_order(
+    client: TestClient, db: Session
+) -> None:
+    # 1.50 + 0.020 x (41.3 - 45) = 1.50 - 0.074 = 1.426 -> 1.43 mmol/L, below Fürst's 1.8.
+    number = tube(db, ["CA", "ALB"], date(1950, 5, 5), "F")
+    results.record_tube(
+        db,
+        actor=ANALYSER,
+        measurements=[
+            measure(number, "CA", "1.50", instrument_flags="CLOT"),  # held for a person
+            measure(number, "ALB", "45"),
+        ],
+        rules=rules(),
+    )
+    found = by_code(db, number)
+    calcium, albumin, corrected = (_result(found, c) for c in ("CA", "ALB", "CAKORR"))
+    assert (calcium.status, albumin.status) == ("awaiting_review", "verified")
+    assert corrected.status == "awaiting_review" and str(corrected.value_numeric) == "1.43"
+    db.flush()
+    token = sign_in(client, "t-physician")
+    done = client.post(
+        f"/specimens/{number}/critical-call",
+        data={
+            "csrf_token": token,
+            # the calculated result first, as a form may list it: its input goes first anyway
+            "result_id": [str(corrected.id), str(calcium.id)],
+            "notified_person": "Lise Lien, MED3",
+            "notified_at": "2026-11-27T08:15",
+            "read_back": "yes",
+        },
+        follow_redirects=False,
+    )
+    assert done.status_code in (200, 303), done.status_code
+    db.expire_all()
+    assert {db.get(Result, r.id).status for r in (calcium, corrected)} == {"verified"}  # type: ignore[union-attr]
