@@ -199,6 +199,10 @@ def run(url: str) -> None:
                 "ORDER BY count(*) DESC LIMIT 1"
             )
         ).one()
+        ordinary = connection.execute(
+            text("SELECT patient_id FROM result WHERE patient_id <> :heavy LIMIT 1"),
+            {"heavy": patient},
+        ).scalar_one()
         # A page deep in the review queue: the sort key of the result half way down.
         middle = connection.execute(
             text(
@@ -240,12 +244,13 @@ def run(url: str) -> None:
         "review queue, half way down (?after=)": (f"/review?after={deep}", 200),
         "worklist, chemistry (/worklist?bench=SERUM)": ("/worklist?bench=SERUM", 200),
         "worklist, every bench (/worklist)": ("/worklist", 200),
-        f"cumulative NA, {heavy:,} results (page)": (
+        f"cumulative view NA, {heavy:,} results (page)": (
             f"/patients/{patient}/cumulative?test=NA",
             100,
         ),
-        f"cumulative NA, {heavy:,} results (PDF)": (
-            f"/patients/{patient}/cumulative.pdf?test=NA",
+        # The printed report of three tests of an ordinary patient (the whole history).
+        "cumulative report NA,K,KREA (PDF)": (
+            f"/patients/{ordinary}/cumulative.pdf?test=NA,K,KREA",
             0,
         ),
     }

@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import any_, func, literal, or_, select, true, tuple_
+from sqlalchemy import ScalarSelect, any_, func, literal, or_, select, true, tuple_
 from sqlalchemy.orm import Session, aliased, lazyload, selectinload
 
 from lab import audit
@@ -257,16 +257,22 @@ CRITICAL_FLAGS = ("LL", "HH")
 _is_critical = or_(*(any_(Result.flags) == flag for flag in CRITICAL_FLAGS))
 
 
-def awaiting_review_counts(session: Session) -> tuple[int, int]:
-    """How many results await review, and how many of them are critical (LL/HH): true counts,
-    in one statement, each an index-only count of a partial index (`ix_result_review_queue`,
-    `ix_result_critical_review`) whose size is the queue's, not the million results stored."""
+def review_count_queries() -> tuple[ScalarSelect[int], ScalarSelect[int]]:
+    """How many results await review, and how many of them are critical (LL/HH), as scalar
+    subqueries: true counts, each an index-only count of a partial index
+    (`ix_result_review_queue`, `ix_result_critical_review`) whose size is the queue's, not the
+    million results stored."""
     waiting = Result.status == R.AWAITING_REVIEW
     total = select(func.count()).select_from(Result).where(waiting).scalar_subquery()
     critical = (
         select(func.count()).select_from(Result).where(waiting, _is_critical).scalar_subquery()
     )
-    found = session.execute(select(total, critical)).one()
+    return total, critical
+
+
+def awaiting_review_counts(session: Session) -> tuple[int, int]:
+    """How many results await review, and how many of them are critical: one statement."""
+    found = session.execute(select(*review_count_queries())).one()
     return int(found[0] or 0), int(found[1] or 0)
 
 

@@ -69,16 +69,28 @@ WORKLIST_TUBES = 200
 
 @router.get("/worklist")
 def worklist_page(
-    request: Request, session: SessionDep, actor: EnterResultsPage, bench: str = ""
+    request: Request,
+    session: SessionDep,
+    actor: EnterResultsPage,
+    bench: Annotated[str, Query(max_length=20)] = "",
+    after: Annotated[str, Query(max_length=80)] = "",
 ) -> Response:
-    entries = work_lists.worklist(session, container=bench or None, limit=WORKLIST_TUBES)
+    cursor = work_lists.WorklistCursor.parse(after) if after else None
+    container = bench or None
+    page = work_lists.worklist_page(
+        session, container=container, limit=WORKLIST_TUBES, after=cursor
+    )
     return render(
         request,
         "results/worklist.html",
         {
             "bench": bench,
             "benches": work_lists.benches(session),
-            "entries": entries,
+            "entries": page.entries,
+            # A true count of the bench's tubes in the lab, from the partial index of open tubes.
+            "in_lab": work_lists.count_in_lab_unfinished(session, container=container),
+            "next_cursor": page.next_cursor.text() if page.next_cursor else None,
+            "first_page": cursor is None,
             "now": utcnow(),
             "qc_locks": qc_queries.active_locks(session),
             "qc_alarms": qc_queries.active_alarms(session),

@@ -11,9 +11,10 @@ only the order's priority), and the tests of the listed tubes come in one query
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, ScalarSelect, and_, func, literal, select, tuple_
 from sqlalchemy.orm import Session, lazyload, selectinload
 
 from lab.catalog.rules import snapshot
@@ -76,30 +77,87 @@ def in_lab_unfinished(session: Session, *, limit: int = 50) -> list[tuple[Specim
     return [(specimen, order) for specimen, order in session.execute(query).tuples()]
 
 
-def count_in_lab_unfinished(session: Session) -> int:
+def count_in_lab_unfinished(session: Session, *, container: str | None = None) -> int:
+    """Tubes in the lab, of one bench or of all: a true count, index-only over the partial
+    index of tubes in the lab (its size is the open work, not the history)."""
     query = select(func.count()).select_from(Specimen).where(Specimen.status.in_(SPECIMEN_IN_LAB))
+    if container:
+        query = query.where(Specimen.container == container)
     return int(session.scalar(query) or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class WorklistCursor:
+    """Where a page of a worklist ended: its last tube's sort key (urgency, received, id). The
+    next page starts after it (keyset paging along `ix_specimen_in_lab`)."""
+
+    urgency: int
+    received_at: datetime
+    specimen_id: int
+
+    def text(self) -> str:
+        return f"{self.urgency}~{self.received_at.isoformat()}~{self.specimen_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> WorklistCursor | None:
+        try:
+            urgency, received_at, specimen_id = text.split("~")
+            return cls(int(urgency), datetime.fromisoformat(received_at), int(specimen_id))
+        except ValueError:
+            return None
+
+    @classmethod
+    def of(cls, specimen: Specimen) -> WorklistCursor | None:
+        if specimen.received_at is None:
+            return None
+        return cls(specimen.urgency, specimen.received_at, specimen.id)
+
+
+@dataclass(frozen=True, slots=True)
+class WorklistPage:
+    entries: list[tuple[Specimen, Order, list[OrderedTest]]]
+    next_cursor: WorklistCursor | None  # None: this is the last page
 
 
 def worklist(
     session: Session, *, container: str | None = None, limit: int = 500
 ) -> list[tuple[Specimen, Order, list[OrderedTest]]]:
+    """The first page of a worklist (`worklist_page`), its entries only."""
+    return worklist_page(session, container=container, limit=limit).entries
+
+
+def worklist_page(
+    session: Session,
+    *,
+    container: str | None = None,
+    limit: int = 500,
+    after: WorklistCursor | None = None,
+) -> WorklistPage:
     """Pending tests on specimens in the lab, one entry per specimen: stat first, then oldest.
 
     A bench is a container for now (EDTA: haematology, SERUM: chemistry); `None` is every bench.
-    `limit` counts tubes.
+    A page reads `limit` tubes after `after` (a tube in the lab with nothing pending is left
+    out, so a page may list fewer) and says where the next page starts.
     """
     tubes = (
         select(Specimen, Order)
         .join(Order, Order.id == Specimen.order_id)
         .where(Specimen.status.in_(SPECIMEN_IN_LAB))
         .order_by(Specimen.urgency, Specimen.received_at, Specimen.id)
-        .limit(limit)
+        .limit(limit + 1)
         .options(lazyload(Order.tests))
     )
     if container:
         tubes = tubes.where(Specimen.container == container)
+    if after is not None:
+        tubes = tubes.where(
+            tuple_(Specimen.urgency, Specimen.received_at, Specimen.id)
+            > tuple_(literal(after.urgency), literal(after.received_at), literal(after.specimen_id))
+        )
     found = session.execute(tubes).tuples().all()
+    # One tube more than the page was read: whether a next page exists.
+    more = len(found) > limit
+    found = found[:limit]
     pending: dict[int, list[OrderedTest]] = {}
     for ordered in session.scalars(
         select(OrderedTest)
@@ -111,11 +169,14 @@ def worklist(
         .options(_WITH_TEST)
     ):
         pending.setdefault(ordered.specimen_id or 0, []).append(ordered)
-    return [
-        (specimen, order, pending[specimen.id])
-        for specimen, order in found
-        if specimen.id in pending
-    ]
+    return WorklistPage(
+        entries=[
+            (specimen, order, pending[specimen.id])
+            for specimen, order in found
+            if specimen.id in pending
+        ],
+        next_cursor=WorklistCursor.of(found[-1][0]) if more and found else None,
+    )
 
 
 def benches(session: Session) -> list[str]:
@@ -239,18 +300,40 @@ def tubes_with_orders(
     }
 
 
+def open_work_counts(now: datetime) -> dict[str, ScalarSelect[int]]:
+    """The overview's counts of open work as scalar subqueries, to be asked in one statement
+    with others (one round trip, not one per count): tubes awaiting receipt per priority, tubes
+    in the lab, overdue tests. Each is a true count over a partial index of open work."""
+    counts: dict[str, ScalarSelect[int]] = {}
+    for urgency, priority in PRIORITY_OF_URGENCY.items():
+        counts[f"awaiting_{priority}"] = (
+            select(func.count())
+            .select_from(Specimen)
+            .where(Specimen.status.in_(SPECIMEN_NOT_YET_IN_LAB), Specimen.urgency == urgency)
+            .scalar_subquery()
+        )
+    counts["in_lab"] = (
+        select(func.count())
+        .select_from(Specimen)
+        .where(Specimen.status.in_(SPECIMEN_IN_LAB))
+        .scalar_subquery()
+    )
+    for name, condition in (("late", _late(now)), ("rejected", _waiting_for_a_new_specimen())):
+        counts[f"overdue_{name}"] = (
+            select(func.count())
+            .select_from(OrderedTest)
+            .join(Specimen, Specimen.id == OrderedTest.specimen_id)
+            .where(condition)
+            .scalar_subquery()
+        )
+    return counts
+
+
 def count_overdue(session: Session, *, now: datetime) -> int:
     """How many tests are overdue in all (the overview lists only the first of them); the two
-    kinds counted apart, each from its own index (see `overdue_tests`)."""
-    total = 0
-    for condition in (_late(now), _waiting_for_a_new_specimen()):
-        total += int(
-            session.scalar(
-                select(func.count())
-                .select_from(OrderedTest)
-                .join(Specimen, Specimen.id == OrderedTest.specimen_id)
-                .where(condition)
-            )
-            or 0
-        )
-    return total
+    kinds counted apart, each from its own index (see `overdue_tests`), in one statement."""
+    counts = open_work_counts(now)
+    late, rejected = session.execute(
+        select(counts["overdue_late"], counts["overdue_rejected"])
+    ).one()
+    return int(late or 0) + int(rejected or 0)

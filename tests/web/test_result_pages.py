@@ -383,3 +383,30 @@ def test_the_cumulative_page_shows_the_newest_first_a_page_at_a_time(
     assert len(reads) >= 2  # each page's read of the history is audited
     assert client.get(f"/patients/{patient_id}/cumulative?test=NOPE").status_code == 404
     assert client.get(f"/patients/{patient_id}/cumulative").status_code == 422
+
+
+def test_the_worklist_counts_its_tubes_and_pages_on(
+    client: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lab.results import views
+
+    monkeypatch.setattr(views, "WORKLIST_TUBES", 1)
+    routine = order(db, "HP-WP1", ["HB"])
+    stat = order(db, "HP-WP2", ["LPK"], priority="stat")
+    token = sign_in(client)
+    for placed in (routine, stat):
+        received(client, token, accession_for(db, placed, "EDTA"))
+    first = client.get("/worklist?bench=EDTA").text
+    total = int(re.search(r'id="worklist-total">(\d+)<', first).group(1))  # type: ignore[union-attr]
+    assert total >= 2 and f"Viser 1 av {total}" in first
+    # One tube a page: the stat tube first, the routine one on a later page.
+    assert accession_for(db, stat, "EDTA") in first
+    assert accession_for(db, routine, "EDTA") not in first
+    seen, link = [], re.search(r'href="(/worklist\?[^"]*after=[^"]*)"', first)
+    while link is not None:
+        page = client.get(link.group(1).replace("&amp;", "&")).text
+        assert "Første side" in page and "bench=EDTA" in link.group(1)
+        seen.append(page)
+        link = re.search(r'href="(/worklist\?[^"]*after=[^"]*)"', page)
+    assert any(accession_for(db, routine, "EDTA") in page for page in seen)
+    assert all(accession_for(db, stat, "EDTA") not in page for page in seen)
