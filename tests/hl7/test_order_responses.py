@@ -4,6 +4,7 @@ Every response passes hl7apy STRICT validation."""
 
 from __future__ import annotations
 
+import hl7
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -102,11 +103,40 @@ def orm(control_id: str, placer: str, fnr: str, ack_modes: str, test: str = "HB"
 def test_a_legacy_order_is_answered_with_orr_o02(
     listener: RunningListener, loop_thread: LoopThread, test: str, code: str
 ) -> None:
-    control_id = unique("C")
-    message = orm(control_id, unique("P"), random_national_number(), "NE|AL", test)
+    control_id, placer = unique("C"), unique("P")
+    message = orm(control_id, placer, random_national_number(), "NE|AL", test)
     [answer] = loop_thread.run(exchange(listener.port, [message]))
     assert kind(answer) == "ORR^O02^ORR_O02" and msa(answer) == (code, control_id)
     validate_strict(answer)
+    # The order group: PID, then ORC and OBR of each accepted test (ORR_O02 has no SPM); as
+    # python-hl7, an outside reader, sees it.
+    theirs = hl7.parse(answer)
+    names = [str(segment[0]) for segment in theirs]
+    if code == "AE":
+        assert names == ["MSH", "MSA", "ERR"]
+        return
+    assert names == ["MSH", "MSA", "PID", "ORC", "OBR"]
+    orc, obr = theirs.segment("ORC"), theirs.segment("OBR")
+    assert (str(orc[1]), str(orc[5])) == ("OK", "SC")
+    assert str(orc[2][0][0]) == placer and str(obr[2][0][0]) == placer
+    assert str(orc[3][0][0]) == str(obr[3][0][0]) != ""  # our filler order number
+    assert str(obr[4][0][0]) == "718-7" and str(obr[4][0][3]) == "HB"
+
+
+def test_the_validator_takes_one_alternative_of_a_choice_and_no_more() -> None:
+    """hl7apy checks a choice group as a sequence; ours accepts one alternative, never two."""
+    from lab.hl7.codec.validation import StrictValidationError
+
+    orr = (
+        "MSH|^~\\&|LAB|STOLAV|DIPS|AHUS|20261127081502+0100||ORR^O02^ORR_O02|L1|P|2.5.1\r"
+        "MSA|AA|C1\rPID|1||12345678901^^^NOR^FNR||Nordmann^Ola\r"
+        "ORC|OK|P1^DIPS|F1^LAB||SC\rOBR|1|P1^DIPS|F1^LAB|718-7^Hemoglobin^LN^HB^Hemoglobin^L\r"
+    )
+    validate_strict(orr)
+    with pytest.raises(StrictValidationError, match="ORR_O02_OBRRQDRQ1RXOODSODT_SUPPGRP"):
+        validate_strict(orr + "RQD|1\r")  # two alternatives of one choice
+    with pytest.raises(StrictValidationError, match="ORC"):
+        validate_strict(orr.replace("ORC|OK|P1^DIPS|F1^LAB||SC\r", ""))
 
 
 def test_original_mode_keeps_the_generic_ack(

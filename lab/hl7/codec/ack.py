@@ -205,9 +205,10 @@ def response_type(inbound: Message, code: AckCode) -> tuple[str, str, str] | Non
 
 
 def _order_segments(
-    inbound: Message, lines: Iterable[OrderLine]
+    inbound: Message, lines: Iterable[OrderLine], *, specimens: bool
 ) -> list[tuple[str, dict[int, FieldValue]]]:
-    """The RESPONSE group of ORL_O22: the inbound PID, then ORC, OBR and SPM per test."""
+    """The RESPONSE group: the inbound PID, then ORC and OBR per test, and in ORL_O22 the SPM
+    of its tube (ORR_O02 has no specimen segment: its order detail is OBR alone)."""
     pid = inbound.segment("PID")
     lines = list(lines)
     if pid is None or not lines:
@@ -218,7 +219,7 @@ def _order_segments(
     for number, line in enumerate(lines, start=1):
         segments.append(("ORC", {1: line.control, 2: line.placer, 3: line.filler, 5: line.status}))
         segments.append(("OBR", {1: str(number), 2: line.placer, 3: line.filler, 4: line.service}))
-        if line.accession_number:
+        if specimens and line.accession_number:
             segments.append(
                 (
                     "SPM",
@@ -246,8 +247,8 @@ def build_ack(
 
     In enhanced mode the application acknowledgement of OML^O21 is ORL^O22 and that of
     ORM^O01 is ORR^O02 (`response_type`), else the generic ACK. An accepted ORL^O22 carries
-    `orders` (ORC-1 OK/CR, ORC-5 order status, our filler number, the tube of each test);
-    ORR^O02 carries MSA and ERR only (see docs/hl7-interface.md for why).
+    `orders` (ORC-1 OK/CR, ORC-5 order status, our filler number, the tube of each test); an
+    accepted ORR^O02 the same order group without the tube (its structure has no SPM).
     """
     msh = inbound.header
     trigger = msh.component(9, 2)
@@ -275,6 +276,6 @@ def build_ack(
         ("MSA", {1: code.value, 2: inbound.control_id, 3: text}),
     ]
     segments += [_error_segment(problem) for problem in problems]
-    if response is not None and response[0] == "ORL" and code is AckCode.APPLICATION_ACCEPT:
-        segments += _order_segments(inbound, orders)
+    if response is not None and code is AckCode.APPLICATION_ACCEPT:
+        segments += _order_segments(inbound, orders, specimens=response[0] == "ORL")
     return build_message(segments, delimiters=inbound.delimiters, default_charset=inbound.charset)
