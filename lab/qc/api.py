@@ -18,6 +18,7 @@ from lab.deps import (
     ViewAnalysers,
 )
 from lab.errors import InvalidInput
+from lab.qc import actions as qc_actions
 from lab.qc import materials, queries, report, schemas
 from lab.qc import queue as qc_queue
 from lab.qc import service as qc
@@ -120,6 +121,15 @@ def enter_run(session: SessionDep, actor: EnterQc, data: schemas.ManualRunIn) ->
         comment=data.comment,
     )
     return run
+
+
+@router.post("/runs/{run_id}/actions", response_model=schemas.RunActionOut, status_code=201)
+def add_run_action(
+    session: SessionDep, actor: EnterQc, run_id: int, data: schemas.RunActionIn
+) -> schemas.RunActionOut:
+    """Write down the corrective action taken about a run (kept in the audit trail)."""
+    done = qc_actions.add_action(session, actor=actor, run_id=run_id, text=data.text)
+    return schemas.RunActionOut(run_id=done.run_id, at=done.at, by=done.by, text=done.text)
 
 
 @router.post("/locks/override", response_model=schemas.LockOut)

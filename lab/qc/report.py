@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lab.qc import queries
+from lab.qc.actions import actions_between
 from lab.reports.qc_charts import ChartPoint, LeveyJennings
 from lab.reports.qc_report import QcAction, QcReport, QcReportSection, RejectedRun
 from lab.tables.catalog import LabTest
@@ -122,7 +123,8 @@ def month_actions(
     session: Session, *, start: datetime, end: datetime, instrument: str | None = None
 ) -> tuple[QcAction, ...]:
     """The month's lock overrides (who and why), control results kept in the QC queue (the
-    reason, and what became of them) and patient-based alarms, oldest first."""
+    reason, and what became of them), patient-based alarms and the corrective actions written
+    down against runs, oldest first."""
     found: list[tuple[datetime, QcAction]] = []
     overrides = (
         select(QcOverride, LabTest.code)
@@ -195,6 +197,24 @@ def month_actions(
                     detail=f"moving {alarm.statistic} {alarm.value:g} outside "
                     f"{alarm.control_low:g}-{alarm.control_high:g} (block of {alarm.block_size}); "
                     f"{cleared}",
+                ),
+            )
+        )
+    codes = dict(session.execute(select(LabTest.id, LabTest.code)).tuples().all())
+    for done, run in actions_between(session, start=start, end=end):
+        if instrument and run.instrument != instrument:
+            continue
+        found.append(
+            (
+                done.at,
+                QcAction(
+                    when=oslo_text(done.at),
+                    instrument=run.instrument,
+                    test_code=codes.get(run.test_id, ""),
+                    what="corrective action",
+                    by=done.by,
+                    detail=f"run {run.id} ({run.status}, {oslo_text(run.run_at)}"
+                    f"{', ' + run.first_rule if run.first_rule else ''}): {done.text}",
                 ),
             )
         )

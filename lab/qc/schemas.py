@@ -182,6 +182,17 @@ class OverrideIn(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+class RunActionIn(BaseModel):
+    text: str = Field(min_length=1, max_length=2000)
+
+
+class RunActionOut(BaseModel):
+    run_id: int
+    at: datetime
+    by: str
+    text: str
+
+
 class LockOut(BaseModel):
     instrument: str
     test: str

@@ -14,19 +14,21 @@ from sqlalchemy.orm import Session
 from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.deps import SessionDep
-from lab.errors import InvalidInput, LabError
+from lab.errors import InvalidInput, LabError, NotFound
+from lab.qc import actions as qc_actions
 from lab.qc import materials, queries, report
 from lab.qc import queue as qc_queue
 from lab.qc import service as qc
 from lab.reports.qc_charts import levey_jennings_svg
 from lab.reports.qc_report import render_qc_report
+from lab.tables.catalog import LabTest
 from lab.tables.qc import QcControlId, QcLock, QcMaterial, QcRun, QcTarget
 from lab.timeutil import OSLO, utcnow
 from lab.users.roles import Permission
 from lab.web.auth import form_requires, page_requires
 from lab.web.pages import page_router, redirect_after_post
 from lab.web.printouts import pdf_response
-from lab.web.templating import render
+from lab.web.templating import error_text, language_of, render
 
 router = page_router()
 
@@ -100,6 +102,20 @@ def chart_page(
     runs: Annotated[int, Query(ge=10, le=1000)] = 60,
 ) -> Response:
     """One Levey-Jennings chart per level (the lots in use, or the lot asked for)."""
+    return _chart(request, session, instrument=instrument, test=test, lot=lot, runs=runs)
+
+
+def _chart(
+    request: Request,
+    session: Session,
+    *,
+    instrument: str,
+    test: str,
+    lot: int | None = None,
+    runs: int = 60,
+    errors: dict[int, str] | None = None,
+    status_code: int = 200,
+) -> Response:
     name = materials.analyser_name(instrument)
     test_row = catalog.get_by_code(session, test)
     in_use = materials.targets_in_use(session, instrument=name, test_id=test_row.id)
@@ -135,8 +151,35 @@ def chart_page(
             "lot": lot,
             "runs": runs,
             "recent": recent,
+            "actions": qc_actions.actions_of(session, [r.id for r in recent]),
+            "errors": errors or {},
         },
+        status_code=status_code,
     )
+
+
+@router.post("/qc/runs/{run_id}/action")
+def add_run_action(
+    request: Request, run_id: int, session: SessionDep, actor: EnterQcForm, text: Text = ""
+) -> Response:
+    """Write down what was done about a run, from the chart page's list of runs."""
+    run = session.get(QcRun, run_id)
+    if run is None:
+        raise NotFound(f"no QC run {run_id}")
+    test_code = session.scalars(select(LabTest.code).where(LabTest.id == run.test_id)).one()
+    try:
+        qc_actions.add_action(session, actor=actor, run_id=run_id, text=text)
+    except LabError as exc:
+        session.rollback()
+        return _chart(
+            request,
+            session,
+            instrument=run.instrument,
+            test=test_code,
+            errors={run_id: error_text(language_of(request), exc)},
+            status_code=exc.http_status,
+        )
+    return redirect_after_post("/qc/chart", instrument=run.instrument, test=test_code)
 
 
 @router.post("/qc/override")

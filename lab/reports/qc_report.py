@@ -62,7 +62,7 @@ class QcAction:
     when: str
     instrument: str
     test_code: str
-    what: str  # "lock override", "QC queue", "patient-based alarm"
+    what: str  # "lock override", "corrective action", "QC queue", "patient-based alarm"
     by: str
     detail: str
 
@@ -172,7 +172,9 @@ def _actions(
     small: ParagraphStyle,
 ) -> list[Flowable]:
     """The month's overrides, QC queue entries and patient-based alarms, oldest first."""
-    story: list[Flowable] = [Paragraph("Overrides, QC queue and patient-based alarms", head)]
+    story: list[Flowable] = [
+        Paragraph("Overrides, corrective actions, QC queue and patient-based alarms", head)
+    ]
     if not report.actions:
         return [*story, Paragraph("None this month.", body)]
     rows: list[list[Flowable | str]] = [["when", "analyser", "test", "what", "by", "detail"]]

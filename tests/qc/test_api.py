@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from lab.timeutil import OSLO, utcnow
+
 STATUS = "/api/v1/qc/status?instrument=demo"
 
 
@@ -203,3 +205,58 @@ def test_patient_based_qc_settings_through_the_api(
     assert client.put(put, json=setting, headers=as_role["admin"]).status_code == 204
     na = na_status(client, as_role["technician"])
     assert na["moving"]["statistic"] == "median" and na["moving"]["state"] == "no_data"
+
+
+def test_a_corrective_action_is_written_against_a_run_shown_and_reported(
+    client: TestClient, as_role: dict[str, dict[str, str]]
+) -> None:
+    bio = as_role["technician"]
+    rejected = manual_run(client, bio, {"QC1-DEMO": "144.2", "QC2-DEMO": "120.1"}, minute=0)
+    run_id = rejected.json()["id"]
+    path = f"/api/v1/qc/runs/{run_id}/actions"
+    too_short = client.post(path, json={"text": "fixed"}, headers=bio)
+    assert too_short.status_code == 422
+    text = "new vial of QC1 opened; reagent pack changed; controls rerun"
+    done = client.post(path, json={"text": text}, headers=bio)
+    assert done.status_code == 201, done.text
+    assert done.json()["run_id"] == run_id and done.json()["text"] == text
+    assert (
+        client.post("/api/v1/qc/runs/999999/actions", json={"text": text}, headers=bio).status_code
+        == 404
+    )
+    assert client.post(path, json={"text": text}, headers=as_role["admin"]).status_code == 403
+    chart = client.get("/qc/chart?instrument=demo&test=NA&lang=en", headers=bio).text
+    assert "Corrective actions" in chart and text in chart
+    from io import BytesIO
+
+    from pypdf import PdfReader
+
+    month = utcnow().astimezone(OSLO).strftime("%Y-%m")  # the month the action was written
+    pdf = client.get(f"/api/v1/qc/report?month={month}&instrument=demo", headers=bio)
+    words = "".join(p.extract_text() for p in PdfReader(BytesIO(pdf.content)).pages)
+    assert pdf.status_code == 200 and "corrective action" in words
+    assert "new vial of" in words and "reagent pack changed" in words  # wrapped in the cell
+
+
+def test_a_corrective_action_from_the_chart_page(
+    client: TestClient, as_role: dict[str, dict[str, str]]
+) -> None:
+    from tests.web.support import sign_in
+
+    rejected = manual_run(
+        client, as_role["technician"], {"QC1-DEMO": "144.2", "QC2-DEMO": "120.1"}, minute=0
+    )
+    run_id = rejected.json()["id"]
+    token = sign_in(client)  # a technician, in bokmål
+    page = client.get("/qc/chart?instrument=demo&test=NA").text
+    assert f'action="/qc/runs/{run_id}/action"' in page and "Korrigerende tiltak" in page
+    refused = client.post(f"/qc/runs/{run_id}/action", data={"csrf_token": token, "text": "ok"})
+    assert refused.status_code == 422
+    assert "Skriv hva som ble gjort (minst 10 tegn)." in refused.text  # beside the form
+    done = client.post(
+        f"/qc/runs/{run_id}/action",
+        data={"csrf_token": token, "text": "kalibrert på nytt, kontroller i orden"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert "kalibrert på nytt, kontroller i orden" in client.get(done.headers["location"]).text
