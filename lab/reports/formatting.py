@@ -129,6 +129,7 @@ class ReportTexts:
     status: str
     comment: str
     long_comments: str
+    test_codes: str
     verified_by: str  # "{who}" and "{when}" are filled in
     corrected_from: str  # "{value}" and "{reason}" are filled in
     not_verified: str
@@ -165,6 +166,7 @@ TEXTS: dict[Language, ReportTexts] = {
         status="Status",
         comment="Kommentar",
         long_comments="Kommentarer",
+        test_codes="Analysekoder (LOINC, NLK – Norsk laboratoriekodeverk)",
         verified_by="Godkjent av {who} {when}",
         corrected_from="Korrigert fra {value}. Årsak: {reason}",
         not_verified="Ikke godkjent – foreløpig svar",
@@ -205,6 +207,7 @@ TEXTS: dict[Language, ReportTexts] = {
         status="Status",
         comment="Comment",
         long_comments="Comments",
+        test_codes="Test codes (LOINC, NLK – Norwegian laboratory code list)",
         verified_by="Verified by {who} at {when}",
         corrected_from="Corrected from {value}. Reason: {reason}",
         not_verified="Not verified – preliminary report",

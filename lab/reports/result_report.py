@@ -480,6 +480,13 @@ def build_result_report(
             story.append(Paragraph(markup(texts.long_comments, fonts), styles["heading"]))
             for number, comment in enumerate(long_comments, start=1):
                 story.append(Paragraph(f"[{number}] {markup(comment, fonts)}", styles["body"]))
+        coded = [result for result in report.results if result.codes]
+        if coded:
+            # Where a reader looks a test up: the same codes as the catalogue page shows.
+            story.append(Paragraph(markup(texts.test_codes, fonts), styles["heading"]))
+            for result in coded:
+                text = f"{result.test_name}: {result.codes}"
+                story.append(Paragraph(markup(text, fonts), styles["body"]))
         story.append(Spacer(1, 8 * mm))
         verification = report.verification
         if verification is not None:

@@ -195,6 +195,8 @@ class ResultLine:
     corrected_from: Decimal | str | None = None
     corrected_from_comparator: Comparator | None = None
     correction_reason: str | None = None
+    # The test's codes for the footnote ("LOINC 2951-2 · NLK NOR25613"); "" prints none.
+    codes: str = ""
 
     def __post_init__(self) -> None:
         _require_text("test_name", self.test_name, max_length=MAX_TEST_NAME_LENGTH)

@@ -123,17 +123,31 @@ def _interval(low: Decimal | None, high: Decimal | None) -> ReferenceInterval | 
     return ReferenceInterval(low=low, high=high)
 
 
+def _codes(test: LabTest) -> str:
+    """The test's LOINC and NLK codes for the report's footnote (OBX-3 is unchanged)."""
+    codes = [f"LOINC {test.loinc}" if test.loinc else "", f"NLK {test.nlk}" if test.nlk else ""]
+    return " · ".join(code for code in codes if code)
+
+
 def result_line(test: LabTest, result: Result | None, language: Language) -> ResultLine:
     name = test.name_en if language == "en" else test.name_nb
     if result is None or result.status not in REPORT_STATUS:
         return ResultLine(
-            test_name=name, value=None, unit=display_unit(test.unit, language), status="pending"
+            test_name=name,
+            value=None,
+            unit=display_unit(test.unit, language),
+            status="pending",
+            codes=_codes(test),
         )
     status = REPORT_STATUS[result.status]
     current = result.versions[-1]
     if status == "cannot_be_done":
         return ResultLine(
-            test_name=name, value=None, unit=display_unit(test.unit, language), status=status
+            test_name=name,
+            value=None,
+            unit=display_unit(test.unit, language),
+            status=status,
+            codes=_codes(test),
         )
     value: Decimal | str | None = (
         result.value_numeric if result.value_numeric is not None else result.value_text
@@ -141,6 +155,7 @@ def result_line(test: LabTest, result: Result | None, language: Language) -> Res
     replaced = _replaced_version(result) if status == "corrected" else None
     return ResultLine(
         test_name=name,
+        codes=_codes(test),
         value=value,
         unit=display_unit(result.unit, language),
         comparator=_comparator(result.comparator) if result.value_numeric is not None else None,
