@@ -53,7 +53,7 @@ class TrafficArchive:
     def __init__(self, directory: Path, *, daily_quota_bytes: int | None = None) -> None:
         self.directory = directory
         self.daily_quota_bytes = daily_quota_bytes
-        self._files: dict[str, tuple[str, IO[str]]] = {}
+        self._files: dict[str, tuple[int, IO[str]]] = {}  # instrument: (UTC day, its file)
         self._sizes: dict[str, int] = {}  # bytes in the instrument's file of the day
         self._dirty: set[str] = set()  # instruments with bytes not yet forced to disk
         self._lock = threading.Lock()
@@ -123,10 +123,11 @@ class TrafficArchive:
         return self.directory / _safe(instrument) / f"{day}.astm"
 
     def _file(self, instrument: str, moment: float) -> IO[str]:
-        path = self.path_for(instrument, moment)
+        day = int(moment // 86400)  # the UTC day: the open file serves it without a path
         current = self._files.get(instrument)
-        if current is not None and current[0] == str(path):
+        if current is not None and current[0] == day:
             return current[1]
+        path = self.path_for(instrument, moment)
         if current is not None:
             current[1].flush()
             os.fdatasync(current[1].fileno())  # the day that ends is on disk whole
@@ -139,7 +140,7 @@ class TrafficArchive:
             handle.flush()
             os.fsync(handle.fileno())
             _fsync_directory(path.parent)  # the new file's name must survive a crash too
-        self._files[instrument] = (str(path), handle)
+        self._files[instrument] = (day, handle)
         self._sizes[instrument] = path.stat().st_size
         return handle
 

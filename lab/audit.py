@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
+from lab.db import rows_insert
 from lab.tables import AuditEvent
 
 
@@ -90,7 +91,8 @@ def record(
 def record_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     """Several audit rows in one INSERT, in the caller's transaction (the analysers' hot path)."""
     if rows:
-        session.execute(insert(AuditEvent), rows)
+        table: Table = AuditEvent.__table__  # type: ignore[assignment]
+        session.execute(rows_insert(table, rows[0]), rows)
 
 
 def record_read(

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnClause, Table, insert, literal_column, select
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from lab import audit
 from lab.audit import Actor
@@ -105,20 +105,28 @@ def place(session: Session, *, actor: Actor, request: OrderRequest) -> Order:
             code="order_exists",
             params={"placer": placer, "filler": existing.filler_order_number},
         )
-    order = Order(
-        placer_order_number=placer,
-        placer_namespace=request.placer_namespace.strip(),
-        filler_order_number=_next_filler_number(session),
-        patient_id=patient.id,
-        ordering_clinician=request.ordering_clinician,
-        ordering_location=request.ordering_location,
-        priority=request.priority,
-        clinical_info=request.clinical_info,
-        source=request.source,
-        status=OrderStatus.ACTIVE,
-    )
-    session.add(order)
-    session.flush()
+    # One INSERT that draws the filler number and returns the stored row (no nextval of its
+    # own, no flush, no reload); the order is then in the session as stored.
+    table: Table = Order.__table__  # type: ignore[assignment]
+    stored = session.execute(
+        insert(table)
+        .values(
+            placer_order_number=placer,
+            placer_namespace=request.placer_namespace.strip(),
+            filler_order_number=_NEXT_FILLER_NUMBER,
+            patient_id=patient.id,
+            ordering_clinician=request.ordering_clinician,
+            ordering_location=request.ordering_location,
+            priority=request.priority,
+            clinical_info=request.clinical_info,
+            source=request.source,
+            status=OrderStatus.ACTIVE,
+        )
+        .returning(*table.columns)
+    ).one()
+    order = Order(**stored._mapping)
+    make_transient_to_detached(order)
+    session.add(order)  # persistent: its tests load when first read, as for any stored order
     seen: set[int] = set()
     ordered: list[OrderedTest] = []
     for test, panel in resolved:
@@ -168,9 +176,12 @@ def _patient_for(session: Session, *, actor: Actor, request: OrderRequest) -> Pa
     )
 
 
-def _next_filler_number(session: Session) -> str:
-    sequence = session.execute(text("SELECT nextval('filler_order_seq')")).scalar_one()
-    return f"LAB{int(sequence):09d}"
+#: The next filler order number, LAB and the sequence's number in at least nine digits
+#: (LAB000000042), drawn by the INSERT that stores the order.
+_NEXT_FILLER_NUMBER: ColumnClause[str] = literal_column(
+    "(SELECT 'LAB' || lpad(n::text, greatest(9, length(n::text)), '0') "
+    "FROM nextval('filler_order_seq') AS n)"
+)
 
 
 def find_by_placer(session: Session, placer: str, namespace: str = "") -> Order | None:

@@ -7,16 +7,17 @@ per table (this is the analysers' hot path), whatever the number of results.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from lab import audit
 from lab.audit import Actor
+from lab.db import rows_insert
 from lab.errors import Conflict
 from lab.results.state import Change, NewMeasurement, NewResult, ResultState
 from lab.tables.results import RESULT_LIFECYCLE, R, Result, ResultVersion, StoredMeasurement
@@ -114,16 +115,14 @@ def write_versions(
             session.expire(write.result, ["versions", "measurements"])
         elif isinstance(write.result, Result) and write.further:
             session.expire(write.result, ["measurements"])
-    # The ORM leaves a None value out of the row and sends each run of rows with the same
-    # columns as one INSERT: grouped (a stable sort), each set of columns is one statement.
-    if versions:
-        session.execute(insert(ResultVersion), sorted(versions, key=_none_columns))
+    if versions:  # every version of the tube in one INSERT
+        session.execute(rows_insert(_VERSION, versions[0]), versions)
     audit.record_rows(session, [*audits, *extra_audits])  # in order: the trail is read by id
+    # The Core INSERTs above do not flush the session as the ORM's did: the results' new state
+    # (and whatever else is pending) is written now, so a caller that refreshes or queries
+    # sees what was just decided.
+    session.flush()
     return ids
-
-
-def _none_columns(row: Mapping[str, Any]) -> tuple[str, ...]:
-    return tuple(name for name, value in row.items() if value is None)
 
 
 def _check_moves(write: Write, result_id: int) -> None:
@@ -160,9 +159,8 @@ def _insert_results(session: Session, writes: Sequence[Write], *, now: datetime)
         }
         for _, keys, changes in fresh
     ]
-    inserted = session.scalars(
-        insert(Result).returning(Result.id, sort_by_parameter_order=True), rows
-    ).all()
+    statement = rows_insert(_RESULT, rows[0], returning_id=True)
+    inserted = session.execute(statement, rows).scalars().all()
     for (index, _, _), new_id in zip(fresh, inserted, strict=True):
         ids[index] = new_id
     return ids
@@ -195,12 +193,17 @@ def _insert_measurements(
             )
     if not rows:
         return {}
-    inserted = session.scalars(
-        insert(StoredMeasurement).returning(StoredMeasurement.id, sort_by_parameter_order=True),
-        rows,
-    ).all()
+    statement = rows_insert(_MEASUREMENT, rows[0], returning_id=True)
+    inserted = session.execute(statement, rows).scalars().all()
     stored = dict(zip(keys, inserted, strict=True))
     return stored
+
+
+# Plain Core INSERTs (`lab.db.rows_insert`): the rows are values already, and the ORM's bulk
+# path spent more on its bookkeeping per row than the statements cost.
+_RESULT: Table = Result.__table__  # type: ignore[assignment]
+_MEASUREMENT: Table = StoredMeasurement.__table__  # type: ignore[assignment]
+_VERSION: Table = ResultVersion.__table__  # type: ignore[assignment]
 
 
 def _value(measurement: NewMeasurement) -> str:
