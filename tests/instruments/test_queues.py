@@ -80,6 +80,15 @@ def test_unknown_specimen_and_unmapped_test_are_kept_and_resolved(
     assert {r.specimen_id for r in rows} == {unknown, tubes["HB"]}
     assert "no specimen" in rows[0].reason
     assert "not mapped" in rows[2].reason and rows[2].instrument_test_code == "ZZZ"
+    # The same reasons as codes with parameters, for the pages to say in their language.
+    assert (rows[0].reason_code, rows[0].reason_params) == (
+        "specimen_unknown",
+        {"number": unknown},
+    )
+    assert (rows[2].reason_code, rows[2].reason_params) == (
+        "not_mapped",
+        {"code": "ZZZ", "analyser": name},
+    )
     # the same transmission again adds nothing
     play(committing_factory, name, unknown, ["HB", "LPK"])
     assert len(unmatched_rows(committing_factory, name)) == 3
@@ -93,6 +102,7 @@ def test_unknown_specimen_and_unmapped_test_are_kept_and_resolved(
         listed = client.get(f"/api/v1/instruments/unmatched?instrument={name}", headers=technician)
         assert listed.status_code == 200
         assert [r["id"] for r in listed.json()] == [r.id for r in rows]
+        assert listed.json()[2]["reason_code"] == "not_mapped"
         assert (
             client.get(
                 "/api/v1/instruments/unmatched",
