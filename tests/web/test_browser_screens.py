@@ -90,6 +90,14 @@ def test_review_by_keyboard_alone(page: Page, live: LiveServer) -> None:
     assert status_of(live, plain_ids["NA"]) == "verified"
     assert int(p.inner_text("#review-total")) == total - 4
     assert "godkjent" in p.inner_text("#review-notice")
+    # Both sodium values are released now: the patient's history of the test, newest first.
+    p.goto(f"/orders/{plain['order']}")
+    p.click("a[href*='/cumulative?test=NA']")
+    p.wait_for_selector("h1:has-text('Kumulativt: NA')")
+    rows = p.inner_text("table.cumulative tbody")
+    assert rows.index(critical["SERUM"]) < rows.index(plain["SERUM"])  # the later tube first
+    assert "170" in rows and "140" in rows
+    shoot(p, "cumulative")
 
 
 def test_one_language_per_page(page: Page, live: LiveServer) -> None:
