@@ -318,7 +318,7 @@ def open_work_counts(now: datetime) -> dict[str, ScalarSelect[int]]:
         .where(Specimen.status.in_(SPECIMEN_IN_LAB))
         .scalar_subquery()
     )
-    for name, condition in (("late", _late(now)), ("rejected", _waiting_for_a_new_specimen())):
+    for name, condition in (("late", _late(now)), ("waiting", _waiting_for_a_new_specimen())):
         counts[f"overdue_{name}"] = (
             select(func.count())
             .select_from(OrderedTest)
@@ -333,7 +333,5 @@ def count_overdue(session: Session, *, now: datetime) -> int:
     """How many tests are overdue in all (the overview lists only the first of them); the two
     kinds counted apart, each from its own index (see `overdue_tests`), in one statement."""
     counts = open_work_counts(now)
-    late, rejected = session.execute(
-        select(counts["overdue_late"], counts["overdue_rejected"])
-    ).one()
-    return int(late or 0) + int(rejected or 0)
+    late, waiting = session.execute(select(counts["overdue_late"], counts["overdue_waiting"])).one()
+    return int(late or 0) + int(waiting or 0)

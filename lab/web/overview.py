@@ -111,7 +111,7 @@ def _work(session: Session) -> dict[str, Any]:
             {"ordered": t, "specimen": s, "late": minutes_between(due, now)}
             for t, s, due in work_lists.overdue_tests(session, now=now, limit=LIST_LIMIT)
         ],
-        "overdue_total": counted["overdue_late"] + counted["overdue_rejected"],
+        "overdue_total": counted["overdue_late"] + counted["overdue_waiting"],
         "limit": LIST_LIMIT,
         "now": now,
     }
