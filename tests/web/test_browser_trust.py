@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from lab.audit import Actor
 from lab.orders import service as orders
@@ -80,6 +80,7 @@ def test_search_and_four_eyes(page: Page, live: LiveServer) -> None:
 
     # The lab physician receives the tube and types the value in...
     page.goto("/specimens/receive")
+    expect(page.locator("#accession_number")).to_be_focused()  # autofocus may follow the load
     page.keyboard.type(tube + "\n")
     page.wait_for_selector(f"[data-outcome=received] >> text={tube}")
     page.goto(f"/specimens/{tube}/results")
