@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from lab.db import rows_insert
+from lab.db import insert_rows
 from lab.tables import AuditEvent
 
 
@@ -92,7 +92,7 @@ def record_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     """Several audit rows in one INSERT, in the caller's transaction (the analysers' hot path)."""
     if rows:
         table: Table = AuditEvent.__table__  # type: ignore[assignment]
-        session.execute(rows_insert(table, rows[0]), rows)
+        insert_rows(session, table, rows)
 
 
 def record_read(

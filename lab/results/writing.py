@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from lab import audit
 from lab.audit import Actor
-from lab.db import rows_insert
+from lab.db import insert_rows
 from lab.errors import Conflict
 from lab.results.state import Change, NewMeasurement, NewResult, ResultState
 from lab.tables.results import RESULT_LIFECYCLE, R, Result, ResultVersion, StoredMeasurement
@@ -116,7 +116,7 @@ def write_versions(
         elif isinstance(write.result, Result) and write.further:
             session.expire(write.result, ["measurements"])
     if versions:  # every version of the tube in one INSERT
-        session.execute(rows_insert(_VERSION, versions[0]), versions)
+        insert_rows(session, _VERSION, versions)
     audit.record_rows(session, [*audits, *extra_audits])  # in order: the trail is read by id
     # The Core INSERTs above do not flush the session as the ORM's did: the results' new state
     # (and whatever else is pending) is written now, so a caller that refreshes or queries
@@ -159,8 +159,7 @@ def _insert_results(session: Session, writes: Sequence[Write], *, now: datetime)
         }
         for _, keys, changes in fresh
     ]
-    statement = rows_insert(_RESULT, rows[0], returning_id=True)
-    inserted = session.execute(statement, rows).scalars().all()
+    inserted = insert_rows(session, _RESULT, rows, returning_id=True)
     for (index, _, _), new_id in zip(fresh, inserted, strict=True):
         ids[index] = new_id
     return ids
@@ -193,14 +192,14 @@ def _insert_measurements(
             )
     if not rows:
         return {}
-    statement = rows_insert(_MEASUREMENT, rows[0], returning_id=True)
-    inserted = session.execute(statement, rows).scalars().all()
+    inserted = insert_rows(session, _MEASUREMENT, rows, returning_id=True)
     stored = dict(zip(keys, inserted, strict=True))
     return stored
 
 
-# Plain Core INSERTs (`lab.db.rows_insert`): the rows are values already, and the ORM's bulk
-# path spent more on its bookkeeping per row than the statements cost.
+# One short INSERT per table for the whole tube (`lab.db.insert_rows`): the rows are values
+# already, and the ORM's bulk path spent more on its bookkeeping per row than the statements
+# cost, and sent a new, long text for each number of rows.
 _RESULT: Table = Result.__table__  # type: ignore[assignment]
 _MEASUREMENT: Table = StoredMeasurement.__table__  # type: ignore[assignment]
 _VERSION: Table = ResultVersion.__table__  # type: ignore[assignment]
