@@ -21,6 +21,7 @@ from lab.qc import service as qc
 from lab.results.calculated import patient_facts
 from lab.results.judging import PatientFacts, Refusal, TubeFacts
 from lab.rules import PreviousResult, RuleSet
+from lab.specimens import accession
 from lab.specimens import service as specimens
 from lab.tables import SPECIMEN_FINISHED, OrderedTest, Patient, Result, Specimen, TestStatus
 from lab.tables.results import R
@@ -40,16 +41,28 @@ class Tube:
 
 
 def load_tube(session: Session, accession_number: str) -> Tube | Refusal:
-    try:
-        specimen = specimens.get_by_accession(session, accession_number)
-    except LabError as error:
-        return Refusal(
-            field="accession_number",
-            message=error.message,
-            kind="not_found",
-            code=error.code,
-            params=error.params,
-        )
+    # The tube with its patient in one statement; a number that finds nothing is looked up
+    # again by `get_by_accession`, which says why (empty, check digit, unknown).
+    found = session.execute(
+        select(Specimen, Patient)
+        .join(Patient, Patient.id == Specimen.patient_id)
+        .where(Specimen.accession_number == accession.normalise(accession_number))
+    ).first()
+    patient: Patient | None
+    if found is not None:
+        specimen, patient = found.tuple()
+    else:
+        try:
+            specimen = specimens.get_by_accession(session, accession_number)
+        except LabError as error:
+            return Refusal(
+                field="accession_number",
+                message=error.message,
+                kind="not_found",
+                code=error.code,
+                params=error.params,
+            )
+        patient = None
     if specimen.status in SPECIMEN_FINISHED:
         return Refusal(
             field="accession_number",
@@ -75,7 +88,7 @@ def load_tube(session: Session, accession_number: str) -> Tube | Refusal:
             .with_for_update()
         )
     }
-    patient = session.get(Patient, specimen.patient_id)
+    patient = patient or session.get(Patient, specimen.patient_id)
     if patient is None:
         raise NotFound(f"the patient of {specimen.accession_number} is missing")
     return Tube(
