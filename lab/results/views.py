@@ -77,7 +77,7 @@ def worklist_page(
 ) -> Response:
     cursor = work_lists.WorklistCursor.parse(after) if after else None
     container = bench or None
-    page = work_lists.worklist_page(
+    page = work_lists.worklist_lines(
         session, container=container, limit=WORKLIST_TUBES, after=cursor
     )
     return render(
@@ -86,7 +86,7 @@ def worklist_page(
         {
             "bench": bench,
             "benches": work_lists.benches(session),
-            "entries": page.entries,
+            "entries": page.lines,
             # A true count of the bench's tubes in the lab, from the partial index of open tubes.
             "in_lab": work_lists.count_in_lab_unfinished(session, container=container),
             "next_cursor": page.next_cursor.text() if page.next_cursor else None,

@@ -13,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import ColumnElement, ScalarSelect, and_, func, literal, select, tuple_
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session, lazyload, selectinload
 
 from lab.catalog.rules import snapshot
@@ -176,6 +178,79 @@ def worklist_page(
             if specimen.id in pending
         ],
         next_cursor=WorklistCursor.of(found[-1][0]) if more and found else None,
+    )
+
+
+class WorklistLine(NamedTuple):
+    """A tube of the worklist page, as plain values (no ORM objects: a page has 200)."""
+
+    specimen_id: int
+    accession_number: str
+    container: str
+    received_at: datetime | None
+    urgency: int
+    priority: str
+    test_codes: list[str]  # the tests still to run, in the order they were ordered
+
+
+@dataclass(frozen=True, slots=True)
+class WorklistLines:
+    lines: list[WorklistLine]
+    next_cursor: WorklistCursor | None  # None: this is the last page
+
+
+def worklist_lines(
+    session: Session,
+    *,
+    container: str | None = None,
+    limit: int = 200,
+    after: WorklistCursor | None = None,
+) -> WorklistLines:
+    """`worklist_page` for the worklist page: one statement, rows of plain values. The pending
+    tests' codes come with each tube (a correlated subquery on `ix_ordered_test_specimen_status`),
+    and a tube with nothing pending is left out, as there."""
+    codes = (
+        select(func.array_agg(aggregate_order_by(LabTest.code, OrderedTest.id)))
+        .select_from(OrderedTest)
+        .join(LabTest, LabTest.id == OrderedTest.test_id)
+        .where(OrderedTest.specimen_id == Specimen.id, OrderedTest.status.in_(TEST_PENDING))
+        .correlate(Specimen)
+        .scalar_subquery()
+    )
+    query = (
+        select(
+            Specimen.id,
+            Specimen.accession_number,
+            Specimen.container,
+            Specimen.received_at,
+            Specimen.urgency,
+            Order.priority,
+            codes,
+        )
+        .join(Order, Order.id == Specimen.order_id)
+        .where(Specimen.status.in_(SPECIMEN_IN_LAB))
+        .order_by(Specimen.urgency, Specimen.received_at, Specimen.id)
+        .limit(limit + 1)
+    )
+    if container:
+        query = query.where(Specimen.container == container)
+    if after is not None:
+        query = query.where(
+            tuple_(Specimen.urgency, Specimen.received_at, Specimen.id)
+            > tuple_(literal(after.urgency), literal(after.received_at), literal(after.specimen_id))
+        )
+    rows = [WorklistLine(*row) for row in session.connection().execute(query)]
+    # One tube more than the page was read: whether a next page exists.
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more and rows else None
+    return WorklistLines(
+        lines=[row for row in rows if row.test_codes],
+        next_cursor=(
+            WorklistCursor(last.urgency, last.received_at, last.specimen_id)
+            if last is not None and last.received_at is not None
+            else None
+        ),
     )
 
 
