@@ -79,6 +79,19 @@ def results_of_tube(session: Session, specimen: Specimen) -> list[Result]:
     )
 
 
+def others_wait_for_inputs(session: Session, result: Result) -> bool:
+    """Whether another result of the patient awaits review held only by `waits_for` (a
+    calculated result waiting for its inputs): one indexed EXISTS, so verifying an ordinary
+    result does not read its whole tube. A superset of the tube's own waiting results."""
+    waiting = select(Result.id).where(
+        Result.patient_id == result.patient_id,
+        Result.status == R.AWAITING_REVIEW,
+        Result.id != result.id,
+        Result.holds.contains([{"key": "waits_for"}]),
+    )
+    return bool(session.scalar(select(waiting.exists())))
+
+
 @dataclass(frozen=True, slots=True)
 class ReviewCursor:
     """Where a page of the review queue ended: the queue's sort key of its last result.

@@ -34,7 +34,7 @@ from lab.results.calculated import (
 )
 from lab.results.judging import ActiveRules, Refusal, active_rules
 from lab.results.judging import Measurement as Measurement
-from lab.results.queries import is_unremarkable, results_of_tube
+from lab.results.queries import is_unremarkable, others_wait_for_inputs, results_of_tube
 from lab.results.recording import Outcome as Outcome
 from lab.results.recording import record as record
 from lab.results.recording import record_tube as record_tube
@@ -151,6 +151,8 @@ def verify(
 def _release_calculated(session: Session, *, actor: Actor, result: Result) -> None:
     """Calculated results of the tube that waited only for this one are verified with it, so
     they reach the record together, in the same ORU (CLSI AUTO15 step 10)."""
+    if not others_wait_for_inputs(session, result):
+        return  # the common case: nothing calculated waits, the tube is not read
     code = rule_by_id(session, result.test_id).code
     specimen = session.get(Specimen, result.specimen_id)
     assert specimen is not None  # foreign key
