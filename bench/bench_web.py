@@ -211,16 +211,24 @@ def run(url: str) -> None:
             ),
             {"half": counts[1] // 2},
         ).one()
-        # Results awaiting review without a critical flag: each is verified once below.
-        waiting = list(
-            connection.execute(
-                text(
-                    "SELECT id FROM result WHERE status = 'awaiting_review' "
-                    "AND NOT ('LL' = ANY (flags) OR 'HH' = ANY (flags)) ORDER BY id LIMIT :n"
-                ),
-                {"n": RUNS + WARM},
-            ).scalars()
-        )
+        # Results awaiting review without a critical flag, each verified once below: first
+        # results whose tube keeps another waiting result (the partial update redraws the
+        # tube's block), then the last waiting result of a tube (the block goes away).
+        waiting = {
+            redraw: list(
+                connection.execute(
+                    text(
+                        "SELECT r.id FROM result r WHERE r.status = 'awaiting_review' "
+                        "AND NOT ('LL' = ANY (r.flags) OR 'HH' = ANY (r.flags)) "
+                        f"AND {'' if redraw else 'NOT '}EXISTS (SELECT 1 FROM result o "
+                        "WHERE o.specimen_id = r.specimen_id AND o.status = 'awaiting_review' "
+                        "AND o.id > r.id) ORDER BY r.id LIMIT :n"
+                    ),
+                    {"n": RUNS + WARM},
+                ).scalars()
+            )
+            for redraw in (True, False)
+        }
     print(
         f"database: {counts[0]:,} results ({counts[1]:,} awaiting review), {counts[2]:,} open "
         f"specimens; the cumulative view's patient has {heavy:,} results"
@@ -273,22 +281,32 @@ def run(url: str) -> None:
                 if response.status_code != 200:
                     raise RuntimeError(f"{path} answered {response.status_code}")
             _report(label, samples, aim)
-        samples = Samples()
-        for result_id in waiting if not only or "verify" in only else []:
-            response = samples.take(
-                meter,
-                lambda result_id=result_id: client.post(  # type: ignore[misc]
-                    f"/results/{result_id}/verify",
-                    data={"csrf_token": signed.csrf_token},
-                    headers={"X-Lab-Partial": "review"},
-                ),
-            )
-            if response.status_code != 200:
-                raise RuntimeError(f"verify {result_id} answered {response.status_code}")
-        if samples.wall:
-            _report("verify + partial update (POST)", samples, 100)
+        for redraw, ids in waiting.items():
+            if not only or "verify" in only:
+                _verify_each(client, meter, signed.csrf_token, ids, redraw=redraw)
     print(f"load: {_uptime()}")
     engine.dispose()
+
+
+def _verify_each(
+    client: TestClient, meter: Meter, csrf: str, ids: list[int], *, redraw: bool
+) -> None:
+    """Verify each result through the review page's partial update and report the figures."""
+    samples = Samples()
+    for result_id in ids:
+        response = samples.take(
+            meter,
+            lambda result_id=result_id: client.post(  # type: ignore[misc]
+                f"/results/{result_id}/verify",
+                data={"csrf_token": csrf},
+                headers={"X-Lab-Partial": "review"},
+            ),
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"verify {result_id} answered {response.status_code}")
+    if samples.wall:
+        what = "tube redrawn" if redraw else "tube's last"
+        _report(f"verify + partial update, {what} (POST)", samples, 100)
 
 
 def _report(label: str, samples: Samples, aim: int) -> None:
