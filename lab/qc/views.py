@@ -19,7 +19,7 @@ from lab.qc import actions as qc_actions
 from lab.qc import materials, queries, report
 from lab.qc import queue as qc_queue
 from lab.qc import service as qc
-from lab.reports.qc_charts import levey_jennings_svg
+from lab.reports.qc_charts import levey_jennings_image
 from lab.reports.qc_report import render_qc_report
 from lab.tables.catalog import LabTest
 from lab.tables.qc import QcControlId, QcLock, QcMaterial, QcRun, QcTarget
@@ -131,7 +131,7 @@ def _chart(
             test=test_row,
             in_use=in_use,
         )
-        charts.append({"series": series, "svg": levey_jennings_svg(report.chart_of(series))})
+        charts.append({"series": series, "image": levey_jennings_image(report.chart_of(series))})
     recent = session.scalars(
         select(QcRun)
         .where(QcRun.instrument == name, QcRun.test_id == test_row.id)

@@ -8,6 +8,7 @@ order, rejected points as red crosses, and the rule that fired written beside ea
 
 from __future__ import annotations
 
+import base64
 import io
 from dataclasses import dataclass
 from datetime import datetime
@@ -160,6 +161,19 @@ def levey_jennings_svg(chart: LeveyJennings, *, width: float = 9.0, height: floa
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
     return text[text.index("<svg") :]  # no XML prolog: it goes inline in a page
+
+
+def levey_jennings_image(chart: LeveyJennings) -> str:
+    """The SVG chart as a `data:` URL for an `<img>` on a page.
+
+    matplotlib writes every colour, line and font as a `style` attribute. Put inline into a page,
+    those attributes are refused by the page's Content-Security-Policy (`style-src 'self'`, no
+    inline styles), and Chromium then draws the chart as a black box with bare markers. An SVG
+    shown as an image is a document of its own, drawn with its styles and no scripts, and the
+    policy allows `data:` images; the page names the chart in the image's `alt`.
+    """
+    encoded = base64.b64encode(levey_jennings_svg(chart).encode("utf-8")).decode("ascii")
+    return f"data:image/svg+xml;base64,{encoded}"
 
 
 def levey_jennings_png(

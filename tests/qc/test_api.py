@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -174,7 +176,9 @@ def test_pages_show_the_lock_the_chart_and_the_queue(
     assert "Locked" in page.text and "1-3s" in page.text
     chart = client.get("/qc/chart?instrument=demo&test=NA&lang=en", headers=bio)
     assert chart.status_code == 200
-    assert chart.text.count("<svg") == 2 and "1-3s" in chart.text
+    images = re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', chart.text)
+    assert len(images) == 2  # one chart per level, each an SVG image
+    assert any("1-3s" in base64.b64decode(image).decode() for image in images)
     assert client.get("/qc/queue", headers=bio).status_code == 200
     for path in ("/?lang=en", "/worklist?lang=en"):
         shown = client.get(path, headers=bio)

@@ -3,6 +3,7 @@ rejected point and its rule, and a documented override typed in by the lab physi
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -79,16 +80,27 @@ def test_the_chart_shows_the_rejected_point_and_the_lock_can_be_released(
     page.goto("/qc?instrument=demo&lang=en")
     row = page.locator("tr#qc-NA")
     assert "Locked" in row.inner_text() and "1-3s" in row.inner_text()
+    refused: list[str] = []  # what the page's Content-Security-Policy blocked, if anything
+    page.on(
+        "console",
+        lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+    )
     page.click("tr#qc-NA a:has-text('NA')")
-    page.wait_for_selector("section.lj-chart svg")
+    page.wait_for_selector("section.lj-chart img.lj")
     charts = page.locator("section.lj-chart")
     assert charts.count() == 2
-    level1 = page.locator("section.lj-chart[data-level='1'] svg")
-    svg_text = level1.inner_html()
+    level1 = page.locator("section.lj-chart[data-level='1'] img.lj")
+    # The image was drawn by the browser (an SVG the browser cannot read has no natural size).
+    assert level1.evaluate("img => img.complete && img.naturalWidth > 600")
+    source = level1.get_attribute("src") or ""
+    assert source.startswith("data:image/svg+xml;base64,")
+    svg_text = base64.b64decode(source.split(",", 1)[1]).decode("utf-8")
     assert "1-3s" in svg_text  # the rule is written beside the rejected point
     assert "+3s" in svg_text and "-2s" in svg_text  # the SD lines are labelled
     box = level1.bounding_box()
     assert box is not None and box["width"] > 600 and box["height"] > 200
+    # Inline SVG had its colours refused by the policy and showed as a black box.
+    assert not refused, refused
     assert "rejected" in page.locator("table.qc-runs tbody tr").first.inner_text()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "qc-chart.png"), full_page=True)
