@@ -50,7 +50,7 @@ def load_tube(session: Session, accession_number: str) -> Tube | Refusal:
     ).first()
     patient: Patient | None
     if found is not None:
-        specimen, patient = found.tuple()
+        specimen, patient = found._tuple()
     else:
         try:
             specimen = specimens.get_by_accession(session, accession_number)
