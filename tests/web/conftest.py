@@ -42,5 +42,14 @@ def page(browser: Browser, live: LiveServer) -> Iterator[Page]:
         base_url=live.base_url, viewport={"width": 1366, "height": 900}, locale="nb-NO"
     )
     context.set_default_timeout(10_000)
-    yield context.new_page()
+    page = context.new_page()
+    # Whatever the page's Content-Security-Policy refuses (an inline style or script) is a page
+    # that does not look or work as built: collected here and failed after the test.
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    yield page
     context.close()
+    assert not refused, f"the Content-Security-Policy refused: {refused}"
