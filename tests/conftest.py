@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, Page, sync_playwright
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,6 +27,7 @@ from lab.rulesets.service import ActiveRules as RuleBundle
 from lab.tables.rulesets import RuleKind
 from lab.users.roles import Role
 from testkit.database import ScratchDatabase, create_database, drop_database, server_url
+from tests.web.live_server import CHROMIUM, CHROMIUM_ARGS, LiveServer
 
 
 @pytest.fixture(scope="session")
@@ -123,3 +125,40 @@ def demo_rules(db: Session) -> RuleBundle:
         rulesets.change_state(db, actor=physician, kind=kind.value, version=1, state="active")
     db.flush()
     return rulesets.active_rules(db)
+
+
+# --- the browser: one headless Chromium per module, a fresh bokmål page per test ------------
+# The tests of a module share one Chromium (Debian's, `make system-deps`) and get a fresh page on
+# the `live` server their module starts (tests/web/live_server.py).
+
+
+# Per module, not per session: while Playwright's sync API is open its event loop runs in this
+# thread, and tests after the browser modules that call asyncio.run() would fail.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make system-deps)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser, live: LiveServer) -> Iterator[Page]:
+    """A fresh browser context (no cookies) in bokmål on the module's live server."""
+    context = browser.new_context(
+        base_url=live.base_url, viewport={"width": 1366, "height": 900}, locale="nb-NO"
+    )
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    # Whatever the page's Content-Security-Policy refuses (an inline style or script) is a page
+    # that does not look or work as built: collected here and failed after the test.
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    yield page
+    context.close()
+    assert not refused, f"the Content-Security-Policy refused: {refused}"

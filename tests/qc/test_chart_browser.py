@@ -9,12 +9,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Page
 
 from lab.qc import service as qc
 from testkit.database import PASSWORD
 from tests.qc.builders import ANALYSER, T0, control_result
-from tests.web.live_server import CHROMIUM, CHROMIUM_ARGS, LiveServer, run_live_server
+from tests.web.live_server import CHROMIUM, LiveServer, run_live_server
 
 pytestmark = pytest.mark.browser
 
@@ -27,24 +27,6 @@ if not Path(CHROMIUM).exists():
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     yield from run_live_server(tmp_path_factory.mktemp("qc-browser"))
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser, live: LiveServer) -> Iterator[Page]:
-    context = browser.new_context(
-        base_url=live.base_url, viewport={"width": 1366, "height": 900}, locale="nb-NO"
-    )
-    context.set_default_timeout(15_000)
-    yield context.new_page()
-    context.close()
 
 
 def seed_runs(live: LiveServer) -> None:
