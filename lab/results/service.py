@@ -10,9 +10,11 @@ Every change is made in three steps kept apart: load (the tube or the result, lo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lab import audit
@@ -195,6 +197,39 @@ def _not_own_typed_value(session: Session, actor: Actor, result: Result) -> None
             f"you typed in result {result.id} yourself; another reviewer must verify it",
             code="verify_own_result",
         )
+
+
+def verify_with_call(
+    session: Session,
+    *,
+    actor: Actor,
+    specimen_id: int,
+    result_ids: Sequence[int],
+    critical: CriticalNotification | None,
+    comment: str = "",
+) -> list[Result]:
+    """One telephone call that covered several critical results of a tube: each result chosen
+    is verified with that same record (the caller's transaction makes it all or none).
+
+    In id order: a calculated result (a corrected calcium) is stored after its inputs and is
+    released with them, never before them."""
+    chosen = sorted(set(result_ids))
+    if not chosen:
+        raise InvalidInput.field(
+            "result_id", "choose the results the call covered", code="call_results_missing"
+        )
+    owners = {
+        row.id: row.specimen_id
+        for row in session.execute(
+            select(Result.id, Result.specimen_id).where(Result.id.in_(chosen))
+        )
+    }
+    if any(owners.get(result_id) != specimen_id for result_id in chosen):
+        raise InvalidInput.field("result_id", "a result of another tube", code="call_other_tube")
+    return [
+        verify(session, actor=actor, result_id=result_id, critical=critical, comment=comment)
+        for result_id in chosen
+    ]
 
 
 def verify_unremarkable(session: Session, *, actor: Actor, accession_number: str) -> list[Result]:

@@ -462,24 +462,16 @@ def critical_call(
     """One telephone call that covered several critical results of the tube: documented once,
     and each result chosen is verified with that same record, all or none."""
     specimen = specimens.get_by_accession(session, accession_number)
-    # In id order: a calculated result (a corrected calcium) comes after its inputs, which it
-    # is released with and never before.
-    chosen = sorted(int(v) for v in form.getlist("result_id") if isinstance(v, str) and v.isdigit())
+    chosen = [int(v) for v in form.getlist("result_id") if isinstance(v, str) and v.isdigit()]
     try:
-        if not chosen:
-            raise InvalidInput.field(
-                "result_id", "choose the results the call covered", code="call_results_missing"
-            )
-        call = _critical_call(notified_person, notified_at, read_back)
-        for result_id in chosen:
-            owner = session.scalar(select(Result.specimen_id).where(Result.id == result_id))
-            if owner != specimen.id:
-                raise InvalidInput.field(
-                    "result_id", "a result of another tube", code="call_other_tube"
-                )
-            results.verify(
-                session, actor=actor, result_id=result_id, critical=call, comment=comment.strip()
-            )
+        verified = results.verify_with_call(
+            session,
+            actor=actor,
+            specimen_id=specimen.id,
+            result_ids=chosen,
+            critical=_critical_call(notified_person, notified_at, read_back) if chosen else None,
+            comment=comment.strip(),
+        )
     except LabError as exc:
         session.rollback()
         kept = {
@@ -509,9 +501,9 @@ def critical_call(
             actor,
             specimen.id,
             notice="verified_many",
-            notice_count=str(len(chosen)),
+            notice_count=str(len(verified)),
         )
-    return redirect_after_post("/review", "verified_many", count=str(len(chosen)))
+    return redirect_after_post("/review", "verified_many", count=str(len(verified)))
 
 
 # --- one result: versions and correction ----------------------------------------------------
