@@ -32,20 +32,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from bench import bench_database, scaled
-from bench.intake_cost import Cost, CpuMeter, analyser_cost, order_cost
+from bench.intake_cost import Cost, CpuMeter, analyser_cost, order_cost, receive_tubes
 from instruments.profiles import get_profile
 from instruments.simulator import VirtualAnalyser
 from instruments.transports import tcp
 from lab.audit import Actor
-from lab.db import make_engine, make_session_factory, transaction
+from lab.db import make_engine
 from lab.hl7.codec.ack import AckCode, build_ack
 from lab.hl7.codec.er7 import parse_message
 from lab.hl7.codec.mllp import MllpDecoder, frame
-from lab.specimens import service as specimens
 from lab.tables import Hl7Message
 from testkit.mllp import ack_code
 from testkit.orders import oml_o21
@@ -114,28 +113,6 @@ def paced_latency(port: int, messages: list[bytes], rate: float) -> tuple[float,
     return statistics.median(latencies) * 1000, p99 * 1000
 
 
-def receive_tubes(url: str, label: str) -> list[str]:
-    engine = make_engine(url, pool_size=1)
-    with engine.connect() as connection:
-        numbers = [
-            str(n)
-            for (n,) in connection.execute(
-                text(
-                    "SELECT s.accession_number FROM specimen s JOIN lab_order o "
-                    "ON o.id = s.order_id WHERE o.placer_order_number LIKE :p ORDER BY s.id"
-                ),
-                {"p": f"{label}%"},
-            )
-        ]
-    factory = make_session_factory(engine)
-    for start in range(0, len(numbers), 100):
-        with transaction(factory) as session:
-            for number in numbers[start : start + 100]:
-                specimens.receive(session, actor=ACTOR, number=number)
-    engine.dispose()
-    return numbers
-
-
 def send_results(ports: list[int], accessions: list[str]) -> tuple[float, int]:
     async def one(number: int, port: int, tubes: list[str]) -> int:
         analyser = VirtualAnalyser(
@@ -192,7 +169,7 @@ def measure_lab(url: str, workers: int, folder: Path) -> dict[str, Any]:
         rate, accepted = send_orders(mllp, orders(label, scaled(1200, 40)), CONNECTIONS)
         order_cpu = meter.since(start)
         p50, p99 = paced_latency(mllp, orders(label + "P", scaled(300, 30)), 30.0)
-        tubes = receive_tubes(url, label)
+        tubes = receive_tubes(url, label, ACTOR)
         start = meter.reading()
         results_rate, results = send_results(ports, tubes)
         result_cpu = meter.since(start)

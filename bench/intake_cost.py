@@ -99,11 +99,10 @@ def order_cost(url: str, messages: list[bytes]) -> Cost:
         engine.dispose()
 
 
-def analyser_cost(url: str, placer_prefix: str, tests: Sequence[str], actor: Actor) -> Cost:
-    """Per analyser message of `tests` (one per tube of the orders placed under
-    `placer_prefix`, received first), the first 10 warming up."""
+def receive_tubes(url: str, placer_prefix: str, actor: Actor) -> list[str]:
+    """Receive every tube of the orders placed under `placer_prefix` (100 a transaction);
+    their accession numbers in the order they were made."""
     engine = make_engine(url, pool_size=1)
-    factory = make_session_factory(engine)
     with engine.connect() as connection:
         numbers = [
             str(n)
@@ -115,9 +114,21 @@ def analyser_cost(url: str, placer_prefix: str, tests: Sequence[str], actor: Act
                 {"p": f"{placer_prefix}%"},
             )
         ]
-    with transaction(factory) as session:
-        for number in numbers:
-            specimens.receive(session, actor=actor, number=number)
+    factory = make_session_factory(engine)
+    for start in range(0, len(numbers), 100):
+        with transaction(factory) as session:
+            for number in numbers[start : start + 100]:
+                specimens.receive(session, actor=actor, number=number)
+    engine.dispose()
+    return numbers
+
+
+def analyser_cost(url: str, placer_prefix: str, tests: Sequence[str], actor: Actor) -> Cost:
+    """Per analyser message of `tests` (one per tube of the orders placed under
+    `placer_prefix`, received first), the first 10 warming up."""
+    numbers = receive_tubes(url, placer_prefix, actor)
+    engine = make_engine(url, pool_size=1)
+    factory = make_session_factory(engine)
     instrument = InstrumentConfig(
         name="bench-cost",
         profile="generic",
