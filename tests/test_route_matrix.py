@@ -119,6 +119,7 @@ MATRIX: dict[str, Rule] = {
     "POST /api/v1/qc/runs": P.ENTER_QC,
     "POST /api/v1/qc/locks/override": P.OVERRIDE_QC_LOCK,
     "POST /api/v1/qc/runs/{run_id}/actions": P.ENTER_QC,
+    "GET /api/v1/qc/locks/history": P.VIEW_ANALYSERS,
     "GET /api/v1/qc/lookback": P.READ_PATIENT_DATA,
     "GET /api/v1/qc/queue": P.VIEW_ANALYSERS,
     "POST /api/v1/qc/queue/{problem_id}/retry": P.ENTER_QC,

@@ -19,7 +19,7 @@ from lab.deps import (
 )
 from lab.errors import InvalidInput
 from lab.qc import actions as qc_actions
-from lab.qc import materials, queries, report, schemas
+from lab.qc import lock_history, materials, queries, report, schemas
 from lab.qc import queue as qc_queue
 from lab.qc import service as qc
 from lab.reports.qc_report import render_qc_report
@@ -143,6 +143,38 @@ def override_lock(
     return schemas.LockOut(
         instrument=row.instrument, test=data.test.upper(), state=row.state, rule=row.rule or None
     )
+
+
+@router.get("/locks/history", response_model=list[schemas.LockChangeOut])
+def lock_changes(
+    session: SessionDep,
+    actor: ViewAnalysers,
+    instrument: InstrumentQuery,
+    test: TestQuery,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[schemas.LockChangeOut]:
+    """The lock's changes for a test on an analyser, newest first: when it was locked and by
+    which run and rule, when and how it was released, and the corrective actions written down."""
+    test_row = catalog.get_by_code(session, test)
+    return [
+        schemas.LockChangeOut(
+            instrument=e.instrument,
+            test=e.test_code,
+            at=e.at,
+            state=e.state.value,
+            rule=e.rule,
+            locking_run_id=e.locking_run_id,
+            released_by_run_id=e.released_by_run_id,
+            override_by=e.override_by or None,
+            override_reason=e.override_reason or None,
+            actions=[
+                schemas.RunActionOut(run_id=a.run_id, at=a.at, by=a.by, text=a.text)
+                for a in e.actions
+            ],
+            action_missing=e.action_missing,
+        )
+        for e in lock_history.history(session, instrument=instrument, test=test_row, limit=limit)
+    ]
 
 
 @router.get("/lookback", response_model=schemas.LookBackOut)

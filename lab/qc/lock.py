@@ -74,6 +74,29 @@ def order_key(event: QcEvent) -> tuple[datetime, int, str]:
     return (event.at, event.sequence, event.kind.value)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockChange:
+    """A moment the lock changed state: the event that changed it and the lock after it."""
+
+    event: QcEvent
+    before: Lock
+    after: Lock
+
+
+def changes(events: Iterable[QcEvent]) -> list[LockChange]:
+    """Every change of state (locked, released) over the events, oldest first. A rejection
+    while locked, an override while in control and a run missing a level change no state and
+    are left out; the last change's lock is `fold(events)` (in control when there is none)."""
+    found: list[LockChange] = []
+    current = IN_CONTROL
+    for event in sorted(events, key=order_key):
+        after = step(current, event)
+        if after.state is not current.state:
+            found.append(LockChange(event=event, before=current, after=after))
+        current = after
+    return found
+
+
 def fold(events: Iterable[QcEvent]) -> Lock:
     """The lock after every event, taken in the order of time (then of storing)."""
     current = IN_CONTROL

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from lab.qc import queries
 from lab.qc.actions import actions_between
+from lab.qc.lock_history import LockEntry, changes_between
 from lab.reports.qc_charts import ChartPoint, LeveyJennings
 from lab.reports.qc_report import QcAction, QcReport, QcReportSection, RejectedRun
 from lab.tables.catalog import LabTest
@@ -134,7 +135,13 @@ def month_actions(
     problems = (
         select(QcProblem, QcResult)
         .join(QcResult, QcResult.id == QcProblem.qc_result_id)
-        .where(QcProblem.created_at >= start, QcProblem.created_at < end)
+        .where(
+            or_(
+                and_(QcProblem.created_at >= start, QcProblem.created_at < end),
+                # kept in an earlier month, handled in this one
+                and_(QcProblem.handled_at >= start, QcProblem.handled_at < end),
+            )
+        )
     )
     alarms = (
         select(QcMovingAlarm, LabTest.code)
@@ -165,11 +172,16 @@ def month_actions(
             ProblemStatus.RESOLVED: f"judged later as run {problem.run_id}",
             ProblemStatus.DISCARDED: f"discarded: {problem.note}",
         }.get(ProblemStatus(problem.status), problem.status)
+        # Listed when it was kept; one kept in an earlier month when it was handled.
+        at = problem.created_at
+        if at < start and problem.handled_at is not None:
+            at = problem.handled_at
+            outcome = f"kept {oslo_text(problem.created_at)}; {outcome}"
         found.append(
             (
-                problem.created_at,
+                at,
                 QcAction(
-                    when=oslo_text(problem.created_at),
+                    when=oslo_text(at),
                     instrument=result.instrument,
                     test_code=result.test_code or result.instrument_test_code,
                     what="QC queue",
@@ -218,4 +230,38 @@ def month_actions(
                 ),
             )
         )
+    for entry in changes_between(session, start=start, end=end, instrument=instrument):
+        found.append((entry.at, _lock_action(entry)))
     return tuple(action for _, action in sorted(found, key=lambda pair: pair[0]))
+
+
+def _lock_action(entry: LockEntry) -> QcAction:
+    """A lock or a release as a line of the report; a release with no corrective action
+    written down against the locking run says so."""
+    if entry.locked:
+        return QcAction(
+            when=oslo_text(entry.at),
+            instrument=entry.instrument,
+            test_code=entry.test_code,
+            what="locked",
+            by="",
+            detail=f"run {entry.locking_run_id} rejected ({entry.rule})",
+        )
+    how = (
+        f"override by {entry.override_by}"
+        if entry.by_override
+        else f"accepted run {entry.released_by_run_id}"
+    )
+    documented = (
+        f"{len(entry.actions)} corrective action(s) written down"
+        if entry.actions
+        else "no corrective action written down"
+    )
+    return QcAction(
+        when=oslo_text(entry.at),
+        instrument=entry.instrument,
+        test_code=entry.test_code,
+        what="released",
+        by=entry.override_by,
+        detail=f"lock of run {entry.locking_run_id} ({entry.rule}) released by {how}; {documented}",
+    )

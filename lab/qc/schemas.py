@@ -193,6 +193,24 @@ class RunActionOut(BaseModel):
     text: str
 
 
+class LockChangeOut(BaseModel):
+    """One change of a lock: `locked` by a rejected run, or released by an accepted run of
+    every level or by a person's override; the corrective actions written down against the
+    run that locked it (`action_missing` when a release had none)."""
+
+    instrument: str
+    test: str
+    at: datetime
+    state: str
+    rule: str
+    locking_run_id: int | None
+    released_by_run_id: int | None
+    override_by: str | None
+    override_reason: str | None
+    actions: list[RunActionOut]
+    action_missing: bool
+
+
 class LockOut(BaseModel):
     instrument: str
     test: str

@@ -16,7 +16,7 @@ from lab.catalog import service as catalog
 from lab.deps import SessionDep
 from lab.errors import InvalidInput, LabError, NotFound
 from lab.qc import actions as qc_actions
-from lab.qc import materials, queries, report
+from lab.qc import lock_history, materials, queries, report
 from lab.qc import queue as qc_queue
 from lab.qc import service as qc
 from lab.reports.qc_charts import levey_jennings_image
@@ -152,6 +152,7 @@ def _chart(
             "runs": runs,
             "recent": recent,
             "actions": qc_actions.actions_of(session, [r.id for r in recent]),
+            "lock_history": lock_history.history(session, instrument=name, test=test_row),
             "errors": errors or {},
         },
         status_code=status_code,

@@ -173,7 +173,7 @@ def _actions(
 ) -> list[Flowable]:
     """The month's overrides, QC queue entries and patient-based alarms, oldest first."""
     story: list[Flowable] = [
-        Paragraph("Overrides, corrective actions, QC queue and patient-based alarms", head)
+        Paragraph("Locks, overrides, corrective actions, QC queue and patient-based alarms", head)
     ]
     if not report.actions:
         return [*story, Paragraph("None this month.", body)]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.qc.lock import IN_CONTROL, EventKind, LockState, QcEvent, fold, order_key, step
+from lab.qc.lock import IN_CONTROL, EventKind, LockState, QcEvent, changes, fold, order_key, step
 
 T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
 
@@ -103,3 +103,30 @@ def test_locked_exactly_when_the_last_deciding_event_was_a_rejection(
     for event in ordered:
         current = step(current, event)
     assert current == fold(events)
+
+
+@given(events_strategy, st.randoms())
+@settings(max_examples=300)
+def test_the_changes_alternate_from_locked_and_end_where_the_fold_ends(
+    events: list[QcEvent], rnd: object
+) -> None:
+    import random
+
+    assert isinstance(rnd, random.Random)
+    found = changes(rnd.sample(events, len(events)))
+    assert found == changes(events)  # stored order does not matter
+    assert [c.after.locked for c in found] == [i % 2 == 0 for i in range(len(found))]
+    assert all(c.before.state is not c.after.state for c in found)
+    last_state = found[-1].after.state if found else LockState.IN_CONTROL
+    assert fold(events).state is last_state
+
+
+def test_a_release_names_the_run_that_held_the_lock() -> None:
+    # A second rejection while locked changes no state; the override releases its lock.
+    locked, released = changes(
+        [run_event(1, rejected=True), run_event(3, rejected=True), override(4)]
+    )
+    assert locked.after.run_id == 1 and locked.after.rule == "1-3s"
+    assert released.event.kind is EventKind.OVERRIDE and released.before.run_id == 3
+    locked, released = changes([run_event(1, rejected=True), run_event(2)])
+    assert released.event.run_id == 2 and released.before.run_id == 1

@@ -49,5 +49,5 @@ def test_the_month_lists_overrides_and_the_queue_with_who_and_why(db: Session) -
     # ... and the PDF prints them.
     pdf = render_qc_report(report.monthly_report(db, month=month, instrument="demo"))
     text = "".join(page.extract_text() for page in PdfReader(BytesIO(pdf)).pages)
-    assert "Overrides, corrective actions, QC queue and patient-based alarms" in text
+    assert "Locks, overrides, corrective actions, QC queue and patient-based alarms" in text
     assert "lock override" in text and "t-physician" in text and "QC9-UNKNOWN" in text
