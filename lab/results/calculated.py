@@ -7,12 +7,12 @@ recorded; `lab.results.service.correct` recalculates them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lab.catalog.rules import TestRule, snapshot
-from lab.patients import service as patients
 from lab.results.judging import ActiveRules, PatientFacts
 from lab.results.state import ResultState
 from lab.rules import Calculation, HoldCode, calculate
@@ -30,16 +30,22 @@ CALCULATOR = "calculated"  # the `instrument` of a calculated result
 
 def patient_facts(patient: Patient, specimen: Specimen) -> PatientFacts:
     """Sex, and age on the (Oslo) day the specimen was collected, or today when not known."""
-    on = (specimen.collected_at or utcnow()).astimezone(OSLO).date()
-    born = patient.birth_date
+    return facts_of(
+        sex=patient.sex, birth_date=patient.birth_date, collected_at=specimen.collected_at
+    )
+
+
+def facts_of(*, sex: str, birth_date: date | None, collected_at: datetime | None) -> PatientFacts:
+    """`patient_facts` from the columns (the tube read as plain rows)."""
+    on = (collected_at or utcnow()).astimezone(OSLO).date()
+    born = birth_date
     years = (
         None
         if born is None
         else on.year - born.year - ((on.month, on.day) < (born.month, born.day))
     )
-    return PatientFacts(
-        sex=patient.sex, age_days=patients.age_in_days(patient, on), age_years=years
-    )
+    days = None if born is None else (on - born).days  # as `patients.age_in_days`
+    return PatientFacts(sex=sex, age_days=days, age_years=years)
 
 
 def usable(state: ResultState) -> bool:

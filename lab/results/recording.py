@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lab.audit import Actor
@@ -24,8 +25,8 @@ from lab.results.calculated import CALCULATOR, WAITS_FOR, usable
 from lab.results.judging import ActiveRules, Refusal, TubeFacts, active_rules
 from lab.results.judging import Measurement as Measurement
 from lab.results.state import Change, NewMeasurement, NewResult, ResultState
-from lab.results.tube import Tube, add_tests, load_tube, tube_facts
-from lab.results.writing import Write, write_versions
+from lab.results.tube import Tube, TubeTest, add_tests, load_tube, tube_facts
+from lab.results.writing import TestWrite, Write, write_versions
 from lab.rules import (
     Calculation,
     Formula,
@@ -40,7 +41,15 @@ from lab.rules import Patient as FormulaPatient
 from lab.rulesets import service as rulesets
 from lab.specimens import accession
 from lab.specimens import service as specimens
-from lab.tables import TEST_PENDING, Order, OrderedTest, Result, StoredMeasurement, TestStatus
+from lab.tables import (
+    TEST_PENDING,
+    Order,
+    OrderedTest,
+    Result,
+    SpecimenStatus,
+    StoredMeasurement,
+    TestStatus,
+)
 from lab.tables.results import RELEASED, MeasurementOrigin, R
 from lab.timeutil import as_utc, utcnow
 
@@ -120,8 +129,9 @@ def record_tube(
     Each result is judged in the same transaction by the active rule set (`rules`, read from
     the database when not given): a result with no hold is verified by autoverification, with
     the rule set version on it and in the audit, and goes to the record like any verified
-    result. The tube, its ordered tests and their results are read once; the writing is one
-    INSERT per table.
+    result. The tube, its ordered tests and their results are read in one statement
+    (`tube.load_tube`), and everything the tube's recording writes goes in one statement
+    (`writing.write_versions`).
     """
     if not measurements:
         return []
@@ -180,12 +190,27 @@ def record_tube(
             key: work.target.version + 1 if isinstance(work.target, Result) else 1
             for key, work in pending.items()
         }
+        open_tests = sum(1 for t in tube.ordered.values() if t.status in TEST_PENDING)
+        # A tube in the lab moves with its results in the one statement; a tube not received
+        # yet is received by its first result the specimens' way, after it.
+        receipt = tube.root.status in (SpecimenStatus.EXPECTED, SpecimenStatus.COLLECTED)
         written = write_versions(
             session,
             actor=actor,
             writes=[p.write() for p in pending.values()],
             now=now,
             extra_audits=tube.audit_rows,
+            tests=_test_writes(tube),
+            move=None
+            if receipt
+            else specimens.move_on_result(
+                actor=actor,
+                specimen_id=tube.root.id,
+                accession_number=tube.root.accession_number,
+                patient_id=tube.root.patient_id,
+                status=tube.root.status,
+                open_tests=open_tests,
+            ),
         )
         ids = dict(zip(pending, written, strict=True))
         if rules.shadow_id is not None:
@@ -203,8 +228,10 @@ def record_tube(
                     for index, release, holds in work.shadow
                 ],
             )
-        open_tests = sum(1 for t in tube.ordered.values() if t.status in TEST_PENDING)
-        specimens.note_result(session, actor=actor, specimen=tube.root, open_tests=open_tests)
+        if receipt:
+            specimens.note_result(
+                session, actor=actor, specimen=tube.orm_root(session), open_tests=open_tests
+            )
         if released:
             _released_by_rules(session, tube, now=now)
     return [
@@ -213,7 +240,27 @@ def record_tube(
     ]
 
 
-def _follow(ordered: OrderedTest, work: _Pending | None) -> bool:
+def _test_writes(tube: Tube) -> list[TestWrite]:
+    """The tube's ordered tests whose status the results moved, and the tests the rules added
+    (inserted with the results, with the status their result gives them)."""
+    return [
+        TestWrite(
+            id=t.id,
+            status=t.status,
+            order_id=tube.root.order_id,
+            test_id=t.test_id,
+            specimen_id=tube.root.id,
+            due_at=t.due_at,
+            added_by_rule=t.added,
+        )
+        if t.stored is None
+        else TestWrite(id=t.id, status=t.status)
+        for t in tube.ordered.values()
+        if t.stored is None or t.changed
+    ]
+
+
+def _follow(ordered: TubeTest, work: _Pending | None) -> bool:
     """The ordered test follows its result's new state; True when the result was released."""
     if work is None or not work.changes:
         return False
@@ -284,7 +331,6 @@ def _derive(
         ]
         version = rules.formulas.version
         add_tests(
-            session,
             actor,
             tube,
             [
@@ -334,7 +380,7 @@ def _calculate(
     pending: dict[int, _Pending],
     facts: TubeFacts,
     formula: Formula,
-    measured: dict[str, OrderedTest],
+    measured: dict[str, TubeTest],
     catalog_now: CatalogSnapshot,
     states: dict[int, ResultState],
 ) -> _Worked | None:
@@ -453,11 +499,15 @@ def _reflex(
     source = target.id if isinstance(target, Result) else None
     why = f"reflex {rule.id} (reflex set v{version})" + (f" on result {source}" if source else "")
     new_tube = None
-    if lab_added.tube_serves(added, tube.root):
+    root = tube.orm_root(session)
+    _settle_tests(session, tube)
+    if lab_added.tube_serves(added, root):
         ordered = orders.add_by_rule(
-            session, actor=actor, specimen=tube.root, test_id=added.id, rule=why
+            session, actor=actor, specimen=root, test_id=added.id, rule=why
         )
-        tube.ordered[added.id] = ordered
+        tube.ordered[added.id] = TubeTest(
+            id=ordered.id, test_id=ordered.test_id, status=ordered.status, stored=ordered.status
+        )
         _note(work, "reflex", rule.id, f"{rule.add} added ({rule.source})".strip())
     else:
         # The tube cannot serve the test: a new specimen is asked for.
@@ -482,6 +532,16 @@ def _reflex(
     lab_added.tell_record(
         session, order=order, added=ordered, note=note.strip(), new_specimen=new_tube, now=now
     )
+
+
+def _settle_tests(session: Session, tube: Tube) -> None:
+    """The ORM's copies of the tube's ordered tests take the statuses decided so far, before
+    the orders service (a reflex test added) reads them the ORM's way; they are written again,
+    with the same values, by the tube's one statement."""
+    changed = {t.id: t for t in tube.ordered.values() if t.changed}
+    if changed:
+        for item in session.scalars(select(OrderedTest).where(OrderedTest.id.in_(changed))):
+            item.status = changed[item.id].status
 
 
 def _outcome_of(
@@ -509,7 +569,7 @@ def _decide(
     *,
     author: str,
     now: datetime,
-) -> Outcome | tuple[OrderedTest, bool]:
+) -> Outcome | tuple[TubeTest, bool]:
     """What one measurement does to its result: a refusal, a repeat, a new version, or a
     further measurement of a released result (added to `pending`). Returns the ordered test
     and whether anything changed."""

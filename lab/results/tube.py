@@ -1,6 +1,11 @@
 """One tube as the result path needs it: loaded once and locked, and the facts its judgement
 reads (the patient, the previous results the delta checks need, the analyser's QC locks, the
 tube's other values). `lab.results.recording` calls these in the recording transaction.
+
+The tube is read as plain rows in one statement (the measured tube, its primary, the patient,
+the primary's ordered tests and which of them have a result, those locked); only results
+stored already are loaded as ORM objects, with their versions and measurements. What the
+recording decides for the tube is written by `lab.results.writing` in one statement too.
 """
 
 from __future__ import annotations
@@ -10,50 +15,125 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnClause, func, insert, literal_column, select
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from lab import audit
 from lab.audit import Actor
 from lab.catalog.rules import TestRule
 from lab.errors import LabError, NotFound
 from lab.qc import service as qc
-from lab.results.calculated import patient_facts
+from lab.results.calculated import facts_of
 from lab.results.judging import PatientFacts, Refusal, TubeFacts
 from lab.rules import PreviousResult, RuleSet
 from lab.specimens import accession
 from lab.specimens import service as specimens
-from lab.tables import SPECIMEN_FINISHED, OrderedTest, Patient, Result, Specimen, TestStatus
+from lab.tables import SPECIMEN_FINISHED, Result, Specimen, TestStatus
 from lab.tables.results import R
+
+
+@dataclass(frozen=True, slots=True)
+class TubeRow:
+    """What the result path reads of a tube (the one measured, or its primary)."""
+
+    id: int
+    accession_number: str
+    order_id: int
+    patient_id: int
+    status: str
+    urgency: int
+    specimen_type: str
+    container: str
+    collected_at: datetime | None
+    received_at: datetime | None
+
+
+@dataclass(slots=True, kw_only=True)
+class TubeTest:
+    """One ordered test of the tube, locked: its status as stored and as decided now. A test
+    the rules add to the tube (a calculated test) has no row yet: its id is negative until the
+    writer inserts it with the tube's results (`added`: the rule that added it)."""
+
+    id: int
+    test_id: int
+    status: str
+    stored: str | None  # the status in the database; None for a test added now
+    added: str = ""  # the rule that added it now
+    due_at: datetime | None = None  # of a test added now
+
+    @property
+    def changed(self) -> bool:
+        return self.stored is not None and self.status != self.stored
 
 
 @dataclass(slots=True)
 class Tube:
     """One tube as the result path needs it, loaded once and locked."""
 
-    specimen: Specimen  # the tube measured (an aliquot or the primary)
-    root: Specimen  # the primary tube, whose ordered tests the results belong to
+    specimen: TubeRow  # the tube measured (an aliquot or the primary)
+    root: TubeRow  # the primary tube, whose ordered tests the results belong to
     patient: PatientFacts
-    ordered: dict[int, OrderedTest]  # by test id, locked FOR UPDATE
+    ordered: dict[int, TubeTest]  # by test id, locked FOR UPDATE
     results: dict[int, Result]  # by ordered test id
+    order_number: str  # the order's filler number (the audit's name for it)
     # Audit rows of what the rules added to the tube, written with the results' rows.
     audit_rows: list[dict[str, Any]] = field(default_factory=list)
 
+    def orm_root(self, session: Session) -> Specimen:
+        """The primary tube as an ORM object, for the rarer paths that change it the ORM's way
+        (a reflex test added, a receipt noted by the first result)."""
+        root = session.get(Specimen, self.root.id)
+        assert root is not None  # loaded in this transaction, locked tests on it
+        return root
+
+
+_TUBE_COLUMNS = (
+    "id, accession_number, order_id, patient_id, status, urgency, specimen_type, container, "
+    "collected_at, received_at"
+)
+# The tube, its primary (up the aliquots' parents), the patient, and the primary's ordered
+# tests with the id of each one's result, the tests and the results locked: a verification
+# committed meanwhile must not be written over, and two connections cannot record one test at
+# once. (Only the tables' own names and columns are put into the text, never input.)
+_LOAD = f"""
+WITH RECURSIVE chain AS (
+    SELECT s.id, s.parent_id, 0 AS depth FROM specimen s WHERE s.accession_number = %(number)s
+    UNION ALL
+    SELECT p.id, p.parent_id, c.depth + 1 FROM specimen p JOIN chain c ON p.id = c.parent_id
+    WHERE c.depth < 32
+),
+root AS (SELECT id FROM chain ORDER BY depth DESC LIMIT 1),
+tests AS (
+    SELECT ot.id, ot.test_id, ot.status FROM ordered_test ot
+    WHERE ot.specimen_id = (SELECT id FROM root) FOR UPDATE
+),
+stored AS (
+    SELECT r.id, r.ordered_test_id FROM result r
+    WHERE r.ordered_test_id IN (SELECT id FROM tests) FOR UPDATE
+)
+SELECT {", ".join(f"s.{c}" for c in _TUBE_COLUMNS.split(", "))},
+       {", ".join(f"t.{c}" for c in _TUBE_COLUMNS.split(", "))},
+       p.sex, p.birth_date, o.filler_order_number,
+       (SELECT coalesce(json_agg(json_build_array(tests.id, tests.test_id, tests.status, stored.id)
+                                 ORDER BY tests.id), '[]')
+        FROM tests LEFT JOIN stored ON stored.ordered_test_id = tests.id)
+FROM specimen s
+JOIN specimen t ON t.id = (SELECT id FROM root)
+JOIN patient p ON p.id = s.patient_id
+JOIN lab_order o ON o.id = t.order_id
+WHERE s.accession_number = %(number)s
+"""  # noqa: S608
+_WIDTH = len(_TUBE_COLUMNS.split(", "))
+
 
 def load_tube(session: Session, accession_number: str) -> Tube | Refusal:
-    # The tube with its patient in one statement; a number that finds nothing is looked up
-    # again by `get_by_accession`, which says why (empty, check digit, unknown).
-    found = session.execute(
-        select(Specimen, Patient)
-        .join(Patient, Patient.id == Specimen.patient_id)
-        .where(Specimen.accession_number == accession.normalise(accession_number))
-    ).first()
-    patient: Patient | None
-    if found is not None:
-        specimen, patient = found._tuple()
-    else:
+    number = accession.normalise(accession_number)
+    found = session.connection().exec_driver_sql(_LOAD, {"number": number}).first()
+    if found is None:
+        # A number that finds nothing is looked up again by `get_by_accession`, which says
+        # why (empty, check digit, unknown).
         try:
-            specimen = specimens.get_by_accession(session, accession_number)
+            specimens.get_by_accession(session, accession_number)
         except LabError as error:
             return Refusal(
                 field="accession_number",
@@ -62,7 +142,11 @@ def load_tube(session: Session, accession_number: str) -> Tube | Refusal:
                 code=error.code,
                 params=error.params,
             )
-        patient = None
+        raise NotFound(f"the patient of {number} is missing")  # found but not joined
+    columns = tuple(found)
+    specimen = TubeRow(*columns[:_WIDTH])
+    root = TubeRow(*columns[_WIDTH : 2 * _WIDTH])
+    sex, born, order_number, tests = columns[2 * _WIDTH :]
     if specimen.status in SPECIMEN_FINISHED:
         return Refusal(
             field="accession_number",
@@ -71,32 +155,24 @@ def load_tube(session: Session, accession_number: str) -> Tube | Refusal:
             code="specimen_closed",
             params={"number": specimen.accession_number, "status": specimen.status},
         )
-    root = specimens.root_of(session, specimen)
-    # Locked, so two connections cannot record the same test at once.
     ordered = {
-        t.test_id: t
-        for t in session.scalars(
-            select(OrderedTest).where(OrderedTest.specimen_id == root.id).with_for_update()
-        )
+        test_id: TubeTest(id=test, test_id=test_id, status=status, stored=status)
+        for test, test_id, status, _ in tests
     }
-    stored = {
-        r.ordered_test_id: r
-        for r in session.scalars(
-            select(Result)
-            .where(Result.ordered_test_id.in_([t.id for t in ordered.values()]))
-            # Locked too: a verification committed meanwhile must not be written over.
-            .with_for_update()
-        )
-    }
-    patient = patient or session.get(Patient, specimen.patient_id)
-    if patient is None:
-        raise NotFound(f"the patient of {specimen.accession_number} is missing")
+    with_result = [result_id for *_, result_id in tests if result_id is not None]
+    stored: dict[int, Result] = {}
+    if with_result:  # a rerun or a later measurement: the stored results, as the ORM has them
+        stored = {
+            r.ordered_test_id: r
+            for r in session.scalars(select(Result).where(Result.id.in_(with_result)))
+        }
     return Tube(
         specimen=specimen,
         root=root,
-        patient=patient_facts(patient, root),
+        patient=facts_of(sex=sex, birth_date=born, collected_at=root.collected_at),
         ordered=ordered,
         results=stored,
+        order_number=order_number,
     )
 
 
@@ -155,63 +231,39 @@ def tube_facts(
     )
 
 
-def add_tests(
-    session: Session, actor: Actor, tube: Tube, tests: Sequence[tuple[TestRule, str]]
-) -> None:
+def add_tests(actor: Actor, tube: Tube, tests: Sequence[tuple[TestRule, str]]) -> None:
     """Tests the rules add to the tube (calculated tests: `(test, rule)`), as
     `orders.add_by_rule` adds a test by rule but lean, since this runs with every creatinine
-    or lipid tube: one INSERT for all of them, which returns the new ids and the order's number
-    for the audit rows; the due time from the tube's receipt; the audit rows go with the tube's
-    other audit rows in one INSERT. The order needs no new status: an input was just measured
-    on it, so it is active."""
-    if not tests:
-        return
+    or lipid tube: nothing is sent now. Each is put on the tube with a negative id, and the
+    writer inserts it in the statement that writes the tube's results (with the status its
+    result gives it); the due time from the tube's receipt; the audit rows go with the tube's
+    other audit rows. The order needs no new status: an input was just measured on it, so it
+    is active."""
     received = tube.root.received_at
-    rows = [
-        {
-            "order_id": tube.root.order_id,
-            "test_id": test.id,
-            "specimen_id": tube.root.id,
-            "panel_code": None,
-            "status": TestStatus.ORDERED.value,
-            "add_on": True,
-            "due_at": received + timedelta(minutes=test.turnaround_minutes)
+    for test, rule in tests:
+        added = TubeTest(
+            id=-test.id,
+            test_id=test.id,
+            status=TestStatus.ORDERED.value,
+            stored=None,
+            added=rule[:120],
+            due_at=received + timedelta(minutes=test.turnaround_minutes)
             if received and test.turnaround_minutes
             else None,
-            "cancelled_at": None,
-            "cancel_reason": "",
-            "added_by_rule": rule[:120],
-        }
-        for test, rule in tests
-    ]
-    number: ColumnClause[str] = literal_column(
-        "(SELECT o.filler_order_number FROM lab_order o WHERE o.id = ordered_test.order_id)"
-    )
-    with session.no_autoflush:  # the tube's status changes go in the one flush at the end
-        returned = session.execute(
-            insert(OrderedTest)
-            .values(rows)
-            .returning(OrderedTest.id, OrderedTest.test_id, OrderedTest.requested_at, number)
-        ).all()
-    by_test = {row.test_id: row for row in returned}
-    for columns in rows:
-        new_id, _, requested_at, order_number = by_test[columns["test_id"]]
-        item = OrderedTest(id=new_id, requested_at=requested_at, **columns)
-        make_transient_to_detached(item)
-        session.add(item)  # persistent, as stored: later status changes are flushed as UPDATEs
-        tube.ordered[item.test_id] = item
+        )
+        tube.ordered[test.id] = added
         tube.audit_rows.append(
             audit.row(
                 actor=actor,
                 action="order.add_test",
                 entity_type="order",
-                entity_id=order_number,
+                entity_id=tube.order_number,
                 patient_id=tube.specimen.patient_id,
                 after={
-                    "test_id": item.test_id,
+                    "test_id": test.id,
                     "specimen_id": tube.root.id,
-                    "added_by_rule": columns["added_by_rule"],
+                    "added_by_rule": added.added,
                 },
-                detail=str(columns["added_by_rule"]),
+                detail=added.added,
             )
         )

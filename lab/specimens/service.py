@@ -7,7 +7,9 @@ that is not in the table is refused with a clear error, never carried out.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
@@ -289,6 +291,51 @@ def set_due_times(session: Session, specimen: Specimen) -> None:
                 ordered.due_at = from_order
         elif ordered.due_at is None or as_utc(ordered.due_at) == from_order:
             ordered.due_at = as_utc(specimen.received_at) + span
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TubeMove:
+    """A tube's move that the results service writes in the statement of its results: the new
+    status, the line of the timeline (`event`, `detail`) and the audit row."""
+
+    specimen_id: int
+    status: str
+    event: str
+    detail: str
+    audit: dict[str, Any]
+
+
+def move_on_result(
+    *,
+    actor: Actor,
+    specimen_id: int,
+    accession_number: str,
+    patient_id: int,
+    status: str,
+    open_tests: int,
+) -> TubeMove | None:
+    """What a result does to a tube already in the lab, as `note_result` decides it: at work,
+    or completed when none of its tests waits for a result; None when it stays as it is. (A
+    tube not yet received goes through `note_result`, which notes the receipt.)"""
+    target = S.COMPLETED if open_tests == 0 else S.IN_PROGRESS
+    current = SpecimenStatus(status)
+    if current == target or not SPECIMEN_LIFECYCLE.allows(current, target):
+        return None
+    return TubeMove(
+        specimen_id=specimen_id,
+        status=target.value,
+        event=target.value,
+        detail="",
+        audit=audit.row(
+            actor=actor,
+            action=f"specimen.{target.value}",
+            entity_type="specimen",
+            entity_id=accession_number,
+            patient_id=patient_id,
+            before={"status": current.value},
+            after={"status": target.value},
+        ),
+    )
 
 
 def note_result(

@@ -14,7 +14,7 @@ from lab.results import queries as result_queries
 from lab.results import service as results
 from lab.results.queries import stored
 from lab.results.service import Measurement
-from lab.tables import ReportedResult
+from lab.tables import AuditEvent, ReportedResult
 from lab.users.roles import Role
 from tests.conftest import actor
 from tests.results.test_service import ANALYSER, LEGE, serum_accession
@@ -99,6 +99,17 @@ def test_a_further_measurement_of_a_released_result_waits_for_a_look(db: Session
     assert further.changed and further.status == "verified"
     waiting = result_queries.further_measurements(db)
     assert [(r.id, m.number) for r, m in waiting] == [(first.result_id, 2)]
+    # The audit trail names the measurement kept (its id is given by the server, in the
+    # statement that stores it).
+    trail = db.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.entity_type == "result", AuditEvent.entity_id == str(first.result_id))
+        .order_by(AuditEvent.id)
+    ).all()
+    assert trail[-1].action == "result.measurement"
+    assert trail[-1].after is not None
+    assert trail[-1].after["measurement"] == waiting[0][1].id
+    assert trail[-1].after["value"] == "128"
     with pytest.raises(InvalidInput, match="reason"):
         results.choose(db, actor=LEGE, result_id=first.result_id, measurement_id=waiting[0][1].id)
     corrected = results.choose(
