@@ -35,10 +35,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import LargeBinary, Table, TextClause, bindparam, select, text, update
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -69,6 +69,30 @@ log = logging.getLogger(__name__)
 RECEIVED, PROCESSED = Hl7Status.RECEIVED, Hl7Status.PROCESSED
 ERROR, REJECTED = Hl7Status.ERROR, Hl7Status.REJECTED
 _STATUS = {Outcome.ACCEPTED: PROCESSED, Outcome.ERROR: ERROR, Outcome.REJECTED: REJECTED}
+
+# The statements of the log built once (the values go as parameters), so SQLAlchemy compiles
+# each once rather than for every message.
+_LOG: Table = Hl7Message.__table__  # type: ignore[assignment]
+
+
+@lru_cache(maxsize=8)
+def _insert_statement(columns: tuple[str, ...], keyed: bool) -> TextClause:
+    """INSERT of a log row with these columns, returning its id. `keyed`: a message with a
+    control ID is stored once per sender, and a repeat inserts nothing (no id)."""
+    names = ", ".join(_LOG.c[name].name for name in columns)  # the table's own names
+    sql = f"INSERT INTO hl7_message ({names}) VALUES ({', '.join(':' + c for c in columns)})"  # noqa: S608
+    if keyed:
+        # Literal SQL: bound parameters in the index predicate would stop PostgreSQL from
+        # matching the partial unique index once psycopg prepares the statement server-side.
+        sql += (
+            " ON CONFLICT (sending_application, sending_facility, control_id)"
+            " WHERE direction = 'in' AND control_id <> '' DO NOTHING"
+        )
+    return text(sql + " RETURNING id").bindparams(bindparam("raw", type_=LargeBinary()))
+
+
+# What became of a message (the keys of `Inbox._finish`), by `message_id`.
+_FINISH = update(_LOG).where(_LOG.c.id == bindparam("message_id"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,9 +190,7 @@ class Inbox:
                 # it is processed in the same transaction, inside a savepoint, so a refusal
                 # keeps the raw message and its answer (one commit instead of two).
                 finished = self._finish(session, message, caller)
-                session.execute(
-                    update(Hl7Message).where(Hl7Message.id == new_id).values(**finished)
-                )
+                session.execute(_FINISH, {"message_id": new_id, **finished})
                 session.commit()
                 ack_text = finished["ack"]
                 acks = (encode_message_text(ack_text, message.charset),) if ack_text else ()
@@ -178,15 +200,8 @@ class Inbox:
         return Stored(message_id=new_id, acks=acks, pending=message)
 
     def _insert(self, session: Session, values: Mapping[str, object]) -> int | None:
-        statement = insert(Hl7Message).values(**values)
-        if values["control_id"]:
-            statement = statement.on_conflict_do_nothing(
-                index_elements=["sending_application", "sending_facility", "control_id"],
-                # Literal SQL: bound parameters here would stop PostgreSQL from matching the
-                # partial unique index once psycopg prepares the statement server-side.
-                index_where=text("direction = 'in' AND control_id <> ''"),
-            )
-        new_id = session.scalar(statement.returning(Hl7Message.id))
+        statement = _insert_statement(tuple(values), bool(values["control_id"]))
+        new_id = session.execute(statement, values).scalar()
         return None if new_id is None else int(new_id)
 
     def _existing(self, session: Session, values: Mapping[str, object]) -> Hl7Message:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import ColumnClause, Table, insert, literal_column, select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from lab import audit
@@ -94,66 +94,73 @@ def check_request(session: Session, request: OrderRequest) -> list[tuple[TestRul
 
 
 def place(session: Session, *, actor: Actor, request: OrderRequest) -> Order:
-    """Register an order with its tests and specimens; a known placer number is a conflict."""
+    """Register an order with its tests and specimens; a known placer number is a conflict.
+
+    Three statements after the patient's: the order (its filler number and the tubes'
+    accession numbers drawn by the same INSERT, which also finds a known placer number), then
+    its tubes, tests and audit row together (`specimens.create_for_order`).
+    """
     resolved = check_request(session, request)
     placer = request.placer_order_number.strip()
+    namespace = request.placer_namespace.strip()
     patient = _patient_for(session, actor=actor, request=request)
-    existing = find_by_placer(session, placer, request.placer_namespace)
-    if existing is not None:
-        raise Conflict(
-            f"order {placer} exists already as {existing.filler_order_number}",
-            code="order_exists",
-            params={"placer": placer, "filler": existing.filler_order_number},
-        )
-    # One INSERT that draws the filler number and returns the stored row (no nextval of its
-    # own, no flush, no reload); the order is then in the session as stored.
-    table: Table = Order.__table__  # type: ignore[assignment]
+    tests: list[tuple[TestRule, str | None]] = []
+    seen: set[int] = set()
+    for test, panel in resolved:
+        if test.id not in seen:  # a test named twice (alone and in a panel) is run once
+            seen.add(test.id)
+            tests.append((test, panel))
+    # Pending ORM rows (a known patient's update and its audit row) go first, so the audit
+    # rows keep the order of the changes; Core statements do not flush the session.
+    session.flush()
     stored = session.execute(
-        insert(table)
-        .values(
-            placer_order_number=placer,
-            placer_namespace=request.placer_namespace.strip(),
-            filler_order_number=_NEXT_FILLER_NUMBER,
-            patient_id=patient.id,
-            ordering_clinician=request.ordering_clinician,
-            ordering_location=request.ordering_location,
-            priority=request.priority,
-            clinical_info=request.clinical_info,
-            source=request.source,
-            status=OrderStatus.ACTIVE,
+        _PLACE,
+        {
+            "placer_order_number": placer,
+            "placer_namespace": namespace,
+            "patient_id": patient.id,
+            "ordering_clinician": request.ordering_clinician,
+            "ordering_location": request.ordering_location,
+            "priority": request.priority,
+            "clinical_info": request.clinical_info,
+            "source": request.source,
+            "status": OrderStatus.ACTIVE.value,
+            "tubes": len({specimens.tube_kind(test) for test, _ in tests}),
+        },
+    ).one_or_none()
+    if stored is None:
+        existing = find_by_placer(session, placer, namespace)
+        filler = existing.filler_order_number if existing is not None else "?"
+        raise Conflict(
+            f"order {placer} exists already as {filler}",
+            code="order_exists",
+            params={"placer": placer, "filler": filler},
         )
-        .returning(*table.columns)
-    ).one()
-    order = Order(**stored._mapping)
+    columns = dict(stored._mapping)
+    numbers = specimens.accession_numbers(columns.pop("accession_sequences"))
+    order = Order(**columns)
     make_transient_to_detached(order)
     session.add(order)  # persistent: its tests load when first read, as for any stored order
-    seen: set[int] = set()
-    ordered: list[OrderedTest] = []
-    for test, panel in resolved:
-        if test.id in seen:
-            continue  # a test named twice (alone and in a panel) is run once
-        seen.add(test.id)
-        ordered.append(
-            OrderedTest(
-                order_id=order.id, test_id=test.id, panel_code=panel, status=TestStatus.ORDERED
-            )
-        )
-    made = specimens.create_for_tests(
-        session, actor=actor, order=order, tests=ordered, collected_at=request.collected_at
-    )
-    audit.record(
+    specimens.create_for_order(
         session,
         actor=actor,
-        action="order.place",
-        entity_type="order",
-        entity_id=order.filler_order_number,
-        patient_id=patient.id,
-        after={
-            "placer_order_number": placer,
-            "tests": [test.code for test, _ in resolved if test.id in seen],
-            "specimens": [s.accession_number for s in made],
-            "priority": order.priority,
-        },
+        order=order,
+        tests=tests,
+        numbers=numbers,
+        collected_at=request.collected_at,
+        audit_row=audit.row(
+            actor=actor,
+            action="order.place",
+            entity_type="order",
+            entity_id=order.filler_order_number,
+            patient_id=patient.id,
+            after={
+                "placer_order_number": placer,
+                "tests": [test.code for test, _ in resolved],
+                "specimens": numbers,
+                "priority": order.priority,
+            },
+        ),
     )
     return order
 
@@ -178,9 +185,22 @@ def _patient_for(session: Session, *, actor: Actor, request: OrderRequest) -> Pa
 
 #: The next filler order number, LAB and the sequence's number in at least nine digits
 #: (LAB000000042), drawn by the INSERT that stores the order.
-_NEXT_FILLER_NUMBER: ColumnClause[str] = literal_column(
+_NEXT_FILLER_NUMBER = (
     "(SELECT 'LAB' || lpad(n::text, greatest(9, length(n::text)), '0') "
     "FROM nextval('filler_order_seq') AS n)"
+)
+_ORDER_COLUMNS = ", ".join(column.name for column in Order.__table__.columns)
+# The order as stored, or no row when its placer number is known (the unique key decides, so
+# two connections placing the same order at once cannot both succeed), and the values of the
+# accession sequence its tubes are numbered with.
+_PLACE = text(
+    "INSERT INTO lab_order (placer_order_number, placer_namespace, filler_order_number, "  # noqa: S608
+    "patient_id, ordering_clinician, ordering_location, priority, clinical_info, source, "
+    f"status) VALUES (:placer_order_number, :placer_namespace, {_NEXT_FILLER_NUMBER}, "
+    ":patient_id, :ordering_clinician, :ordering_location, :priority, :clinical_info, :source, "
+    ":status) ON CONFLICT (placer_namespace, placer_order_number) DO NOTHING "
+    f"RETURNING {_ORDER_COLUMNS}, "
+    f"{specimens.DRAW_ACCESSION_SEQUENCES} AS accession_sequences"
 )
 
 

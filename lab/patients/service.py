@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select, update
-from sqlalchemy.orm import Mapped, Session
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, text, update
+from sqlalchemy.orm import Mapped, Session, make_transient_to_detached
 
 from lab import audit
 from lab.audit import Actor
@@ -147,49 +148,108 @@ def surviving(session: Session, patient: Patient) -> Patient:
     return patient
 
 
+# The patient of the first identifier (in the order given) that is known, or, when none is, a
+# new patient with all its identifiers and its audit row. An identifier without authority
+# matches any authority, as in `find_by_identifier`. `created` says which it was; a merged
+# patient is followed to the surviving one by the caller.
+_FIND_OR_REGISTER = text(
+    """
+    WITH wanted AS (
+        SELECT * FROM unnest(CAST(:values AS VARCHAR[]), CAST(:authorities AS VARCHAR[]),
+            CAST(:kinds AS VARCHAR[])) WITH ORDINALITY AS u(value, authority, kind, place)
+    ), known AS (
+        SELECT i.patient_id FROM wanted
+        JOIN patient_identifier i
+            ON i.value = wanted.value AND (wanted.authority = '' OR i.authority = wanted.authority)
+        ORDER BY wanted.place, i.id
+        LIMIT 1
+    ), registered AS (
+        INSERT INTO patient (family_name, given_name, birth_date, sex)
+        SELECT CAST(:family_name AS VARCHAR), CAST(:given_name AS VARCHAR),
+            CAST(:birth_date AS DATE), CAST(:sex AS VARCHAR)
+        WHERE NOT EXISTS (SELECT FROM known)
+        RETURNING id, created_at
+    ), identifier AS (
+        INSERT INTO patient_identifier (patient_id, value, authority, kind)
+        SELECT registered.id, wanted.value, wanted.authority, wanted.kind
+        FROM registered, wanted ORDER BY wanted.place
+    ), audited AS (
+        INSERT INTO audit_event (actor_user_id, actor_name, channel, action, entity_type,
+            entity_id, patient_id, before, after, detail, via)
+        SELECT CAST(:actor_user_id AS BIGINT), CAST(:actor_name AS VARCHAR),
+            CAST(:channel AS VARCHAR), 'patient.create', 'patient', registered.id::text,
+            registered.id, 'null'::jsonb, CAST(:after AS JSONB), '', CAST(:via AS VARCHAR)
+        FROM registered
+    )
+    SELECT id, true AS created, created_at FROM registered
+    UNION ALL
+    SELECT patient_id, false, NULL FROM known
+    """
+)
+
+
 def upsert(session: Session, *, actor: Actor, data: Demographics) -> Patient:
-    """Find the patient by any of the identifiers and update, or register a new one."""
+    """Find the patient by any of the identifiers and update, or register a new one.
+
+    One statement looks the identifiers up and, when none is known, registers the patient
+    with its identifiers and audit row; only a known patient is read and updated through the
+    ORM.
+    """
     checked = check_demographics(data)
-    patient: Patient | None = None
-    for ident in checked:
-        patient = find_by_identifier(session, ident.value, ident.authority)
-        if patient is not None:
-            break
     national = next((i for i in checked if i.birth_date is not None), None)
     birth_date = data.birth_date or (national.birth_date if national else None)
     sex = data.sex or (national.sex if national else None) or "U"
-    if patient is None:
-        # None of the identifiers is known (each was looked up above): all are new.
+    family_name, given_name = data.family_name.strip(), data.given_name.strip()
+    registered = session.execute(
+        _FIND_OR_REGISTER,
+        {
+            "values": [i.value for i in checked],
+            "authorities": [i.authority for i in checked],
+            "kinds": [i.kind.value for i in checked],
+            "family_name": family_name,
+            "given_name": given_name,
+            "birth_date": birth_date,
+            "sex": sex,
+            "actor_user_id": actor.user_id,
+            "actor_name": actor.username,
+            "channel": actor.channel,
+            "via": actor.via[:200],
+            "after": json.dumps(
+                {
+                    "family_name": family_name,
+                    "given_name": given_name,
+                    "birth_date": birth_date.isoformat() if birth_date else None,
+                    "sex": sex,
+                    "identifiers": sorted(f"{i.authority}:{i.value}" for i in checked),
+                }
+            ),
+        },
+    ).one()
+    if registered.created:
         patient = Patient(
-            family_name=data.family_name.strip(),
-            given_name=data.given_name.strip(),
+            id=registered.id,
+            family_name=family_name,
+            given_name=given_name,
             birth_date=birth_date,
             sex=sex,
-            identifiers=[
-                PatientIdentifier(value=i.value, authority=i.authority, kind=i.kind)
-                for i in checked
-            ],
+            merged_into_id=None,
+            created_at=registered.created_at,
+            updated_at=registered.created_at,
         )
-        session.add(patient)
-        session.flush()
-        audit.record(
-            session,
-            actor=actor,
-            action="patient.create",
-            entity_type="patient",
-            entity_id=patient.id,
-            patient_id=patient.id,
-            after=snapshot(patient),
-        )
+        make_transient_to_detached(patient)
+        session.add(patient)  # persistent: its identifiers load when first read
         return patient
-    else:
-        before = snapshot(patient)
-        patient.family_name = data.family_name.strip()
-        patient.given_name = data.given_name.strip()
-        if birth_date is not None:
-            patient.birth_date = birth_date
-        if data.sex is not None or patient.sex == "U":
-            patient.sex = sex
+    found = session.get(Patient, registered.id)
+    if found is None:  # pragma: no cover - the identifier's foreign key
+        raise NotFound(f"no patient {registered.id}")
+    patient = surviving(session, found)
+    before = snapshot(patient)
+    patient.family_name = family_name
+    patient.given_name = given_name
+    if birth_date is not None:
+        patient.birth_date = birth_date
+    if data.sex is not None or patient.sex == "U":
+        patient.sex = sex
     known = {(i.authority, i.value) for i in patient.identifiers}
     for ident in checked:
         if (ident.authority, ident.value) in known:
