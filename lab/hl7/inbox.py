@@ -190,7 +190,7 @@ class Inbox:
                 # it is processed in the same transaction, inside a savepoint, so a refusal
                 # keeps the raw message and its answer (one commit instead of two).
                 finished = self._finish(session, message, caller)
-                session.execute(_FINISH, {"message_id": new_id, **finished})
+                session.connection().execute(_FINISH, {"message_id": new_id, **finished})
                 session.commit()
                 ack_text = finished["ack"]
                 acks = (encode_message_text(ack_text, message.charset),) if ack_text else ()
@@ -201,7 +201,8 @@ class Inbox:
 
     def _insert(self, session: Session, values: Mapping[str, object]) -> int | None:
         statement = _insert_statement(tuple(values), bool(values["control_id"]))
-        new_id = session.execute(statement, values).scalar()
+        # On the session's connection: a Core statement needs none of the ORM's handling.
+        new_id = session.connection().execute(statement, values).scalar()
         return None if new_id is None else int(new_id)
 
     def _existing(self, session: Session, values: Mapping[str, object]) -> Hl7Message:

@@ -6,6 +6,7 @@ labels can be printed the moment the order exists.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -96,13 +97,11 @@ def check_request(session: Session, request: OrderRequest) -> list[tuple[TestRul
 def place(session: Session, *, actor: Actor, request: OrderRequest) -> Order:
     """Register an order with its tests and specimens; a known placer number is a conflict.
 
-    Three statements after the patient's: the order (its filler number and the tubes'
-    accession numbers drawn by the same INSERT, which also finds a known placer number), then
-    its tubes, tests and audit row together (`specimens.create_for_order`).
+    After the patient's, one statement writes it all (`_PLACE`): the order, its tubes
+    (`specimens.plan_tubes`) with their events, its tests each on its tube, and its audit row.
     """
     resolved = check_request(session, request)
     placer = request.placer_order_number.strip()
-    namespace = request.placer_namespace.strip()
     patient = _patient_for(session, actor=actor, request=request)
     tests: list[tuple[TestRule, str | None]] = []
     seen: set[int] = set()
@@ -110,14 +109,32 @@ def place(session: Session, *, actor: Actor, request: OrderRequest) -> Order:
         if test.id not in seen:  # a test named twice (alone and in a panel) is run once
             seen.add(test.id)
             tests.append((test, panel))
+    plan = specimens.plan_tubes(
+        [test for test, _ in tests], priority=request.priority, collected_at=request.collected_at
+    )
+    audit_row = audit.row(
+        actor=actor,
+        action="order.place",
+        entity_type="order",
+        entity_id="",  # the filler number, drawn by the statement
+        patient_id=patient.id,
+        after={
+            "placer_order_number": placer,
+            "tests": [test.code for test, _ in resolved],
+            "specimens": [],  # the accession numbers, drawn by the statement
+            "priority": request.priority,
+        },
+    )
     # Pending ORM rows (a known patient's update and its audit row) go first, so the audit
     # rows keep the order of the changes; Core statements do not flush the session.
     session.flush()
-    stored = session.execute(
+    # On the session's connection: a Core statement needs none of the ORM's handling.
+    connection = session.connection()
+    stored = connection.execute(
         _PLACE,
         {
             "placer_order_number": placer,
-            "placer_namespace": namespace,
+            "placer_namespace": request.placer_namespace.strip(),
             "patient_id": patient.id,
             "ordering_clinician": request.ordering_clinician,
             "ordering_location": request.ordering_location,
@@ -125,43 +142,37 @@ def place(session: Session, *, actor: Actor, request: OrderRequest) -> Order:
             "clinical_info": request.clinical_info,
             "source": request.source,
             "status": OrderStatus.ACTIVE.value,
-            "tubes": len({specimens.tube_kind(test) for test, _ in tests}),
+            "specimen_types": [kind[0] for kind in plan.kinds],
+            "containers": [kind[1] for kind in plan.kinds],
+            "urgency": plan.urgency,
+            "specimen_status": plan.status,
+            "collected_at": plan.collected_at,
+            "actor": actor.username,
+            "test_ids": [test.id for test, _ in tests],
+            "test_specimen_types": [kind[0] for kind in plan.test_kinds],
+            "test_containers": [kind[1] for kind in plan.test_kinds],
+            "panel_codes": [panel for _, panel in tests],
+            "test_status": TestStatus.ORDERED.value,
+            "requested_at": plan.requested_at,
+            "due_at": plan.due_at,
+            **{
+                f"audit_{name}": json.dumps(value) if name in ("before", "after") else value
+                for name, value in audit_row.items()
+                if name not in ("entity_id", "patient_id")
+            },
         },
     ).one_or_none()
     if stored is None:
-        existing = find_by_placer(session, placer, namespace)
+        existing = find_by_placer(session, placer, request.placer_namespace)
         filler = existing.filler_order_number if existing is not None else "?"
         raise Conflict(
             f"order {placer} exists already as {filler}",
             code="order_exists",
             params={"placer": placer, "filler": filler},
         )
-    columns = dict(stored._mapping)
-    numbers = specimens.accession_numbers(columns.pop("accession_sequences"))
-    order = Order(**columns)
+    order = Order(**stored._mapping)
     make_transient_to_detached(order)
     session.add(order)  # persistent: its tests load when first read, as for any stored order
-    specimens.create_for_order(
-        session,
-        actor=actor,
-        order=order,
-        tests=tests,
-        numbers=numbers,
-        collected_at=request.collected_at,
-        audit_row=audit.row(
-            actor=actor,
-            action="order.place",
-            entity_type="order",
-            entity_id=order.filler_order_number,
-            patient_id=patient.id,
-            after={
-                "placer_order_number": placer,
-                "tests": [test.code for test, _ in resolved],
-                "specimens": numbers,
-                "priority": order.priority,
-            },
-        ),
-    )
     return order
 
 
@@ -190,17 +201,62 @@ _NEXT_FILLER_NUMBER = (
     "FROM nextval('filler_order_seq') AS n)"
 )
 _ORDER_COLUMNS = ", ".join(column.name for column in Order.__table__.columns)
-# The order as stored, or no row when its placer number is known (the unique key decides, so
-# two connections placing the same order at once cannot both succeed), and the values of the
-# accession sequence its tubes are numbered with.
+# A new order in one statement: the order (no row when its placer number is known: the unique
+# key decides, so two connections placing the same order at once cannot both succeed), its
+# tubes numbered by the database, their "created" events, its tests each on the tube of its
+# kind, and its audit row with the filler and accession numbers. Rows go in the order of the
+# arrays (ORDER BY place), so their ids ascend as when they were written one by one.
 _PLACE = text(
-    "INSERT INTO lab_order (placer_order_number, placer_namespace, filler_order_number, "  # noqa: S608
-    "patient_id, ordering_clinician, ordering_location, priority, clinical_info, source, "
-    f"status) VALUES (:placer_order_number, :placer_namespace, {_NEXT_FILLER_NUMBER}, "
-    ":patient_id, :ordering_clinician, :ordering_location, :priority, :clinical_info, :source, "
-    ":status) ON CONFLICT (placer_namespace, placer_order_number) DO NOTHING "
-    f"RETURNING {_ORDER_COLUMNS}, "
-    f"{specimens.DRAW_ACCESSION_SEQUENCES} AS accession_sequences"
+    f"""
+    WITH placed AS (
+        INSERT INTO lab_order (placer_order_number, placer_namespace, filler_order_number,
+            patient_id, ordering_clinician, ordering_location, priority, clinical_info, source,
+            status)
+        VALUES (:placer_order_number, :placer_namespace, {_NEXT_FILLER_NUMBER}, :patient_id,
+            :ordering_clinician, :ordering_location, :priority, :clinical_info, :source,
+            :status)
+        ON CONFLICT (placer_namespace, placer_order_number) DO NOTHING
+        RETURNING {_ORDER_COLUMNS}
+    ), tube AS (
+        INSERT INTO specimen (accession_number, order_id, patient_id, specimen_type, container,
+            urgency, status, collected_at, rejection_comment)
+        SELECT {specimens.NEXT_ACCESSION_NUMBER}, placed.id, placed.patient_id,
+            u.specimen_type, u.container, CAST(:urgency AS SMALLINT),
+            CAST(:specimen_status AS VARCHAR), CAST(:collected_at AS TIMESTAMPTZ), ''
+        FROM placed, unnest(CAST(:specimen_types AS VARCHAR[]),
+            CAST(:containers AS VARCHAR[])) WITH ORDINALITY AS u(specimen_type, container, place)
+        ORDER BY u.place
+        RETURNING id, accession_number, specimen_type, container
+    ), event AS (
+        INSERT INTO specimen_event (specimen_id, event, actor, detail)
+        SELECT tube.id, 'created', CAST(:actor AS VARCHAR),
+            'for order ' || placed.filler_order_number
+        FROM placed, tube ORDER BY tube.id
+    ), test AS (
+        INSERT INTO ordered_test (order_id, test_id, specimen_id, panel_code, status, add_on,
+            requested_at, due_at, cancel_reason)
+        SELECT placed.id, u.test_id, tube.id, u.panel_code, CAST(:test_status AS VARCHAR),
+            false, CAST(:requested_at AS TIMESTAMPTZ), u.due_at, ''
+        FROM placed, unnest(CAST(:test_ids AS BIGINT[]), CAST(:test_specimen_types AS VARCHAR[]),
+            CAST(:test_containers AS VARCHAR[]), CAST(:panel_codes AS VARCHAR[]),
+            CAST(:due_at AS TIMESTAMPTZ[]))
+            WITH ORDINALITY AS u(test_id, specimen_type, container, panel_code, due_at, place)
+        JOIN tube ON tube.specimen_type = u.specimen_type AND tube.container = u.container
+        ORDER BY u.place
+    ), audited AS (
+        INSERT INTO audit_event (actor_user_id, actor_name, channel, action, entity_type,
+            entity_id, patient_id, before, after, detail, via)
+        SELECT CAST(:audit_actor_user_id AS BIGINT), CAST(:audit_actor_name AS VARCHAR),
+            CAST(:audit_channel AS VARCHAR), CAST(:audit_action AS VARCHAR),
+            CAST(:audit_entity_type AS VARCHAR), placed.filler_order_number, placed.patient_id,
+            CAST(:audit_before AS JSONB),
+            jsonb_set(CAST(:audit_after AS JSONB), '{{specimens}}',
+                coalesce((SELECT jsonb_agg(accession_number ORDER BY id) FROM tube), '[]')),
+            CAST(:audit_detail AS TEXT), CAST(:audit_via AS VARCHAR)
+        FROM placed
+    )
+    SELECT placed.* FROM placed
+    """  # noqa: S608 - the table's own column names, never input
 )
 
 

@@ -200,7 +200,9 @@ def upsert(session: Session, *, actor: Actor, data: Demographics) -> Patient:
     birth_date = data.birth_date or (national.birth_date if national else None)
     sex = data.sex or (national.sex if national else None) or "U"
     family_name, given_name = data.family_name.strip(), data.given_name.strip()
-    registered = session.execute(
+    # On the session's connection: a Core statement needs none of the ORM's handling.
+    connection = session.connection()
+    registered = connection.execute(
         _FIND_OR_REGISTER,
         {
             "values": [i.value for i in checked],

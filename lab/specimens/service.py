@@ -6,8 +6,7 @@ that is not in the table is refused with a clear error, never carried out.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,7 +28,6 @@ from lab.tables import (
     Specimen,
     SpecimenEvent,
     SpecimenStatus,
-    TestStatus,
     Withdrawal,
     WithdrawalKind,
 )
@@ -66,7 +64,7 @@ def create_for_tests(
     """Give every ordered test a specimen: one per container type the tests need.
 
     The tubes are made first and written together, so new ordered tests are inserted with
-    their specimen already set. (A new order's tubes and tests: `create_for_order`.)
+    their specimen already set. (A new order's tubes: `plan_tubes`.)
     """
     kinds: dict[tuple[str, str], list[OrderedTest]] = {}
     for ordered in tests:
@@ -107,109 +105,54 @@ def tube_kind(test: TestRule) -> tuple[str, str]:
     return test.specimen_type, test.container
 
 
-#: SQL for the next `:tubes` values of the accession sequence, as an array: a new order draws
-#: them with its own INSERT (`lab.orders.service.place`), one round trip fewer.
-DRAW_ACCESSION_SEQUENCES = (
-    "ARRAY(SELECT nextval('accession_seq') FROM generate_series(1, CAST(:tubes AS INTEGER)))"
-)
-
-
 def accession_numbers(sequences: Sequence[int]) -> list[str]:
     """Accession numbers for values drawn from the accession sequence."""
     year = utcnow().year
     return [accession.make(year, int(sequence)) for sequence in sequences]
 
 
-# A new order's tubes, their "created" events, its tests (each on its tube) and the order's
-# audit row: one statement. The rows go in the order of the arrays (ORDER BY place), so ids
-# ascend as they did when the rows were written one after another.
-_CREATE_FOR_ORDER = text(
-    """
-    WITH tube AS (
-        INSERT INTO specimen (accession_number, order_id, patient_id, specimen_type, container,
-            urgency, status, collected_at, rejection_comment)
-        SELECT u.number, CAST(:order_id AS BIGINT), CAST(:patient_id AS BIGINT),
-            u.specimen_type, u.container, CAST(:urgency AS SMALLINT), CAST(:status AS VARCHAR),
-            CAST(:collected_at AS TIMESTAMPTZ), ''
-        FROM unnest(CAST(:numbers AS VARCHAR[]), CAST(:specimen_types AS VARCHAR[]),
-            CAST(:containers AS VARCHAR[])) WITH ORDINALITY AS u(number, specimen_type,
-            container, place)
-        ORDER BY u.place
-        RETURNING id, accession_number
-    ), event AS (
-        INSERT INTO specimen_event (specimen_id, event, actor, detail)
-        SELECT tube.id, 'created', CAST(:actor AS VARCHAR), CAST(:event_detail AS TEXT)
-        FROM tube ORDER BY tube.id
-    ), test AS (
-        INSERT INTO ordered_test (order_id, test_id, specimen_id, panel_code, status, add_on,
-            requested_at, due_at, cancel_reason)
-        SELECT CAST(:order_id AS BIGINT), u.test_id, tube.id, u.panel_code,
-            CAST(:test_status AS VARCHAR), false, CAST(:now AS TIMESTAMPTZ), u.due_at, ''
-        FROM unnest(CAST(:test_ids AS BIGINT[]), CAST(:test_tubes AS VARCHAR[]),
-            CAST(:panel_codes AS VARCHAR[]), CAST(:due_at AS TIMESTAMPTZ[]))
-            WITH ORDINALITY AS u(test_id, number, panel_code, due_at, place)
-        JOIN tube ON tube.accession_number = u.number
-        ORDER BY u.place
-    )
-    INSERT INTO audit_event (actor_user_id, actor_name, channel, action, entity_type,
-        entity_id, patient_id, before, after, detail, via)
-    VALUES (:audit_actor_user_id, :audit_actor_name, :audit_channel, :audit_action,
-        :audit_entity_type, :audit_entity_id, :audit_patient_id, CAST(:audit_before AS JSONB),
-        CAST(:audit_after AS JSONB), :audit_detail, :audit_via)
-    """
+#: SQL of the accession number for the next value of the accession sequence, made by the
+#: database (migration 0024, the same number as `accession.make`): a new order's INSERT
+#: numbers its tubes itself.
+NEXT_ACCESSION_NUMBER = (
+    "accession_number(CAST(extract(year FROM now() AT TIME ZONE 'UTC') AS INTEGER), "
+    "nextval('accession_seq'))"
 )
 
 
-def create_for_order(
-    session: Session,
-    *,
-    actor: Actor,
-    order: Order,
-    tests: Sequence[tuple[TestRule, str | None]],
-    numbers: Sequence[str],
-    collected_at: datetime | None,
-    audit_row: Mapping[str, Any],
-) -> None:
-    """A new order's tubes (one per `tube_kind`, numbered `numbers` in the order the kinds
-    first appear in `tests`) and its tests (test, panel code) each on its tube, with the
-    order's `audit_row` (`lab.audit.row`): one statement, no ORM objects. The tests are due
-    from now by their turnaround targets (see `set_due_times`)."""
-    kinds: dict[tuple[str, str], str] = {}
-    for test, _panel in tests:
-        kind = tube_kind(test)
-        if kind not in kinds:
-            kinds[kind] = numbers[len(kinds)]
-    if len(kinds) != len(numbers):
-        raise ValueError(f"{len(numbers)} accession numbers for {len(kinds)} tubes")
+@dataclass(frozen=True, slots=True)
+class TubePlan:
+    """A new order's tubes and where its tests go, as the columns of their rows."""
+
+    kinds: list[tuple[str, str]]
+    """(specimen type, container) of each tube, in the order the tests first need them."""
+    urgency: int
+    status: str
+    collected_at: datetime | None
+    test_kinds: list[tuple[str, str]]
+    """The tube kind of each test, in the order of the tests."""
+    requested_at: datetime
+    due_at: list[datetime | None]
+
+
+def plan_tubes(
+    tests: Sequence[TestRule], *, priority: str, collected_at: datetime | None
+) -> TubePlan:
+    """The tubes of a new order of `tests`: one per `tube_kind`, expected (or collected, with
+    the collection time) and as urgent as the order; the tests are due from now by their
+    turnaround targets until the tube is received (see `set_due_times`)."""
     now = utcnow()
-    due_at = [
-        now + timedelta(minutes=test.turnaround_minutes) if test.turnaround_minutes else None
-        for test, _panel in tests
-    ]
-    session.execute(
-        _CREATE_FOR_ORDER,
-        {
-            "order_id": order.id,
-            "patient_id": order.patient_id,
-            "urgency": URGENCY.get(order.priority, ROUTINE_URGENCY),
-            "status": (S.COLLECTED if collected_at else S.EXPECTED).value,
-            "collected_at": as_utc(collected_at) if collected_at else None,
-            "numbers": list(kinds.values()),
-            "specimen_types": [kind[0] for kind in kinds],
-            "containers": [kind[1] for kind in kinds],
-            "actor": actor.username,
-            "event_detail": f"for order {order.filler_order_number}",
-            "test_status": TestStatus.ORDERED.value,
-            "now": now,
-            "test_ids": [test.id for test, _panel in tests],
-            "test_tubes": [kinds[tube_kind(test)] for test, _panel in tests],
-            "panel_codes": [panel for _test, panel in tests],
-            "due_at": due_at,
-            **{
-                f"audit_{name}": json.dumps(value) if name in ("before", "after") else value
-                for name, value in audit_row.items()
-            },
-        },
+    return TubePlan(
+        kinds=list(dict.fromkeys(tube_kind(test) for test in tests)),
+        urgency=URGENCY.get(priority, ROUTINE_URGENCY),
+        status=(S.COLLECTED if collected_at else S.EXPECTED).value,
+        collected_at=as_utc(collected_at) if collected_at else None,
+        test_kinds=[tube_kind(test) for test in tests],
+        requested_at=now,
+        due_at=[
+            now + timedelta(minutes=test.turnaround_minutes) if test.turnaround_minutes else None
+            for test in tests
+        ],
     )
 
 
