@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lab.audit import Actor
@@ -26,7 +25,7 @@ from lab.results.judging import ActiveRules, Refusal, TubeFacts, active_rules
 from lab.results.judging import Measurement as Measurement
 from lab.results.state import Change, NewMeasurement, NewResult, ResultState
 from lab.results.tube import Tube, TubeTest, add_tests, load_tube, tube_facts
-from lab.results.writing import TestWrite, Write, write_versions
+from lab.results.writing import Write, write_versions
 from lab.rules import (
     Calculation,
     Formula,
@@ -41,15 +40,7 @@ from lab.rules import Patient as FormulaPatient
 from lab.rulesets import service as rulesets
 from lab.specimens import accession
 from lab.specimens import service as specimens
-from lab.tables import (
-    TEST_PENDING,
-    Order,
-    OrderedTest,
-    Result,
-    SpecimenStatus,
-    StoredMeasurement,
-    TestStatus,
-)
+from lab.tables import TEST_PENDING, Order, Result, SpecimenStatus, StoredMeasurement, TestStatus
 from lab.tables.results import RELEASED, MeasurementOrigin, R
 from lab.timeutil import as_utc, utcnow
 
@@ -200,7 +191,7 @@ def record_tube(
             writes=[p.write() for p in pending.values()],
             now=now,
             extra_audits=tube.audit_rows,
-            tests=_test_writes(tube),
+            tests=tube.test_writes(),
             move=None
             if receipt
             else specimens.move_on_result(
@@ -237,26 +228,6 @@ def record_tube(
     return [
         one if isinstance(one, Outcome) else _outcome_of(tube, pending, ids, *one)
         for one in decided
-    ]
-
-
-def _test_writes(tube: Tube) -> list[TestWrite]:
-    """The tube's ordered tests whose status the results moved, and the tests the rules added
-    (inserted with the results, with the status their result gives them)."""
-    return [
-        TestWrite(
-            id=t.id,
-            status=t.status,
-            order_id=tube.root.order_id,
-            test_id=t.test_id,
-            specimen_id=tube.root.id,
-            due_at=t.due_at,
-            added_by_rule=t.added,
-        )
-        if t.stored is None
-        else TestWrite(id=t.id, status=t.status)
-        for t in tube.ordered.values()
-        if t.stored is None or t.changed
     ]
 
 
@@ -321,9 +292,10 @@ def _derive(
     released = False
     if rules.formulas is not None:
         # Only the formulas that read a test just measured; each evaluated once, then the
-        # calculated tests the tube lacks are added in one INSERT, then each result is decided.
+        # calculated tests the tube lacks are put on it (inserted in the statement that writes
+        # the results), then each result is decided.
         formulas = {f.test_code: f for code in measured for f in rules.formulas.using(code)}
-        states = _current_states(tube, pending)
+        states = _current_states(tube, pending) if formulas else {}
         worked = [
             found
             for formula in formulas.values()
@@ -341,9 +313,12 @@ def _derive(
         )
         for found in worked:
             released = _store_calculated(tube, pending, facts, rules, found, now=now) or released
-    if rules.reflex is not None:
+    reflexed = {rule.test for rule in rules.reflex.rules} if rules.reflex is not None else set()
+    if rules.reflex is not None and reflexed.intersection(measured):
         states = _current_states(tube, pending)
         for code, ordered in measured.items():
+            if code not in reflexed:
+                continue  # no reflex rule reads this test
             state = states.get(ordered.test_id)
             work = pending.get(ordered.id)
             if state is None or work is None or not work.changes:
@@ -500,7 +475,7 @@ def _reflex(
     why = f"reflex {rule.id} (reflex set v{version})" + (f" on result {source}" if source else "")
     new_tube = None
     root = tube.orm_root(session)
-    _settle_tests(session, tube)
+    tube.settle_orm_tests(session)
     if lab_added.tube_serves(added, root):
         ordered = orders.add_by_rule(
             session, actor=actor, specimen=root, test_id=added.id, rule=why
@@ -532,16 +507,6 @@ def _reflex(
     lab_added.tell_record(
         session, order=order, added=ordered, note=note.strip(), new_specimen=new_tube, now=now
     )
-
-
-def _settle_tests(session: Session, tube: Tube) -> None:
-    """The ORM's copies of the tube's ordered tests take the statuses decided so far, before
-    the orders service (a reflex test added) reads them the ORM's way; they are written again,
-    with the same values, by the tube's one statement."""
-    changed = {t.id: t for t in tube.ordered.values() if t.changed}
-    if changed:
-        for item in session.scalars(select(OrderedTest).where(OrderedTest.id.in_(changed))):
-            item.status = changed[item.id].status
 
 
 def _outcome_of(

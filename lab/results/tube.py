@@ -25,10 +25,11 @@ from lab.errors import LabError, NotFound
 from lab.qc import service as qc
 from lab.results.calculated import facts_of
 from lab.results.judging import PatientFacts, Refusal, TubeFacts
+from lab.results.writing import TestWrite
 from lab.rules import PreviousResult, RuleSet
 from lab.specimens import accession
 from lab.specimens import service as specimens
-from lab.tables import SPECIMEN_FINISHED, Result, Specimen, TestStatus
+from lab.tables import SPECIMEN_FINISHED, OrderedTest, Result, Specimen, TestStatus
 from lab.tables.results import R
 
 
@@ -78,6 +79,34 @@ class Tube:
     order_number: str  # the order's filler number (the audit's name for it)
     # Audit rows of what the rules added to the tube, written with the results' rows.
     audit_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def test_writes(self) -> list[TestWrite]:
+        """The ordered tests whose status the results moved, and the tests the rules added
+        (inserted with the results, with the status their result gives them)."""
+        return [
+            TestWrite(
+                id=t.id,
+                status=t.status,
+                order_id=self.root.order_id,
+                test_id=t.test_id,
+                specimen_id=self.root.id,
+                due_at=t.due_at,
+                added_by_rule=t.added,
+            )
+            if t.stored is None
+            else TestWrite(id=t.id, status=t.status)
+            for t in self.ordered.values()
+            if t.stored is None or t.changed
+        ]
+
+    def settle_orm_tests(self, session: Session) -> None:
+        """The ORM's copies of the ordered tests take the statuses decided so far, before the
+        orders service (a reflex test added) reads them the ORM's way; the tube's one
+        statement writes the same values again."""
+        changed = {t.id: t for t in self.ordered.values() if t.changed}
+        if changed:
+            for item in session.scalars(select(OrderedTest).where(OrderedTest.id.in_(changed))):
+                item.status = changed[item.id].status
 
     def orm_root(self, session: Session) -> Specimen:
         """The primary tube as an ORM object, for the rarer paths that change it the ORM's way
