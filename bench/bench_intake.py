@@ -15,7 +15,9 @@ inserts it with one commit and answers an ACK: the ceiling of "MLLP + parse + in
 Figures a busy machine disturbs less are printed beside the rates (`bench/intake_cost.py`): the
 SQL statements, commits and CPU ms of one order and of one analyser message run in this process
 without sockets, and the CPU that the outside runs cost the `lab serve` processes and the
-database's PostgreSQL backends, per order and per analyser message, read from /proc.
+database's PostgreSQL backends, per order and per analyser message, read from /proc, beside
+the CPU of this process's clients (the MLLP senders and virtual analysers), of the rest of the
+machine and the cores' idle time: where the cores went.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from bench import bench_database, scaled
-from bench.intake_cost import Cost, CpuMeter, analyser_cost, order_cost, receive_tubes
+from bench.intake_cost import Cost, CpuMeter, CpuSplit, analyser_cost, order_cost, receive_tubes
 from instruments.profiles import get_profile
 from instruments.simulator import VirtualAnalyser
 from instruments.transports import tcp
@@ -183,11 +185,9 @@ def measure_lab(url: str, workers: int, folder: Path) -> dict[str, Any]:
         "ack_p99_ms": p99,
         "results_per_s": results_rate,
         "results": results,
-        # CPU ms per order and per analyser message (5 results): lab processes, PostgreSQL.
-        "order_cpu_ms": tuple(seconds * 1000 / max(1, accepted) for seconds in order_cpu),
-        "message_cpu_ms": tuple(
-            seconds * 1000 / max(1, results / len(TESTS)) for seconds in result_cpu
-        ),
+        # Where the cores went, in ms per order and per analyser message (5 results).
+        "order_cpu": order_cpu.per_message(accepted),
+        "message_cpu": result_cpu.per_message(results / len(TESTS)),
     }
 
 
@@ -238,8 +238,8 @@ def _naive_server(url: str, port: int, ready: Any) -> None:
     asyncio.run(main())
 
 
-def naive_loop(url: str) -> tuple[float, tuple[float, float]]:
-    """Messages per second, and CPU ms per message (its process, PostgreSQL)."""
+def naive_loop(url: str) -> tuple[float, CpuSplit]:
+    """Messages per second, and where the cores went per message (ms)."""
     port = free_port()
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
@@ -256,7 +256,7 @@ def naive_loop(url: str) -> tuple[float, tuple[float, float]]:
         child.terminate()
         child.join(10)
         meter.close()
-    return rate, (cpu[0] * 1000 / max(1, sent), cpu[1] * 1000 / max(1, sent))
+    return rate, cpu.per_message(sent)
 
 
 def in_process(url: str) -> tuple[Cost, Cost]:
@@ -281,27 +281,25 @@ def main() -> None:
         ceiling, naive_cpu = naive_loop(url)
         print(
             f"naive loop (MLLP + parse + insert + ACK, 1 process, {CONNECTIONS} connections): "
-            f"{ceiling:.0f} messages/s; CPU per message: {naive_cpu[0]:.1f} ms in its process, "
-            f"{naive_cpu[1]:.1f} ms in PostgreSQL",
+            f"{ceiling:.0f} messages/s; CPU per message: {naive_cpu.lab:.1f} ms in its process, "
+            f"{naive_cpu.postgres:.1f} ms in PostgreSQL, {naive_cpu.clients:.1f} ms in the "
+            "clients",
             flush=True,
         )
         for workers in counts:
             figures = measure_lab(url, workers, Path(folder) / f"w{workers}")
-            lab_order, pg_order = figures["order_cpu_ms"]
-            lab_message, pg_message = figures["message_cpu_ms"]
             print(
                 f"lab serve, LAB_WORKERS={workers} (load average {_load()}):\n"
                 f"  orders ACKed over {CONNECTIONS} connections: {figures['orders_per_s']:.0f}/s "
                 f"({figures['orders']} orders of 5 ORC/OBR pairs; "
                 f"{figures['orders_per_s'] / ceiling:.0%} of the naive loop; aim >= 300/s "
-                "and >= 50 %); CPU per order: "
-                f"{lab_order:.1f} ms in lab serve, {pg_order:.1f} ms in PostgreSQL\n"
+                "and >= 50 %)\n"
+                f"    the cores per order: {figures['order_cpu'].line()}\n"
                 f"  ACK at 30 orders/s on 1 connection: p50 {figures['ack_p50_ms']:.1f} ms, "
                 f"p99 {figures['ack_p99_ms']:.1f} ms (aim p99 < 50 ms)\n"
                 f"  results committed from {ANALYSERS} analysers: "
                 f"{figures['results_per_s']:.0f}/s ({figures['results']} results; aim >= 1,000/s)"
-                f"; CPU per message of 5 results: {lab_message:.1f} ms in lab serve, "
-                f"{pg_message:.1f} ms in PostgreSQL",
+                f"\n    the cores per message of 5 results: {figures['message_cpu'].line()}",
                 flush=True,
             )
     print(f"load average at the end: {_load()}")

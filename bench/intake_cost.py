@@ -6,8 +6,10 @@
   (engine events) and this process's CPU time per message.
 - `CpuMeter`: the CPU time a phase of the outside measurement cost the `lab serve` process
   tree (worker 0 and its intake children) and the PostgreSQL backends of the benchmark's
-  database, read from /proc (Linux). Divided by the messages of the phase, it says what each
-  message cost both sides however many other programs shared the cores meanwhile.
+  database, read from /proc (Linux), beside this process's own (the benchmark's clients) and
+  the whole machine's, so that the cores' time of a phase splits into lab serve, PostgreSQL,
+  clients, other programs and idle. Divided by the messages of the phase, it says what each
+  message cost each side however many other programs shared the cores meanwhile.
 """
 
 from __future__ import annotations
@@ -201,8 +203,61 @@ def _tree(root: int) -> list[int]:
     return found
 
 
+def _machine_busy() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine since boot, all seconds of all cores): from the
+    first line of /proc/stat, idle and iowait being the not-busy part."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    total = sum(fields[:8])  # guest time is already counted in user
+    return (total - idle) / _TICK, total / _TICK
+
+
+@dataclass(frozen=True, slots=True)
+class CpuSplit:
+    """Where the cores' time went during a phase, in seconds: the `lab serve` process tree, the
+    database's PostgreSQL backends, this process (the benchmark's clients), the rest of the
+    machine (other programs, the kernel's own threads) and idle."""
+
+    lab: float
+    postgres: float
+    clients: float
+    other: float
+    idle: float
+
+    def per_message(self, messages: float) -> CpuSplit:
+        n = max(1.0, messages)
+        return CpuSplit(
+            *(
+                seconds * 1000 / n
+                for seconds in (self.lab, self.postgres, self.clients, self.other, self.idle)
+            )
+        )
+
+    def line(self) -> str:
+        """Of a split per message (ms)."""
+        return (
+            f"{self.lab:.1f} ms lab serve, {self.postgres:.1f} ms PostgreSQL, "
+            f"{self.clients:.1f} ms the benchmark's clients, {self.other:.1f} ms other, "
+            f"{self.idle:.1f} ms idle"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CpuReading:
+    lab: dict[int, float]
+    postgres: dict[int, float]
+    clients: float
+    machine_busy: float
+    machine_total: float
+
+
 class CpuMeter:
-    """CPU seconds of a process tree and of the database's backends between two readings."""
+    """CPU seconds of a process tree, of the database's backends, of this process (whose
+    asyncio clients play the record and the analysers) and of the whole machine between two
+    readings."""
 
     def __init__(self, url: str, root_pid: int | None) -> None:
         self.engine = make_engine(url, pool_size=1)
@@ -219,20 +274,34 @@ class CpuMeter:
             )
             return [int(pid) for (pid,) in rows]
 
-    def reading(self) -> tuple[dict[int, float], dict[int, float]]:
+    def reading(self) -> CpuReading:
         lab = {} if self.root_pid is None else self._read(_tree(self.root_pid))
-        return lab, self._read(self._backends())
+        postgres = self._read(self._backends())
+        times = os.times()
+        busy, total = _machine_busy()
+        return CpuReading(lab, postgres, times.user + times.system, busy, total)
 
     @staticmethod
     def _read(pids: list[int]) -> dict[int, float]:
         return {pid: cpu for pid in pids if (cpu := _cpu_seconds(pid)) is not None}
 
-    def since(self, start: tuple[dict[int, float], dict[int, float]]) -> tuple[float, float]:
-        """(lab CPU s, PostgreSQL CPU s) since `start`: processes that appeared count whole."""
+    def since(self, start: CpuReading) -> CpuSplit:
+        """Since `start`: processes that appeared meanwhile count whole."""
         now = self.reading()
-        return tuple(  # type: ignore[return-value]
-            sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
-            for before, after in zip(start, now, strict=True)
+
+        def grown(before: dict[int, float], after: dict[int, float]) -> float:
+            return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+        lab = grown(start.lab, now.lab)
+        postgres = grown(start.postgres, now.postgres)
+        clients = now.clients - start.clients
+        busy = now.machine_busy - start.machine_busy
+        return CpuSplit(
+            lab=lab,
+            postgres=postgres,
+            clients=clients,
+            other=max(0.0, busy - lab - postgres - clients),
+            idle=max(0.0, (now.machine_total - start.machine_total) - busy),
         )
 
     def close(self) -> None:

@@ -99,17 +99,33 @@ def decode_payload(payload: str, *, line_number: int = 0) -> bytes:
     return bytes(out)
 
 
+def _payload_text(byte: int) -> str:
+    if byte < 0x20:
+        return f"<{_NAMES[byte]}>"
+    if byte == 0x3C or byte >= 0x7F:
+        return f"<x{byte:02X}>"
+    return chr(byte)
+
+
+# The text of each byte that is not written as itself, by the byte read as Latin-1 (one
+# character each). The archive encodes every piece of every line: one regular expression pass
+# over the text replaces the few control characters of a frame, instead of a loop per byte.
+_PAYLOAD_TEXT = {
+    chr(byte): text for byte in range(256) if (text := _payload_text(byte)) != chr(byte)
+}
+_NOT_ITSELF = re.compile("[\x00-\x1f<\x7f-\xff]")
+
+
+def _token(match: re.Match[str]) -> str:
+    return _PAYLOAD_TEXT[match.group()]
+
+
 def encode_payload(data: bytes) -> str:
     """The payload text for `data` (the inverse of `decode_payload`)."""
-    parts: list[str] = []
-    for index, byte in enumerate(data):
-        if byte < 0x20:
-            parts.append(f"<{_NAMES[byte]}>")
-        elif byte == 0x3C or byte >= 0x7F or (byte == 0x20 and index == len(data) - 1):
-            parts.append(f"<x{byte:02X}>")  # a trailing space would not survive an editor
-        else:
-            parts.append(chr(byte))
-    return "".join(parts)
+    text = _NOT_ITSELF.sub(_token, data.decode("latin-1"))
+    if data.endswith(b" "):
+        text = text[:-1] + "<x20>"  # a trailing space would not survive an editor
+    return text
 
 
 def read_transcript(text: str) -> list[TranscriptEntry]:

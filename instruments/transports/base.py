@@ -6,6 +6,13 @@ connection's timers at `next_deadline()`, and writes what the connection wants s
 in and out goes to `on_traffic` first (the raw archive), and is fed or written only after that
 returned: the archive is durable before the bytes are interpreted or sent.
 
+One read is awaited directly, with no task and no timeout of its own around it: an analyser's
+message is a dozen round trips (ENQ, each frame, EOT, each answered), so what each costs the event
+loop counts twice per message on both ends. The connection's timers are kept by one timer
+handle on the loop instead, armed after every step for the connection's next deadline (at most
+`_MAX_WAIT` ahead, so a clock that is not the loop's is still looked at often enough), which
+ticks the connection and processes what it produced. `stop()` ends a waiting read at once.
+
 A peer that streams bytes that never end a frame, or frames that never end a message, would
 grow the connection's buffers without limit: past `LineLimits` the line is closed
 (`LineOverflow`), the way a framing error closes an MLLP connection.
@@ -86,35 +93,83 @@ class LineDriver:
         self._write_lock = asyncio.Lock()
         self._stopping = False
         self.closed = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None  # the task in `run`
+        self._reading = False  # `run` waits for the channel's next read
+        self._timer: asyncio.TimerHandle | None = None  # the wake-up for the next deadline
+        self._ticking: asyncio.Task[None] | None = None
+        self._failure: Exception | None = None  # raised by a wake-up: ends `run`
+        self._interrupted = False  # `run`'s read was cancelled by `stop` or a failed wake-up
 
     def stop(self) -> None:
         self._stopping = True
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        """End a read `run` waits on (a read waiting for bytes holds none: nothing is lost)."""
+        if self._reading and self._runner is not None and not self._interrupted:
+            self._interrupted = True
+            self._runner.cancel()
 
     async def run(self) -> None:
         connection = self.connection
-        read: asyncio.Task[bytes] | None = None
+        self._runner = asyncio.current_task()
         try:
+            self._arm()
             while not self._stopping:
-                if read is None:
-                    read = asyncio.ensure_future(self.channel.read())
-                deadline = connection.next_deadline()
-                wait = _MAX_WAIT if deadline is None else min(_MAX_WAIT, deadline - self.clock())
-                done, _ = await asyncio.wait({read}, timeout=max(0.0, wait))
-                if read in done:
-                    data = read.result()
-                    read = None
-                    if not data:
-                        break
-                    await self.on_traffic(self.peer_role, data)  # durable before it is read
-                    connection.receive_data(data, self.clock())
-                    self._check_limits()
-                else:
-                    connection.tick(self.clock())
+                self._reading = True
+                try:
+                    data = await self.channel.read()
+                finally:
+                    self._reading = False
+                if not data:
+                    break
+                await self.on_traffic(self.peer_role, data)  # durable before it is read
+                connection.receive_data(data, self.clock())
+                self._check_limits()
                 await self.process()
+                if self._failure is not None:
+                    raise self._failure
+        except asyncio.CancelledError:
+            if not self._interrupted:
+                raise  # cancelled from outside
+            if self._runner is not None:
+                self._runner.uncancel()
+            if self._failure is not None:
+                raise self._failure from None
+            # stopped: the line simply ends
         finally:
-            if read is not None:
-                read.cancel()
+            self._reading = False
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self.closed.set()
+
+    def _arm(self) -> None:
+        """Make sure the loop wakes the connection by its next deadline."""
+        deadline = self.connection.next_deadline()
+        if deadline is None or self._stopping or self.closed.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + min(_MAX_WAIT, max(0.0, deadline - self.clock()))
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= when:
+                return  # an earlier wake-up is set; it arms the next one
+            timer.cancel()
+        self._timer = loop.call_at(when, self._wake)
+
+    def _wake(self) -> None:
+        self._timer = None
+        if self._ticking is None or self._ticking.done():
+            self._ticking = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        try:
+            self.connection.tick(self.clock())
+            await self.process()
+        except Exception as error:  # the line's failure, as if the reading loop had met it
+            self._failure = error
+            self._interrupt()
 
     def _check_limits(self) -> None:
         connection, limits = self.connection, self.limits
@@ -131,6 +186,7 @@ class LineDriver:
                 break
             await self.on_event(self, event)
         await self.flush()
+        self._arm()
 
     async def flush(self) -> None:
         async with self._write_lock:
