@@ -5,10 +5,13 @@ process uses one core however many connections arrive. `lab serve` therefore run
 `LAB_WORKERS` processes (default: one per core): itself as worker 0, and `python -m lab.intake
 K N` children as workers 1 .. N-1, which it supervises (a worker that dies is started again).
 
-- The HL7 listener runs in every worker on the same port with SO_REUSEPORT, so the kernel spreads
-  the record's connections over the workers. A connection stays in the process that accepted it,
-  so the messages of one connection are still handled one after the other, in order, and each is
-  acknowledged only after its commit, as before.
+- The HL7 listener runs in every worker on one listening socket, made by worker 0 and handed to
+  each child; a worker takes a new connection only while no live worker holds fewer
+  (`lab.hl7.listener.AcceptSpread`), so the record's connections are spread evenly. (With
+  SO_REUSEPORT, as before, the kernel chose by a hash of the addresses: 4 connections over 2
+  workers all went to one in 2 tries of 6.) A connection stays in the process that accepted
+  it, so the messages of one connection are still handled one after the other, in order, and
+  each is acknowledged only after its commit, as before.
 - The analysers are shared out by their place in the instruments file (analyser i runs in worker
   i mod N), so each analyser line, serial or TCP, is driven by exactly one process.
 - Work that must run once (the outbox dispatcher, the release job, the turnaround indexer, the
@@ -28,6 +31,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,6 +47,7 @@ import instruments.runtime
 import lab.hl7.runtime
 from lab.config import Settings
 from lab.db import make_engine, make_session_factory, runtime_url
+from lab.hl7.listener import AcceptSpread, bind_shared
 from lab.lifespan import Starter
 from lab.main import create_app
 
@@ -54,8 +59,28 @@ READY_WITHIN = 120.0  # seconds worker 0 waits at start for its children to list
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0)  # seconds before restarting a child, by failures in a row
 
 
+LISTEN_FD = "LAB_INTAKE_MLLP_FD"  # set by worker 0 for its children: the MLLP socket
+
+
 def status_path(settings: Settings, index: int) -> Path:
     return settings.data_dir / "run" / f"intake-{index}.json"
+
+
+def _spread_path(settings: Settings) -> Path:
+    return settings.data_dir / "run" / "hl7-connections"
+
+
+def shared_listener(settings: Settings, *, index: int, count: int) -> AcceptSpread:
+    """Worker 0: bind the MLLP port once for every intake process; a child: take the socket
+    worker 0 handed down (its descriptor in LAB_INTAKE_MLLP_FD)."""
+    path = _spread_path(settings)
+    if index == 0:
+        listening = bind_shared(settings.mllp_host, settings.mllp_port)
+        AcceptSpread.make_file(path, count)
+    else:
+        listening = socket.socket(fileno=int(os.environ[LISTEN_FD]))
+        listening.setblocking(False)
+    return AcceptSpread(listening, path, index=index, count=count)
 
 
 @dataclass(slots=True)
@@ -75,6 +100,7 @@ class IntakeWorkers:
     settings: Settings
     database_url: str
     count: int
+    listening: socket.socket | None = None  # the MLLP socket the children share
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
 
@@ -85,6 +111,10 @@ class IntakeWorkers:
         env = dict(os.environ)
         env["LAB_DATABASE_URL"] = self.database_url
         env["LAB_DATA_DIR"] = str(self.settings.data_dir)
+        if self.listening is not None:
+            env[LISTEN_FD] = str(self.listening.fileno())
+        else:
+            env.pop(LISTEN_FD, None)
         return env
 
     def start(self) -> None:
@@ -96,8 +126,12 @@ class IntakeWorkers:
     def _spawn(self, child: Child) -> None:
         with contextlib.suppress(FileNotFoundError):
             status_path(self.settings, child.index).unlink()
+        shared = (self.listening.fileno(),) if self.listening is not None else ()
         child.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            self.command(child.index), env=self.environment(), stdin=subprocess.DEVNULL
+            self.command(child.index),
+            env=self.environment(),
+            stdin=subprocess.DEVNULL,
+            pass_fds=shared,
         )
         child.started_at = time.monotonic()
         log.info("intake worker %d started (pid %d)", child.index, child.process.pid)
@@ -185,12 +219,20 @@ class IntakeWorkers:
         return report
 
 
-def supervisor_starter(settings: Settings, *, database_url: str, count: int) -> Starter:
+def supervisor_starter(
+    settings: Settings,
+    *,
+    database_url: str,
+    count: int,
+    listening: socket.socket | None = None,
+) -> Starter:
     """Worker 0's part: start the children with the app, watch them, stop them with it."""
 
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
-        workers = IntakeWorkers(settings=settings, database_url=database_url, count=count)
+        workers = IntakeWorkers(
+            settings=settings, database_url=database_url, count=count, listening=listening
+        )
         await asyncio.to_thread(workers.start)
         # The node is ready when its intake is: the web app (and /healthz) answers only once
         # every child listens, so nothing is sent to an analyser line that no one drives yet.
@@ -227,7 +269,8 @@ def child_starters(settings: Settings, *, index: int, count: int) -> list[Starte
     if "instruments" in roles:
         starters.append(instruments.runtime.starter(settings, share=(index, count)))
     if "hl7" in roles:
-        starters.append(lab.hl7.runtime.listener_starter(settings, reuse_port=True))
+        spread = shared_listener(settings, index=index, count=count)
+        starters.append(lab.hl7.runtime.listener_starter(settings, spread=spread))
     return starters
 
 

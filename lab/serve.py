@@ -30,7 +30,7 @@ from lab import audit_chain
 from lab.config import Settings
 from lab.db import database_url, make_engine, make_session_factory, runtime_url, transaction
 from lab.demo import DEMO_USERS, seed
-from lab.intake import supervisor_starter
+from lab.intake import shared_listener, supervisor_starter
 from lab.lifespan import Starter
 from lab.main import create_app
 from lab.migrate import upgrade
@@ -62,17 +62,26 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
             # Patient-based QC: moving statistics checked every minute, drifts stored.
             lab.qc.runtime.starter(),
         ]
+    spread = None
+    if "hl7" in roles and workers > 1:
+        # One listening socket for every intake process; each takes new connections in turn.
+        spread = shared_listener(settings, index=0, count=workers)
     if "hl7" in roles:
         # Poll the outbox often: a verified result should reach the record within a second.
         starters.append(
             lab.hl7.runtime.starter(
-                settings,
-                timing=lab.hl7.runtime.Timing(dispatch_every=0.2),
-                reuse_port=workers > 1,
+                settings, timing=lab.hl7.runtime.Timing(dispatch_every=0.2), spread=spread
             )
         )
     if workers > 1:
-        starters.append(supervisor_starter(settings, database_url=url, count=workers))
+        starters.append(
+            supervisor_starter(
+                settings,
+                database_url=url,
+                count=workers,
+                listening=spread.socket if spread is not None else None,
+            )
+        )
     app = create_app(settings, engine=engine, session_factory=factory, starters=starters)
     bind_host = host or settings.http_host
     bind_port = port or settings.http_port

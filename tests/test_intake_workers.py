@@ -141,6 +141,24 @@ def test_two_intake_processes_share_the_listener_and_survive_a_killed_child(
 
         _wait_for(lab, both_served, wait=10)
 
+        # Connections held open are spread evenly: each process takes a new one only while it
+        # holds no more than the other (SO_REUSEPORT's hash put all 4 in one process at times).
+        async def hold_four() -> None:
+            held = [await asyncio.open_connection("127.0.0.1", mllp) for _ in range(4)]
+            try:
+
+                def two_each(components: dict[str, Any]) -> bool:
+                    here = components.get("hl7_listener", {}).get("connections")
+                    there = components.get("hl7_listener@1", {}).get("connections")
+                    return bool(here == 2 and there == 2)
+
+                await asyncio.to_thread(_wait_for, lab, two_each, 10)
+            finally:
+                for _reader, writer in held:
+                    writer.close()
+
+        asyncio.run(hold_four())
+
         # A killed child is seen as down, started again, and the port keeps answering.
         _wait_for(lab, _child_up)
         # Process ids are internal detail: /healthz shows them to a signed-in caller only.

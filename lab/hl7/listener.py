@@ -25,7 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mmap
+import os
+import socket
 import ssl
+import struct
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -85,6 +89,84 @@ class ListenerStats:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
+_SLOT = struct.Struct("qq")  # one intake process: its pid, its open connections
+
+
+def bind_shared(host: str, port: int, *, backlog: int = 128) -> socket.socket:
+    """The MLLP listening socket that worker 0 makes and hands to its intake children."""
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    listening = socket.socket(info[0], socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listening.bind(info[4])
+    listening.listen(backlog)
+    listening.setblocking(False)
+    return listening
+
+
+class AcceptSpread:
+    """Several intake processes on one listening socket (lab/intake.py), each taking a new
+    connection only while no live process holds fewer: the record's connections are spread
+    evenly over the processes, which SO_REUSEPORT's hash of the addresses did not do (4
+    connections over 2 processes all went to one in 2 tries of 6).
+
+    The open connections of each process are counted in a small file that every process maps
+    (`path`: one slot of pid and count per process, made empty by worker 0). A process that is
+    not alive does not count. A connection stays in the process that accepted it, so its
+    messages are still handled in order, each acknowledged after its commit.
+    """
+
+    def __init__(self, listening: socket.socket, path: Path, *, index: int, count: int) -> None:
+        self.socket = listening
+        self.index = index
+        self.count = count
+        self.path = path
+        descriptor = os.open(path, os.O_RDWR)
+        try:
+            self._slots = mmap.mmap(descriptor, _SLOT.size * count)
+        finally:
+            os.close(descriptor)
+        self.open = 0
+        self._write()
+
+    @staticmethod
+    def make_file(path: Path, count: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes(_SLOT.size * count))
+
+    def _write(self) -> None:
+        _SLOT.pack_into(self._slots, _SLOT.size * self.index, os.getpid(), self.open)
+
+    def may_accept(self) -> bool:
+        for index in range(self.count):
+            if index == self.index:
+                continue
+            pid, held = _SLOT.unpack_from(self._slots, _SLOT.size * index)
+            if held < self.open and pid > 0 and _alive(pid):
+                return False
+        return True
+
+    def opened(self) -> None:
+        self.open += 1
+        self._write()
+
+    def closed(self) -> None:
+        self.open -= 1
+        self._write()
+
+    def close(self) -> None:
+        self._slots.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Hl7Listener:
     """Serves MLLP on host:port; `start()` binds, `stop()` closes every connection."""
 
@@ -98,15 +180,16 @@ class Hl7Listener:
         allowed_peers: tuple[Network, ...] = LOOPBACK,
         senders: SenderPolicy | None = None,
         limits: ListenerLimits | None = None,
-        reuse_port: bool = False,
+        spread: AcceptSpread | None = None,
     ) -> None:
         self.inbox = inbox
         self.host = host
         self.port = port
         self.tls = tls
-        # SO_REUSEPORT: several intake processes listen on one port and the kernel spreads the
-        # connections over them (lab/intake.py). The connection caps then hold per process.
-        self.reuse_port = reuse_port
+        # Several intake processes on one port (lab/intake.py): the connection caps then hold
+        # per process.
+        self.spread = spread
+        self._accepting: asyncio.Task[None] | None = None
         self.senders = senders or SenderPolicy()
         self.limits = limits or ListenerLimits()
         self.gate = ConnectionGate(
@@ -124,19 +207,24 @@ class Hl7Listener:
     @property
     def bound_port(self) -> int:
         """The port actually bound (useful when started with port 0)."""
+        if self.spread is not None:
+            return int(self.spread.socket.getsockname()[1])
         if self._server is None or not self._server.sockets:
             return self.port
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def listening(self) -> bool:
+        return self._server is not None or self._accepting is not None
+
     async def start(self) -> None:
-        # No `ssl=` here: the handshake is started by hand once the peer has been admitted.
-        self._server = await asyncio.start_server(
-            self._connection,
-            self.host,
-            self.port,
-            limit=READ_SIZE,
-            reuse_port=self.reuse_port or None,
-        )
+        if self.spread is not None:
+            self._accepting = asyncio.create_task(self._accept_spread(self.spread))
+        else:
+            # No `ssl=` here: the handshake is started by hand once the peer has been admitted.
+            self._server = await asyncio.start_server(
+                self._connection, self.host, self.port, limit=READ_SIZE
+            )
         log.info(
             "hl7 listener on %s:%s%s, peers %s",
             self.host,
@@ -149,7 +237,42 @@ class Hl7Listener:
             ", ".join(str(network) for network in self.gate.allowed),
         )
 
+    async def _accept_spread(self, spread: AcceptSpread) -> None:
+        """One connection at a time from the shared socket, while this process's turn."""
+        loop = asyncio.get_running_loop()
+        while True:
+            while not spread.may_accept():
+                await asyncio.sleep(0.02)
+            try:
+                accepted, _address = await loop.sock_accept(spread.socket)
+            except OSError as error:  # out of descriptors, for one: wait, do not spin
+                log.warning("hl7 listener: accept failed: %s", error)
+                await asyncio.sleep(0.5)
+                continue
+            spread.opened()
+            task = loop.create_task(self._serve_accepted(accepted, spread))
+            self.stats.tasks.add(task)
+            task.add_done_callback(self.stats.tasks.discard)
+
+    async def _serve_accepted(self, accepted: socket.socket, spread: AcceptSpread) -> None:
+        try:
+            try:
+                reader, writer = await asyncio.open_connection(sock=accepted, limit=READ_SIZE)
+            except BaseException:
+                accepted.close()
+                raise
+            await self._connection(reader, writer)
+        except OSError as error:
+            log.info("hl7 listener: a new connection went away: %s", error)
+        finally:
+            spread.closed()
+
     async def stop(self) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+            self._accepting = None
         if self._server is not None:
             self._server.close()
         for task in list(self.stats.tasks):
@@ -165,7 +288,7 @@ class Hl7Listener:
         """For /healthz; `address` is removed there for callers who are not signed in."""
         stats = self.stats
         return {
-            "state": "up" if self._server is not None else "down",
+            "state": "up" if self.listening else "down",
             "address": f"{self.host}:{self.bound_port}",
             "tls": self.tls is not None,
             "client_certificates": self.client_certificates,

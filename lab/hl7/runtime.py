@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from lab.config import Settings
 from lab.hl7.dispatcher import DeliveryPolicy, Dispatcher, Endpoint, MllpClient
 from lab.hl7.inbox import Inbox
-from lab.hl7.listener import Hl7Listener, ListenerLimits, server_tls_context
+from lab.hl7.listener import AcceptSpread, Hl7Listener, ListenerLimits, server_tls_context
 from lab.hl7.release import release_due, report_withdrawals
 from lab.hl7.senders import SenderPolicy
 from lab.lifespan import Starter
@@ -63,7 +63,7 @@ def outbox_counts(session_factory: sessionmaker[Session]) -> dict[str, int]:
 
 
 def _listener(
-    settings: Settings, factory: sessionmaker[Session], *, reuse_port: bool
+    settings: Settings, factory: sessionmaker[Session], *, spread: AcceptSpread | None
 ) -> Hl7Listener:
     """The MLLP listener as the settings describe it (peers, TLS, client certificates, caps)."""
     tls = None
@@ -91,17 +91,17 @@ def _listener(
             idle_timeout=settings.mllp_idle_timeout_seconds,
             message_timeout=settings.mllp_message_timeout_seconds,
         ),
-        reuse_port=reuse_port,
+        spread=spread,
     )
 
 
-def listener_starter(settings: Settings, *, reuse_port: bool) -> Starter:
+def listener_starter(settings: Settings, *, spread: AcceptSpread | None) -> Starter:
     """Only the MLLP listener: what an intake child runs (lab/intake.py); the dispatcher and
     the release job run in worker 0."""
 
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
-        listener = _listener(settings, app.state.session_factory, reuse_port=reuse_port)
+        listener = _listener(settings, app.state.session_factory, spread=spread)
         await listener.start()
         app.state.components.register("hl7_listener", listener.status)
         try:
@@ -118,14 +118,14 @@ def starter(
     *,
     policy: DeliveryPolicy | None = None,
     timing: Timing | None = None,
-    reuse_port: bool = False,
+    spread: AcceptSpread | None = None,
 ) -> Starter:
     timing = timing or Timing()
 
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
         factory: sessionmaker[Session] = app.state.session_factory
-        listener = _listener(settings, factory, reuse_port=reuse_port)
+        listener = _listener(settings, factory, spread=spread)
         await listener.start()
         dispatcher: Dispatcher | None = None
         if settings.ehr_mllp_url:
