@@ -24,7 +24,7 @@ from lab.results.calculated import CALCULATOR, WAITS_FOR, usable
 from lab.results.judging import ActiveRules, Refusal, TubeFacts, active_rules
 from lab.results.judging import Measurement as Measurement
 from lab.results.state import Change, NewMeasurement, NewResult, ResultState
-from lab.results.tube import Tube, TubeTest, add_tests, load_tube, tube_facts
+from lab.results.tube import Tube, TubeTest, add_tests, delta_tests, load_tube, tube_facts
 from lab.results.writing import Write, write_versions
 from lab.rules import (
     Calculation,
@@ -129,10 +129,6 @@ def record_tube(
     numbers = {accession.normalise(m.accession_number) for m in measurements}
     if len(numbers) != 1:
         raise InvalidInput.field("accession_number", "one tube at a time", code="one_tube")
-    loaded = load_tube(session, measurements[0].accession_number)
-    if isinstance(loaded, Refusal):
-        return [_refused(loaded) for _ in measurements]
-    tube = loaded
     rules = rules if rules is not None else active_rules(session)
     catalog_now = snapshot(session)
     now = utcnow()
@@ -140,12 +136,20 @@ def record_tube(
         code: catalog_now.by_code.get(code)
         for code in {m.test_code.strip().upper() for m in measurements}
     }
+    tests = [t for t in found.values() if t is not None]
+    loaded = load_tube(
+        session,
+        measurements[0].accession_number,
+        delta=delta_tests(tests, (rules.autoverification, rules.shadow)),
+        before=max((as_utc(m.observed_at) for m in measurements if m.observed_at), default=now),
+    )
+    if isinstance(loaded, Refusal):
+        return [_refused(loaded) for _ in measurements]
+    tube = loaded
     facts = tube_facts(
         session,
         tube,
-        [t for t in found.values() if t is not None],
-        (rules.autoverification, rules.shadow),
-        max((as_utc(m.observed_at) for m in measurements if m.observed_at), default=now),
+        tests,
         {m.instrument for m in measurements if m.instrument and m.instrument != CALCULATOR},
     )
     decided: list[Outcome | tuple[bool, int]] = []  # (changed, ordered test id) once written

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lab import audit
@@ -31,6 +31,7 @@ from lab.specimens import accession
 from lab.specimens import service as specimens
 from lab.tables import SPECIMEN_FINISHED, OrderedTest, Result, Specimen, TestStatus
 from lab.tables.results import R
+from lab.timeutil import utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,8 @@ class Tube:
     patient: PatientFacts
     ordered: dict[int, TubeTest]  # by test id, locked FOR UPDATE
     results: dict[int, Result]  # by ordered test id
+    # The patient's previous result of each test asked for (a delta rule's), by test id.
+    previous: dict[int, PreviousResult]
     order_number: str  # the order's filler number (the audit's name for it)
     # Audit rows of what the rules added to the tube, written with the results' rows.
     audit_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -145,19 +148,65 @@ SELECT {", ".join(f"s.{c}" for c in _TUBE_COLUMNS.split(", "))},
        p.sex, p.birth_date, o.filler_order_number,
        (SELECT coalesce(json_agg(json_build_array(tests.id, tests.test_id, tests.status, stored.id)
                                  ORDER BY tests.id), '[]')
-        FROM tests LEFT JOIN stored ON stored.ordered_test_id = tests.id)
+        FROM tests LEFT JOIN stored ON stored.ordered_test_id = tests.id),
+       earlier.test_ids, earlier.vals, earlier.comparators, earlier.times
 FROM specimen s
 JOIN specimen t ON t.id = (SELECT id FROM root)
 JOIN patient p ON p.id = s.patient_id
 JOIN lab_order o ON o.id = t.order_id
+CROSS JOIN LATERAL (
+    -- The patient's newest earlier result of each test a delta rule compares with, measured
+    -- before this message, not cancelled, not of this tube (ix_result_patient_history).
+    SELECT array_agg(d.test_id) AS test_ids, array_agg(d.value_numeric) AS vals,
+           array_agg(d.comparator) AS comparators, array_agg(d.at) AS times
+    FROM (
+        SELECT DISTINCT ON (r.test_id) r.test_id, r.value_numeric, r.comparator,
+               coalesce(r.observed_at, r.recorded_at) AS at
+        FROM result r
+        WHERE r.patient_id = s.patient_id
+          AND r.test_id = ANY(CAST(%(delta)s AS bigint[]))
+          AND r.status <> '{R.CANCELLED.value}'
+          AND r.value_numeric IS NOT NULL
+          AND r.ordered_test_id NOT IN (SELECT id FROM tests)
+          AND coalesce(r.observed_at, r.recorded_at) < CAST(%(before)s AS timestamptz)
+        ORDER BY r.test_id, coalesce(r.observed_at, r.recorded_at) DESC, r.id DESC
+    ) d
+) earlier
 WHERE s.accession_number = %(number)s
 """  # noqa: S608
 _WIDTH = len(_TUBE_COLUMNS.split(", "))
 
 
-def load_tube(session: Session, accession_number: str) -> Tube | Refusal:
+def delta_tests(tests: Sequence[TestRule], rulesets: Sequence[RuleSet | None]) -> list[int]:
+    """The tests that have a delta rule in any of `rulesets` (the active one and the one in
+    shadow): their previous results are read with the tube."""
+    return [
+        t.id
+        for t in tests
+        if any(
+            ruleset is not None and (rules := ruleset.for_test(t.code)) is not None and rules.delta
+            for ruleset in rulesets
+        )
+    ]
+
+
+def load_tube(
+    session: Session,
+    accession_number: str,
+    *,
+    delta: Sequence[int] = (),
+    before: datetime | None = None,
+) -> Tube | Refusal:
+    """The tube, and the patient's previous result of each test in `delta` measured before
+    `before` (now when not given)."""
     number = accession.normalise(accession_number)
-    found = session.connection().exec_driver_sql(_LOAD, {"number": number}).first()
+    found = (
+        session.connection()
+        .exec_driver_sql(
+            _LOAD, {"number": number, "delta": list(delta), "before": before or utcnow()}
+        )
+        .first()
+    )
     if found is None:
         # A number that finds nothing is looked up again by `get_by_accession`, which says
         # why (empty, check digit, unknown).
@@ -175,7 +224,7 @@ def load_tube(session: Session, accession_number: str) -> Tube | Refusal:
     columns = tuple(found)
     specimen = TubeRow(*columns[:_WIDTH])
     root = TubeRow(*columns[_WIDTH : 2 * _WIDTH])
-    sex, born, order_number, tests = columns[2 * _WIDTH :]
+    sex, born, order_number, tests, *earlier = columns[2 * _WIDTH :]
     if specimen.status in SPECIMEN_FINISHED:
         return Refusal(
             field="accession_number",
@@ -201,49 +250,21 @@ def load_tube(session: Session, accession_number: str) -> Tube | Refusal:
         patient=facts_of(sex=sex, birth_date=born, collected_at=root.collected_at),
         ordered=ordered,
         results=stored,
+        previous={
+            test_id: PreviousResult(value=value, comparator=comparator, measured_at=at)
+            for test_id, value, comparator, at in zip(*earlier, strict=True)
+        }
+        if earlier[0] is not None
+        else {},
         order_number=order_number,
     )
 
 
 def tube_facts(
-    session: Session,
-    tube: Tube,
-    tests: Sequence[TestRule],
-    rulesets: Sequence[RuleSet | None],
-    measured_at: datetime,
-    instruments: set[str],
+    session: Session, tube: Tube, tests: Sequence[TestRule], instruments: set[str]
 ) -> TubeFacts:
-    """What the judgement needs beyond the results: the previous result of each test that has a
-    delta rule in any of `rulesets` (the active one and the one in shadow; one query for the
-    tube), the QC locks of the analyser, the specimen's values."""
-    previous: dict[int, PreviousResult] = {}
-    with_delta = [
-        t.id
-        for t in tests
-        if any(
-            ruleset is not None and (rules := ruleset.for_test(t.code)) is not None and rules.delta
-            for ruleset in rulesets
-        )
-    ]
-    if with_delta:
-        measured = func.coalesce(Result.observed_at, Result.recorded_at)
-        rows = session.execute(
-            select(Result.test_id, Result.value_numeric, Result.comparator, measured)
-            .where(
-                Result.patient_id == tube.specimen.patient_id,
-                Result.test_id.in_(with_delta),
-                Result.status != R.CANCELLED,
-                Result.value_numeric.is_not(None),
-                Result.ordered_test_id.not_in([t.id for t in tube.ordered.values()]),
-                measured < measured_at,
-            )
-            .order_by(Result.test_id, measured.desc(), Result.id.desc())
-            .distinct(Result.test_id)
-        ).all()
-        previous = {
-            test_id: PreviousResult(value=value, comparator=comparator, measured_at=at)
-            for test_id, value, comparator, at in rows
-        }
+    """What the judgement needs beyond the results: the previous results the delta rules
+    compare with (read with the tube), the QC locks of the analyser, the specimen's values."""
     codes = {test.id: test.code for test in tests}
     values = {
         codes[r.test_id]: r.value_numeric
@@ -256,7 +277,7 @@ def tube_facts(
     for instrument in instruments:
         locked |= qc.locked_tests(session, instrument=instrument, test_codes=list(codes.values()))
     return TubeFacts(
-        patient=tube.patient, previous=previous, specimen_results=values, qc_locked=locked
+        patient=tube.patient, previous=tube.previous, specimen_results=values, qc_locked=locked
     )
 
 
