@@ -4,9 +4,9 @@ Every order and every analyser message would otherwise read the same tests, refe
 and panels again. The cache holds a frozen snapshot of the whole catalog (a lab has hundreds of
 tests, not millions), shared safely between threads, and is rebuilt whenever the catalog changes:
 every change raises the number in the one-row table `catalog_version` in the same transaction,
-and each transaction compares that number first (one small query instead of several larger
-ones). A transaction that changes the catalog reads it afresh and never shares what it read:
-it may still roll back.
+and each transaction compares that number (with the transaction that wrote it) first, as part of
+the one stamp of rarely changing facts (`lab.facts`). A transaction that changes the catalog
+reads it afresh and never shares what it read: it may still roll back.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import event, select, text
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
+from lab import facts
 from lab.errors import NotFound
 from lab.tables import LabTest, Panel
 
@@ -89,17 +91,17 @@ class CatalogSnapshot:
 class _Cache:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.version: int | None = None
+        self.version: tuple[int, str] | None = None  # the stamp's catalog part
         self.snapshot: CatalogSnapshot | None = None
 
 
 # One cache per database (tests and benchmarks use several in one process).
-_caches: dict[str, _Cache] = {}
+_caches: dict[URL, _Cache] = {}
 _caches_lock = threading.Lock()
 
 
 def _cache_for(session: Session) -> _Cache:
-    key = session.get_bind().engine.url.render_as_string(hide_password=True)
+    key = facts.database_of(session)
     with _caches_lock:
         cache = _caches.get(key)
         if cache is None:
@@ -112,12 +114,16 @@ def bump_version(session: Session) -> None:
     session.execute(text("UPDATE catalog_version SET version = version + 1 WHERE id = 1"))
     session.info.pop(_SESSION_KEY, None)
     session.info[_CHANGED_KEY] = True
+    facts.forget(session)
+
+
+def changing(session: Session) -> bool:
+    """Has this transaction changed the catalog? What it reads then is its own, not to share."""
+    return bool(session.info.get(_CHANGED_KEY))
 
 
 def current_version(session: Session) -> int:
-    return int(
-        session.execute(text("SELECT version FROM catalog_version WHERE id = 1")).scalar_one()
-    )
+    return facts.stamp(session).catalog_version
 
 
 _SESSION_KEY = "catalog_snapshot"
@@ -146,12 +152,13 @@ def snapshot(session: Session) -> CatalogSnapshot:
 
 
 def _snapshot(session: Session) -> CatalogSnapshot:
-    changing = bool(session.info.get(_CHANGED_KEY))
-    version = current_version(session)
+    changed = changing(session)
+    version = None if changed else facts.stamp(session).catalog
     cache = _cache_for(session)
-    with cache.lock:
-        if not changing and cache.version == version and cache.snapshot is not None:
-            return cache.snapshot
+    if not changed:
+        with cache.lock:
+            if cache.version == version and cache.snapshot is not None:
+                return cache.snapshot
     tests = [TestRule.of(test) for test in session.scalars(select(LabTest))]
     panels = {
         panel.code: tuple(member.test.code for member in panel.members)
@@ -163,7 +170,7 @@ def _snapshot(session: Session) -> CatalogSnapshot:
         by_loinc=_by_loinc(tests),
         panels=panels,
     )
-    if not changing:
+    if not changed:
         with cache.lock:
             cache.version, cache.snapshot = version, loaded
     return loaded

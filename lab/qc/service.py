@@ -5,20 +5,26 @@ result of a locked test on that analyser is held with reason `qc`. A run is judg
 stored, against the accepted runs before it (`westgard.judge_run`); a rejection locks the test on
 that analyser at once, an accepted run of every level or a person's documented override unlocks
 it (`lab.qc.lock`). Everything is audited.
+
+The locked tests are part of the stamp of rarely changing facts (`lab.facts`) each transaction
+reads once: asking costs no statement of its own. Whatever writes a lock row here forgets the
+transaction's stamp, so the transaction's next question sees its own change.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import literal, select, tuple_
 from sqlalchemy.orm import Session, make_transient_to_detached, noload
 
-from lab import audit
+from lab import audit, facts
 from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.errors import Conflict, InvalidInput
@@ -26,7 +32,6 @@ from lab.qc import judging, materials, westgard
 from lab.qc import lock as qc_lock
 from lab.qc.judging import Candidate, Target
 from lab.qc.materials import analyser_name
-from lab.tables.catalog import LabTest
 from lab.tables.qc import (
     LockState,
     ProblemStatus,
@@ -63,16 +68,18 @@ def locked_tests(session: Session, *, instrument: str, test_codes: Iterable[str]
     codes = {code.strip().upper() for code in test_codes}
     if not name or not codes:
         return frozenset()
-    found = session.scalars(
-        select(LabTest.code)
-        .join(QcLock, QcLock.test_id == LabTest.id)
-        .where(
-            QcLock.instrument == name,
-            QcLock.state == LockState.LOCKED,
-            LabTest.code.in_(codes),
-        )
-    )
-    return frozenset(code.upper() for code in found)
+    locked = _locked_by_analyser(facts.stamp(session).locks).get(name)
+    return frozenset(codes & locked) if locked else frozenset()
+
+
+@lru_cache(maxsize=64)
+def _locked_by_analyser(locks: str) -> Mapping[str, frozenset[str]]:
+    """The stamp's locked tests by analyser name (test codes as the catalog writes them)."""
+    found: dict[str, set[str]] = {}
+    for line in locks.split(facts.ROW) if locks else ():
+        name, code = line.split(facts.FIELD)
+        found.setdefault(name, set()).add(code)
+    return MappingProxyType({name: frozenset(codes) for name, codes in found.items()})
 
 
 def locked_of(session: Session, *, measured: Iterable[tuple[str, str]]) -> frozenset[str]:
@@ -444,6 +451,8 @@ def store_run(
         audit_rows=audit_rows,
         lock=lock_write,
     )
+    if lock_write is not None:
+        facts.forget(session)  # this transaction's next question sees the lock as written
     if lock_audit is not None:  # the lock row was new: its id is known now
         lock_audit["entity_id"] = str(written.lock_id)
         audit.record_rows(session, [lock_audit])
@@ -585,6 +594,7 @@ def _note_event(
     row.since = after.since
     row.last_event_at, row.last_event_sequence, row.last_event_kind = qc_lock.order_key(newest)
     session.flush()
+    facts.forget(session)  # this transaction's next question sees the lock as written
     if after.state is not before.state:
         audit.record_rows(
             session,

@@ -6,8 +6,11 @@ unknown test is refused with every problem's line, and nothing is stored. Only a
 permission to activate rule sets (the lab physician) can make a version active; every load and
 state change is audited with who and when.
 
-The parsed active and shadow versions are cached per process and checked once per transaction
-(one small query), like the catalog snapshot: the judgement of a result costs no parsing.
+The parsed active and shadow versions are cached per process under the rule set part of the
+stamp of rarely changing facts (`lab.facts`, one small query per transaction, shared with the
+catalog and the QC locks) and the catalog's version they were checked against: the judgement of
+a result costs no parsing, and an activation committed anywhere is in the next transaction's
+stamp.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import event, func, insert, select, text
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
-from lab import audit
+from lab import audit, facts
 from lab.audit import Actor
 from lab.catalog.rules import CatalogSnapshot
+from lab.catalog.rules import changing as catalog_changing
 from lab.catalog.rules import snapshot as catalog_snapshot
 from lab.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from lab.rules import (
@@ -84,18 +89,23 @@ def parse(
 
     Formulas are checked against the plausibility limits of `limits_from`, by default the
     active autoverification rule set."""
+    rules = limits_from
+    if kind is RuleKind.FORMULAS and rules is None:
+        rules = active_ruleset(session)
+    return _parse(session, kind=kind, text_=text_, version=version, limits=rules)
+
+
+def _parse(
+    session: Session, *, kind: RuleKind, text_: str, version: int, limits: RuleSet | None
+) -> Parsed:
     catalog = catalog_snapshot(session)
     units = {code: test.unit for code, test in catalog.by_code.items()}
     if kind is RuleKind.AUTOVERIFICATION:
         return parse_ruleset(text_, version=version, known_tests=units)
     if kind is RuleKind.FORMULAS:
         # Formulas may divide only by tests whose plausibility limits keep them above zero:
-        # the limits are those of the active autoverification rule set.
-        rules = limits_from
-        if rules is None:
-            current = active(session, kind=RuleKind.AUTOVERIFICATION)
-            rules = current.parsed if current and isinstance(current.parsed, RuleSet) else None
-        return parse_formulas(text_, version=version, known_tests=_formula_inputs(catalog, rules))
+        # the limits are those of `limits` (None: no test has any).
+        return parse_formulas(text_, version=version, known_tests=_formula_inputs(catalog, limits))
     return parse_reflexes(text_, version=version, known_tests=units)
 
 
@@ -331,64 +341,91 @@ def seed_demo(session: Session, *, actor: Actor, active: bool = True) -> list[Ru
 # ---------------------------------------------------------------------------- reading
 
 
+def _forget(session: Session) -> None:
+    """A state changed in this transaction: its next question reads the stamp again."""
+    facts.forget(session)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _InForce:
+    """The active and shadow versions of one stamp, parsed; shared by every transaction whose
+    stamp (and catalog) is the same, so nothing in it is ever changed."""
+
+    loaded: dict[tuple[RuleKind, RuleState], LoadedVersion]
+    active: ActiveRules  # with the autoverification version in shadow, if one runs
+    shadow: ActiveRules
+
+
 class _Cache:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.parsed: dict[tuple[int, str], Parsed] = {}  # (row id, sha256) -> parsed
+        # per database: the key (catalog version, rule set part of the stamp) and its versions
+        self.in_force: dict[URL, tuple[tuple[tuple[int, str], str], _InForce]] = {}
 
 
 _cache = _Cache()
-_SESSION_KEY = "rule_set_rows"
+_SESSION_KEY = "rule_sets_in_force"
 
 
-def _forget(session: Session) -> None:
-    session.info.pop(_SESSION_KEY, None)
-
-
-@event.listens_for(Session, "after_commit")
-@event.listens_for(Session, "after_rollback")
-def _forget_after_transaction(session: Session) -> None:
-    """What is active is read again in the next transaction (one small query)."""
-    session.info.pop(_SESSION_KEY, None)
-
-
-def _rows(session: Session) -> dict[tuple[str, str], tuple[int, int, str]]:
-    """(kind, state) -> (id, version, sha256) of the active and shadow rows, once per
-    transaction."""
-    known: dict[tuple[str, str], tuple[int, int, str]] | None = session.info.get(_SESSION_KEY)
-    if known is not None:
-        return known
-    rows = session.execute(
-        select(
-            RuleSetVersion.kind,
-            RuleSetVersion.state,
-            RuleSetVersion.id,
-            RuleSetVersion.version,
-            RuleSetVersion.sha256,
-        ).where(RuleSetVersion.state.in_((RuleState.ACTIVE.value, RuleState.SHADOW.value)))
-    ).all()
-    found: dict[tuple[str, str], tuple[int, int, str]] = {}
-    for kind, state, row_id, version, sha in rows:
-        found[(kind, state)] = (row_id, version, sha)
-    session.info[_SESSION_KEY] = found
+def _in_force(session: Session) -> _InForce:
+    """The versions in force for this transaction's stamp: parsed once per process while the
+    rule sets and the catalog stay as they are (a transaction that changed the catalog parses
+    against its own, and keeps that to itself)."""
+    stamp = facts.stamp(session)
+    known: tuple[facts.Stamp, _InForce] | None = session.info.get(_SESSION_KEY)
+    if known is not None and known[0] is stamp:
+        return known[1]
+    shared = not catalog_changing(session)
+    key = (stamp.catalog, stamp.rules)
+    database = facts.database_of(session)
+    found: _InForce | None = None
+    if shared:
+        with _cache.lock:
+            entry = _cache.in_force.get(database)
+        if entry is not None and entry[0] == key:
+            found = entry[1]
+    if found is None:
+        found = _parse_in_force(session, stamp.rules)
+        if shared:
+            with _cache.lock:
+                _cache.in_force[database] = (key, found)
+    session.info[_SESSION_KEY] = (stamp, found)
     return found
 
 
+def _parse_in_force(session: Session, rules: str) -> _InForce:
+    """Parse the versions the stamp names (their texts in one query): the active
+    autoverification version first, as the formulas are checked against its limits."""
+    named: dict[tuple[RuleKind, RuleState], tuple[int, int]] = {}
+    for line in rules.split(facts.ROW) if rules else ():
+        kind, state, number, version, _sha = line.split(facts.FIELD)
+        named[(RuleKind(kind), RuleState(state))] = (int(number), int(version))
+    ids = [row_id for row_id, _ in named.values()]
+    texts: dict[int, str] = {}
+    if ids:
+        query = select(RuleSetVersion.id, RuleSetVersion.text).where(RuleSetVersion.id.in_(ids))
+        texts = {row_id: document for row_id, document in session.execute(query)}
+    loaded: dict[tuple[RuleKind, RuleState], LoadedVersion] = {}
+    limits: RuleSet | None = None
+    order = sorted(named, key=lambda ks: (ks[0] is not RuleKind.AUTOVERIFICATION, ks[1].value))
+    for kind, state in order:
+        row_id, row_version = named[(kind, state)]
+        parsed = _parse(session, kind=kind, text_=texts[row_id], version=row_version, limits=limits)
+        if (kind, state) == (RuleKind.AUTOVERIFICATION, RuleState.ACTIVE):
+            assert isinstance(parsed, RuleSet)
+            limits = parsed
+        loaded[(kind, state)] = LoadedVersion(
+            id=row_id, kind=kind, version=row_version, state=state, parsed=parsed
+        )
+    bundle = _bundle(loaded, RuleState.ACTIVE)
+    in_shadow = loaded.get((RuleKind.AUTOVERIFICATION, RuleState.SHADOW))
+    if in_shadow is not None and isinstance(in_shadow.parsed, RuleSet):
+        bundle = replace(bundle, shadow=in_shadow.parsed, shadow_id=in_shadow.id)
+    return _InForce(loaded=loaded, active=bundle, shadow=_bundle(loaded, RuleState.SHADOW))
+
+
 def _loaded(session: Session, kind: RuleKind, state: RuleState) -> LoadedVersion | None:
-    entry = _rows(session).get((kind.value, state.value))
-    if entry is None:
-        return None
-    row_id, version, sha = entry
-    with _cache.lock:
-        parsed = _cache.parsed.get((row_id, sha))
-    if parsed is None:
-        document = session.scalar(select(RuleSetVersion.text).where(RuleSetVersion.id == row_id))
-        if document is None:  # pragma: no cover - rows are never deleted (trigger)
-            return None
-        parsed = parse(session, kind=kind, text_=document, version=version)
-        with _cache.lock:
-            _cache.parsed[(row_id, sha)] = parsed
-    return LoadedVersion(id=row_id, kind=kind, version=version, state=state, parsed=parsed)
+    return _in_force(session).loaded.get((kind, state))
 
 
 def active(session: Session, *, kind: RuleKind) -> LoadedVersion | None:
@@ -416,8 +453,10 @@ class ActiveRules:
     shadow_id: int | None = None
 
 
-def _bundle(session: Session, state: RuleState) -> ActiveRules:
-    found = {kind: _loaded(session, kind, state) for kind in RuleKind}
+def _bundle(
+    loaded: dict[tuple[RuleKind, RuleState], LoadedVersion], state: RuleState
+) -> ActiveRules:
+    found = {kind: loaded.get((kind, state)) for kind in RuleKind}
     auto = found[RuleKind.AUTOVERIFICATION]
     formulas = found[RuleKind.FORMULAS]
     reflex = found[RuleKind.REFLEX]
@@ -425,24 +464,20 @@ def _bundle(session: Session, state: RuleState) -> ActiveRules:
         autoverification=auto.parsed if auto and isinstance(auto.parsed, RuleSet) else None,
         formulas=formulas.parsed if formulas and isinstance(formulas.parsed, FormulaSet) else None,
         reflex=reflex.parsed if reflex and isinstance(reflex.parsed, ReflexSet) else None,
-        ids={kind.value: loaded.id for kind, loaded in found.items() if loaded is not None},
+        ids={kind.value: one.id for kind, one in found.items() if one is not None},
     )
 
 
 def active_rules(session: Session) -> ActiveRules:
     """The active version of each kind, with the autoverification version in shadow if one
-    runs: one small query per transaction, parsed once per process (the recording path's
-    call)."""
-    bundle = _bundle(session, RuleState.ACTIVE)
-    in_shadow = shadow(session, kind=RuleKind.AUTOVERIFICATION)
-    if in_shadow is None or not isinstance(in_shadow.parsed, RuleSet):
-        return bundle
-    return replace(bundle, shadow=in_shadow.parsed, shadow_id=in_shadow.id)
+    runs: parsed once per process, checked with the transaction's stamp (the recording path's
+    call). The same object is shared by every caller: read it, never change it."""
+    return _in_force(session).active
 
 
 def shadow_rules(session: Session) -> ActiveRules:
     """The versions running in shadow (their decisions are recorded, never acted on)."""
-    return _bundle(session, RuleState.SHADOW)
+    return _in_force(session).shadow
 
 
 def active_ruleset(session: Session) -> RuleSet | None:
