@@ -9,7 +9,12 @@ from hypothesis import strategies as st
 
 from lab.reports import render_result_report
 from lab.reports.result_report import TABLE_COMMENT_LIMIT, build_result_report
-from lab.reports.types import ReportInputError, ResultLine
+from lab.reports.types import (
+    MAX_NAME_LENGTH,
+    MAX_TEST_NAME_LENGTH,
+    ReportInputError,
+    ResultLine,
+)
 
 from .builders import SAMI_FAMILY, SAMI_GIVEN, page_texts, read_pdf, result_lines, result_report
 from .test_fonts import NAME_LETTERS
@@ -142,19 +147,30 @@ def test_bad_input_is_refused_at_construction() -> None:
         ResultLine(test_name="HB", value="Positiv", comparator="<")
     with pytest.raises(ReportInputError):
         ResultLine(test_name=" ", value=Decimal(1))
+    with pytest.raises(ReportInputError):
+        ResultLine(test_name="K" * (MAX_TEST_NAME_LENGTH + 1), value=Decimal(1))
+    ResultLine(test_name="K" * MAX_TEST_NAME_LENGTH, value=Decimal(1))
+    with pytest.raises(ReportInputError):
+        result_report(family="Å" * (MAX_NAME_LENGTH + 1))
 
 
 free_text = st.text(max_size=300)
 marked_up = st.text(alphabet="<>&\"'/b" + NAME_LETTERS, max_size=300)
+# Names and test names as long as the report takes them (a longer one is refused: tested above).
+name_text = st.text(max_size=MAX_NAME_LENGTH)
+test_name_text = st.one_of(
+    st.text(alphabet="<>&\"'/b" + NAME_LETTERS, max_size=MAX_TEST_NAME_LENGTH),
+    st.text(max_size=MAX_TEST_NAME_LENGTH),
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    family=st.one_of(st.text(alphabet=NAME_LETTERS, min_size=1, max_size=200), free_text).filter(
-        lambda name: bool(name.strip())
-    ),
-    given_name=st.one_of(st.just(SAMI_GIVEN), free_text),
-    test_name=st.one_of(marked_up, free_text).filter(lambda name: bool(name.strip())),
+    family=st.one_of(
+        st.text(alphabet=NAME_LETTERS, min_size=1, max_size=MAX_NAME_LENGTH), name_text
+    ).filter(lambda name: bool(name.strip())),
+    given_name=st.one_of(st.just(SAMI_GIVEN), name_text),
+    test_name=test_name_text.filter(lambda name: bool(name.strip())),
     comment=st.one_of(st.none(), marked_up, free_text, st.text(max_size=3000)),
     value=st.one_of(
         st.none(),
