@@ -15,15 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import select, union
+from sqlalchemy import select, text, union
 from sqlalchemy.orm import Session
 
 from lab.qc import lock as qc_lock
 from lab.qc.actions import RunAction, actions_of
 from lab.qc.materials import analyser_name
-from lab.qc.service import stored_events
 from lab.tables.catalog import LabTest
 from lab.tables.qc import QcOverride, QcRun, RunStatus
 
@@ -57,13 +56,94 @@ class LockEntry:
         return not self.locked and not self.actions
 
 
+# The lock's changes walked on the server, so a test with years of runs sends back only its
+# changes. The same walk as `lab.qc.lock.changes` (a test checks the two agree): only a rejected
+# run, an accepted run of every level and an override can change the lock (`step`); taken in
+# `order_key` order, the lock is locked exactly when the last of them was a rejection, so it
+# changes where one of them differs from the one before, and a release's locking run is the
+# rejection just before it.
+_WALK = text(
+    """
+    WITH deciding AS (
+        SELECT run_at AS at, id AS sequence, CAST(:run AS text) AS kind,
+               status = :rejected AS rejected, id AS run_id, first_rule AS rule
+        FROM qc_run
+        WHERE instrument = :instrument AND test_id = :test_id AND status <> :establishing
+          AND (status = :rejected OR all_levels)
+        UNION ALL
+        SELECT at, id, CAST(:override AS text), false, locked_by_run_id, ''
+        FROM qc_override
+        WHERE instrument = :instrument AND test_id = :test_id
+    ), walked AS (
+        SELECT deciding.*,
+               lag(rejected, 1, false) OVER w AS was_locked,
+               lag(run_id) OVER w AS before_run_id,
+               lag(rule) OVER w AS before_rule
+        FROM deciding
+        WINDOW w AS (ORDER BY at, sequence, kind)
+    )
+    SELECT at, sequence, kind, rejected, run_id, rule, before_run_id, before_rule
+    FROM walked
+    WHERE rejected <> was_locked AND at >= :since AND at < :until
+    ORDER BY at DESC, sequence DESC, kind DESC
+    LIMIT :limit
+    """
+)
+_ALWAYS = (datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC))
+
+
+def _changes(
+    session: Session,
+    *,
+    instrument: str,
+    test_id: int,
+    limit: int | None = None,
+    between: tuple[datetime, datetime] = _ALWAYS,
+) -> list[qc_lock.LockChange]:
+    """The lock's changes (the last `limit`, in `between`), oldest first."""
+    rows = session.execute(
+        _WALK,
+        {
+            "instrument": instrument,
+            "test_id": test_id,
+            "run": qc_lock.EventKind.RUN.value,
+            "override": qc_lock.EventKind.OVERRIDE.value,
+            "rejected": RunStatus.REJECTED.value,
+            "establishing": RunStatus.ESTABLISHING.value,
+            "since": between[0],
+            "until": between[1],
+            "limit": limit,
+        },
+    ).all()
+    found = []
+    for at, sequence, kind, rejected, run_id, rule, before_run_id, before_rule in reversed(rows):
+        event = qc_lock.QcEvent(
+            at=at,
+            sequence=sequence,
+            kind=qc_lock.EventKind(kind),
+            rejected=rejected,
+            rule=rule,
+            run_id=run_id,
+        )
+        if rejected:
+            before = qc_lock.IN_CONTROL
+            after = qc_lock.Lock(state=qc_lock.LockState.LOCKED, rule=rule, run_id=run_id, since=at)
+        else:
+            before = qc_lock.Lock(
+                state=qc_lock.LockState.LOCKED, rule=before_rule, run_id=before_run_id
+            )
+            after = qc_lock.Lock(state=qc_lock.LockState.IN_CONTROL, run_id=run_id, since=at)
+        found.append(qc_lock.LockChange(event=event, before=before, after=after))
+    return found
+
+
 def history(
     session: Session, *, instrument: str, test: LabTest, limit: int = 20
 ) -> list[LockEntry]:
     """The last `limit` changes of the lock of `test` on `instrument`, newest first."""
     name = analyser_name(instrument)
-    changes = qc_lock.changes(stored_events(session, instrument=name, test_id=test.id))
-    return _entries(session, name, test.code, changes[-limit:])[::-1]
+    changes = _changes(session, instrument=name, test_id=test.id, limit=limit)
+    return _entries(session, name, test.code, changes)[::-1]
 
 
 def changes_between(
@@ -90,11 +170,7 @@ def changes_between(
     }
     found: list[LockEntry] = []
     for name, test_id in sorted(pairs, key=lambda p: (p[0], codes.get(p[1], ""))):
-        changes = [
-            change
-            for change in qc_lock.changes(stored_events(session, instrument=name, test_id=test_id))
-            if start <= change.event.at < end
-        ]
+        changes = _changes(session, instrument=name, test_id=test_id, between=(start, end))
         found.extend(_entries(session, name, codes.get(test_id, ""), changes))
     return sorted(found, key=lambda entry: entry.at)
 

@@ -4,18 +4,22 @@ monthly report."""
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from lab.catalog import service as catalog
 from lab.qc import actions as qc_actions
+from lab.qc import lock as qc_lock
 from lab.qc import lock_history, report
 from lab.qc import queue as qc_queue
 from lab.qc import service as qc
-from lab.tables.qc import QcProblem
+from lab.tables.qc import QcOverride, QcProblem, QcRun, RunStatus
 from lab.timeutil import OSLO, utcnow
 from tests.conftest import actor
 from tests.qc.builders import ANALYSER, T0, control_result, na_run, only_run
@@ -32,6 +36,7 @@ def test_locks_and_releases_with_how_and_the_actions_written_down(db: Session) -
     first = only_run(na_run(db, 0.0, -3.3, minute=0))  # 1-3s locks
     only_run(na_run(db, 0.1, 0.2, minute=30))  # accepted, both levels: released
     second = only_run(na_run(db, 3.4, 0.0, minute=60))  # locks again
+    only_run(na_run(db, 0.1, None, minute=70))  # one level only: stays locked
     qc_actions.add_action(db, actor=TECHNICIAN, run_id=second.id, text="new reagent pack loaded")
     qc.override_lock(db, actor=PHYSICIAN, instrument="demo", test_code="NA", reason=REASON)
 
@@ -46,6 +51,66 @@ def test_locks_and_releases_with_how_and_the_actions_written_down(db: Session) -
     assert [a.text for a in newest.actions] == ["new reagent pack loaded"]
     assert not newest.action_missing
     assert len(lock_history.history(db, instrument="demo", test=na, limit=1)) == 1
+    assert _by_the_fold(db, na.id) == lock_history.history(db, instrument="demo", test=na)
+
+
+def _by_the_fold(db: Session, test_id: int) -> list[lock_history.LockEntry]:
+    """The history as the pure fold over every stored run and override gives it, newest first."""
+    every = qc.stored_events(db, instrument="demo", test_id=test_id)
+    return lock_history._entries(db, "demo", "NA", qc_lock.changes(every))[::-1]
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=120),
+            st.sampled_from(["accepted", "one_level", "rejected", "override"]),
+        ),
+        max_size=14,
+    )
+)
+def test_the_walk_on_the_server_agrees_with_the_fold(
+    db: Session, events: list[tuple[int, str]]
+) -> None:
+    na = catalog.get_by_code(db, "NA")
+    saved = db.begin_nested()
+    try:
+        for minute, kind in events:
+            at = T0 + timedelta(minutes=minute)
+            if kind == "override":
+                db.add(
+                    QcOverride(instrument="demo", test_id=na.id, at=at, person="p", reason="r" * 10)
+                )
+                continue
+            db.add(
+                QcRun(
+                    instrument="demo",
+                    test_id=na.id,
+                    run_at=at,
+                    run_key=secrets.token_hex(8),
+                    source="manual",
+                    status=RunStatus.REJECTED if kind == "rejected" else RunStatus.ACCEPTED,
+                    rules_applied=[],
+                    first_rule="1-3s" if kind == "rejected" else "",
+                    all_levels=kind != "one_level",
+                    entered_by="t",
+                )
+            )
+        db.flush()
+        assert lock_history.history(db, instrument="demo", test=na, limit=500) == _by_the_fold(
+            db, na.id
+        )
+        assert (
+            lock_history.history(db, instrument="demo", test=na, limit=2)
+            == _by_the_fold(db, na.id)[:2]
+        )
+    finally:
+        saved.rollback()
 
 
 def test_the_month_lists_locks_releases_and_queue_entries_handled_in_it(db: Session) -> None:
