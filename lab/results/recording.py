@@ -18,7 +18,7 @@ from lab.audit import Actor
 from lab.catalog.rules import CatalogSnapshot, TestRule, snapshot
 from lab.errors import InvalidInput
 from lab.orders import service as orders
-from lab.results import judging, lab_added
+from lab.results import judging, reflex_tests
 from lab.results import outbox as hl7_outbox
 from lab.results.calculated import CALCULATOR, WAITS_FOR, usable
 from lab.results.judging import ActiveRules, Refusal, TubeFacts, active_rules
@@ -32,7 +32,6 @@ from lab.rules import (
     Hold,
     HoldCode,
     ReflexResult,
-    ReflexRule,
     calculate,
     reflexes_for,
 )
@@ -274,6 +273,14 @@ def _note(work: _Pending, key: str, name: str, text: str) -> None:
         work.changes[index] = replace(change, state=change.state.but(judgement=judgement))
 
 
+def _fired(work: _Pending) -> set[str]:
+    """The reflex rules that fired on this result already (noted in its judgements)."""
+    states = [change.state for change in work.changes]
+    if work.before is not None:
+        states.append(work.before)
+    return {name for state in states for name in (state.judgement or {}).get("reflex", {})}
+
+
 def _derive(
     session: Session,
     actor: Actor,
@@ -338,9 +345,19 @@ def _derive(
                     flags=(*state.flags, *state.instrument_flags.replace(",", " ").split()),
                 ),
             ):
-                _reflex(
-                    session, actor, tube, work, rule, rules.reflex.version, catalog_now, now=now
+                note = reflex_tests.add(
+                    session,
+                    actor,
+                    tube,
+                    rule,
+                    rules.reflex.version,
+                    catalog_now,
+                    fired=_fired(work),
+                    source=work.target.id if isinstance(work.target, Result) else None,
+                    now=now,
                 )
+                if note is not None:
+                    _note(work, "reflex", rule.id, note)
     return released
 
 
@@ -445,72 +462,6 @@ def _store_calculated(
         if hold not in last.state.holds:
             work.changes[-1] = replace(last, state=last.state.but(holds=(*last.state.holds, hold)))
     return _follow(ordered, work)
-
-
-def _reflex(
-    session: Session,
-    actor: Actor,
-    tube: Tube,
-    work: _Pending,
-    rule: ReflexRule,
-    version: int,
-    catalog_now: CatalogSnapshot,
-    *,
-    now: datetime,
-) -> None:
-    """Add the reflex test to the same tube, once per result and rule (or, when the tube
-    cannot serve it, ask for a new specimen); the record is told of the added test at once."""
-    added = catalog_now.by_code.get(rule.add)
-    if added is None:
-        return
-    states = [change.state for change in work.changes]
-    if work.before is not None:
-        states.append(work.before)
-    fired = {name for state in states for name in (state.judgement or {}).get("reflex", {})}
-    already = tube.ordered.get(added.id)
-    if rule.id in fired or (already is not None and already.status != TestStatus.CANCELLED):
-        return  # never twice for one result; nothing to add when the test is on the tube
-    order = session.get(Order, tube.root.order_id)
-    assert order is not None  # foreign key
-    if any(t.test_id == added.id and t.status != TestStatus.CANCELLED for t in order.tests):
-        return  # on the order already (on another tube)
-    target = work.target
-    source = target.id if isinstance(target, Result) else None
-    why = f"reflex {rule.id} (reflex set v{version})" + (f" on result {source}" if source else "")
-    new_tube = None
-    root = tube.orm_root(session)
-    tube.settle_orm_tests(session)
-    if lab_added.tube_serves(added, root):
-        ordered = orders.add_by_rule(
-            session, actor=actor, specimen=root, test_id=added.id, rule=why
-        )
-        tube.ordered[added.id] = TubeTest(
-            id=ordered.id, test_id=ordered.test_id, status=ordered.status, stored=ordered.status
-        )
-        _note(work, "reflex", rule.id, f"{rule.add} added ({rule.source})".strip())
-    else:
-        # The tube cannot serve the test: a new specimen is asked for.
-        ordered, new_tube = lab_added.add_on_new_specimen(
-            session, actor=actor, order=order, test=added, rule=f"{why}; new specimen"
-        )
-        _note(
-            work,
-            "reflex",
-            rule.id,
-            f"{rule.add} needs a new specimen ({added.specimen_type}, {added.container}): "
-            f"{new_tube.accession_number}",
-        )
-    if new_tube is None:
-        note = f"{rule.add} added by the lab: reflex {rule.id} on {rule.test}. {rule.source}"
-    else:
-        note = (
-            f"{rule.add} added by the lab: reflex {rule.id} on {rule.test}; the specimen at hand "
-            f"cannot serve it: a new {added.specimen_type} specimen ({added.container}) is "
-            f"needed, accession number {new_tube.accession_number}"
-        )
-    lab_added.tell_record(
-        session, order=order, added=ordered, note=note.strip(), new_specimen=new_tube, now=now
-    )
 
 
 def _outcome_of(
