@@ -372,9 +372,9 @@ def move_on_result(
     """What a result does to a tube already in the lab, as `note_result` decides it: at work,
     or completed when none of its tests waits for a result; None when it stays as it is. (A
     tube not yet received goes through `note_result`, which notes the receipt.)"""
-    target = S.COMPLETED if open_tests == 0 else S.IN_PROGRESS
     current = SpecimenStatus(status)
-    if current == target or not SPECIMEN_LIFECYCLE.allows(current, target):
+    target = _after_result(current, open_tests)
+    if target is None:
         return None
     return TubeMove(
         specimen_id=specimen_id,
@@ -411,14 +411,23 @@ def note_result(
                 OrderedTest.status.in_(TEST_PENDING),
             )
         )
-    target = S.COMPLETED if open_tests == 0 else S.IN_PROGRESS
     if root.status in (S.EXPECTED, S.COLLECTED):
         # An analyser can only measure a tube that is in the lab: note the implicit receipt.
         root.received_at = root.received_at or utcnow()
         _move(session, root, S.RECEIVED, actor, "received (first result arrived)")
         set_due_times(session, root)
-    if root.status != target and SPECIMEN_LIFECYCLE.allows(root.status, target):
+    target = _after_result(SpecimenStatus(root.status), open_tests or 0)  # count() is never NULL
+    if target is not None:
         _move(session, root, target, actor, "")
+
+
+def _after_result(current: SpecimenStatus, open_tests: int) -> SpecimenStatus | None:
+    """Where a result moves a tube in the lab: completed when none of its tests waits for a
+    result, at work otherwise; None when it stays where it is."""
+    target = S.COMPLETED if open_tests == 0 else S.IN_PROGRESS
+    if current == target or not SPECIMEN_LIFECYCLE.allows(current, target):
+        return None
+    return target
 
 
 def _move(
