@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from instruments.astm.codec import Field
 from instruments.astm.constants import ENQ_BYTE, EOT_BYTE
-from instruments.astm.events import MessageReceived
+from instruments.astm.events import FrameRejected, MessageReceived
 from instruments.astm.frames import build_frame, build_frames
 from instruments.astm.link import Connection, Role
 from instruments.astm.record_codec import build_records, parse_records
@@ -102,7 +102,14 @@ def test_we_read_the_messages_astm_2025_builds(message: list[Record], size: int 
     frames = astm_codec.encode(astm_records, ENCODING, size=size)
     host = Connection(role=Role.HOST)
     host.receive_data(ENQ_BYTE + b"".join(frames) + EOT_BYTE, 0.0)
-    received = [e for e in drain(host) if isinstance(e, MessageReceived)]
+    events = drain(host)
+    if frames[0][1:2] != b"1":
+        # astm-2025 numbers a message that exactly fills one frame of `size` bytes as frame 2
+        # (seen with size=247). LIS1-A 6.3.2 starts a transfer at frame 1, so the link refuses it.
+        assert [e.frame_number for e in events if isinstance(e, FrameRejected)] == [2]
+        assert not any(isinstance(e, MessageReceived) for e in events)
+        return
+    received = [e for e in events if isinstance(e, MessageReceived)]
     assert len(received) == 1 and received[0].complete
     # astm-2025 drops trailing empty components (`a^` -> `a`), so compare with its own reading
     theirs = astm_codec.decode(b"".join(frames[:1]), ENCODING) if len(frames) == 1 else None
