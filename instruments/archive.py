@@ -6,10 +6,11 @@ transcript format of `instruments.astm.transcript` (``>`` from the analyser, ``<
 `lab instrument replay` can feed through the decoder again.
 
 Two steps keep every byte (docs/architecture.md, rule 7):
-- `keep`: each piece is appended and flushed to the operating system before the caller feeds it
-  to the link layer or writes it to the line. From then on a crash of the service loses none of
-  it (the kernel holds it), and readers of the file (the turnaround indexer) see it.
-- `sync`: before a completed message is parsed into records and stored (and so before the ACK
+- `keep_now(..., durable=False)`: each piece is appended to the file with one `write` system
+  call (no buffer of ours in between) before the caller feeds it to the link layer or writes it
+  to the line. From then on a crash of the service loses none of it (the kernel holds it), and
+  readers of the file (the turnaround indexer) see it.
+- `sync_now`: before a completed message is parsed into records and stored (and so before the ACK
   that tells the analyser it was delivered), the analyser's file is forced to disk
   (fdatasync): whatever the database commits has its raw bytes on disk first. Only a power loss
   between the two steps can lose bytes, and then only bytes of a message that was neither
@@ -37,7 +38,6 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
 
 from instruments.astm.link import Role
 from instruments.astm.transcript import encode_payload
@@ -53,16 +53,10 @@ class TrafficArchive:
     def __init__(self, directory: Path, *, daily_quota_bytes: int | None = None) -> None:
         self.directory = directory
         self.daily_quota_bytes = daily_quota_bytes
-        self._files: dict[str, tuple[int, IO[str]]] = {}  # instrument: (UTC day, its file)
+        self._files: dict[str, tuple[int, int]] = {}  # instrument: (UTC day, its descriptor)
         self._sizes: dict[str, int] = {}  # bytes in the instrument's file of the day
         self._dirty: set[str] = set()  # instruments with bytes not yet forced to disk
         self._lock = threading.Lock()
-
-    async def keep(self, instrument: str, writer: Role, data: bytes) -> None:
-        """Append `data` and hand it to the operating system (no disk flush: `sync` does that
-        before a message is stored). A small buffered write, done on the caller's thread."""
-        if data:
-            self.keep_now(instrument, writer, data, durable=False)
 
     async def sync(self, instrument: str) -> None:
         """Force what was kept for `instrument` to disk; returns once it is there."""
@@ -80,7 +74,7 @@ class TrafficArchive:
                 return
             # A duplicate of the descriptor: the disk flush runs without the lock (other lines
             # keep writing meanwhile), and a day's file closed meanwhile stays valid here.
-            descriptor = os.dup(current[1].fileno())
+            descriptor = os.dup(current[1])
         try:
             os.fdatasync(descriptor)
         except BaseException:
@@ -99,21 +93,26 @@ class TrafficArchive:
         *,
         durable: bool = True,
     ) -> None:
-        """Append `data`; with `durable` (the default), forced to disk before returning."""
+        """Append `data`; with `durable` (the default), forced to disk before returning.
+
+        One `write` system call per piece, straight to the file's descriptor (no buffer of our
+        own): when it returns, the operating system holds the piece."""
         moment = time.time() if at is None else at
-        mark = ">" if writer is Role.INSTRUMENT else "<"
-        text = f"@ {moment:.6f}\n{mark} {encode_payload(data)}\n"
+        mark = b"> " if writer is Role.INSTRUMENT else b"< "
+        payload = _SINGLE_BYTES.get(data) if len(data) == 1 else None
+        if payload is None:
+            payload = encode_payload(data).encode("ascii")
+        entry = b"@ %.6f\n%s%s\n" % (moment, mark, payload)
         with self._lock:
-            handle = self._file(instrument, moment)
-            size = self._sizes.get(instrument, 0) + len(text)
+            descriptor = self._file(instrument, moment)
+            size = self._sizes.get(instrument, 0) + len(entry)
             if self.daily_quota_bytes is not None and size > self.daily_quota_bytes:
                 quota = self.daily_quota_bytes
                 raise ArchiveFull(f"archive quota of {quota} bytes a day reached for {instrument}")
             self._sizes[instrument] = size
-            handle.write(text)
-            handle.flush()
+            _write_all(descriptor, entry)
             if durable:
-                os.fdatasync(handle.fileno())
+                os.fdatasync(descriptor)
                 self._dirty.discard(instrument)
             else:
                 self._dirty.add(instrument)
@@ -122,36 +121,50 @@ class TrafficArchive:
         day = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d")
         return self.directory / _safe(instrument) / f"{day}.astm"
 
-    def _file(self, instrument: str, moment: float) -> IO[str]:
+    def _file(self, instrument: str, moment: float) -> int:
+        """The descriptor of the instrument's file for the UTC day of `moment` (opened in
+        append mode; the day that ended is forced to disk and closed)."""
         day = int(moment // 86400)  # the UTC day: the open file serves it without a path
         current = self._files.get(instrument)
         if current is not None and current[0] == day:
             return current[1]
         path = self.path_for(instrument, moment)
         if current is not None:
-            current[1].flush()
-            os.fdatasync(current[1].fileno())  # the day that ends is on disk whole
-            current[1].close()
+            os.fdatasync(current[1])  # the day that ends is on disk whole
+            os.close(current[1])
+            del self._files[instrument]
         new = not path.exists()
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = path.open("a", encoding="ascii", newline="\n")
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
         if new:
-            handle.write(f"# raw ASTM traffic of analyser {instrument!r}; times are Unix seconds\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+            header = f"# raw ASTM traffic of analyser {instrument!r}; times are Unix seconds\n"
+            _write_all(descriptor, header.encode("ascii", "backslashreplace"))
+            os.fsync(descriptor)
             _fsync_directory(path.parent)  # the new file's name must survive a crash too
-        self._files[instrument] = (day, handle)
-        self._sizes[instrument] = path.stat().st_size
-        return handle
+        self._files[instrument] = (day, descriptor)
+        self._sizes[instrument] = os.fstat(descriptor).st_size
+        return descriptor
 
     def close(self) -> None:
         with self._lock:
-            for _, handle in self._files.values():
-                handle.flush()
-                os.fdatasync(handle.fileno())
-                handle.close()
+            for _, descriptor in self._files.values():
+                os.fdatasync(descriptor)
+                os.close(descriptor)
             self._dirty.clear()
             self._files.clear()
+
+
+#: The payload text of each one-byte piece (ACK, NAK, ENQ, EOT: half of a line's pieces).
+_SINGLE_BYTES = {
+    bytes((byte,)): encode_payload(bytes((byte,))).encode("ascii") for byte in range(256)
+}
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    """Write `data` whole (a regular file takes it in one call; a short write is continued)."""
+    while data:
+        written = os.write(descriptor, data)
+        data = data[written:]
 
 
 def _safe(name: str) -> str:

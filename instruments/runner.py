@@ -232,12 +232,14 @@ class InstrumentRunner:
                     future.set_result(False)
             self.status.link_down(self.idle_state)
 
-    async def _keep_traffic(self, writer: Role, data: bytes) -> None:
+    def _keep_traffic(self, writer: Role, data: bytes) -> None:
+        """Each piece in the archive file (handed to the operating system) before the link
+        layer reads it or the line carries it: a small write on the loop's thread."""
         if writer is Role.INSTRUMENT:
             self.status.frames_received += data.count(STX)
         if self.archive is not None:
             try:
-                await self.archive.keep(self.instrument.name, writer, data)
+                self.archive.keep_now(self.instrument.name, writer, data, durable=False)
             except ArchiveFull as full:
                 self.status.raise_alarm("archive quota reached", str(full))
                 raise  # the line closes: nothing unarchived is read or sent

@@ -60,11 +60,13 @@ class ByteChannel(Protocol):
     async def close(self) -> None: ...
 
 
-Traffic = Callable[[Role, bytes], Awaitable[None]]
+#: Keeps a piece of traffic (the raw archive); synchronous, so that when it returns the piece is
+#: kept and nothing else ran meanwhile. It may raise to end the line (a full archive).
+Traffic = Callable[[Role, bytes], None]
 EventHandler = Callable[["LineDriver", Event], Awaitable[None]]
 
 
-async def _no_archive(_writer: Role, _data: bytes) -> None:
+def _no_archive(_writer: Role, _data: bytes) -> None:
     return None
 
 
@@ -123,7 +125,7 @@ class LineDriver:
                     self._reading = False
                 if not data:
                     break
-                await self.on_traffic(self.peer_role, data)  # durable before it is read
+                self.on_traffic(self.peer_role, data)  # kept before it is read
                 connection.receive_data(data, self.clock())
                 self._check_limits()
                 await self.process()
@@ -193,7 +195,7 @@ class LineDriver:
             data = self.connection.data_to_send()
             if not data:
                 return
-            await self.on_traffic(self.connection.role, data)
+            self.on_traffic(self.connection.role, data)
             pieces = self.split_writes(data) if self.split_writes else [data]
             for piece in pieces:
                 await self.channel.write(piece)
