@@ -295,18 +295,6 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(play())
 
 
-async def wait_for_host(host: str, port: int) -> tcp.StreamChannel:
+async def wait_for_host(host: str, port: int) -> tcp.TcpChannel:
     """Listen until the lab module (configured as a TCP client) connects; take that line."""
-    arrived: asyncio.Future[tcp.StreamChannel] = asyncio.get_running_loop().create_future()
-
-    async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if arrived.done():
-            writer.close()
-            return
-        arrived.set_result(tcp.StreamChannel(reader, writer))
-
-    server = await asyncio.start_server(accepted, host, port)
-    try:
-        return await arrived
-    finally:
-        server.close()
+    return await tcp.accept_one(host, port)

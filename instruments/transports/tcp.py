@@ -9,6 +9,8 @@ within about two minutes and the analyser's new connection is let in.
 
 Client mode: we connect out and reconnect with exponential backoff. A read returns what the
 socket had (frames split and merged arbitrarily); the driver reassembles.
+
+The channel is an asyncio protocol (`TcpChannel`), not a stream reader and writer: see there.
 """
 
 from __future__ import annotations
@@ -25,44 +27,160 @@ from lab.peers import ConnectionGate, Refusal
 
 log = logging.getLogger(__name__)
 
-_READ_SIZE = 4096
+#: Past this many bytes received and not yet read, the socket is not read until they are.
+_HIGH_WATER = 64 * 1024
 
-OnLine = Callable[["StreamChannel"], Awaitable[None]]
+OnLine = Callable[["TcpChannel"], Awaitable[None]]
 OnRefused = Callable[[str, Refusal], None]
 
 
-class StreamChannel:
-    """A `ByteChannel` over an asyncio stream pair."""
+class TcpChannel(asyncio.Protocol):
+    """A `ByteChannel` over one TCP connection: the asyncio protocol itself, without a stream
+    reader and writer in between.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        address = writer.get_extra_info("peername")
+    An analyser's message is a dozen round trips of a few bytes, each a read and a write on
+    both ends, so what a read and a write cost the event loop is most of what a line costs.
+    Bytes that arrive wait in the channel until `read` takes them all; a read that is
+    cancelled (the driver's `stop`) takes none, so nothing that arrived is lost. `on_made`, if
+    given, is called once the connection is made (the server's gate, see `serve`)."""
+
+    def __init__(self, on_made: Callable[[TcpChannel], None] | None = None) -> None:
+        self._on_made = on_made
+        self.transport: asyncio.Transport | None = None
+        self._peer = ""
+        self._received: list[bytes] = []
+        self._received_bytes = 0
+        self._reading_paused = False
+        self._waiter: asyncio.Future[None] | None = None  # a read waiting for bytes
+        self._writable: asyncio.Future[None] | None = None  # a write waiting for room
+        self._writing_paused = False
+        self._ended = False  # the peer closed (EOF) or the connection is lost
+        self._lost: asyncio.Future[None] | None = None
+
+    # ---------------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._lost = asyncio.get_running_loop().create_future()
+        address = transport.get_extra_info("peername")
         self._peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+        if self._on_made is not None:
+            self._on_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._received.append(data)
+        self._received_bytes += len(data)
+        if self._received_bytes > _HIGH_WATER and not self._reading_paused:
+            assert self.transport is not None
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._ended = True
+        self._wake_reader()
+        return True  # the peer sends no more; what we still write goes out until we close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended = True
+        self._wake_reader()
+        writable = self._writable
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        writable = self._writable
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    def _wake_reader(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ---------------------------------------------------------------- ByteChannel
 
     @property
     def peer(self) -> str:
         return self._peer
 
     async def read(self) -> bytes:
-        try:
-            return await self.reader.read(_READ_SIZE)
-        except (ConnectionError, OSError):
-            return b""  # reset by the peer: the line is gone
+        """What arrived since the last read; b"" once the peer closed or the line is gone."""
+        if not self._received:
+            if self._ended:
+                return b""
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+            if not self._received:
+                return b""  # ended (a reset by the peer too: the line is gone)
+        received = self._received
+        data = received[0] if len(received) == 1 else b"".join(received)
+        received.clear()
+        self._received_bytes = 0
+        if self._reading_paused and self.transport is not None and not self._ended:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data
 
     async def write(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
+        """Hand `data` to the socket; waits only while the peer does not take what we send.
+        Raises `ConnectionResetError` once the connection is lost."""
+        transport, lost = self.transport, self._lost
+        if transport is None or lost is None or lost.done():
+            raise ConnectionResetError("Connection lost")
+        transport.write(data)
+        while self._writing_paused and not lost.done():
+            writable = self._writable = asyncio.get_running_loop().create_future()
+            try:
+                await writable
+            finally:
+                self._writable = None
+        if lost.done():
+            raise ConnectionResetError("Connection lost")
 
     async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await self.writer.wait_closed()
+        """Close the connection (what is written still goes out first) and wait until it is."""
+        if self.transport is None or self._lost is None:
+            return
+        self.transport.close()
+        await self._lost
 
 
-async def open_channel(host: str, port: int, *, timeout: float = 10.0) -> StreamChannel:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    return StreamChannel(reader, writer)
+async def open_channel(host: str, port: int, *, timeout: float = 10.0) -> TcpChannel:
+    loop = asyncio.get_running_loop()
+    _transport, channel = await asyncio.wait_for(
+        loop.create_connection(TcpChannel, host, port), timeout
+    )
+    return channel
+
+
+async def accept_one(host: str, port: int) -> TcpChannel:
+    """Listen on `host:port` until one peer connects; that connection (later ones are closed)."""
+    loop = asyncio.get_running_loop()
+    arrived: asyncio.Future[TcpChannel] = loop.create_future()
+
+    def made(channel: TcpChannel) -> None:
+        if arrived.done():
+            assert channel.transport is not None
+            channel.transport.close()
+        else:
+            arrived.set_result(channel)
+
+    server = await loop.create_server(lambda: TcpChannel(made), host, port)
+    try:
+        return await arrived
+    finally:
+        server.close()
 
 
 async def serve(
@@ -76,20 +194,9 @@ async def serve(
     (by default: from `settings.allowed_peers`, one at a time)."""
     if gate is None:
         gate = ConnectionGate(allowed=settings.allowed_peers, max_connections=1, max_per_peer=1)
+    lines: set[asyncio.Task[None]] = set()  # the running lines (a task needs a strong reference)
 
-    async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        address = writer.get_extra_info("peername")
-        host = str(address[0]) if isinstance(address, tuple) else ""
-        refusal = gate.admit(host)
-        if refusal is not None:
-            peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else host
-            log.warning("analyser port %s: refused %s: %s", settings.port, peer, refusal.reason)
-            writer.transport.abort()  # nothing read, nothing archived
-            if on_refused is not None:
-                on_refused(peer, refusal)
-            return
-        _keep_alive(writer)
-        channel = StreamChannel(reader, writer)
+    async def run(channel: TcpChannel, host: str) -> None:
         try:
             await on_line(channel)
         except Exception:  # one line's failure must not reach the server or other lines
@@ -98,12 +205,31 @@ async def serve(
             gate.release(host)
             await channel.close()
 
-    return await asyncio.start_server(accepted, settings.host, settings.port)
+    def made(channel: TcpChannel) -> None:
+        transport = channel.transport
+        assert transport is not None
+        address = transport.get_extra_info("peername")
+        host = str(address[0]) if isinstance(address, tuple) else ""
+        refusal = gate.admit(host)
+        if refusal is not None:
+            peer = channel.peer if isinstance(address, tuple) else host
+            log.warning("analyser port %s: refused %s: %s", settings.port, peer, refusal.reason)
+            transport.abort()  # nothing read, nothing archived
+            if on_refused is not None:
+                on_refused(peer, refusal)
+            return
+        _keep_alive(transport)
+        task = asyncio.get_running_loop().create_task(run(channel, host))
+        lines.add(task)
+        task.add_done_callback(lines.discard)
+
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: TcpChannel(made), settings.host, settings.port)
 
 
-def _keep_alive(writer: asyncio.StreamWriter) -> None:
+def _keep_alive(transport: asyncio.BaseTransport) -> None:
     """Probe an idle connection after 60 s, every 15 s, and give up after 4 unanswered probes."""
-    sock = writer.get_extra_info("socket")
+    sock = transport.get_extra_info("socket")
     if sock is None:
         return
     with contextlib.suppress(OSError, AttributeError):
