@@ -220,6 +220,15 @@ def run(url: str, *, present: int, recorded: int, heavy: int) -> None:
             f"  {label:24}: {per_result[kind]:6.2f} ms CPU per result, "
             f"{per_tube[kind]:5.1f} statements per tube"
         )
+    # The gap between a result the rules release (outbox written, order refreshed) and one
+    # they hold for a person, as results/s: measured (wall, moves with the machine's load) and
+    # what this process's CPU alone would allow (1000 / ms CPU per result).
+    print(
+        f"released vs held       : {rate['with']:8.0f} vs {rate['judged']:.0f} results/s "
+        f"(wall); {1000 / per_result['with']:.0f} vs {1000 / per_result['judged']:.0f} "
+        "results/s of client CPU; "
+        f"{per_tube['with'] / per_tube['judged']:.1f}x the statements per tube"
+    )
     print(
         f"judgement's share of the client CPU: "
         f"{per_result['judged'] / per_result['without'] - 1:6.0%}; formulas and reflexes: "

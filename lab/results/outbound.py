@@ -7,9 +7,11 @@ message from them. Reads, never writes: queuing the message is `lab.results.outb
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -38,7 +40,6 @@ from lab.tables import (
     Order,
     OrderedTest,
     Result,
-    ResultVersion,
     Specimen,
     WithdrawalKind,
 )
@@ -73,6 +74,96 @@ _SEX = {"F": Sex.FEMALE, "M": Sex.MALE, "O": Sex.OTHER, "U": Sex.UNKNOWN}
 _FLAGS = {flag.value: flag for flag in AbnormalFlag}
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TestNames:
+    """What an ORU says of a test: its codes and names, and how its value is typed."""
+
+    code: str
+    name_nb: str
+    name_en: str
+    loinc: str | None
+    result_type: str
+
+    @classmethod
+    def of(cls, test: LabTest) -> TestNames:
+        return cls(
+            code=test.code,
+            name_nb=test.name_nb,
+            name_en=test.name_en,
+            loinc=test.loinc,
+            result_type=test.result_type,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportedValue:
+    """One result as an ORU reports it: its current columns and its newest version's range,
+    coded comments and comment. Read from the ORM's objects (`of`) or as plain rows by the
+    outbox's set-based release: both give the same OBX."""
+
+    test: TestNames
+    value_numeric: Decimal | None
+    comparator: str | None
+    value_text: str | None
+    unit: str | None
+    flags: tuple[str, ...]
+    observed_at: datetime | None
+    verified_by: str | None
+    reference_low: Decimal | None
+    reference_high: Decimal | None
+    judgement: Mapping[str, Any] | None
+    comment: str
+
+    @classmethod
+    def of(cls, result: Result, test: LabTest) -> ReportedValue:
+        current = result.versions[-1]
+        return cls(
+            test=TestNames.of(test),
+            value_numeric=result.value_numeric,
+            comparator=result.comparator,
+            value_text=result.value_text,
+            unit=result.unit,
+            flags=tuple(result.flags),
+            observed_at=result.observed_at,
+            verified_by=result.verified_by,
+            reference_low=current.reference_low,
+            reference_high=current.reference_high,
+            judgement=current.judgement,
+            comment=current.comment,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderHeading:
+    """What every ORU of an order says whatever its results: the order's numbers and
+    clinician, its patient, its tests' panels (OBR-4) and when its tubes were collected."""
+
+    placer_order_number: str
+    placer_namespace: str
+    filler_order_number: str
+    ordering_clinician: str
+    panels: frozenset[str | None]
+    patient: Patient
+    collected_at: datetime | None
+
+
+def patient_of(
+    *,
+    family_name: str,
+    given_name: str,
+    birth_date: date | None,
+    sex: str,
+    identifiers: Iterable[tuple[str, str]],
+) -> Patient:
+    """PID from the stored patient: its identifiers as (value, authority), in id order."""
+    return Patient(
+        identifiers=tuple(_identifier(value, authority) for value, authority in identifiers),
+        name=PersonName(family=family_name, given=given_name or None),
+        birth_date=birth_date,
+        sex=_SEX.get(sex),
+    )
+
+
 def build_report(
     session: Session,
     order: Order,
@@ -94,26 +185,65 @@ def build_report(
     }
     tubes = list(session.scalars(select(Specimen).where(Specimen.order_id == order.id)))
     collected = [tube.collected_at for tube in tubes if tube.collected_at is not None]
-    observations = tuple(
-        _observation(result, tests[result.test_id], observation_status)
-        for result, observation_status in parts
+    heading = _heading(order, patient, collected_at=min(collected) if collected else None)
+    return report_of(
+        heading,
+        [
+            (ReportedValue.of(result, tests[result.test_id]), observation_status)
+            for result, observation_status in parts
+        ],
+        status,
+        control_id=control_id,
+        now=now,
     )
-    service = _service(order, [tests[result.test_id] for result, _ in parts])
+
+
+def report_of(
+    heading: OrderHeading,
+    parts: Sequence[tuple[ReportedValue, ObservationStatus]],
+    status: ResultStatus,
+    *,
+    control_id: str,
+    now: datetime,
+) -> ResultReport:
+    """The ORU of `parts` (each result with its OBX-11) of the order `heading` names."""
+    observations = tuple(
+        _observation(value, observation_status) for value, observation_status in parts
+    )
+    service = _service(heading.panels, [value.test for value, _ in parts])
     return _order_report(
-        order,
-        patient,
+        heading,
         control_id=control_id,
         now=now,
         service=service,
-        collected_at=min(collected) if collected else None,
+        collected_at=heading.collected_at,
         result_status=status,
         observations=observations,
     )
 
 
+def _heading(
+    order: Order, patient: StoredPatient, *, collected_at: datetime | None
+) -> OrderHeading:
+    return OrderHeading(
+        placer_order_number=order.placer_order_number,
+        placer_namespace=order.placer_namespace,
+        filler_order_number=order.filler_order_number,
+        ordering_clinician=order.ordering_clinician,
+        panels=frozenset(test.panel_code for test in order.tests),
+        patient=patient_of(
+            family_name=patient.family_name,
+            given_name=patient.given_name,
+            birth_date=patient.birth_date,
+            sex=patient.sex,
+            identifiers=[(i.value, i.authority) for i in patient.identifiers],
+        ),
+        collected_at=collected_at,
+    )
+
+
 def _order_report(
-    order: Order,
-    patient: StoredPatient,
+    heading: OrderHeading,
     *,
     control_id: str,
     now: datetime,
@@ -131,16 +261,16 @@ def _order_report(
         created_at=now,
         sending_application=SENDING_APPLICATION,
         sending_facility=get_settings().lab_name,
-        receiving_application=order.placer_namespace or "EHR",
+        receiving_application=heading.placer_namespace or "EHR",
         receiving_facility="",
-        patient=_patient(patient),
+        patient=heading.patient,
         placer_order_number=EntityId(
-            id=order.placer_order_number, namespace=order.placer_namespace
+            id=heading.placer_order_number, namespace=heading.placer_namespace
         ),
-        filler_order_number=EntityId(id=order.filler_order_number, namespace=SENDING_APPLICATION),
+        filler_order_number=EntityId(id=heading.filler_order_number, namespace=SENDING_APPLICATION),
         service=service[0],
         alternate_service=service[1],
-        ordering_provider=_provider(order.ordering_clinician),
+        ordering_provider=_provider(heading.ordering_clinician),
         collected_at=collected_at,
         reported_at=now,
         result_status=result_status,
@@ -150,28 +280,15 @@ def _order_report(
     )
 
 
-def _patient(patient: StoredPatient) -> Patient:
-    identifiers = tuple(
-        PatientIdentifier(
-            id=identifier.value,
-            assigning_authority="NOR" if identifier.authority in _NATIONAL_OIDS else "",
-            assigning_authority_oid=_NATIONAL_OIDS.get(identifier.authority, ""),
-            identifier_type=identifier.authority
-            if identifier.authority in _NATIONAL_OIDS
-            else "PI",
+def _identifier(value: str, authority: str) -> PatientIdentifier:
+    if authority in _NATIONAL_OIDS:
+        return PatientIdentifier(
+            id=value,
+            assigning_authority="NOR",
+            assigning_authority_oid=_NATIONAL_OIDS[authority],
+            identifier_type=authority,
         )
-        if identifier.authority in _NATIONAL_OIDS
-        else PatientIdentifier(
-            id=identifier.value, assigning_authority=identifier.authority, identifier_type="PI"
-        )
-        for identifier in patient.identifiers
-    )
-    return Patient(
-        identifiers=identifiers,
-        name=PersonName(family=patient.family_name, given=patient.given_name or None),
-        birth_date=patient.birth_date,
-        sex=_SEX.get(patient.sex),
-    )
+    return PatientIdentifier(id=value, assigning_authority=authority, identifier_type="PI")
 
 
 def _provider(clinician: str) -> Provider | None:
@@ -182,16 +299,17 @@ def _provider(clinician: str) -> Provider | None:
     return Provider(id=parts[0], family=parts[1], given=parts[2], assigning_authority=parts[3])
 
 
-def _codes(test: LabTest) -> tuple[CodedValue, CodedValue]:
+def _codes(test: TestNames) -> tuple[CodedValue, CodedValue]:
     local = CodedValue(code=test.code, text=test.name_nb, coding_system="L")
     if test.loinc:
         return CodedValue(code=test.loinc, text=test.name_en, coding_system="LN"), local
     return local, local
 
 
-def _service(order: Order, reported: Iterable[LabTest]) -> tuple[CodedValue, CodedValue | None]:
+def _service(
+    panels: frozenset[str | None], reported: Iterable[TestNames]
+) -> tuple[CodedValue, CodedValue | None]:
     """OBR-4: the panel when the whole order is one, else the test (first reported)."""
-    panels = {test.panel_code for test in order.tests}
     if len(panels) == 1 and None not in panels:
         (panel,) = panels
         return CodedValue(code=str(panel), text=str(panel), coding_system="L"), None
@@ -200,15 +318,14 @@ def _service(order: Order, reported: Iterable[LabTest]) -> tuple[CodedValue, Cod
     return primary, (local if local is not primary else None)
 
 
-def _observation(result: Result, test: LabTest, status: ObservationStatus) -> Observation:
-    loinc, local = _codes(test)
-    current = result.versions[-1]
+def _observation(result: ReportedValue, status: ObservationStatus) -> Observation:
+    loinc, local = _codes(result.test)
     if status in (ObservationStatus.CANNOT_BE_OBTAINED, ObservationStatus.DELETED):
         return Observation(
             loinc=loinc, local=local, value_type=ValueType.STRING, value=None, status=status
         )
-    value_type, value = _value(result, test)
-    reference = ReferenceRange(current.reference_low, current.reference_high).text()
+    value_type, value = _value(result)
+    reference = ReferenceRange(result.reference_low, result.reference_high).text()
     return Observation(
         loinc=loinc,
         local=local,
@@ -220,26 +337,26 @@ def _observation(result: Result, test: LabTest, status: ObservationStatus) -> Ob
         abnormal_flags=tuple(_FLAGS[flag] for flag in result.flags if flag in _FLAGS),
         observed_at=result.observed_at,
         responsible_observer=Provider(id=result.verified_by) if result.verified_by else None,
-        comments=_notes_of(current),
+        comments=_notes_of(result),
     )
 
 
-def _notes_of(version: ResultVersion) -> tuple[str, ...]:
+def _notes_of(result: ReportedValue) -> tuple[str, ...]:
     """The OBX's NTEs: the coded comments the rules gave the result (an interference from a
     serum index, `HEM: ...`), then the person's comment."""
-    coded = (version.judgement or {}).get("comments", ())
+    coded = (result.judgement or {}).get("comments", ())
     notes = tuple(f"{comment['code']}: {comment['text']}" for comment in coded)
-    return notes + ((version.comment,) if version.comment else ())
+    return notes + ((result.comment,) if result.comment else ())
 
 
-def _value(result: Result, test: LabTest) -> tuple[ValueType, Decimal | str | CodedValue]:
+def _value(result: ReportedValue) -> tuple[ValueType, Decimal | str | CodedValue]:
     if result.value_numeric is not None:
         if result.comparator:
             # NM cannot carry `<5`; ST keeps it readable as sent by the analyser.
             return ValueType.STRING, f"{result.comparator}{result.value_numeric}"
         return ValueType.NUMERIC, Decimal(result.value_numeric)
     text = result.value_text or ""
-    if test.result_type == "coded":
+    if result.test.result_type == "coded":
         return ValueType.CODED, CodedValue(code=text, text=text, coding_system="L")
     return ValueType.STRING, text
 
@@ -268,7 +385,7 @@ def build_withdrawal_report(
             select(LabTest).where(LabTest.id.in_({ordered.test_id for ordered in tests}))
         )
     }
-    withdrawn = [lab_tests[ordered.test_id] for ordered in tests]
+    withdrawn = [TestNames.of(lab_tests[ordered.test_id]) for ordered in tests]
     observations = tuple(
         Observation(
             loinc=_codes(test)[0],
@@ -279,7 +396,7 @@ def build_withdrawal_report(
         )
         for test in withdrawn
     )
-    service = _service(order, withdrawn)
+    service = _service(frozenset(test.panel_code for test in order.tests), withdrawn)
     reported_specimen = None
     note = f"cancelled in the lab: {reason}" if reason else "cancelled in the lab"
     if kind == WithdrawalKind.REJECTED and specimen is not None:
@@ -295,8 +412,7 @@ def build_withdrawal_report(
             reject_text=reason,
         )
     return _order_report(
-        order,
-        patient,
+        _heading(order, patient, collected_at=None),
         control_id=control_id,
         now=now,
         service=service,

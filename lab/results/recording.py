@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from lab.audit import Actor
 from lab.catalog.rules import CatalogSnapshot, TestRule, snapshot
 from lab.errors import InvalidInput
-from lab.orders import service as orders
 from lab.results import judging, reflex_tests
 from lab.results import outbox as hl7_outbox
 from lab.results.calculated import CALCULATOR, WAITS_FOR, usable
@@ -39,7 +38,7 @@ from lab.rules import Patient as FormulaPatient
 from lab.rulesets import service as rulesets
 from lab.specimens import accession
 from lab.specimens import service as specimens
-from lab.tables import TEST_PENDING, Order, Result, SpecimenStatus, StoredMeasurement, TestStatus
+from lab.tables import TEST_PENDING, Result, SpecimenStatus, StoredMeasurement, TestStatus
 from lab.tables.results import RELEASED, MeasurementOrigin, R
 from lab.timeutil import as_utc, utcnow
 
@@ -205,6 +204,9 @@ def record_tube(
                 status=tube.root.status,
                 open_tests=open_tests,
             ),
+            # The order's row lock, taken with the writes: its release (below) reads the
+            # order's other tubes as committed.
+            lock_order=tube.root.order_id if released else None,
         )
         ids = dict(zip(pending, written, strict=True))
         if rules.shadow_id is not None:
@@ -227,7 +229,10 @@ def record_tube(
                 session, actor=actor, specimen=tube.orm_root(session), open_tests=open_tests
             )
         if released:
-            _released_by_rules(session, tube, now=now)
+            # Results verified by autoverification go to the record like any verified
+            # result: the order's status refreshed and its ORU queued (or held by the
+            # release policy) in this transaction, in two statements at most.
+            hl7_outbox.release_autoverified(session, tube.root.order_id, now=now)
     return [
         one if isinstance(one, Outcome) else _outcome_of(tube, pending, ids, *one)
         for one in decided
@@ -640,15 +645,6 @@ def autoverifier(version: int | None) -> Actor:
         roles=frozenset({"autoverification"}),
         channel="job",
     )
-
-
-def _released_by_rules(session: Session, tube: Tube, *, now: datetime) -> None:
-    """Results verified by autoverification go to the record like any verified result: the
-    order's outbox entry is made (or held by the release policy) in this transaction."""
-    order = session.get(Order, tube.root.order_id, with_for_update=True)
-    assert order is not None  # foreign key
-    orders.refresh_status(order)
-    hl7_outbox.on_order_verified(session, order, now=now)
 
 
 def _refused(refusal: Refusal) -> Outcome:

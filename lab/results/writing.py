@@ -84,12 +84,15 @@ def write_versions(
     extra_audits: Sequence[dict[str, Any]] = (),
     tests: Sequence[TestWrite] = (),
     move: TubeMove | None = None,
+    lock_order: int | None = None,
 ) -> list[int]:
     """Store every change as a version and every new measurement; returns the result ids, in
     the order of `writes`. A new result comes with at least one change. `extra_audits` (rows of
     `audit.row`, e.g. a test the rules added to the tube) follow the versions' audit rows;
     `tests` (the tube's ordered tests that change) and `move` (the tube's new status) are
-    written in the same statement, the move's audit row last."""
+    written in the same statement, the move's audit row last. `lock_order` (an order's id) is
+    locked by the same statement: the tube releases results to the record, and the order's
+    next statement must see every other tube of the order committed before it."""
     fresh: list[dict[str, Any]] = []
     keys: list[dict[str, Any]] = []
     measurements: list[dict[str, Any]] = []
@@ -221,6 +224,7 @@ def write_versions(
                 "move_event": move.event if move is not None else None,
                 "move_detail": move.detail if move is not None else None,
                 "move_actor": actor.username,
+                "lock_order": lock_order,
             },
         )
         .all()
@@ -443,9 +447,13 @@ tube_event AS (
            CAST(%(move_detail)s AS text)
     FROM tube
     RETURNING id
+),
+locked AS (
+    SELECT id FROM lab_order WHERE id = CAST(%(lock_order)s AS bigint) FOR UPDATE
 )
 SELECT 'r', ids.k, ids.id FROM ids
 UNION ALL SELECT 't', added.test_id, added.id FROM added
+UNION ALL SELECT 'o', 0, locked.id FROM locked
 """  # noqa: S608
 
 
