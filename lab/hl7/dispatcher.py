@@ -10,7 +10,12 @@ One round (`run_once`):
 2. deliver each over one MLLP connection (`MllpClient`), waiting for the whole ACK;
 3. record: AA marks it `acknowledged`; AE, a wrong or missing ACK, a timeout or a dropped
    connection mark it `failed` with the next try after an exponential backoff; AR, or
-   `max_attempts` failures, park it as `dead` for an operator to resend.
+   `max_attempts` failures, park it as `dead` for an operator to resend. The outcomes are
+   written together, by one statement and one commit for up to `record_every` messages or
+   `record_after` seconds of deliveries (and at the end of the round), not one transaction per
+   message: a commit per message was most of the dispatcher's cost. A process that dies
+   between a delivery and its record leaves the message `sent`, so it goes again (at least
+   once, as below): at most that many messages.
 
 A message left `sent` by a process that died is claimed again after `stale_after` seconds.
 Delivery is at least once: a retry keeps the message's MSH-10, so the record can tell a repeat.
@@ -56,6 +61,10 @@ class DeliveryPolicy:
     backoff_max: float = 900.0
     batch_size: int = 200
     stale_after: float = 300.0
+    record_every: int = 50
+    """Outcomes written by one statement at most this many at a time ..."""
+    record_after: float = 1.0
+    """... and at least this often (seconds) while a round delivers."""
 
     def backoff(self, attempts: int) -> timedelta:
         seconds = min(self.backoff_base * 2 ** max(attempts - 1, 0), self.backoff_max)
@@ -231,6 +240,35 @@ _LOCK = text(
 )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """How one try ended: accepted (`code`, `ack`), or `failure`."""
+
+    claimed: Claimed
+    at: datetime
+    code: str | None = None
+    ack: str | None = None
+    failure: DeliveryFailed | None = None
+
+
+# The outcomes of several tries in one statement: each row's new status and ACK, its error and
+# next try (kept when NULL: an accepted message keeps its last next_attempt_at), written only
+# while the row is still `sent` by this claim.
+_RECORD = text(
+    """
+    UPDATE hl7_message AS m
+    SET status = x.status, ack = x.ack, ack_code = x.ack_code, error = x.error,
+        next_attempt_at = coalesce(x.next_attempt_at, m.next_attempt_at),
+        finished_at = x.finished_at
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:acks AS text[]),
+                CAST(:codes AS text[]), CAST(:errors AS text[]),
+                CAST(:next_attempts AS timestamptz[]), CAST(:finished AS timestamptz[]))
+         AS x(id, status, ack, ack_code, error, next_attempt_at, finished_at)
+    WHERE m.id = x.id AND m.status = :sent
+    """
+)
+
+
 @dataclass(slots=True)
 class DispatchStats:
     delivered: int = 0
@@ -298,49 +336,84 @@ class Dispatcher:
         failure: DeliveryFailed | None = None,
     ) -> str:
         """Store how the try ended; returns the new status."""
-        values: dict[str, Any] = {"ack": ack, "ack_code": code}
-        if failure is None:
-            values.update(status=ACKNOWLEDGED, finished_at=now, error="")
-        else:
-            values["ack_code"] = _ack_code(failure.ack)
-            dead = failure.final or claimed.attempts >= self.policy.max_attempts
-            values.update(
-                status=DEAD if dead else FAILED,
-                error=failure.reason[:2000],
-                next_attempt_at=now + self.policy.backoff(claimed.attempts),
-                finished_at=now if dead else None,
-            )
+        outcome = Outcome(claimed=claimed, at=now, code=code, ack=ack, failure=failure)
+        (status,) = self.record_all([outcome])
+        return status
+
+    def status_after(self, outcome: Outcome) -> str:
+        """The status a try leaves its message in."""
+        if outcome.failure is None:
+            return ACKNOWLEDGED
+        dead = outcome.failure.final or outcome.claimed.attempts >= self.policy.max_attempts
+        return DEAD if dead else FAILED
+
+    def record_all(self, outcomes: list[Outcome]) -> list[str]:
+        """Store how each try ended, in one statement and one commit; the new statuses."""
+        statuses = [self.status_after(outcome) for outcome in outcomes]
+        rows: dict[str, list[Any]] = {
+            "ids": [],
+            "statuses": statuses,
+            "acks": [],
+            "codes": [],
+            "errors": [],
+            "next_attempts": [],
+            "finished": [],
+        }
+        for outcome, status in zip(outcomes, statuses, strict=True):
+            failure = outcome.failure
+            rows["ids"].append(outcome.claimed.id)
+            rows["acks"].append(outcome.ack)
+            if failure is None:
+                rows["codes"].append(outcome.code)
+                rows["errors"].append("")
+                rows["next_attempts"].append(None)
+                rows["finished"].append(outcome.at)
+            else:
+                rows["codes"].append(_ack_code(failure.ack))
+                rows["errors"].append(failure.reason[:2000])
+                rows["next_attempts"].append(
+                    outcome.at + self.policy.backoff(outcome.claimed.attempts)
+                )
+                rows["finished"].append(outcome.at if status == DEAD else None)
         with self.session_factory() as session:
-            session.execute(
-                update(Hl7Message)
-                .where(Hl7Message.id == claimed.id, Hl7Message.status == SENT)
-                .values(**values)
-            )
+            session.execute(_RECORD, {**rows, "sent": SENT.value})
             session.commit()
-        return str(values["status"])
+        return [str(status) for status in statuses]
 
     async def run_once(self, now: datetime | None = None) -> int:
         """Claim and deliver one batch; returns how many messages were tried."""
         claimed = await asyncio.to_thread(self.claim, now or utcnow())
+        loop = asyncio.get_running_loop()
+        done: list[Outcome] = []
+        since = loop.time()
         for message in claimed:
+            if done and (
+                len(done) >= self.policy.record_every
+                or loop.time() - since >= self.policy.record_after
+            ):
+                await asyncio.to_thread(self.record_all, done)
+                done = []
+            if not done:
+                since = loop.time()
             try:
                 answer = await self.client.exchange(message.raw)
                 code, ack = judge_ack(answer, message.control_id)
             except DeliveryFailed as failure:
-                status = await asyncio.to_thread(
-                    self.record, message, now=utcnow(), ack=failure.ack, failure=failure
-                )
+                outcome = Outcome(claimed=message, at=utcnow(), ack=failure.ack, failure=failure)
+                done.append(outcome)
                 self.stats.failures += 1
                 self.stats.last_error = failure.reason
-                if status == DEAD:
+                if self.status_after(outcome) == DEAD:
                     self.stats.dead += 1
                     log.warning("hl7 outbox: %s parked dead: %s", message.control_id, failure)
                 else:
                     log.info("hl7 outbox: %s failed: %s", message.control_id, failure)
                 continue
-            await asyncio.to_thread(self.record, message, now=utcnow(), code=code, ack=ack)
+            done.append(Outcome(claimed=message, at=utcnow(), code=code, ack=ack))
             self.stats.delivered += 1
             self.stats.last_delivery_at = utcnow()
+        if done:
+            await asyncio.to_thread(self.record_all, done)
         return len(claimed)
 
     async def drain(self, *, budget: float = 30.0) -> int:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from lab.config import Settings
@@ -246,3 +246,43 @@ def test_hl7apy_mllp_server_receives_a_strictly_valid_oru(
     assert len(got) == len(ids)
     for message in got:
         validate_strict(message)
+
+
+def test_a_round_records_its_outcomes_together_and_each_once(
+    committing: sessionmaker[Session], hl7_engine: Engine
+) -> None:
+    """120 messages of 120 patients in one round: their outcomes go to the database in groups
+    (one UPDATE for up to `record_every`), not one transaction each; every message is
+    delivered once and recorded acknowledged with its ACK code. (Failures recorded the same way:
+    the retry and dead-letter tests above.)"""
+    ids = queue(committing, list(range(1000, 1120)))
+    receiver = FakeRecord()
+    writes: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().startswith("UPDATE hl7_message AS m"):
+            writes.append(statement)
+
+    async def body(port: int) -> None:
+        policy = dataclasses.replace(POLICY, record_every=50, record_after=60)
+        client = MllpClient(Endpoint(host="127.0.0.1", port=port), policy=policy)
+        dispatcher = Dispatcher(committing, client, policy=policy)
+        assert await dispatcher.run_once() == 120
+        await dispatcher.close()
+
+    event.listen(hl7_engine, "before_cursor_execute", count)
+    try:
+        run_with(receiver, body)
+    finally:
+        event.remove(hl7_engine, "before_cursor_execute", count)
+    assert len(writes) == 3  # 50 + 50 + 20
+    assert sorted(receiver.received_ids) == sorted(ids)
+    assert set(statuses(committing).values()) == {"acknowledged"}
+    with committing() as session:
+        rows = session.execute(
+            select(Hl7Message.ack_code, Hl7Message.finished_at, Hl7Message.error).where(
+                Hl7Message.control_id.in_(ids)
+            )
+        ).all()
+    assert {(code, error) for code, _, error in rows} == {("AA", "")}
+    assert all(finished is not None for _, finished, _ in rows)
