@@ -173,7 +173,7 @@ going AS (
 ),
 moved AS (
     UPDATE lab_order SET status = going.status FROM going
-    WHERE lab_order.id = going.id AND lab_order.status <> going.status
+    WHERE lab_order.id = %(order)s AND lab_order.status <> going.status
     RETURNING lab_order.id
 ),
 held AS (
@@ -183,9 +183,10 @@ held AS (
     RETURNING order_id
 ),
 unheld AS (
-    DELETE FROM hl7_pending_release USING going
-    WHERE hl7_pending_release.order_id = going.id AND going.release
-    RETURNING hl7_pending_release.order_id
+    -- By the key itself (not joined): the table holds every order waiting for its hold.
+    DELETE FROM hl7_pending_release
+    WHERE order_id = %(order)s AND (SELECT release FROM going)
+    RETURNING order_id
 ),
 unreported AS (
     SELECT r.id, r.version, r.status, r.value_numeric, r.comparator, r.value_text, r.unit,
