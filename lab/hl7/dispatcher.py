@@ -10,12 +10,13 @@ One round (`run_once`):
 2. deliver each over one MLLP connection (`MllpClient`), waiting for the whole ACK;
 3. record: AA marks it `acknowledged`; AE, a wrong or missing ACK, a timeout or a dropped
    connection mark it `failed` with the next try after an exponential backoff; AR, or
-   `max_attempts` failures, park it as `dead` for an operator to resend. The outcomes are
-   written together, by one statement and one commit for up to `record_every` messages or
-   `record_after` seconds of deliveries (and at the end of the round), not one transaction per
-   message: a commit per message was most of the dispatcher's cost. A process that dies
+   `max_attempts` failures, park it as `dead` for an operator to resend. Accepted deliveries
+   are written together, by one statement and one commit for up to `record_every` messages
+   or `record_after` seconds of deliveries (and at the end of the round), not one transaction
+   per message: a commit per message was most of the dispatcher's cost. A process that dies
    between a delivery and its record leaves the message `sent`, so it goes again (at least
-   once, as below): at most that many messages.
+   once, as below): at most that many messages. A failure is written at once, so a dead
+   process never holds a failing message back for longer than its backoff would.
 
 A message left `sent` by a process that died is claimed again after `stale_after` seconds.
 Delivery is at least once: a retry keeps the message's MSH-10, so the record can tell a repeat.
@@ -408,6 +409,11 @@ class Dispatcher:
                     log.warning("hl7 outbox: %s parked dead: %s", message.control_id, failure)
                 else:
                     log.info("hl7 outbox: %s failed: %s", message.control_id, failure)
+                # A failure is written at once (with the deliveries before it): were this
+                # process to die, the message would otherwise wait `stale_after` seconds as
+                # `sent` instead of its backoff. A delivery not yet written goes again at worst.
+                await asyncio.to_thread(self.record_all, done)
+                done = []
                 continue
             done.append(Outcome(claimed=message, at=utcnow(), code=code, ack=ack))
             self.stats.delivered += 1
