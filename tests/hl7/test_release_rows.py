@@ -360,3 +360,80 @@ def test_two_tubes_of_one_order_recorded_at_once_release_the_order_once(
         assert check.get(PendingRelease, order_id) is None
         stored = check.get(Order, order_id)
         assert stored is not None and stored.status == "completed"
+
+
+_RANGES = {"NA": (125, 150), "K": (2.8, 6.2), "KREA": (30, 400), "CRP": (1, 140), "GLUK": (2.5, 20)}
+_COMMENTS = st.text(alphabet=st.sampled_from("abc ÆØÅæøå|^~\\&<>.-"), max_size=12)
+
+
+@st.composite
+def _results(draw: st.DrawFn) -> list[tuple[str, str, str, bool]]:
+    """(test, value as sent, the verifier's comment, cancelled) for some serum tests."""
+    codes = draw(st.lists(st.sampled_from(sorted(_RANGES)), min_size=1, max_size=5, unique=True))
+    out = []
+    for code in codes:
+        low, high = _RANGES[code]
+        number = draw(st.floats(min_value=low, max_value=high, allow_nan=False))
+        places = draw(st.integers(min_value=0, max_value=2))
+        value = f"{number:.{places}f}"
+        if code in ("CRP", "KREA") and draw(st.booleans()):
+            value = "<" + value
+        out.append((code, value, draw(_COMMENTS), draw(st.integers(0, 4)) == 0))
+    return out
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(drawn=_results())
+def test_any_released_order_is_the_oru_the_orm_builder_makes(
+    db: Session, drawn: list[tuple[str, str, str, bool]]
+) -> None:
+    """Property: whatever the values (decimals, `<`), the verifiers' comments (delimiters and
+    escapes, Norwegian letters) and which tests are cancelled, the ORU made from the rows is
+    byte for byte the ORM builder's, and every result goes out once with its version."""
+    order = place(
+        db, BIO, placer=unique("P"), tests=[code for code, *_ in drawn], patient=patient()
+    )
+    (tube,) = specimens.tubes_of_order(db, order.id)
+    specimens.receive(db, actor=BIO, number=tube.accession_number)
+    for code, value, comment, cancelled in drawn:
+        outcome = results.record(
+            db,
+            actor=ANALYSER,
+            measurement=Measurement(
+                accession_number=tube.accession_number,
+                test_code=code,
+                value=value,
+                observed_at=AT,
+                instrument="cobas-1",
+                flag_profile="cobas",
+            ),
+            rules=NO_RULES,
+        )
+        assert outcome.result_id is not None
+        if cancelled:
+            results.cancel(db, actor=LEGE, result_id=outcome.result_id, reason=comment or "x")
+        else:
+            results.verify(db, actor=LEGE, result_id=outcome.result_id, comment=comment)
+    db.flush()
+    locked = db.get(Order, order.id, with_for_update=True)
+    assert locked is not None
+    outbox.release_order(db, locked, now=LATER)
+    messages = outbound(db, order.id)
+    assert messages  # with no hold in the tests' settings, or at the end: something went out
+    for message in messages:
+        assert message.raw == orm_built(db, message, locked, _sent_at(message))
+    reported = db.scalars(
+        select(ReportedResult.result_id)
+        .join(Hl7Message, Hl7Message.id == ReportedResult.message_id)
+        .where(Hl7Message.order_id == order.id)
+    ).all()
+    assert len(reported) == len(set(reported)) == len(drawn)
+
+
+def _sent_at(message: Hl7Message) -> datetime:
+    """MSH-7 of a queued message: the `now` it was built with."""
+    msh = parse_message(message.raw).segment("MSH")
+    assert msh is not None
+    return datetime.strptime(msh.text(7), "%Y%m%d%H%M%S%z")
