@@ -12,15 +12,23 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from lab.hl7.logsafe import describe_failure
-from lab.results.outbox import enqueue_withdrawal, release_order
-from lab.tables import Order, PendingRelease, Withdrawal
+from lab.results.outbox import enqueue_withdrawal, release_held
+from lab.tables import PendingRelease, Withdrawal
 from lab.timeutil import utcnow
 
 log = logging.getLogger(__name__)
+# An order held past its due time, locked with its hold (the lock `outbox` takes on the order).
+_TAKE = text(
+    """
+    SELECT o.id FROM lab_order o JOIN hl7_pending_release p ON p.order_id = o.id
+    WHERE o.id = :order AND p.due_at <= :now
+    FOR UPDATE OF o, p SKIP LOCKED
+    """
+)
 
 
 def release_due(
@@ -43,14 +51,13 @@ def release_due(
         # One transaction per order: a failing order is logged and the batch goes on.
         try:
             with session_factory() as session:
-                order = session.scalar(
-                    select(Order).where(Order.id == order_id).with_for_update(skip_locked=True)
-                )
-                pending = session.get(PendingRelease, order_id, with_for_update=True)
-                if order is None or pending is None or pending.due_at > now:
+                # The order and its hold locked in one statement (both skipped when another
+                # process holds either); the release itself is two statements more.
+                taken = session.scalar(_TAKE, {"order": order_id, "now": now})
+                if taken is None:
                     session.commit()
                     continue  # another process has it, or it was released meanwhile
-                if release_order(session, order, now=now) is not None:
+                if release_held(session, order_id, now=now) is not None:
                     queued += 1
                 session.commit()
         except Exception as exc:

@@ -130,6 +130,11 @@ def release_order(session: Session, order: Order, *, now: datetime) -> int | Non
     return _release(session, order.id, now=now, hold=None, refresh=False)
 
 
+def release_held(session: Session, order_id: int, *, now: datetime) -> int | None:
+    """`release_order` by the order's id, for the release job, which holds the order's lock."""
+    return _release(session, order_id, now=now, hold=None, refresh=False)
+
+
 def release_autoverified(session: Session, order_id: int, *, now: datetime) -> int | None:
     """Results of the order were verified by autoverification (a whole tube at once): refresh
     the order's status and queue its ORU, or hold it by the release policy, as for one
