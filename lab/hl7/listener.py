@@ -3,8 +3,9 @@
 Each connection gets its own `MllpDecoder` (reads split and merge blocks arbitrarily) and is
 served in order: a message is stored, its commit ACK sent (enhanced mode), it is processed,
 and its application ACK sent, before the next message of that connection is looked at. Many
-connections are served at once; the database work runs in worker threads (`Inbox` is
-synchronous, SQLAlchemy sessions are).
+connections are served at once; the database work runs in the listener's own worker threads
+(`Inbox` is synchronous, SQLAlchemy sessions are), so the background jobs that share the
+event loop's default threads (release, indexer, dispatcher) never hold a message back.
 
 Nothing is acknowledged before it is committed (docs/architecture.md, rule 3). When the database
 fails, the connection is closed without an ACK so the sender resends. A framing error that
@@ -31,10 +32,13 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lab.hl7.codec.errors import MllpFramingError
 from lab.hl7.codec.mllp import DEFAULT_MAX_MESSAGE_SIZE, MllpDecoder, frame
@@ -46,6 +50,7 @@ from lab.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 READ_SIZE = 65536
+_T = TypeVar("_T")
 
 
 def server_tls_context(cert: Path, key: Path, *, client_ca: Path | None = None) -> ssl.SSLContext:
@@ -199,6 +204,7 @@ class Hl7Listener:
         )
         self.stats = ListenerStats()
         self._server: asyncio.Server | None = None
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def client_certificates(self) -> bool:
@@ -218,6 +224,10 @@ class Hl7Listener:
         return self._server is not None or self._accepting is not None
 
     async def start(self) -> None:
+        # As many threads as the event loop's default pool would have, for this listener only.
+        self._executor = ThreadPoolExecutor(
+            max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="hl7-intake"
+        )
         if self.spread is not None:
             self._accepting = asyncio.create_task(self._accept_spread(self.spread))
         else:
@@ -283,6 +293,9 @@ class Hl7Listener:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=5)
             self._server = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
     def status(self) -> dict[str, Any]:
         """For /healthz; `address` is removed there for callers who are not signed in."""
@@ -367,7 +380,9 @@ class Hl7Listener:
             if message_started is not None:
                 wait = min(wait, message_started + limits.message_timeout - time.monotonic())
             try:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), timeout=max(0.0, wait))
+                # A deadline around the read rather than `wait_for`, which makes a task of it.
+                async with asyncio.timeout(max(0.0, wait)):
+                    data = await reader.read(READ_SIZE)
             except TimeoutError:
                 if message_started is None:
                     raise TimeoutError(f"idle for {limits.idle_timeout:g} s") from None
@@ -388,8 +403,12 @@ class Hl7Listener:
             elif not decoder.pending_bytes:
                 message_started = None
 
+    async def _in_thread(self, work: Callable[[], _T]) -> _T:
+        """Run `work` in one of the listener's threads (the database work of a message)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
     async def _answer(self, raw: bytes, writer: asyncio.StreamWriter, caller: Caller) -> None:
-        stored = await asyncio.to_thread(self.inbox.store, raw, caller=caller)
+        stored = await self._in_thread(partial(self.inbox.store, raw, caller=caller))
         self.stats.messages += 1
         self.stats.last_message_at = utcnow()
         if stored.duplicate:
@@ -399,8 +418,8 @@ class Hl7Listener:
         if stored.acks:
             await writer.drain()
         if stored.pending is not None:
-            acks = await asyncio.to_thread(
-                self.inbox.process, stored.message_id, stored.pending, caller=caller
+            acks = await self._in_thread(
+                partial(self.inbox.process, stored.message_id, stored.pending, caller=caller)
             )
             for ack in acks:
                 writer.write(frame(ack))

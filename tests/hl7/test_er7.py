@@ -123,6 +123,32 @@ def test_round_trip_any_delimiters(chars: list[str], tree: Tree) -> None:
 
 
 @settings(max_examples=200, deadline=None)
+@given(
+    chars=st.lists(st.sampled_from(DELIMITER_CHARS), min_size=5, max_size=5, unique=True),
+    tree=trees(st.one_of(st.sampled_from(DELIMITER_CHARS), st.characters(codec="utf-8"))),
+)
+def test_each_value_reads_as_its_place_in_the_tree(chars: list[str], tree: Tree) -> None:
+    """`value` and `component` at every place (and past the end, where they read ""), each read
+    twice: the field is split at its first read and read from the parts after."""
+    delimiters = Delimiters(*chars)
+    parsed = parse_message(message_with({5: as_value(tree)}, delimiters=delimiters).encode())
+    pid = parsed.segment("PID")
+    assert pid is not None
+    expected = normalised(tree)
+    for _ in range(2):
+        for r in range(1, len(expected) + 2):
+            for c in range(1, 5):
+                for s in range(1, 5):
+                    try:
+                        leaf = expected[r - 1][c - 1][s - 1]
+                    except IndexError:
+                        leaf = ""
+                    assert pid.value(5, c, s, r) == leaf
+                    assert pid.field(5).value(c, s, r) == leaf
+                    assert pid.component(5, c, s, r) == ("" if leaf is NULL else leaf)
+
+
+@settings(max_examples=200, deadline=None)
 @given(tree=trees(LATIN_1))
 def test_round_trip_latin1(tree: Tree) -> None:
     message = message_with({5: as_value(tree)}, charset="8859/1")

@@ -75,25 +75,36 @@ def _leaf_value(wire: str, delimiters: Delimiters, codec: str) -> Leaf:
     return unescape(wire, delimiters, codec)
 
 
-def _nth(text: str, separator: str, position: int) -> str:
-    """The position-th (1-based) part of text split by separator; "" past the end."""
-    if position == 1 and separator not in text:
-        return text
-    parts = text.split(separator)
-    return parts[position - 1] if position <= len(parts) else ""
+Parts = list[list[list[str]]]
+"""A field's wire text split into repetitions > components > subcomponents, not unescaped."""
 
 
 class Field:
-    """One field as sent, all repetitions, read on demand."""
+    """One field as sent, all repetitions, read on demand: split once, at the first read, and
+    each value unescaped as it is read."""
 
-    # A plain slotted class rather than a frozen dataclass: one is made per field read, and
-    # frozen dataclasses pay for object.__setattr__ in __init__.
-    __slots__ = ("codec", "delimiters", "wire")
+    # A plain slotted class rather than a frozen dataclass: frozen dataclasses pay for
+    # object.__setattr__ in __init__.
+    __slots__ = ("_parts", "codec", "delimiters", "wire")
 
     def __init__(self, wire: str, delimiters: Delimiters, codec: str) -> None:
         self.wire = wire
         self.delimiters = delimiters
         self.codec = codec
+        self._parts: Parts | str | None = None
+
+    def _split(self) -> Parts | str:
+        """The parts of the field, or its wire text when it holds no delimiter (most fields:
+        one value, or nothing), which needs no lists."""
+        d = self.delimiters
+        wire, sub, component, repetition = self.wire, d.subcomponent, d.component, d.repetition
+        if component not in wire and repetition not in wire and sub not in wire:
+            self._parts = wire
+            return wire
+        parts = self._parts = [
+            [part.split(sub) for part in one.split(component)] for one in wire.split(repetition)
+        ]
+        return parts
 
     def __repr__(self) -> str:
         return f"Field({self.wire!r})"
@@ -129,11 +140,23 @@ class Field:
         ]
 
     def value(self, component: int = 1, subcomponent: int = 1, repetition: int = 1) -> Leaf:
-        d = self.delimiters
-        wire = _nth(self.wire, d.repetition, repetition)
-        wire = _nth(wire, d.component, component)
-        wire = _nth(wire, d.subcomponent, subcomponent)
-        return _leaf_value(wire, d, self.codec)
+        """One subcomponent ("" past the end of what was sent; NULL for `""`)."""
+        parts = self._parts
+        if parts is None:
+            parts = self._split()
+        if isinstance(parts, str):
+            if component != 1 or subcomponent != 1 or repetition != 1:
+                return ""
+            wire = parts
+        else:
+            try:
+                wire = parts[repetition - 1][component - 1][subcomponent - 1]
+            except IndexError:
+                return ""
+        if wire == '""':
+            return NULL
+        escape = self.delimiters.escape
+        return unescape(wire, self.delimiters, self.codec) if escape in wire else wire
 
     def text(self, component: int = 1, subcomponent: int = 1, repetition: int = 1) -> str:
         """Like `value` with the HL7 null read as the empty string."""
@@ -165,7 +188,7 @@ class Field:
 class Segment:
     """One segment. `wire_fields[n]` is the wire text of field n (index 0: the segment ID)."""
 
-    __slots__ = ("codec", "delimiters", "name", "sequence", "wire_fields")
+    __slots__ = ("_fields", "codec", "delimiters", "name", "sequence", "wire_fields")
 
     def __init__(
         self,
@@ -180,6 +203,7 @@ class Segment:
         self.delimiters = delimiters
         self.codec = codec
         self.sequence = sequence  # occurrence of this segment ID in its message, from 1
+        self._fields: dict[int, Field] = {}  # the fields read so far, each split once
 
     def __repr__(self) -> str:
         return f"Segment({self.to_er7()!r})"
@@ -195,14 +219,18 @@ class Segment:
         return fields[position] if position < len(fields) else ""
 
     def field(self, position: int) -> Field:
-        return Field(self.wire(position), self.delimiters, self.codec)
+        found = self._fields.get(position)
+        if found is None:
+            found = self._fields[position] = Field(self.wire(position), self.delimiters, self.codec)
+        return found
 
     def value(
         self, position: int, component: int = 1, subcomponent: int = 1, repetition: int = 1
     ) -> Leaf:
-        if self.name == "MSH" and position <= 2:
+        if position <= 2 and self.name == "MSH":
             return self.wire(position)  # MSH-1 and MSH-2 are the delimiters, never escaped
-        return self.field(position).value(component, subcomponent, repetition)
+        found = self._fields.get(position) or self.field(position)
+        return found.value(component, subcomponent, repetition)
 
     def component(
         self, position: int, component: int = 1, subcomponent: int = 1, repetition: int = 1
