@@ -12,6 +12,14 @@ The naive loop is a bare asyncio MLLP server in its own process that parses each
 inserts it with one commit and answers an ACK: the ceiling of "MLLP + parse + insert + ACK".
 `BENCH_SCALE` (default 1) shrinks the counts for a quick run.
 
+Before and after each measured phase the database is vacuumed and analyzed (`VACUUM ANALYZE`),
+what PostgreSQL's autovacuum does in production as the tables grow; the development machine's
+server runs with `autovacuum = off`, and without it the planner has no statistics and every
+pooled connection keeps the plans it made while the tables were small (sequential scans of
+`result` and `ordered_test` on every analyser message, whose cost grows with the data:
+docs/capacity.md). The vacuum's own CPU after a phase is printed per message beside the phase's
+figures (it is not in them). `BENCH_INTAKE_VACUUM=0` leaves it out, to see the difference.
+
 Figures a busy machine disturbs less are printed beside the rates (`bench/intake_cost.py`): the
 SQL statements, commits and CPU ms of one order and of one analyser message run in this process
 without sockets, and the CPU that the outside runs cost the `lab serve` processes and the
@@ -38,7 +46,16 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from bench import bench_database, scaled
-from bench.intake_cost import Cost, CpuMeter, CpuSplit, analyser_cost, order_cost, receive_tubes
+from bench.intake_cost import (
+    Cost,
+    CpuMeter,
+    CpuSplit,
+    analyser_cost,
+    autovacuum_setting,
+    order_cost,
+    receive_tubes,
+    settle,
+)
 from instruments.profiles import get_profile
 from instruments.simulator import VirtualAnalyser
 from instruments.transports import tcp
@@ -57,6 +74,13 @@ TESTS = ["NA", "K", "KREA", "CRP", "GLUK"]
 CONNECTIONS = 4
 ANALYSERS = 4
 ACTOR = Actor(user_id=None, username="bench", roles=frozenset({"technician"}), channel="cli")
+#: VACUUM ANALYZE around each measured phase, as autovacuum would (module docstring).
+VACUUM = os.environ.get("BENCH_INTAKE_VACUUM", "1") != "0"
+
+
+def as_autovacuum_would(url: str) -> float:
+    """CPU seconds of a VACUUM ANALYZE of the bench's database (0 without `VACUUM`)."""
+    return settle(url) if VACUUM else 0.0
 
 
 def orders(label: str, count: int) -> list[bytes]:
@@ -167,14 +191,18 @@ def measure_lab(url: str, workers: int, folder: Path) -> dict[str, Any]:
     meter = CpuMeter(url, lab.process.pid)
     try:
         send_orders(mllp, orders(label + "WARM", 20), CONNECTIONS)  # connections, caches
+        as_autovacuum_would(url)
         start = meter.reading()
         rate, accepted = send_orders(mllp, orders(label, scaled(1200, 40)), CONNECTIONS)
         order_cpu = meter.since(start)
+        order_vacuum = as_autovacuum_would(url)
         p50, p99 = paced_latency(mllp, orders(label + "P", scaled(300, 30)), 30.0)
         tubes = receive_tubes(url, label, ACTOR)
+        as_autovacuum_would(url)
         start = meter.reading()
         results_rate, results = send_results(ports, tubes)
         result_cpu = meter.since(start)
+        result_vacuum = as_autovacuum_would(url)
     finally:
         lab.stop()
         meter.close()
@@ -188,6 +216,9 @@ def measure_lab(url: str, workers: int, folder: Path) -> dict[str, Any]:
         # Where the cores went, in ms per order and per analyser message (5 results).
         "order_cpu": order_cpu.per_message(accepted),
         "message_cpu": result_cpu.per_message(results / len(TESTS)),
+        # The VACUUM ANALYZE right after the phase, ms per order / per message.
+        "order_vacuum_ms": order_vacuum * 1000 / max(1, accepted),
+        "message_vacuum_ms": result_vacuum * 1000 / max(1.0, results / len(TESTS)),
     }
 
 
@@ -262,6 +293,7 @@ def naive_loop(url: str) -> tuple[float, CpuSplit]:
 def in_process(url: str) -> tuple[Cost, Cost]:
     """One order and one analyser message, each alone in this process (no sockets)."""
     order = order_cost(url, orders("COST", scaled(300, 60)))
+    as_autovacuum_would(url)
     message = analyser_cost(url, "COST", TESTS, ACTOR)
     return order, message
 
@@ -271,6 +303,17 @@ def main() -> None:
     counts = sorted({1, default})
     with bench_database("intake") as url, tempfile.TemporaryDirectory() as folder:
         print(f"load average at the start: {_load()}")
+        print(
+            f"the server's autovacuum: {autovacuum_setting(url)}; "
+            + (
+                "VACUUM ANALYZE before and after each measured phase, as autovacuum would do "
+                "in production (its CPU after a phase is given beside the phase, not in it)"
+                if VACUUM
+                else "BENCH_INTAKE_VACUUM=0: never vacuumed nor analyzed (no statistics; "
+                "the plans each connection made while the tables were small are kept)"
+            ),
+            flush=True,
+        )
         order, message = in_process(url)
         print(
             "in process, no sockets (the intake's own cost):\n"
@@ -294,12 +337,14 @@ def main() -> None:
                 f"({figures['orders']} orders of 5 ORC/OBR pairs; "
                 f"{figures['orders_per_s'] / ceiling:.0%} of the naive loop; aim >= 300/s "
                 "and >= 50 %)\n"
-                f"    the cores per order: {figures['order_cpu'].line()}\n"
+                f"    the cores per order: {figures['order_cpu'].line()}"
+                f"{_vacuum_note(figures['order_vacuum_ms'])}\n"
                 f"  ACK at 30 orders/s on 1 connection: p50 {figures['ack_p50_ms']:.1f} ms, "
                 f"p99 {figures['ack_p99_ms']:.1f} ms (aim p99 < 50 ms)\n"
                 f"  results committed from {ANALYSERS} analysers: "
                 f"{figures['results_per_s']:.0f}/s ({figures['results']} results; aim >= 1,000/s)"
-                f"\n    the cores per message of 5 results: {figures['message_cpu'].line()}",
+                f"\n    the cores per message of 5 results: {figures['message_cpu'].line()}"
+                f"{_vacuum_note(figures['message_vacuum_ms'])}",
                 flush=True,
             )
     print(f"load average at the end: {_load()}")
@@ -308,6 +353,10 @@ def main() -> None:
         "commit and ACK. With one process the intake uses one core; the machine has "
         f"{default} core(s), shared with PostgreSQL and the clients of this benchmark."
     )
+
+
+def _vacuum_note(ms: float) -> str:
+    return f"; + {ms:.2f} ms VACUUM ANALYZE after the phase" if VACUUM else ""
 
 
 def _load() -> str:

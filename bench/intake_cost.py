@@ -9,13 +9,19 @@
   database, read from /proc (Linux), beside this process's own (the benchmark's clients) and
   the whole machine's, so that the cores' time of a phase splits into lab serve, PostgreSQL,
   clients, other programs and idle. Divided by the messages of the phase, it says what each
-  message cost each side however many other programs shared the cores meanwhile.
+  message cost each side however many other programs shared the cores meanwhile. A backend that
+  ends during the phase (a pooled connection closed, a worker gone) counts up to the last time
+  the meter saw it: the meter looks every quarter second.
+- `settle`: VACUUM ANALYZE of the whole database, what PostgreSQL's autovacuum does in
+  production as tables grow (this machine's server runs with `autovacuum = off`), and the CPU
+  it cost, so that its share of a phase can be printed beside the phase's figures.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +42,8 @@ from lab.hl7.inbox import Inbox
 from lab.specimens import service as specimens
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+#: The meter's own connections, left out of the backends it counts.
+_METER = "bench-cpu-meter"
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +177,32 @@ def analyser_cost(url: str, placer_prefix: str, tests: Sequence[str], actor: Act
 # --- CPU of the server side, from /proc ------------------------------------------------------
 
 
+def autovacuum_setting(url: str) -> str:
+    """The server's `autovacuum` setting ('on' in production; this machine's is 'off')."""
+    engine = make_engine(url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            return str(connection.execute(text("SHOW autovacuum")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def settle(url: str) -> float:
+    """VACUUM ANALYZE the database, as autovacuum does in production once a table has changed
+    by a tenth (dead row versions of UPDATEs made reusable, the planner's statistics renewed,
+    and with them every connection's cached plans made again); the CPU seconds it took its
+    backend."""
+    engine = make_engine(url, pool_size=1)
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            pid = int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            before = _cpu_seconds(pid) or 0.0
+            connection.execute(text("VACUUM ANALYZE"))
+            return (_cpu_seconds(pid) or before) - before
+    finally:
+        engine.dispose()
+
+
 def _cpu_seconds(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -257,26 +291,48 @@ class CpuReading:
 class CpuMeter:
     """CPU seconds of a process tree, of the database's backends, of this process (whose
     asyncio clients play the record and the analysers) and of the whole machine between two
-    readings."""
+    readings. Between readings it looks at the backends every `every` seconds, so that one
+    that ends meanwhile still counts (up to the last look)."""
 
-    def __init__(self, url: str, root_pid: int | None) -> None:
-        self.engine = make_engine(url, pool_size=1)
+    def __init__(self, url: str, root_pid: int | None, *, every: float = 0.25) -> None:
+        self.engine = make_engine(url, pool_size=2)
+        event.listen(self.engine, "connect", _name_meter)
         self.root_pid = root_pid
         with self.engine.connect() as connection:
             self.database = connection.execute(text("SELECT current_database()")).scalar_one()
-            self.own = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        self._seen: dict[int, float] = {}  # backend pid -> its CPU seconds at the last look
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, args=(every,), daemon=True)
+        self._watcher.start()
 
     def _backends(self) -> list[int]:
         with self.engine.connect() as connection:
             rows = connection.execute(
-                text("SELECT pid FROM pg_stat_activity WHERE datname = :d AND pid <> :me"),
-                {"d": self.database, "me": self.own},
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = :d "
+                    "AND application_name <> :meter"
+                ),
+                {"d": self.database, "meter": _METER},
             )
             return [int(pid) for (pid,) in rows]
 
+    def _look(self) -> dict[int, float]:
+        found = self._read(self._backends())
+        with self._lock:
+            self._seen.update(found)
+            return dict(self._seen)
+
+    def _watch(self, every: float) -> None:
+        while not self._closing.wait(every):
+            try:
+                self._look()
+            except Exception:  # the database going away ends the phase anyway
+                continue
+
     def reading(self) -> CpuReading:
         lab = {} if self.root_pid is None else self._read(_tree(self.root_pid))
-        postgres = self._read(self._backends())
+        postgres = self._look()
         times = os.times()
         busy, total = _machine_busy()
         return CpuReading(lab, postgres, times.user + times.system, busy, total)
@@ -286,11 +342,15 @@ class CpuMeter:
         return {pid: cpu for pid in pids if (cpu := _cpu_seconds(pid)) is not None}
 
     def since(self, start: CpuReading) -> CpuSplit:
-        """Since `start`: processes that appeared meanwhile count whole."""
+        """Since `start`: processes that appeared meanwhile count whole (as does one whose pid
+        was another's before: it has spent less than the pid's earlier owner had)."""
         now = self.reading()
 
         def grown(before: dict[int, float], after: dict[int, float]) -> float:
-            return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+            return sum(
+                cpu - before.get(pid, 0.0) if cpu >= before.get(pid, 0.0) else cpu
+                for pid, cpu in after.items()
+            )
 
         lab = grown(start.lab, now.lab)
         postgres = grown(start.postgres, now.postgres)
@@ -305,4 +365,11 @@ class CpuMeter:
         )
 
     def close(self) -> None:
+        self._closing.set()
+        self._watcher.join(5)
         self.engine.dispose()
+
+
+def _name_meter(connection: Any, _record: Any) -> None:
+    connection.execute(f"SET application_name = '{_METER}'")
+    connection.commit()
