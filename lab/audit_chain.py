@@ -13,6 +13,11 @@ of this database still running is committed for good, and a transaction that has
 yet will get a later transaction id. Rows are sealed in id order among those; the chain's order
 is the seal order (`audit_seal.seq`). The runtime role sees the transaction ids of its own
 sessions in pg_stat_activity, and only it (and the owner) can insert audit rows.
+
+Each round reads only the rows it may seal, not the whole trail: a round that took every row
+below its horizon notes that horizon on its seals (`audit_seal.sealed_below`), and the next
+round looks only at rows of transactions from there on (a BRIN index on `audit_event.xact`),
+so its cost follows the rows written since, not the rows ever written (docs/capacity.md).
 """
 
 from __future__ import annotations
@@ -92,18 +97,25 @@ def seal(session: Session, *, limit: int = 5000) -> int:
     """Seal up to `limit` committed, unsealed audit rows; returns how many. The caller commits."""
     session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SEAL_LOCK})
     horizon = session.scalar(_HORIZON)
-    previous = session.scalar(text("SELECT chain_hash FROM audit_seal ORDER BY seq DESC LIMIT 1"))
+    last = session.execute(
+        text("SELECT chain_hash, sealed_below FROM audit_seal ORDER BY seq DESC LIMIT 1")
+    ).one_or_none()
+    # Every row of a transaction older than `floor` is sealed already (module docstring).
+    floor = int(last.sealed_below or 0) if last is not None else 0
     rows = session.execute(
         select(*_SEALED)
-        .where(AuditEvent.xact < horizon, _UNSEALED)
+        .where(AuditEvent.xact >= floor, AuditEvent.xact < horizon, _UNSEALED)
         .order_by(AuditEvent.id)
         .limit(limit)
     ).all()
-    chain = previous or GENESIS
+    # Having taken every row below the horizon, this round moves the floor up to it; one cut
+    # short by `limit` leaves it where it was.
+    below = horizon if len(rows) < limit else floor
+    chain = last.chain_hash if last is not None else GENESIS
     seals = []
     for row in rows:
         chain = link(chain, row)
-        seals.append({"audit_id": row.id, "chain_hash": chain})
+        seals.append({"audit_id": row.id, "chain_hash": chain, "sealed_below": below})
     if seals:
         session.execute(insert(AuditSeal), seals)
     return len(seals)

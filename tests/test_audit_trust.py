@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
 
 from lab import audit, audit_chain
 from lab.audit import Actor
@@ -169,3 +170,90 @@ def test_rows_of_a_transaction_still_running_wait_for_the_next_round(
     assert unsealed == 1
     with transaction(factory) as session:
         assert audit_chain.seal(session) >= 1
+
+
+def _note(session: Session, action: str, number: int) -> None:
+    audit.record(
+        session,
+        actor=Actor(user_id=None, username="floor", channel="api"),
+        action=action,
+        entity_type="test",
+        entity_id=number,
+    )
+    session.flush()
+
+
+def _unsealed(factory: sessionmaker[Session], action: str) -> int:
+    with factory() as session:
+        return int(
+            session.execute(
+                text(
+                    "SELECT count(*) FROM audit_event a WHERE action = :action AND NOT EXISTS "
+                    "(SELECT 1 FROM audit_seal s WHERE s.audit_id = a.id)"
+                ),
+                {"action": action},
+            ).scalar_one()
+        )
+
+
+def _floor(factory: sessionmaker[Session]) -> int | None:
+    with factory() as session:
+        found = session.execute(
+            text("SELECT sealed_below FROM audit_seal ORDER BY seq DESC LIMIT 1")
+        ).scalar_one_or_none()
+        return None if found is None else int(found)
+
+
+def test_a_round_reads_from_the_floor_the_last_whole_round_left(
+    chain_database: ScratchDatabase,
+) -> None:
+    """A round that took every row below its horizon moves the floor up to it; one cut short
+    leaves it; a row committed late under an id the chain has passed is still sealed, since its
+    transaction is not older than the floor."""
+    engine = make_engine(chain_database.runtime_url, pool_size=4)
+    try:
+        _rounds(make_session_factory(engine))
+    finally:
+        engine.dispose()
+
+
+def _rounds(factory: sessionmaker[Session]) -> None:
+    with transaction(factory) as session:
+        audit_chain.seal(session)
+    for number in range(3):
+        with transaction(factory) as session:
+            _note(session, "test.floor", number)
+    with transaction(factory) as session:
+        assert audit_chain.seal(session, limit=2) == 2
+    cut_short = _floor(factory)
+    with factory() as session:
+        newest = session.execute(
+            text("SELECT max(xact) FROM audit_event WHERE action = 'test.floor'")
+        ).scalar_one()
+    assert cut_short is not None and cut_short <= newest
+    with transaction(factory) as session:
+        assert audit_chain.seal(session) == 1
+    whole = _floor(factory)
+    assert whole is not None and whole > newest
+    assert _unsealed(factory, "test.floor") == 0
+
+    # `earlier` takes its transaction id first, `later` inserts its row first: the row of the
+    # older transaction gets the higher id and is sealed first; `later`'s, committed after that
+    # round, has the lower id and is sealed by the next.
+    with factory() as earlier, factory() as later:
+        earlier.execute(text("SELECT pg_current_xact_id()"))
+        _note(later, "test.floor.late", 1)
+        _note(earlier, "test.floor.late", 2)
+        earlier.commit()
+        with transaction(factory) as session:
+            assert audit_chain.seal(session) == 1  # `earlier`'s row
+        own = later.execute(text("SELECT pg_current_xact_id()::text::bigint")).scalar_one()
+        floor = _floor(factory)  # at most the oldest transaction still running
+        assert floor is not None and whole <= floor <= own
+        later.commit()
+    assert _unsealed(factory, "test.floor.late") == 1
+    with transaction(factory) as session:
+        assert audit_chain.seal(session) == 1
+    assert _unsealed(factory, "test.floor.late") == 0
+    with factory() as session:  # (the chain itself was broken on purpose by a test above)
+        assert audit_chain.verify(session).unsealed == 0

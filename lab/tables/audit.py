@@ -18,7 +18,12 @@ from lab.db import Base
 
 class AuditEvent(Base):
     __tablename__ = "audit_event"
-    __table_args__ = (Index("ix_audit_event_patient_at", "patient_id", "at"),)
+    __table_args__ = (
+        Index("ix_audit_event_patient_at", "patient_id", "at"),
+        # The sealer's rows since its last complete round (lab/audit_chain.py); BRIN: the
+        # transaction ids grow with the table's pages, and it costs next to nothing to keep.
+        Index("ix_audit_event_xact", "xact", postgresql_using="brin"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -49,3 +54,6 @@ class AuditSeal(Base):
     audit_id: Mapped[int] = mapped_column(BigInteger, unique=True)
     chain_hash: Mapped[str] = mapped_column(String(64))
     sealed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sealed_below: Mapped[int | None] = mapped_column(BigInteger)
+    """Every audit row of a transaction older than this was sealed when this seal was made
+    (the sealer's next round starts there; NULL: seals made before it was kept)."""
