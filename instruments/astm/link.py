@@ -95,6 +95,10 @@ class Role(enum.Enum):
 
 
 class State(enum.Enum):
+    # Identity hash (members are singletons, compared by identity): `_TRANSITIONS` is looked up
+    # for every byte and frame, and Enum's own hash is a Python call per lookup.
+    __hash__ = object.__hash__
+
     NEUTRAL = "neutral"  # idle: only ENQ matters (LIS1-A 6.1)
     BIDDING = "bidding"  # our ENQ is out; waiting for ACK, NAK or ENQ
     SENDING = "sending"  # a frame is out; waiting for its reply
@@ -103,6 +107,8 @@ class State(enum.Enum):
 
 
 class Input(enum.Enum):
+    __hash__ = object.__hash__  # as State's
+
     # from the peer
     ENQ = "ENQ"
     ACK = "ACK"

@@ -108,12 +108,14 @@ def _payload_text(byte: int) -> str:
 
 
 # The text of each byte that is not written as itself, by the byte read as Latin-1 (one
-# character each). The archive encodes every piece of every line: one regular expression pass
-# over the text replaces the few control characters of a frame, instead of a loop per byte.
+# character each). The archive encodes every piece of every line: the characters every frame
+# carries are replaced one after the other (str.replace, no call per match), then one regular
+# expression pass replaces whatever else is not written as itself (rare).
 _PAYLOAD_TEXT = {
     chr(byte): text for byte in range(256) if (text := _payload_text(byte)) != chr(byte)
 }
-_NOT_ITSELF = re.compile("[\x00-\x1f<\x7f-\xff]")
+_FRAME_CHARACTERS = [(char, _PAYLOAD_TEXT[char]) for char in "\x02\x03\x17\r\n"]
+_NOT_ITSELF = re.compile("[\x00-\x1f\x7f-\xff]")  # '<' is replaced first, on its own
 
 
 def _token(match: re.Match[str]) -> str:
@@ -122,7 +124,14 @@ def _token(match: re.Match[str]) -> str:
 
 def encode_payload(data: bytes) -> str:
     """The payload text for `data` (the inverse of `decode_payload`)."""
-    text = _NOT_ITSELF.sub(_token, data.decode("latin-1"))
+    text = data.decode("latin-1")
+    if "<" in text:
+        text = text.replace("<", "<x3C>")  # first: the tokens below start with '<'
+    for char, token in _FRAME_CHARACTERS:
+        if char in text:
+            text = text.replace(char, token)
+    if _NOT_ITSELF.search(text) is not None:
+        text = _NOT_ITSELF.sub(_token, text)
     if data.endswith(b" "):
         text = text[:-1] + "<x20>"  # a trailing space would not survive an editor
     return text
