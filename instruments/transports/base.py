@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -92,7 +93,8 @@ class LineDriver:
         self.clock = clock
         self.split_writes = split_writes
         self.peer_role = Role.INSTRUMENT if connection.role is Role.HOST else Role.HOST
-        self._write_lock = asyncio.Lock()
+        self._unwritten: deque[bytes] = deque()  # kept, not yet written (see `flush`)
+        self._writing = False  # a flush is writing `_unwritten`
         self._stopping = False
         self.closed = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None  # the task in `run`
@@ -191,14 +193,28 @@ class LineDriver:
         self._arm()
 
     async def flush(self) -> None:
-        async with self._write_lock:
-            data = self.connection.data_to_send()
-            if not data:
-                return
-            self.on_traffic(self.connection.role, data)
-            pieces = self.split_writes(data) if self.split_writes else [data]
-            for piece in pieces:
-                await self.channel.write(piece)
+        """Keep what the connection wants sent, then write it. Pieces reach the line in the
+        order the connection produced them: a flush that finds another one writing (waiting for
+        the peer to take its bytes, or a serial write) leaves its piece to that one, in turn."""
+        data = self.connection.data_to_send()
+        if not data:
+            return
+        self.on_traffic(self.connection.role, data)  # kept before it is written
+        unwritten = self._unwritten
+        unwritten.append(data)
+        if self._writing:
+            return
+        self._writing = True
+        try:
+            while unwritten:
+                data = unwritten.popleft()
+                if self.split_writes is None:
+                    await self.channel.write(data)
+                else:
+                    for piece in self.split_writes(data):
+                        await self.channel.write(piece)
+        finally:
+            self._writing = False
 
     async def send(self, records: Sequence[bytes]) -> int:
         """Queue a message; the connection bids when the line is neutral."""
