@@ -100,6 +100,7 @@ class LineDriver:
         self._runner: asyncio.Task[None] | None = None  # the task in `run`
         self._reading = False  # `run` waits for the channel's next read
         self._timer: asyncio.TimerHandle | None = None  # the wake-up for the next deadline
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the line runs on
         self._ticking: asyncio.Task[None] | None = None
         self._failure: Exception | None = None  # raised by a wake-up: ends `run`
         self._interrupted = False  # `run`'s read was cancelled by `stop` or a failed wake-up
@@ -153,7 +154,9 @@ class LineDriver:
         deadline = self.connection.next_deadline()
         if deadline is None or self._stopping or self.closed.is_set():
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # looked up once: asyncio.get_running_loop() makes a getpid() call
+            loop = self._loop = asyncio.get_running_loop()
         when = loop.time() + min(_MAX_WAIT, max(0.0, deadline - self.clock()))
         timer = self._timer
         if timer is not None:
@@ -165,7 +168,8 @@ class LineDriver:
     def _wake(self) -> None:
         self._timer = None
         if self._ticking is None or self._ticking.done():
-            self._ticking = asyncio.get_running_loop().create_task(self._tick())
+            loop = self._loop or asyncio.get_running_loop()
+            self._ticking = loop.create_task(self._tick())
 
     async def _tick(self) -> None:
         try:

@@ -56,13 +56,16 @@ class TcpChannel(asyncio.Protocol):
         self._writing_paused = False
         self._ended = False  # the peer closed (EOF) or the connection is lost
         self._lost: asyncio.Future[None] | None = None
+        # The loop, looked up once: asyncio.get_running_loop() makes a getpid() system call.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self._lost = asyncio.get_running_loop().create_future()
+        loop = self._loop = asyncio.get_running_loop()
+        self._lost = loop.create_future()
         address = transport.get_extra_info("peername")
         self._peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
         if self._on_made is not None:
@@ -116,7 +119,8 @@ class TcpChannel(asyncio.Protocol):
         if not self._received:
             if self._ended:
                 return b""
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            assert self._loop is not None  # connected
+            waiter = self._waiter = self._loop.create_future()
             try:
                 await waiter
             finally:
@@ -140,7 +144,8 @@ class TcpChannel(asyncio.Protocol):
             raise ConnectionResetError("Connection lost")
         transport.write(data)
         while self._writing_paused and not lost.done():
-            writable = self._writable = asyncio.get_running_loop().create_future()
+            assert self._loop is not None  # connected
+            writable = self._writable = self._loop.create_future()
             try:
                 await writable
             finally:
