@@ -31,8 +31,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.orm.util import identity_key
 
 from lab.config import get_settings
 from lab.hl7.codec.charsets import UTF_8
@@ -51,6 +49,7 @@ from lab.results.outbound import (
     patient_of,
     report_of,
 )
+from lab.results.writing import forget_changed
 from lab.tables import (
     ORDER_CLOSED,
     ORDER_LIFECYCLE,
@@ -280,7 +279,8 @@ def _release(
     was, status, message_id = head[0], head[1], head[2]
     if status != was:
         ORDER_LIFECYCLE.check(was, status, name=f"order {head[6]}")  # raising rolls it back
-        _forget(session, Order, order_id, status)
+        # An ORM copy of the order in this session reads the status the statement wrote.
+        forget_changed(session, Order, [order_id], ["status"])
     if message_id is None:
         return None
     heading = OrderHeading(
@@ -354,13 +354,6 @@ def _release(
         },
     )
     return int(message_id)
-
-
-def _forget(session: Session, kind: type[Order], key: int, status: str) -> None:
-    """An ORM copy of the order in this session takes the status the statement wrote."""
-    loaded = session.identity_map.get(identity_key(kind, key))
-    if loaded is not None:
-        set_committed_value(loaded, "status", status)
 
 
 def enqueue(

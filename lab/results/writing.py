@@ -233,9 +233,9 @@ def write_versions(
     for kind, key, new_id in found:
         if kind == "r":
             ids[key] = new_id
-    _forget(session, OrderedTest, [t.id for t in tests if t.id > 0], ["status"])
+    forget_changed(session, OrderedTest, [t.id for t in tests if t.id > 0], ["status"])
     if move is not None:
-        _forget(session, Specimen, [move.specimen_id], ["status", "events"])
+        forget_changed(session, Specimen, [move.specimen_id], ["status", "events"])
     # The statement above does not flush the session as the ORM's writes did: the results'
     # new state (and whatever else is pending) is written now, so a caller that refreshes or
     # queries sees what was just decided.
@@ -257,7 +257,7 @@ def _measurement(
     }
 
 
-def _forget(session: Session, kind: type[Any], ids: Sequence[int], names: list[str]) -> None:
+def forget_changed(session: Session, kind: type[Any], ids: Sequence[int], names: list[str]) -> None:
     """Rows this session holds that the statement changed behind the ORM's back are read again
     when next used."""
     held = session.identity_map
