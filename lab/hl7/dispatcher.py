@@ -18,8 +18,19 @@ One round (`run_once`):
    once, as below): at most that many messages. A failure is written at once, so a dead
    process never holds a failing message back for longer than its backoff would.
 
-A message left `sent` by a process that died is claimed again after `stale_after` seconds.
-Delivery is at least once: a retry keeps the message's MSH-10, so the record can tell a repeat.
+Who holds a claim: each dispatcher is a `Claimant` with a number of its own, taken from a
+sequence and held as a session-level advisory lock on a database connection of its own for as
+long as the dispatcher runs. A claimed message carries that number (`claimed_by`). PostgreSQL
+lets go of a session's advisory locks when the session ends, whatever ended it: the process
+exited or was killed (its socket closes), the connection was terminated, the server restarted.
+So a `sent` message whose number no session holds (`pg_locks`) belongs to a dispatcher that is
+gone, and any dispatcher claims it again at its next round, within about a second of the loss.
+`stale_after` stays as the last resort, for the rows claimed before the numbers existed and for
+a claimant whose session outlives it (a vanished machine, until TCP keepalive, about 25 s).
+
+Delivery is at least once: a message taken over from a dispatcher that is gone may already have
+reached the record (sent, ACK not yet written), and goes again with the same MSH-10, so the
+record can tell a repeat (HL7 v2.5.1 original acknowledgment mode; docs/hl7-interface.md).
 """
 
 from __future__ import annotations
@@ -27,13 +38,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import ssl
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import text, update
+from sqlalchemy import Connection, Engine, TextClause, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from lab.hl7.codec.ack import AckCode
@@ -208,21 +223,39 @@ class Claimed:
     control_id: str
     raw: bytes
     attempts: int
+    claimant: int | None = None
+    """The claim number it was claimed under; its outcome is written only while it still is."""
 
 
+#: The first key of every claimant's advisory lock, `pg_advisory_lock(CLAIM_LOCKS, number)`.
+#: The two-key form is a space of its own in `pg_locks` (objsubid 2), apart from the one-key
+#: locks of the audit sealer and the rule sets.
+CLAIM_LOCKS = 0x1AB_0B07
+# The claim numbers whose session lives: the holders of claimant locks in this database. An
+# InitPlan, so PostgreSQL reads pg_locks only when a `sent` row asks, and once per statement.
+_LIVE_CLAIMANTS = f"""ARRAY(
+      SELECT objid::bigint FROM pg_locks
+      WHERE locktype = 'advisory' AND classid = {CLAIM_LOCKS} AND objsubid = 2 AND granted
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    )"""  # noqa: S608
+# Due: waiting and its time has come; or `sent` by a claimant that is gone (no session holds
+# its number), by this one in an earlier round that could not write its outcomes, or so long
+# ago that its claimant cannot be asked (claimed before the numbers; the last resort).
+_DUE = f"""((status IN ({sql_list(HL7_WAITING)}) AND next_attempt_at <= :now)
+         OR (status = '{Hl7Status.SENT.value}'
+             AND (last_attempt_at < :stale OR claimed_by = :me
+                  OR claimed_by <> ALL({_LIVE_CLAIMANTS}))))"""
 # Only a patient's oldest undelivered message is due (per-patient order): DISTINCT ON finds each
-# patient's head over the partial index `ix_hl7_message_outbox`; `sent` heads older than the
-# stale limit belong to a process that died and are taken again.
+# patient's head over the partial index `ix_hl7_message_outbox`.
 _HEADS = text(
     f"""
     SELECT id FROM (
-      SELECT DISTINCT ON (patient_id) id, status, next_attempt_at, last_attempt_at
+      SELECT DISTINCT ON (patient_id) id, status, next_attempt_at, last_attempt_at, claimed_by
       FROM hl7_message
       WHERE direction = 'out' AND status IN ({sql_list(HL7_UNDELIVERED)})
       ORDER BY patient_id, id
     ) AS heads
-    WHERE (status IN ({sql_list(HL7_WAITING)}) AND next_attempt_at <= :now)
-       OR (status = '{Hl7Status.SENT.value}' AND last_attempt_at < :stale)
+    WHERE {_DUE}
     ORDER BY id
     LIMIT :limit
     """  # noqa: S608 (the lists are our own constants, written in for the partial index)
@@ -232,13 +265,94 @@ _HEADS = text(
 _LOCK = text(
     f"""
     SELECT id FROM hl7_message
-    WHERE id = ANY(:ids)
-      AND ((status IN ({sql_list(HL7_WAITING)}) AND next_attempt_at <= :now)
-           OR (status = '{Hl7Status.SENT.value}' AND last_attempt_at < :stale))
+    WHERE id = ANY(:ids) AND {_DUE}
     ORDER BY id
     FOR UPDATE SKIP LOCKED
     """  # noqa: S608
 )
+# A new claim number, locked by this session until it ends; the session is named for
+# pg_stat_activity, never closed for idleness, and (over TCP) probed by the server's keepalive
+# so that the session of a machine that vanished ends, and its lock with it, within ~25 s.
+_TAKE_NUMBER = text(
+    f"""
+    SELECT number, pg_try_advisory_lock({CLAIM_LOCKS}, number) AS locked,
+           set_config('application_name', :name, false),
+           set_config('idle_session_timeout', '0', false),
+           set_config('tcp_keepalives_idle', '10', false),
+           set_config('tcp_keepalives_interval', '5', false),
+           set_config('tcp_keepalives_count', '3', false)
+    FROM (SELECT nextval('hl7_claimant_seq')::integer AS number) AS taken
+    """  # noqa: S608
+)
+
+
+class Claimant:
+    """Who claims: a claim number held by an advisory lock on a database session of its own.
+
+    The session is opened at the first claim and kept (out of the pool) until `close`; each
+    round's search for due messages runs on it, so a round finds out that the session was lost
+    (a server restart, a terminated connection) before it claims anything, and takes a new
+    number on a new session. Messages claimed under the old number are then another gone
+    claimant's, and are taken again like them.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.number: int | None = None
+        self._connection: Connection | None = None
+        self._guard = threading.Lock()
+
+    def search(self, statement: TextClause, params: dict[str, Any]) -> tuple[int, list[int]]:
+        """(this claimant's number, the ids `statement` finds), with `:me` bound to the number."""
+        with self._guard:
+            for fresh in (False, True):
+                connection, number = self._session()
+                try:
+                    found = connection.scalars(statement, {**params, "me": number})
+                    return number, list(found)
+                except DBAPIError as error:
+                    self._drop()
+                    if fresh or not error.connection_invalidated:
+                        raise
+                    log.warning("hl7 outbox: claimant session %s lost, taking a new one", number)
+            raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """End the session: its lock goes with it (what a crash does too)."""
+        with self._guard:
+            self._drop()
+
+    def _session(self) -> tuple[Connection, int]:
+        if self._connection is not None and self.number is not None:
+            return self._connection, self.number
+        connection = self.engine.connect()
+        try:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            connection.detach()  # its own session for as long as it lives, not the pool's
+            name = f"lab hl7 dispatcher {socket.gethostname()} pid {os.getpid()}"[:63]
+            while True:  # a number still held after the sequence wrapped is skipped
+                number, locked = connection.execute(_TAKE_NUMBER, {"name": name}).one()[:2]
+                if locked:
+                    break
+        except BaseException:
+            connection.close()
+            raise
+        self._connection, self.number = connection, int(number)
+        log.info("hl7 outbox: dispatching as claimant %s", number)
+        return connection, int(number)
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+
+def _engine_of(factory: sessionmaker[Session]) -> Engine:
+    bind = factory.kw.get("bind")
+    if not isinstance(bind, Engine):
+        raise TypeError("the dispatcher needs a session factory bound to an Engine")
+    return bind
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -254,18 +368,20 @@ class Outcome:
 
 # The outcomes of several tries in one statement: each row's new status and ACK, its error and
 # next try (kept when NULL: an accepted message keeps its last next_attempt_at), written only
-# while the row is still `sent` by this claim.
+# while the row is still `sent` by this claim (another dispatcher may have taken it over from a
+# claimant it found gone); the claim number goes with the claim.
 _RECORD = text(
     """
     UPDATE hl7_message AS m
     SET status = x.status, ack = x.ack, ack_code = x.ack_code, error = x.error,
         next_attempt_at = coalesce(x.next_attempt_at, m.next_attempt_at),
-        finished_at = x.finished_at
+        finished_at = x.finished_at, claimed_by = NULL
     FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:acks AS text[]),
                 CAST(:codes AS text[]), CAST(:errors AS text[]),
-                CAST(:next_attempts AS timestamptz[]), CAST(:finished AS timestamptz[]))
-         AS x(id, status, ack, ack_code, error, next_attempt_at, finished_at)
-    WHERE m.id = x.id AND m.status = :sent
+                CAST(:next_attempts AS timestamptz[]), CAST(:finished AS timestamptz[]),
+                CAST(:claimants AS integer[]))
+         AS x(id, status, ack, ack_code, error, next_attempt_at, finished_at, claimed_by)
+    WHERE m.id = x.id AND m.status = :sent AND m.claimed_by IS NOT DISTINCT FROM x.claimed_by
     """
 )
 
@@ -287,26 +403,28 @@ class Dispatcher:
         client: MllpClient,
         *,
         policy: DeliveryPolicy | None = None,
+        claimant: Claimant | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.client = client
         self.policy = policy or client.policy
+        self.claimant = claimant or Claimant(_engine_of(session_factory))
         self.stats = DispatchStats()
         self.partner = f"mllp://{client.endpoint.host}:{client.endpoint.port}"
+        # One round at a time: a round takes again what this claimant left `sent` (above).
+        self._round = asyncio.Lock()
 
     def claim(self, now: datetime) -> list[Claimed]:
         stale = now - timedelta(seconds=self.policy.stale_after)
+        # The heads are found on the claimant's own session, which proves it (and its lock)
+        # alive before anything is claimed under its number.
+        me, heads = self.claimant.search(
+            _HEADS, {"now": now, "stale": stale, "limit": self.policy.batch_size}
+        )
+        if not heads:
+            return []
         with self.session_factory() as session:
-            heads = list(
-                session.scalars(
-                    _HEADS, {"now": now, "stale": stale, "limit": self.policy.batch_size}
-                )
-            )
-            ids = (
-                list(session.scalars(_LOCK, {"ids": heads, "now": now, "stale": stale}))
-                if heads
-                else []
-            )
+            ids = list(session.scalars(_LOCK, {"ids": heads, "now": now, "stale": stale, "me": me}))
             if not ids:
                 session.commit()
                 return []
@@ -318,13 +436,16 @@ class Dispatcher:
                     attempts=Hl7Message.attempts + 1,
                     last_attempt_at=now,
                     partner=self.partner,
+                    claimed_by=me,
                 )
                 .returning(
                     Hl7Message.id, Hl7Message.control_id, Hl7Message.raw, Hl7Message.attempts
                 )
             ).all()
             session.commit()
-        claimed = [Claimed(id=r[0], control_id=r[1], raw=r[2], attempts=r[3]) for r in rows]
+        claimed = [
+            Claimed(id=r[0], control_id=r[1], raw=r[2], attempts=r[3], claimant=me) for r in rows
+        ]
         return sorted(claimed, key=lambda c: c.id)
 
     def record(
@@ -359,10 +480,12 @@ class Dispatcher:
             "errors": [],
             "next_attempts": [],
             "finished": [],
+            "claimants": [],
         }
         for outcome, status in zip(outcomes, statuses, strict=True):
             failure = outcome.failure
             rows["ids"].append(outcome.claimed.id)
+            rows["claimants"].append(outcome.claimed.claimant)
             rows["acks"].append(outcome.ack)
             if failure is None:
                 rows["codes"].append(outcome.code)
@@ -383,6 +506,10 @@ class Dispatcher:
 
     async def run_once(self, now: datetime | None = None) -> int:
         """Claim and deliver one batch; returns how many messages were tried."""
+        async with self._round:
+            return await self._round_of(now)
+
+    async def _round_of(self, now: datetime | None) -> int:
         claimed = await asyncio.to_thread(self.claim, now or utcnow())
         loop = asyncio.get_running_loop()
         done: list[Outcome] = []
@@ -438,6 +565,7 @@ class Dispatcher:
 
     async def close(self) -> None:
         await self.client.close()
+        await asyncio.to_thread(self.claimant.close)
 
 
 def _ack_code(ack: str | None) -> str | None:

@@ -5,8 +5,10 @@
 certificates with `LAB_MLLP_TLS_CA`, peers from `LAB_MLLP_ALLOWED_PEERS`), and on an
 APScheduler AsyncIOScheduler the dispatch loop (when `LAB_EHR_MLLP_URL` is set; else results
 wait in the outbox) and the release of held orders. Both jobs are safe with a second process
-running them (SKIP LOCKED, see dispatcher.py and release.py). `/healthz` shows `hl7_listener`
-and `hl7_outbox` (queued and dead counts, last delivery).
+running them (SKIP LOCKED, see dispatcher.py and release.py); what a dispatcher that is gone
+had claimed is taken over at the next round (its claim number's lock went with it, see
+dispatcher.py). `/healthz` shows `hl7_listener` and `hl7_outbox` (queued and dead counts, last
+delivery, the dispatcher's claim number).
 """
 
 from __future__ import annotations
@@ -185,6 +187,9 @@ def starter(
                 "withdrawals_waiting": counts["withdrawals_waiting"],
                 "last_delivery_at": last.isoformat() if last else None,
                 "last_error": stats.last_error if stats is not None else "",
+                # The claim number this node's dispatcher holds (`claimed_by` of its messages in
+                # flight; `application_name` of its session in pg_stat_activity).
+                "claimant": dispatcher.claimant.number if dispatcher is not None else None,
             }
 
         components = app.state.components

@@ -125,6 +125,10 @@ class Hl7Message(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[int | None] = mapped_column(Integer)
+    """Outbound and `sent`: the claim number of the dispatcher delivering it, locked by that
+    dispatcher's database session while it lives (`Claimant` in lab/hl7/dispatcher.py);
+    else NULL."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """Inbound: processed (ACK built); outbound: acknowledged or parked dead."""
