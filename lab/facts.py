@@ -29,19 +29,18 @@ from sqlalchemy.orm import Session, SessionTransaction
 FIELD, ROW = "\x1f", "\x1e"
 
 # The rows (active/shadow rule sets, locked tests) are few: normally three and none.
-_READ = text(
-    """
-    SELECT c.version, c.xmin::text AS written_by,
-        (SELECT string_agg(concat_ws(chr(31), r.kind, r.state, r.id, r.version, r.sha256),
-                           chr(30) ORDER BY r.kind, r.state)
-         FROM rule_set_version r WHERE r.state IN ('active', 'shadow')) AS rules,
-        (SELECT string_agg(l.instrument || chr(31) || t.code, chr(30)
-                           ORDER BY l.instrument, t.code)
-         FROM qc_lock l JOIN lab_test t ON t.id = l.test_id
-         WHERE l.state = 'locked') AS locks
-    FROM catalog_version c WHERE c.id = 1
-    """
-)
+#: The stamp's four columns over `catalog_version c` (`STAMP_FROM`), for a statement that
+#: reads the stamp beside what it does (`remember` keeps what they hold).
+STAMP_COLUMNS = """c.version AS stamp_version, c.xmin::text AS stamp_written_by,
+    (SELECT string_agg(concat_ws(chr(31), r.kind, r.state, r.id, r.version, r.sha256),
+                       chr(30) ORDER BY r.kind, r.state)
+     FROM rule_set_version r WHERE r.state IN ('active', 'shadow')) AS stamp_rules,
+    (SELECT string_agg(l.instrument || chr(31) || t.code, chr(30)
+                       ORDER BY l.instrument, t.code)
+     FROM qc_lock l JOIN lab_test t ON t.id = l.test_id
+     WHERE l.state = 'locked') AS stamp_locks"""
+STAMP_FROM = "catalog_version c WHERE c.id = 1"
+_READ = text(f"SELECT {STAMP_COLUMNS} FROM {STAMP_FROM}")  # noqa: S608 - fixed text
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +72,14 @@ def stamp(session: Session) -> Stamp:
     if known is not None and known[0] is session.get_transaction():
         return known[1]
     version, written_by, rules, locks = session.execute(_READ).one()._tuple()
+    return remember(session, version, written_by, rules, locks)
+
+
+def remember(
+    session: Session, version: int, written_by: str, rules: str | None, locks: str | None
+) -> Stamp:
+    """Keep as this transaction's stamp what a statement of it read in `STAMP_COLUMNS` (the
+    transaction's first question, when it has to ask one anyway)."""
     found = Stamp(catalog=(int(version), str(written_by)), rules=rules or "", locks=locks or "")
     transaction = session.get_transaction()
     if transaction is not None:

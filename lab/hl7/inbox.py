@@ -42,6 +42,7 @@ from sqlalchemy import LargeBinary, Table, TextClause, bindparam, select, text, 
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from lab import facts
 from lab.hl7.codec.ack import (
     AckCode,
     OrderLine,
@@ -54,7 +55,7 @@ from lab.hl7.codec.ack import (
 from lab.hl7.codec.charsets import encode_message_text
 from lab.hl7.codec.er7 import Message, build_message, parse_message, parse_text
 from lab.hl7.codec.errors import ErrorCode, Hl7Error, MessageStructureError, Problem, Severity
-from lab.hl7.codec.inbound import map_inbound
+from lab.hl7.codec.inbound import ORDER_MESSAGES, map_inbound
 from lab.hl7.codec.timestamps import format_timestamp
 from lab.hl7.handlers import MessageRefused, handle, interface_actor
 from lab.hl7.limits import control_id_problem
@@ -76,9 +77,11 @@ _LOG: Table = Hl7Message.__table__  # type: ignore[assignment]
 
 
 @lru_cache(maxsize=8)
-def _insert_statement(columns: tuple[str, ...], keyed: bool) -> TextClause:
+def _insert_statement(columns: tuple[str, ...], keyed: bool, stamped: bool) -> TextClause:
     """INSERT of a log row with these columns, returning its id. `keyed`: a message with a
-    control ID is stored once per sender, and a repeat inserts nothing (no id)."""
+    control ID is stored once per sender, and a repeat inserts nothing (no id). `stamped`:
+    the same statement reads the transaction's stamp of rarely changing facts (`lab.facts`),
+    which processing the message asks for next: one round trip instead of two."""
     names = ", ".join(_LOG.c[name].name for name in columns)  # the table's own names
     sql = f"INSERT INTO hl7_message ({names}) VALUES ({', '.join(':' + c for c in columns)})"  # noqa: S608
     if keyed:
@@ -88,7 +91,13 @@ def _insert_statement(columns: tuple[str, ...], keyed: bool) -> TextClause:
             " ON CONFLICT (sending_application, sending_facility, control_id)"
             " WHERE direction = 'in' AND control_id <> '' DO NOTHING"
         )
-    return text(sql + " RETURNING id").bindparams(bindparam("raw", type_=LargeBinary()))
+    sql += " RETURNING id"
+    if stamped:
+        sql = (
+            f"WITH stored AS ({sql}) SELECT (SELECT id FROM stored) AS id, "  # noqa: S608
+            f"{facts.STAMP_COLUMNS} FROM {facts.STAMP_FROM}"
+        )
+    return text(sql).bindparams(bindparam("raw", type_=LargeBinary()))
 
 
 # What became of a message (the keys of `Inbox._finish`), by `message_id`.
@@ -175,7 +184,10 @@ class Inbox:
             "attempts": 0,
         }
         with self.session_factory() as session:
-            new_id = self._insert(session, values)
+            # An order processed in this transaction asks for the catalog next: its stamp comes
+            # with the row's INSERT.
+            stamped = commit_ack is None and (code, trigger) in ORDER_MESSAGES
+            new_id = self._insert(session, values, stamped=stamped)
             if new_id is None:
                 existing = self._existing(session, values)
                 session.commit()
@@ -187,22 +199,51 @@ class Inbox:
                 return Stored(message_id=existing.id, pending=message, duplicate=True)
             if commit_ack is None:
                 # No commit ACK is due, so nothing needs the raw message committed on its own:
-                # it is processed in the same transaction, inside a savepoint, so a refusal
-                # keeps the raw message and its answer (one commit instead of two).
-                finished = self._finish(session, message, caller)
+                # it is processed in the same transaction (one commit instead of two). A
+                # refusal rolls the whole transaction back and stores the raw message again
+                # with its answer, rather than paying a savepoint's two round trips on every
+                # message for the rare one that fails.
+                finished, undone = self._finish(session, message, caller, savepoint=False)
+                if undone:
+                    return self._store_failed(session, values, finished, message)
                 session.connection().execute(_FINISH, {"message_id": new_id, **finished})
                 session.commit()
-                ack_text = finished["ack"]
-                acks = (encode_message_text(ack_text, message.charset),) if ack_text else ()
-                return Stored(message_id=new_id, acks=acks)
+                return Stored(message_id=new_id, acks=_answer(finished, message))
             session.commit()
         acks = (encode_message_text(commit_ack, message.charset),)
         return Stored(message_id=new_id, acks=acks, pending=message)
 
-    def _insert(self, session: Session, values: Mapping[str, object]) -> int | None:
-        statement = _insert_statement(tuple(values), bool(values["control_id"]))
+    def _store_failed(
+        self,
+        session: Session,
+        values: Mapping[str, object],
+        finished: Mapping[str, object],
+        message: Message,
+    ) -> Stored:
+        """Processing failed and the transaction was rolled back with the raw message's row:
+        store the raw message again with what became of it (its AE/AR), in one INSERT."""
+        new_id = self._insert(session, {**values, **finished})
+        if new_id is None:
+            # Another connection stored the same message while this one was rolled back: its
+            # answer is the answer (as for any repeat).
+            existing = self._existing(session, values)
+            session.commit()
+            if existing.status != RECEIVED:
+                return Stored(message_id=existing.id, acks=_stored_acks(existing), duplicate=True)
+            return Stored(message_id=existing.id, pending=message, duplicate=True)
+        session.commit()
+        return Stored(message_id=new_id, acks=_answer(finished, message))
+
+    def _insert(
+        self, session: Session, values: Mapping[str, object], *, stamped: bool = False
+    ) -> int | None:
+        statement = _insert_statement(tuple(values), bool(values["control_id"]), stamped)
         # On the session's connection: a Core statement needs none of the ORM's handling.
-        new_id = session.connection().execute(statement, values).scalar()
+        if not stamped:
+            new_id = session.connection().execute(statement, values).scalar()
+            return None if new_id is None else int(new_id)
+        new_id, *stamp = session.connection().execute(statement, values).one()._tuple()
+        facts.remember(session, *stamp)
         return None if new_id is None else int(new_id)
 
     def _existing(self, session: Session, values: Mapping[str, object]) -> Hl7Message:
@@ -314,7 +355,7 @@ class Inbox:
                 # Another connection processed the same message meanwhile.
                 session.commit()
                 return _stored_acks(row, commit=False)
-            finished = self._finish(session, message, caller or Caller())
+            finished, _ = self._finish(session, message, caller or Caller(), savepoint=True)
             row.status = HL7_LIFECYCLE.check(row.status, finished["status"])
             for name, value in finished.items():
                 setattr(row, name, value)
@@ -324,10 +365,18 @@ class Inbox:
             return ()
         return (encode_message_text(ack_text, message.charset),)
 
-    def _finish(self, session: Session, message: Message, caller: Caller) -> dict[str, Any]:
-        """Apply the message (in a savepoint) and build its answer: the values of the log row
-        that say what became of it, written in the caller's transaction."""
-        outcome, problems, patient_id, summary, order_ids = self._apply(session, message, caller)
+    def _finish(
+        self, session: Session, message: Message, caller: Caller, *, savepoint: bool
+    ) -> tuple[dict[str, Any], bool]:
+        """Apply the message and build its answer: the values of the log row that say what
+        became of it, written in the caller's transaction; and whether that transaction was
+        rolled back (`undone`: what the caller wrote before is gone with it).
+
+        With `savepoint` the message is applied inside one, and a refusal rolls back only
+        what the message did; without, a refusal rolls back the whole transaction."""
+        outcome, problems, patient_id, summary, order_ids, undone = self._apply(
+            session, message, caller, savepoint=savepoint
+        )
         code = requested_acknowledgements(message).application_code(outcome)
         ack_text = None
         if code is not None:
@@ -343,7 +392,7 @@ class Inbox:
                 text=summary if outcome is not Outcome.ACCEPTED else "",
                 orders=lines,
             ).to_er7()
-        return {
+        finished = {
             "status": HL7_LIFECYCLE.check(RECEIVED, _STATUS[outcome]),
             "ack": ack_text,
             "ack_code": None if code is None else code.value,
@@ -351,54 +400,71 @@ class Inbox:
             "patient_id": patient_id,
             "finished_at": self.clock(),
         }
+        return finished, undone
 
     def _apply(
-        self, session: Session, message: Message, caller: Caller
-    ) -> tuple[Outcome, tuple[Problem, ...], int | None, str, tuple[int, ...]]:
+        self, session: Session, message: Message, caller: Caller, *, savepoint: bool
+    ) -> tuple[Outcome, tuple[Problem, ...], int | None, str, tuple[int, ...], bool]:
         mapped = map_inbound(message)
         problems = mapped.problems
         if mapped.content is None:
-            return outcome_of(problems), problems, None, _first_error(problems), ()
+            return outcome_of(problems), problems, None, _first_error(problems), (), False
         actor = interface_actor(mapped.content.header.sending_application, via=caller.describe())
-        savepoint = session.begin_nested()
+        nested = session.begin_nested() if savepoint else None
+
+        def undo() -> None:
+            if nested is not None:
+                nested.rollback()
+            else:
+                session.rollback()
+
+        undone = nested is None
         try:
             handled = handle(session, actor=actor, message=message, content=mapped.content)
-            savepoint.commit()
+            if nested is not None:
+                nested.commit()
         except MessageRefused as exc:
-            savepoint.rollback()
+            undo()
             refused = problems + tuple(exc.problems)
-            return outcome_of(refused), refused, None, _first_error(refused), ()
+            return outcome_of(refused), refused, None, _first_error(refused), (), undone
         except Hl7Error as exc:
-            savepoint.rollback()
+            undo()
             log.error(
                 "hl7: building an answer to %s failed: %s",
                 message.control_id,
                 describe_failure(exc),
             )
             internal = _internal_problem(f"internal error ({type(exc).__name__})")
-            return Outcome.ERROR, (*problems, internal), None, internal.message, ()
+            return Outcome.ERROR, (*problems, internal), None, internal.message, (), undone
         except DataError as exc:
             # A value the database cannot take (the length checks should have caught it): the
             # same message would fail the same way when resent, so it is answered, not dropped.
-            savepoint.rollback()
+            undo()
             log.error("hl7: %s could not be stored: %s", message.control_id, describe_failure(exc))
             internal = _internal_problem("a value does not fit what the lab stores")
-            return Outcome.ERROR, (*problems, internal), None, internal.message, ()
+            return Outcome.ERROR, (*problems, internal), None, internal.message, (), undone
         except Exception as exc:
-            savepoint.rollback()
+            undo()
             if isinstance(exc, SQLAlchemyError):
                 raise  # the database is in trouble: no answer, the sender will resend
             # A bug: keep the message and tell the sender, rather than leave it unanswered.
             log.error("hl7: handler failed on %s: %s", message.control_id, describe_failure(exc))
             internal = _internal_problem(f"internal error ({type(exc).__name__})")
-            return Outcome.ERROR, (*problems, internal), None, internal.message, ()
+            return Outcome.ERROR, (*problems, internal), None, internal.message, (), undone
         return (
             Outcome.ACCEPTED,
             problems,
             handled.patient_id,
             handled.summary,
             handled.order_ids,
+            False,
         )
+
+
+def _answer(finished: Mapping[str, Any], message: Message) -> tuple[bytes, ...]:
+    """The encoded application ACK of a finished message, if one is due."""
+    ack_text = finished["ack"]
+    return (encode_message_text(ack_text, message.charset),) if ack_text else ()
 
 
 def _internal_problem(text: str) -> Problem:

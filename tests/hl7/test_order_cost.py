@@ -9,26 +9,40 @@ version) only lowers it.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from lab.hl7.inbox import Inbox
+from lab.hl7 import inbox as inbox_module
+from lab.hl7.codec.errors import ErrorCode, Problem
+from lab.hl7.handlers import MessageRefused
+from lab.hl7.inbox import Inbox, Stored
 from lab.patients.service import find_by_identifier
-from lab.tables import AuditEvent, Order, OrderedTest, Patient, Specimen, SpecimenEvent
+from lab.tables import (
+    INBOUND,
+    AuditEvent,
+    Hl7Message,
+    Order,
+    OrderedTest,
+    Patient,
+    Specimen,
+    SpecimenEvent,
+)
 from testkit.mllp import ack_code
 from testkit.orders import oml_o21
 from testkit.patients import synthetic_patients
 
 TESTS = ["NA", "K", "KREA", "CRP", "GLUK"]
-# Log row INSERT, SAVEPOINT, catalog version, patient (found or registered with its
+# Log row INSERT with the catalog version, patient (found or registered with its
 # identifiers and audit row), order with its tubes, tests, events and audit row,
-# RELEASE, log row UPDATE.
-NEW_PATIENT_CEILING = 7
+# log row UPDATE.
+NEW_PATIENT_CEILING = 4
 
 
 class _Counter:
@@ -177,3 +191,88 @@ def test_a_known_placer_number_is_refused_and_keeps_nothing_of_the_second_order(
         assert len(orders) == 1
         # The second patient was registered inside the savepoint and rolled back with it.
         assert find_by_identifier(session, second.fnr, "FNR") is None
+
+
+def _logged(committing: sessionmaker[Session], control_id: str) -> list[Hl7Message]:
+    with committing() as session:
+        return list(
+            session.scalars(
+                select(Hl7Message).where(
+                    Hl7Message.direction == INBOUND, Hl7Message.control_id == control_id
+                )
+            )
+        )
+
+
+def test_a_refused_order_keeps_its_raw_message_and_answer_without_a_savepoint(
+    inbox: Inbox, hl7_engine: Engine, committing: sessionmaker[Session]
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    (patient,) = synthetic_patients(1, seed=int(tag[:6], 16))
+    raw = oml_o21(control_id=f"C{tag}", placer=f"P{tag}", patient=patient, tests=["NA", "NOPE"])
+    with _Counter(hl7_engine) as counted:
+        stored = inbox.store(raw)
+    assert not any("SAVEPOINT" in statement for statement in counted.statements)
+    assert counted.commits == 1
+    [ack] = stored.acks
+    assert ack_code(ack) == "AE"
+    [row] = _logged(committing, f"C{tag}")
+    assert (row.id, row.raw, row.status, row.ack_code) == (stored.message_id, raw, "error", "AE")
+    assert row.ack is not None and row.ack.encode() == ack and "NOPE" in row.error
+    assert row.finished_at is not None and row.patient_id is None
+    with committing() as session:
+        # The patient registered before the refusal went with the rolled-back transaction.
+        assert find_by_identifier(session, patient.fnr, "FNR") is None
+        assert session.scalar(select(Order).where(Order.placer_order_number == f"P{tag}")) is None
+
+
+def test_a_repeat_stored_while_a_refusal_is_rolled_back_gets_the_one_stored_answer(
+    inbox: Inbox, committing: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same message on a second connection waits for the first one's log row; when the
+    first is refused and rolls back, one of the two stores the message and its answer, and
+    both connections send that answer."""
+    tag = uuid.uuid4().hex[:10]
+    (patient,) = synthetic_patients(1, seed=int(tag[:6], 16))
+    raw = oml_o21(control_id=f"C{tag}", placer=f"P{tag}", patient=patient, tests=["NA"])
+    real_handle = inbox_module.handle
+    calls: list[int] = []
+    second: dict[str, Stored] = {}
+
+    def first_refused(session: Session, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) > 1:
+            return real_handle(session, **kwargs)
+        thread = threading.Thread(target=lambda: second.update(stored=inbox.store(raw)))
+        thread.start()
+        _wait_for_a_lock_wait(committing)
+        threads.append(thread)
+        raise MessageRefused(
+            [Problem(segment_id="ORC", code=ErrorCode.APPLICATION_INTERNAL_ERROR, message="no")]
+        )
+
+    threads: list[threading.Thread] = []
+    monkeypatch.setattr(inbox_module, "handle", first_refused)
+    first = inbox.store(raw)
+    threads[0].join(30)
+    [row] = _logged(committing, f"C{tag}")
+    assert first.acks == second["stored"].acks == (row.ack.encode(),)  # type: ignore[union-attr]
+    assert {first.message_id, second["stored"].message_id} == {row.id}
+    assert [first.duplicate, second["stored"].duplicate].count(True) == 1
+
+
+def _wait_for_a_lock_wait(committing: sessionmaker[Session]) -> None:
+    """Until some backend of this database waits for a lock (the second INSERT of the row)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with committing() as session:
+            waiting = session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO hl7_message%'"
+                )
+            )
+        if waiting:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the second store never waited for the first one's row")
