@@ -26,11 +26,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import exists, func, insert, select, text
+from sqlalchemy import Table, exists, func, select, text
 from sqlalchemy.orm import Session
 
+from lab.db import insert_rows
 from lab.tables import AuditEvent, AuditSeal
 
 GENESIS = "0" * 64
@@ -63,10 +64,17 @@ _HORIZON = text(
 _UNSEALED = ~exists().where(AuditSeal.audit_id == AuditEvent.id)
 
 
+# The encoder `json.dumps` would make for these arguments, made once (the sealer encodes every
+# audit row; the text is the same).
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str
+)
+
+
 def row_content(row: Any) -> str:
     """The canonical text of an audit row that its seal covers."""
     at: datetime = row.at
-    return json.dumps(
+    return _CANONICAL.encode(
         [
             row.id,
             at.astimezone(UTC).isoformat(),
@@ -81,11 +89,7 @@ def row_content(row: Any) -> str:
             row.after,
             row.detail,
             row.via,
-        ],
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-        default=str,
+        ]
     )
 
 
@@ -116,8 +120,8 @@ def seal(session: Session, *, limit: int = 5000) -> int:
     for row in rows:
         chain = link(chain, row)
         seals.append({"audit_id": row.id, "chain_hash": chain, "sealed_below": below})
-    if seals:
-        session.execute(insert(AuditSeal), seals)
+    # One statement of the same text for any number of seals (it stays prepared).
+    insert_rows(session, cast(Table, AuditSeal.__table__), seals)
     return len(seals)
 
 

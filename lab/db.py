@@ -222,10 +222,12 @@ def insert_rows(
     rows: Sequence[Mapping[str, Any]],
     *,
     returning_id: bool = False,
+    skip_conflicts: bool = False,
 ) -> list[int]:
     """Insert `rows` (all with the keys of the first) in one short statement whatever their
     number: the rows go as one JSON text, taken apart on the server. Returns the new ids in the
-    order of `rows` with `returning_id`.
+    order of `rows` with `returning_id`. With `skip_conflicts` a row that a unique constraint
+    already holds is left out (`ON CONFLICT DO NOTHING`).
 
     The text of the statement is the same for one row or fifty, so psycopg reuses its parsed
     form and PostgreSQL its plan (prepared after a few runs); a multi-row VALUES list (what the
@@ -243,7 +245,7 @@ def insert_rows(
     if not rows:
         return []
     columns = tuple(rows[0])
-    statement, converters = _json_insert(table, columns, returning_id)
+    statement, converters = _json_insert(table, columns, returning_id, skip_conflicts)
     if converters:
         prepared: list[dict[str, Any]] = []
         for row in rows:
@@ -325,7 +327,7 @@ def _declared(kind: TypeEngine[Any], dialect: Dialect) -> str:
 
 @lru_cache(maxsize=256)
 def _json_insert(
-    table: Table, columns: tuple[str, ...], returning_id: bool
+    table: Table, columns: tuple[str, ...], returning_id: bool, skip_conflicts: bool
 ) -> tuple[TextClause, tuple[tuple[str, Converter], ...]]:
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     declared, picked, converters = [], [], []
@@ -346,6 +348,8 @@ def _json_insert(
         f"AS ({', '.join(declared)})) WITH ORDINALITY AS u({quoted}, lab_place) "
         "ORDER BY u.lab_place"
     )
+    if skip_conflicts:
+        sql += " ON CONFLICT DO NOTHING"
     if returning_id:
         sql += " RETURNING id"
     return text(sql).bindparams(bindparam(_ROWS, type_=Text())), tuple(converters)

@@ -34,8 +34,10 @@ from sqlalchemy import (
     Table,
     Text,
     select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lab.db import insert_rows
@@ -196,3 +198,14 @@ def test_a_row_missing_a_key_of_the_first_is_refused(sample: Session) -> None:
 def test_a_decimal_inside_a_json_value_is_refused_as_before(sample: Session) -> None:
     with pytest.raises(TypeError):
         insert_rows(sample, _SAMPLE, [{"doc": {"value": Decimal("1.5")}}])
+
+
+def test_rows_a_unique_key_holds_already_are_skipped_on_request(sample: Session) -> None:
+    sample.execute(text("CREATE UNIQUE INDEX ON insert_rows_sample (code)"))
+    insert_rows(sample, _SAMPLE, [{"code": "K", "note": "first"}])
+    twice: list[dict[str, Any]] = [{"code": "K", "note": "again"}, {"code": "NA", "note": "new"}]
+    with pytest.raises(IntegrityError), sample.begin_nested():
+        insert_rows(sample, _SAMPLE, twice)
+    insert_rows(sample, _SAMPLE, twice, skip_conflicts=True)
+    stored = sample.execute(select(_SAMPLE.c.code, _SAMPLE.c.note).order_by(_SAMPLE.c.id)).all()
+    assert [row._tuple() for row in stored] == [("K", "first"), ("NA", "new")]

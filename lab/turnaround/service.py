@@ -20,15 +20,16 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Table, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from instruments.astm.errors import TranscriptError
 from instruments.astm.link import Role
 from instruments.astm.transcript import TranscriptEntry, decode_payload
 from lab.audit import Actor
+from lab.db import insert_rows
 from lab.errors import InvalidInput, PermissionDenied
 from lab.tables import AnalyserMessageTiming, ArchiveCursor, Hl7Status
 from lab.turnaround.archive_scan import ArchiveScanner, MessageTiming, as_datetime
@@ -108,8 +109,9 @@ class ArchiveIndexer:
             if follower.scanner.idle and line[:1] in (b">", b"<"):
                 idle_at = offset
         follower.position = offset
-        self._store(instrument, name, timings, idle_at)
-        follower.saved = idle_at
+        if timings or idle_at != follower.saved:  # else nothing new to keep
+            self._store(instrument, name, timings, idle_at)
+            follower.saved = idle_at
         return len(timings)
 
     def _feed_line(self, follower: _Follower, line: str) -> list[MessageTiming]:
@@ -124,33 +126,33 @@ class ArchiveIndexer:
         return follower.scanner.feed(entry)
 
     def _store(self, instrument: str, name: str, timings: list[MessageTiming], at: int) -> None:
+        # Statements of the same text every round whatever the number of timings, so they stay
+        # prepared (a VALUES list of each round's length was compiled anew every round).
         with self.session_factory() as session:
-            if timings:
-                session.execute(
-                    insert(AnalyserMessageTiming)
-                    .values(
-                        [
-                            {
-                                "instrument": instrument,
-                                "specimen_ids": ",".join(t.specimen_ids)[:400],
-                                "results": t.results,
-                                "last_frame_at": as_datetime(t.last_frame_at),
-                                "acknowledged_at": as_datetime(t.acknowledged_at),
-                            }
-                            for t in timings
-                        ]
-                    )
-                    .on_conflict_do_nothing()
-                )
-            session.execute(
-                insert(ArchiveCursor)
-                .values(path=name, position=at)
-                .on_conflict_do_update(
-                    index_elements=[ArchiveCursor.path],
-                    set_={"position": at, "updated_at": text("now()")},
-                )
+            insert_rows(
+                session,
+                _TIMINGS,
+                [
+                    {
+                        "instrument": instrument,
+                        "specimen_ids": ",".join(t.specimen_ids)[:400],
+                        "results": t.results,
+                        "last_frame_at": as_datetime(t.last_frame_at),
+                        "acknowledged_at": as_datetime(t.acknowledged_at),
+                    }
+                    for t in timings
+                ],
+                skip_conflicts=True,
             )
+            session.execute(_READ_UP_TO, {"path": name, "position": at})
             session.commit()
+
+
+_TIMINGS = cast(Table, AnalyserMessageTiming.__table__)
+_READ_UP_TO = text(
+    "INSERT INTO turnaround_archive_cursor (path, position) VALUES (:path, :position) "
+    "ON CONFLICT (path) DO UPDATE SET position = excluded.position, updated_at = now()"
+)
 
 
 # --------------------------------------------------------------------------- the report

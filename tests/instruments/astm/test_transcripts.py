@@ -24,6 +24,7 @@ from instruments.astm.records import (
 )
 from instruments.astm.transcript import (
     TranscriptEntry,
+    _decode_slowly,
     decode_payload,
     encode_payload,
     format_transcript,
@@ -160,6 +161,50 @@ def test_payload_encoding_round_trip(data: bytes) -> None:
     payload = encode_payload(data)
     assert payload.isascii() and "\n" not in payload and "\r" not in payload
     assert decode_payload(payload) == data
+
+
+# Text made of pieces that come close to tokens, so the fast path meets every kind of fault.
+_PIECES = st.sampled_from(
+    [
+        "<",
+        ">",
+        "<STX>",
+        "<CR>",
+        "<x3C>",
+        "<x3c>",
+        "<xE6>",
+        "<BOGUS>",
+        "<X3C>",
+        "<ZZ>",
+        "<NUL>",
+        "<US>",
+        "<x7F>",
+        "CR>",
+        "STX",
+        "x3",
+        "æ",
+        "a",
+        "|",
+        " ",
+        "\x01",
+    ]
+)
+
+
+@given(st.lists(st.one_of(_PIECES, st.text(max_size=4)), max_size=12))
+def test_payload_decoding_agrees_with_the_token_by_token_reading(pieces: list[str]) -> None:
+    """The indexer's fast path gives the same bytes, or the same error, as a reading token
+    by token (`_decode_slowly`)."""
+    payload = "".join(pieces)
+    try:
+        expected: bytes | str = _decode_slowly(payload, 7)
+    except TranscriptError as error:
+        expected = str(error)
+    try:
+        got: bytes | str = decode_payload(payload, line_number=7)
+    except TranscriptError as error:
+        got = str(error)
+    assert got == expected
 
 
 RESULT_TRANSCRIPTS = sorted(p.name for p in DATA.glob("*_results.astm"))
