@@ -87,6 +87,11 @@ def test_order_in_result_out(
         time.sleep(0.3)
         outbox_health = client.get("/healthz").json()["components"]["hl7_outbox"]
         assert outbox_health["queued"] == 0 and outbox_health["last_delivery_at"]
+        assert "claimant" not in outbox_health  # for those signed in only
+        signed_in = client.get(
+            "/healthz", headers={"Authorization": f"Bearer {tokens['admin']}"}
+        ).json()["components"]["hl7_outbox"]
+        assert isinstance(signed_in["claimant"], int)  # the number its claims carry
         log = client.get(
             "/api/v1/messages?direction=out", headers={"Authorization": f"Bearer {tokens['admin']}"}
         ).json()

@@ -172,3 +172,30 @@ def test_a_closed_dispatcher_leaves_its_claims_to_the_next(
     run_with(receiver, body)
     assert sorted(receiver.filed) == sorted(ids)
     assert set(statuses(committing).values()) == {"acknowledged"}
+
+
+def test_a_round_that_could_not_write_its_outcomes_is_claimed_again_at_the_next(
+    committing: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database fails the round's write: its messages stay `sent` under this dispatcher's
+    own number, and its next round (never two at once) takes them again at once."""
+    ids = queue(committing, [950, 951])
+    receiver = FakeRecord()
+
+    async def body(port: int) -> None:
+        dispatcher = dispatcher_for(committing, port)
+
+        def refused(outcomes: list[Outcome]) -> list[str]:
+            raise RuntimeError("the database refused the write")
+
+        monkeypatch.setattr(dispatcher, "record_all", refused)
+        with pytest.raises(RuntimeError):
+            await dispatcher.run_once()
+        assert set(claims(committing)) == set(ids)
+        monkeypatch.undo()
+        assert await dispatcher.run_once() == 2
+        await dispatcher.close()
+
+    run_with(receiver, body)
+    assert set(statuses(committing).values()) == {"acknowledged"}
+    assert sorted(receiver.received_ids) == sorted(ids + ids)  # at least once: each went twice
