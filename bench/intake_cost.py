@@ -2,8 +2,8 @@
 
 - `order_cost` and `analyser_cost`: one OML^O21 (five ORC/OBR pairs) through the listener's
   store-process-ACK path, and one analyser message (H, P, O, five R, L) through the analyser
-  runner's transaction, in this process without sockets: SQL statements and commits per message
-  (engine events) and this process's CPU time per message.
+  runner's transaction (`LabGateway.handle`), in this process without sockets: SQL statements
+  and commits per message (engine events) and this process's CPU time per message.
 - `CpuMeter`: the CPU time a phase of the outside measurement cost the `lab serve` process
   tree (worker 0 and its intake children) and the PostgreSQL backends of the benchmark's
   database, read from /proc (Linux), beside this process's own (the benchmark's clients) and
@@ -33,8 +33,8 @@ from sqlalchemy import event, text
 from bench.bench_hl7_flow import _intake
 from instruments.astm.record_codec import build_records
 from instruments.config import InstrumentConfig, TcpSettings
-from instruments.messages import handle_raw_message
 from instruments.profiles import SpecimenOrder, get_profile
+from instruments.runner import LabGateway
 from instruments.simulator import VirtualAnalyser
 from lab.audit import Actor
 from lab.db import make_engine, make_session_factory, transaction
@@ -157,11 +157,10 @@ def analyser_cost(url: str, placer_prefix: str, tests: Sequence[str], actor: Act
 
     messages = [raws(number) for number in numbers]
 
+    gateway = LabGateway(factory)  # what the analyser runner does with a message
+
     def one(message: list[bytes]) -> None:
-        with transaction(factory) as session:
-            outcome = handle_raw_message(
-                session, instrument=instrument, profile=profile, raws=message
-            )
+        outcome = gateway.handle(instrument, profile, message)
         if outcome.recorded != len(tests):
             raise RuntimeError(f"recorded {outcome.recorded} of {len(tests)}")
 

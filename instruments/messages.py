@@ -10,6 +10,9 @@ the frame that completed the message (docs/architecture.md, rule 3).
 A message is never refused because of one of its results: each specimen's results are stored
 under a savepoint, and should that fail, each result alone; whatever still cannot be stored
 goes to the unmatched queue with its reason and the whole message, and the rest is stored.
+The analyser runner first handles a message without those savepoints (`guarded=False`: two
+statements fewer, the common case); should storing fail, it rolls the transaction back and
+handles the message again guarded, which ends as above.
 Units are compared as UCUM units (`lab.catalog.units`): a result in a unit convertible to the
 catalog's is converted with the original kept, any other waits in the unmatched queue. Logs
 name the analyser, the record's index in the message and the kind of failure, never a value
@@ -96,8 +99,14 @@ def handle_raw_message(
     profile: Profile,
     raws: Sequence[bytes],
     now: datetime | None = None,
+    guarded: bool = True,
 ) -> MessageOutcome:
-    """Decode and handle; a message that cannot be decoded is kept whole as unmatched."""
+    """Decode and handle; a message that cannot be decoded is kept whole as unmatched.
+
+    `guarded`: each specimen's results are stored under a savepoint, so a failure to store them
+    is kept as unmatched and the rest of the message stored. Unguarded, such a failure raises
+    (the session's transaction is then for the caller to roll back) and nothing is kept for it:
+    the caller handles the message again guarded in a new transaction."""
     encoding = encoding_of(instrument, profile)
     try:
         records = decode_message(raws, instrument=instrument, profile=profile)
@@ -131,6 +140,7 @@ def handle_raw_message(
         records=records,
         now=now,
         raw_message="\r".join(raw.decode(encoding, errors="replace") for raw in raws),
+        guarded=guarded,
     )
     if looks_like_utf8(raws, encoding):
         outcome.notes.append(
@@ -152,6 +162,7 @@ class _Intake:
     raw_message: str  # the whole message, kept with every result that goes unmatched
     fields: Sequence[FieldRef] | None  # where the specimen ID is (None: the profile's list)
     index: dict[int, int]  # id(record) -> its 1-based place in the message, for logs
+    guarded: bool  # each specimen's results under a savepoint (`handle_raw_message`)
 
     def place(self, record: Record) -> int:
         return self.index.get(id(record), 0)
@@ -165,7 +176,9 @@ def handle_message(
     records: Sequence[Record],
     now: datetime | None = None,
     raw_message: str | None = None,
+    guarded: bool = True,
 ) -> MessageOutcome:
+    """Handle decoded records; `guarded` as in `handle_raw_message`."""
     message = Message.from_records(records)
     intake = _Intake(
         session=session,
@@ -178,6 +191,7 @@ def handle_message(
         else "\r".join(build_record_text(r) for r in records),
         fields=instrument.specimen_fields,
         index={id(record): number for number, record in enumerate(records, start=1)},
+        guarded=guarded,
     )
     outcome = intake.outcome
     qc_message = profile.is_qc_message(message.header)
@@ -343,10 +357,17 @@ def _record(
     kept as unmatched: the analyser gets its ACK and the rest of the message is in."""
     if not ready:
         return
+    measurements = [m for _, m in ready]
+    if not intake.guarded:  # a failure raises: the message is handled again, guarded
+        recorded = results.record_tube(
+            intake.session, actor=intake.actor, measurements=measurements
+        )
+        _count(intake, specimen_id=specimen_id, ready=ready, recorded=recorded)
+        return
     try:
         with intake.session.begin_nested():
             recorded = results.record_tube(
-                intake.session, actor=intake.actor, measurements=[m for _, m in ready]
+                intake.session, actor=intake.actor, measurements=measurements
             )
     except (OperationalError, InterfaceError):
         raise  # the database is away: the whole message is refused and comes again
@@ -373,6 +394,17 @@ def _record(
             params={"detail": detail},
         )
         return
+    _count(intake, specimen_id=specimen_id, ready=ready, recorded=recorded)
+
+
+def _count(
+    intake: _Intake,
+    *,
+    specimen_id: str,
+    ready: list[tuple[ResultGroup, results.Measurement]],
+    recorded: list[results.Outcome],
+) -> None:
+    """What became of each result of a tube: counted, or kept as unmatched when refused."""
     outcome = intake.outcome
     for (group, _), one in zip(ready, recorded, strict=True):
         if one.refusal is not None:

@@ -14,7 +14,7 @@ object and flushed the ORM's way.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -93,6 +93,7 @@ def write_versions(
     written in the same statement, the move's audit row last. `lock_order` (an order's id) is
     locked by the same statement: the tube releases results to the record, and the order's
     next statement must see every other tube of the order committed before it."""
+    written_at = now.isoformat()  # as the rows' JSON carries it, made once
     fresh: list[dict[str, Any]] = []
     keys: list[dict[str, Any]] = []
     measurements: list[dict[str, Any]] = []
@@ -116,7 +117,7 @@ def write_versions(
                     "patient_id": result.patient_id,
                     "urgency": result.urgency,
                     "version": len(write.changes),
-                    "recorded_at": now,
+                    "recorded_at": written_at,
                     **write.changes[-1].state.current_columns(),
                 }
             )
@@ -129,7 +130,7 @@ def write_versions(
                 number += 1
                 measured = number
                 measurements.append(
-                    _measurement(change.measurement, actor, index, number, now, after=False)
+                    _measurement(change.measurement, actor, index, number, written_at, after=False)
                 )
             version = first + position
             versions.append(
@@ -140,7 +141,7 @@ def write_versions(
                     "version": version,
                     "author": change.author,
                     "reason": change.reason,
-                    "created_at": now,
+                    "created_at": written_at,
                 }
             )
             after = change.state.snapshot(version)
@@ -163,7 +164,7 @@ def write_versions(
             before = after
         for further in write.further:
             number += 1
-            measurements.append(_measurement(further, actor, index, number, now, after=True))
+            measurements.append(_measurement(further, actor, index, number, written_at, after=True))
             audits.append(
                 {
                     **audit.row(
@@ -244,13 +245,13 @@ def write_versions(
 
 
 def _measurement(
-    measurement: NewMeasurement, actor: Actor, k: int, number: int, now: datetime, *, after: bool
+    measurement: NewMeasurement, actor: Actor, k: int, number: int, written_at: str, *, after: bool
 ) -> dict[str, Any]:
     return {
         **measurement.columns(),
         "k": k,
         "number": number,
-        "recorded_at": now,
+        "recorded_at": written_at,
         "recorded_by": actor.username,
         # Stored beside a released result, it waits for a look.
         "after_release": after,
@@ -282,16 +283,16 @@ def _check_moves(write: Write) -> None:
         current = target
 
 
-def _json(rows: Sequence[Mapping[str, Any]]) -> str:
-    return json.dumps(rows, default=_plain, separators=(",", ":"))
-
-
 def _plain(value: object) -> object:
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not a column value")
+
+
+#: One encoder for every statement (`json.dumps` with options makes a new one per call).
+_json = json.JSONEncoder(default=_plain, separators=(",", ":")).encode
 
 
 _RESULT: Table = Result.__table__  # type: ignore[assignment]
