@@ -127,17 +127,22 @@ async def _drill(url: str, folder: Path, *, verified: int, streaming: int) -> Dr
     if not held:
         problems.append("node A held no claimed ORU when it was killed: nothing to take over")
     elif taken_after is None:
-        problems.append(f"the {len(held)} ORUs node A had claimed were not taken over in 120 s")
+        problems.append(f"what node A had claimed ({len(held)} ORU) was not taken over in 120 s")
     missing = waiting - set(record.filed)
     if missing:
         problems.append(f"{len(missing)} of {len(waiting)} waiting ORUs never arrived")
     if health.get("status") != "ok" or not b_alive:
         problems.append(f"node B not healthy: {health.get('status')}")
     repeats = sum(1 for m in record.received if m.control_id in waiting) - len(waiting)
+    taken = (
+        f"acknowledged {taken_after:.1f} s after the kill"
+        if taken_after is not None
+        else "NOT acknowledged 120 s after the kill"
+    )
     summary = (
         f"node A SIGKILLed with {before} orders acknowledged, {len(waiting)} ORUs waiting and "
         f"{len(held)} of them claimed by its dispatcher: node B took those over and had them "
-        f"acknowledged {taken_after or 0:.1f} s after the kill (the record answered slowly, "
+        f"{taken} (the record answered slowly, "
         f"{SLOW_ACK:.0f} s an ACK, until the kill), took the rest of the orders "
         f"({len(stored)}/{len(placers)} stored once each) and delivered every waiting ORU "
         f"{delivered_after:.1f} s after the kill (the dispatchers' backoff from the record's "
