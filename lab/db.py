@@ -43,6 +43,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -207,6 +208,17 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def driver_sql(statement: TextClause) -> str:
+    """A fixed statement's text as psycopg takes it (`%(name)s` parameters), for
+    `Connection.exec_driver_sql` on a hot path: SQLAlchemy's compiled-cache lookup and
+    parameter processing are skipped (about a third of its cost per statement), its events
+    (and so the counts of statements) still fire. The parameters go to psycopg as they are."""
+    return str(statement.compile(dialect=_PSYCOPG))
+
+
+_PSYCOPG = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 
 
 def ping(engine: Engine) -> str:

@@ -38,11 +38,12 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import LargeBinary, Table, TextClause, bindparam, select, text, update
+from sqlalchemy import Table, select, text
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from lab import facts
+from lab.db import driver_sql
 from lab.hl7.codec.ack import (
     AckCode,
     OrderLine,
@@ -77,7 +78,7 @@ _LOG: Table = Hl7Message.__table__  # type: ignore[assignment]
 
 
 @lru_cache(maxsize=8)
-def _insert_statement(columns: tuple[str, ...], keyed: bool, stamped: bool) -> TextClause:
+def _insert_statement(columns: tuple[str, ...], keyed: bool, stamped: bool) -> str:
     """INSERT of a log row with these columns, returning its id. `keyed`: a message with a
     control ID is stored once per sender, and a repeat inserts nothing (no id). `stamped`:
     the same statement reads the transaction's stamp of rarely changing facts (`lab.facts`),
@@ -97,11 +98,17 @@ def _insert_statement(columns: tuple[str, ...], keyed: bool, stamped: bool) -> T
             f"WITH stored AS ({sql}) SELECT (SELECT id FROM stored) AS id, "  # noqa: S608
             f"{facts.STAMP_COLUMNS} FROM {facts.STAMP_FROM}"
         )
-    return text(sql).bindparams(bindparam("raw", type_=LargeBinary()))
+    return driver_sql(text(sql))
 
 
 # What became of a message (the keys of `Inbox._finish`), by `message_id`.
-_FINISH = update(_LOG).where(_LOG.c.id == bindparam("message_id"))
+_FINISH = driver_sql(
+    text(
+        "UPDATE hl7_message SET status = :status, ack = :ack, ack_code = :ack_code, "
+        "error = :error, patient_id = :patient_id, finished_at = :finished_at "
+        "WHERE id = :message_id"
+    )
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,7 +213,7 @@ class Inbox:
                 finished, undone = self._finish(session, message, caller, savepoint=False)
                 if undone:
                     return self._store_failed(session, values, finished, message)
-                session.connection().execute(_FINISH, {"message_id": new_id, **finished})
+                session.connection().exec_driver_sql(_FINISH, {"message_id": new_id, **finished})
                 session.commit()
                 return Stored(message_id=new_id, acks=_answer(finished, message))
             session.commit()
@@ -239,10 +246,11 @@ class Inbox:
     ) -> int | None:
         statement = _insert_statement(tuple(values), bool(values["control_id"]), stamped)
         # On the session's connection: a Core statement needs none of the ORM's handling.
+        result = session.connection().exec_driver_sql(statement, dict(values))
         if not stamped:
-            new_id = session.connection().execute(statement, values).scalar()
+            new_id = result.scalar()
             return None if new_id is None else int(new_id)
-        new_id, *stamp = session.connection().execute(statement, values).one()._tuple()
+        new_id, *stamp = result.one()._tuple()
         facts.remember(session, *stamp)
         return None if new_id is None else int(new_id)
 

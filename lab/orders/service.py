@@ -17,6 +17,7 @@ from lab import audit
 from lab.audit import Actor
 from lab.catalog import service as catalog
 from lab.catalog.rules import TestRule
+from lab.db import driver_sql
 from lab.errors import Conflict, FieldProblem, InvalidInput, NotFound
 from lab.patients import service as patients
 from lab.specimens import service as specimens
@@ -130,7 +131,7 @@ def place(session: Session, *, actor: Actor, request: OrderRequest) -> Order:
     session.flush()
     # On the session's connection: a Core statement needs none of the ORM's handling.
     connection = session.connection()
-    stored = connection.execute(
+    stored = connection.exec_driver_sql(
         _PLACE,
         {
             "placer_order_number": placer,
@@ -206,8 +207,9 @@ _ORDER_COLUMNS = ", ".join(column.name for column in Order.__table__.columns)
 # tubes numbered by the database, their "created" events, its tests each on the tube of its
 # kind, and its audit row with the filler and accession numbers. Rows go in the order of the
 # arrays (ORDER BY place), so their ids ascend as when they were written one by one.
-_PLACE = text(
-    f"""
+_PLACE = driver_sql(
+    text(
+        f"""
     WITH placed AS (
         INSERT INTO lab_order (placer_order_number, placer_namespace, filler_order_number,
             patient_id, ordering_clinician, ordering_location, priority, clinical_info, source,
@@ -257,6 +259,7 @@ _PLACE = text(
     )
     SELECT placed.* FROM placed
     """  # noqa: S608 - the table's own column names, never input
+    )
 )
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Mapped, Session, make_transient_to_detached
 
 from lab import audit
 from lab.audit import Actor
+from lab.db import driver_sql
 from lab.errors import Conflict, FieldProblem, InvalidInput, NotFound
 from lab.patients.identifiers import (
     IdentifierError,
@@ -152,8 +153,9 @@ def surviving(session: Session, patient: Patient) -> Patient:
 # new patient with all its identifiers and its audit row. An identifier without authority
 # matches any authority, as in `find_by_identifier`. `created` says which it was; a merged
 # patient is followed to the surviving one by the caller.
-_FIND_OR_REGISTER = text(
-    """
+_FIND_OR_REGISTER = driver_sql(
+    text(
+        """
     WITH wanted AS (
         SELECT * FROM unnest(CAST(:values AS VARCHAR[]), CAST(:authorities AS VARCHAR[]),
             CAST(:kinds AS VARCHAR[])) WITH ORDINALITY AS u(value, authority, kind, place)
@@ -185,6 +187,7 @@ _FIND_OR_REGISTER = text(
     UNION ALL
     SELECT patient_id, false, NULL FROM known
     """
+    )
 )
 
 
@@ -202,7 +205,7 @@ def upsert(session: Session, *, actor: Actor, data: Demographics) -> Patient:
     family_name, given_name = data.family_name.strip(), data.given_name.strip()
     # On the session's connection: a Core statement needs none of the ORM's handling.
     connection = session.connection()
-    registered = connection.execute(
+    registered = connection.exec_driver_sql(
         _FIND_OR_REGISTER,
         {
             "values": [i.value for i in checked],
