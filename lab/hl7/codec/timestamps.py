@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 from typing import Final
 
 from lab.hl7.codec.errors import LocalProtocolError
@@ -14,11 +15,15 @@ _DTM: Final = re.compile(
 )
 
 
+@lru_cache(maxsize=256)
 def parse_timestamp(text: str, local_zone: tzinfo) -> datetime:
     """An aware datetime from a DTM with at least day precision.
 
     Without an offset the time is read in `local_zone` (the partner's zone, Europe/Oslo for the
     regional record). Raises ValueError with a readable reason.
+
+    Kept for the last few hundred texts (a datetime never changes): an order repeats its
+    message's time in every OBR-7 and SPM-17.
     """
     match = _DTM.match(text)
     if match is None:
