@@ -224,7 +224,9 @@ def handle_message(
                 intake, specimen_id=specimen_id, order=order_group.order, group=group
             )
             if measurement is not None:
-                ready.append((group, replace(measurement, indices=indices)))
+                if indices is not None:  # most analysers send none: no copy for them
+                    measurement = replace(measurement, indices=indices)
+                ready.append((group, measurement))
         _record(intake, specimen_id=specimen_id, ready=ready)
     queries = [q for q in message.queries if q.request_status.upper() != "A"]  # A: cancel
     if queries:
