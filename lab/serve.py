@@ -26,6 +26,7 @@ import instruments.runtime
 import lab.hl7.runtime
 import lab.qc.runtime
 import lab.turnaround.runtime
+import lab.upkeep
 from lab import audit_chain
 from lab.config import Settings
 from lab.db import database_url, make_engine, make_session_factory, runtime_url, transaction
@@ -52,7 +53,9 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
             # Printed, not logged: the passwords are shown once, to the person starting the demo.
             shown = "(LAB_DEMO_PASSWORD)" if settings.demo_password else password
             print(f"demo user {username:6s} password: {shown}", flush=True)
-    starters: list[Starter] = [audit_sealer()]
+    # The audit chain, and a look every few minutes at whether PostgreSQL keeps the tables'
+    # statistics current (lab/upkeep.py: /healthz says when it does not).
+    starters: list[Starter] = [audit_sealer(), lab.upkeep.starter()]
     # Intake on every core (lab/intake.py): this process is worker 0 of `workers`.
     workers = settings.worker_count() if roles & {"hl7", "instruments"} else 1
     if "instruments" in roles:
