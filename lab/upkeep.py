@@ -18,8 +18,6 @@ no lock and reads only counters: no patient data.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,7 +28,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from lab.lifespan import Starter
+from lab.lifespan import Starter, repeated
 
 log = logging.getLogger(__name__)
 
@@ -140,19 +138,9 @@ def starter(*, every: float = 300.0) -> Starter:
                 log.warning("database upkeep: %s", report.alarm)  # table names only
             last = report.as_status()
 
-        async def loop() -> None:
-            while True:
-                await asyncio.to_thread(check_now)
-                await asyncio.sleep(every)
-
-        task = asyncio.create_task(loop())
-        app.state.components.register("database_upkeep", lambda: last)
-        try:
+        async with repeated(
+            app, name="database_upkeep", every=every, work=check_now, status=lambda: last
+        ):
             yield
-        finally:
-            app.state.components.unregister("database_upkeep")
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     return run

@@ -8,8 +8,6 @@ read twice is stored once, so no lock is needed.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from lab.config import Settings
-from lab.lifespan import Starter
+from lab.lifespan import Starter, repeated
 from lab.turnaround.service import ArchiveIndexer
 
 log = logging.getLogger(__name__)
@@ -29,14 +27,12 @@ def starter(settings: Settings, *, every: float = 2.0) -> Starter:
     async def run(app: FastAPI) -> AsyncIterator[None]:
         indexer = ArchiveIndexer(settings.data_dir / "archive", app.state.session_factory)
 
-        async def loop() -> None:
-            while True:
-                try:
-                    await asyncio.to_thread(indexer.run_once)
-                except Exception as error:  # the database may be away; try again next round
-                    indexer.stats.last_error = f"{type(error).__name__}: {error}"[:300]
-                    log.warning("turnaround indexer: %s", indexer.stats.last_error)
-                await asyncio.sleep(every)
+        def index_now() -> None:
+            try:
+                indexer.run_once()
+            except Exception as error:  # the database may be away; try again next round
+                indexer.stats.last_error = f"{type(error).__name__}: {error}"[:300]
+                log.warning("turnaround indexer: %s", indexer.stats.last_error)
 
         def status() -> dict[str, Any]:
             return {
@@ -45,15 +41,10 @@ def starter(settings: Settings, *, every: float = 2.0) -> Starter:
                 "last_error": indexer.stats.last_error,
             }
 
-        task = asyncio.create_task(loop())
         app.state.turnaround_indexer = indexer
-        app.state.components.register("turnaround_indexer", status)
-        try:
+        async with repeated(
+            app, name="turnaround_indexer", every=every, work=index_now, status=status
+        ):
             yield
-        finally:
-            app.state.components.unregister("turnaround_indexer")
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     return run
