@@ -7,10 +7,11 @@ One transaction per message where the acknowledgement rules allow, two where the
    (MSH-3/MSH-4) is unique there, so a repeat finds the first row: if that one was answered,
    its stored ACK is sent again, byte for byte, and nothing is processed again (v2.5.1 section
    2.9.2; docs/hl7-interface.md, duplicates). When no commit ACK is due (original mode, or
-   enhanced mode without MSH-15), the message is processed in the same transaction: the
-   handlers run inside a savepoint, and the status and the ACK text are written before the one
-   commit; a refusal rolls the savepoint back and keeps the raw message with its AE/AR. If the
-   database fails, nothing is committed and nothing answered: the sender resends.
+   enhanced mode without MSH-15), the message is processed in the same transaction, without a
+   savepoint, and the status and the ACK text are written before the one commit; a refusal
+   rolls the whole transaction back and stores the raw message again with its AE/AR in one
+   INSERT. If the database fails, nothing is committed and nothing answered: the sender
+   resends.
 2. In enhanced mode with a commit ACK (MSH-15), the raw message must be committed on its own
    before the CA goes out; `process` then locks the row, applies the message in a savepoint
    and sets the status and the application ACK in a second transaction. Only after that commit
@@ -196,14 +197,7 @@ class Inbox:
             stamped = commit_ack is None and (code, trigger) in ORDER_MESSAGES
             new_id = self._insert(session, values, stamped=stamped)
             if new_id is None:
-                existing = self._existing(session, values)
-                session.commit()
-                if existing.status != RECEIVED:
-                    return Stored(
-                        message_id=existing.id, acks=_stored_acks(existing), duplicate=True
-                    )
-                # Stored before but never answered (the process died): process it now.
-                return Stored(message_id=existing.id, pending=message, duplicate=True)
+                return self._repeat(session, values, message)
             if commit_ack is None:
                 # No commit ACK is due, so nothing needs the raw message committed on its own:
                 # it is processed in the same transaction (one commit instead of two). A
@@ -233,13 +227,18 @@ class Inbox:
         if new_id is None:
             # Another connection stored the same message while this one was rolled back: its
             # answer is the answer (as for any repeat).
-            existing = self._existing(session, values)
-            session.commit()
-            if existing.status != RECEIVED:
-                return Stored(message_id=existing.id, acks=_stored_acks(existing), duplicate=True)
-            return Stored(message_id=existing.id, pending=message, duplicate=True)
+            return self._repeat(session, values, message)
         session.commit()
         return Stored(message_id=new_id, acks=_answer(finished, message))
+
+    def _repeat(self, session: Session, values: Mapping[str, object], message: Message) -> Stored:
+        """The message is stored already (same sender and MSH-10): its stored answer is sent
+        again, or, stored but never answered (the process died), it is processed now."""
+        existing = self._existing(session, values)
+        session.commit()
+        if existing.status != RECEIVED:
+            return Stored(message_id=existing.id, acks=_stored_acks(existing), duplicate=True)
+        return Stored(message_id=existing.id, pending=message, duplicate=True)
 
     def _insert(
         self, session: Session, values: Mapping[str, object], *, stamped: bool = False

@@ -17,14 +17,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import Engine, delete, text
+from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from lab.db import make_engine, make_session_factory
 from lab.hl7.codec.er7 import parse_message
 from lab.hl7.inbox import Inbox
 from lab.hl7.listener import Hl7Listener
-from lab.tables import OUTBOUND, Hl7Message, ReportedResult, Withdrawal
+from lab.tables import INBOUND, OUTBOUND, Hl7Message, ReportedResult, Withdrawal
 from testkit.database import ScratchDatabase
 from testkit.mllp import send_hl7
 from testkit.orders import oml_o21
@@ -103,6 +103,18 @@ def empty_outbox(hl7_engine: Engine) -> Iterator[None]:
     clear()
     yield
     clear()
+
+
+def logged(factory: sessionmaker[Session], control_id: str) -> list[Hl7Message]:
+    """The inbound log rows of `control_id`."""
+    with factory() as session:
+        return list(
+            session.scalars(
+                select(Hl7Message).where(
+                    Hl7Message.direction == INBOUND, Hl7Message.control_id == control_id
+                )
+            )
+        )
 
 
 def unique(prefix: str) -> str:

@@ -19,7 +19,7 @@ from lab.hl7.listener import Hl7Listener, server_tls_context
 from lab.hl7.senders import Caller
 from lab.orders import service as orders
 from lab.patients import service as patients
-from lab.tables import INBOUND, Hl7Message, Order, Specimen
+from lab.tables import Order, Specimen
 from testkit.mllp import ClosedBeforeAnswer
 from testkit.patients import random_national_number
 from tests.hl7.conftest import (
@@ -29,23 +29,13 @@ from tests.hl7.conftest import (
     err_locations,
     exchange,
     fnr_cx,
+    logged,
     msa,
     oml,
     unique,
 )
 
 MLLP_SEND = Path(sys.executable).with_name("mllp_send")
-
-
-def logged(factory: sessionmaker[Session], control_id: str) -> list[Hl7Message]:
-    with factory() as session:
-        return list(
-            session.scalars(
-                select(Hl7Message).where(
-                    Hl7Message.direction == INBOUND, Hl7Message.control_id == control_id
-                )
-            )
-        )
 
 
 def test_mllp_send_places_an_order_with_specimens(

@@ -25,9 +25,7 @@ from lab.hl7.handlers import MessageRefused
 from lab.hl7.inbox import Inbox, Stored
 from lab.patients.service import find_by_identifier
 from lab.tables import (
-    INBOUND,
     AuditEvent,
-    Hl7Message,
     Order,
     OrderedTest,
     Patient,
@@ -37,6 +35,7 @@ from lab.tables import (
 from testkit.mllp import ack_code
 from testkit.orders import oml_o21
 from testkit.patients import synthetic_patients
+from tests.hl7.conftest import logged
 
 TESTS = ["NA", "K", "KREA", "CRP", "GLUK"]
 # Log row INSERT with the catalog version, patient (found or registered with its
@@ -189,19 +188,8 @@ def test_a_known_placer_number_is_refused_and_keeps_nothing_of_the_second_order(
     with committing() as session:
         orders = session.scalars(select(Order).where(Order.placer_order_number == f"P{tag}")).all()
         assert len(orders) == 1
-        # The second patient was registered inside the savepoint and rolled back with it.
+        # The second patient was registered in the refused order's transaction, rolled back.
         assert find_by_identifier(session, second.fnr, "FNR") is None
-
-
-def _logged(committing: sessionmaker[Session], control_id: str) -> list[Hl7Message]:
-    with committing() as session:
-        return list(
-            session.scalars(
-                select(Hl7Message).where(
-                    Hl7Message.direction == INBOUND, Hl7Message.control_id == control_id
-                )
-            )
-        )
 
 
 def test_a_refused_order_keeps_its_raw_message_and_answer_without_a_savepoint(
@@ -216,7 +204,7 @@ def test_a_refused_order_keeps_its_raw_message_and_answer_without_a_savepoint(
     assert counted.commits == 1
     [ack] = stored.acks
     assert ack_code(ack) == "AE"
-    [row] = _logged(committing, f"C{tag}")
+    [row] = logged(committing, f"C{tag}")
     assert (row.id, row.raw, row.status, row.ack_code) == (stored.message_id, raw, "error", "AE")
     assert row.ack is not None and row.ack.encode() == ack and "NOPE" in row.error
     assert row.finished_at is not None and row.patient_id is None
@@ -255,7 +243,7 @@ def test_a_repeat_stored_while_a_refusal_is_rolled_back_gets_the_one_stored_answ
     monkeypatch.setattr(inbox_module, "handle", first_refused)
     first = inbox.store(raw)
     threads[0].join(30)
-    [row] = _logged(committing, f"C{tag}")
+    [row] = logged(committing, f"C{tag}")
     assert first.acks == second["stored"].acks == (row.ack.encode(),)  # type: ignore[union-attr]
     assert {first.message_id, second["stored"].message_id} == {row.id}
     assert [first.duplicate, second["stored"].duplicate].count(True) == 1
